@@ -1,0 +1,154 @@
+//! The grant table: every active grant, in memory, in a DashMap.
+//!
+//! This is the source of truth for the hot path. Each grant owns a
+//! `tokio::sync::watch` channel whose value says whether it has ended; every
+//! session holds a [`Lease`] with a receiver, sleeps until the grant's absolute
+//! `expires_at` and wakes at once when the grant is revoked.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use dashmap::DashMap;
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// Why a grant (and so its sessions) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    Expired,
+    Revoked,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Expired => "expired",
+            EndReason::Revoked => "revoked",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Grant {
+    pub id: String,
+    pub identity: String,
+    pub target: String,
+    pub level: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: SystemTime,
+    #[serde(serialize_with = "rfc3339")]
+    pub expires_at: SystemTime,
+    pub reason: String,
+    pub granted_by: String,
+}
+
+pub fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*t))
+}
+
+pub fn new_grant_id() -> String {
+    format!("g_{:016x}", rand::random::<u64>())
+}
+
+struct Entry {
+    grant: Arc<Grant>,
+    /// `None` while active; the reason once it ended.
+    ended: watch::Sender<Option<EndReason>>,
+}
+
+#[derive(Default)]
+pub struct GrantTable {
+    by_id: DashMap<String, Entry>,
+}
+
+impl GrantTable {
+    pub fn insert(&self, grant: Grant) -> Arc<Grant> {
+        let grant = Arc::new(grant);
+        let (ended, _) = watch::channel(None);
+        self.by_id.insert(
+            grant.id.clone(),
+            Entry {
+                grant: grant.clone(),
+                ended,
+            },
+        );
+        grant
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Grant>> {
+        self.by_id.get(id).map(|e| e.grant.clone())
+    }
+
+    /// Active grants, oldest first.
+    pub fn active(&self, now: SystemTime) -> Vec<Arc<Grant>> {
+        let mut v: Vec<_> = self
+            .by_id
+            .iter()
+            .filter(|e| e.grant.expires_at > now)
+            .map(|e| e.grant.clone())
+            .collect();
+        v.sort_by_key(|g| g.created_at);
+        v
+    }
+
+    /// A lease on the newest active grant of `identity` for `target`.
+    pub fn lease_for(&self, identity: &str, target: &str, now: SystemTime) -> Option<Lease> {
+        self.by_id
+            .iter()
+            .filter(|e| e.grant.identity == identity && e.grant.target == target && e.grant.expires_at > now)
+            .max_by_key(|e| e.grant.created_at)
+            .map(|e| Lease {
+                grant: e.grant.clone(),
+                ended: e.ended.subscribe(),
+            })
+    }
+
+    /// Remove the grant and tell its sessions why. `None` if it was not there.
+    pub fn end(&self, id: &str, reason: EndReason) -> Option<Arc<Grant>> {
+        let (_, entry) = self.by_id.remove(id)?;
+        entry.ended.send_replace(Some(reason));
+        Some(entry.grant)
+    }
+}
+
+/// What a session holds: its grant and a watch on the grant's end.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub grant: Arc<Grant>,
+    ended: watch::Receiver<Option<EndReason>>,
+}
+
+impl Lease {
+    /// Resolves when the grant ends: at `expires_at` or on revoke, whichever is first.
+    /// Cancel-safe: it can sit in a `select!` and be polled again.
+    pub async fn ended(&mut self) -> EndReason {
+        let deadline = instant_for(self.grant.expires_at);
+        tokio::select! {
+            biased;
+            r = self.ended.wait_for(Option::is_some) => match r {
+                Ok(reason) => reason.unwrap_or(EndReason::Revoked),
+                // The table dropped the grant without a reason: treat as revoked.
+                Err(_) => EndReason::Revoked,
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => EndReason::Expired,
+        }
+    }
+
+    /// The grant's end if it has already happened.
+    pub fn has_ended(&self, now: SystemTime) -> Option<EndReason> {
+        if let Some(r) = *self.ended.borrow() {
+            return Some(r);
+        }
+        (self.grant.expires_at <= now).then_some(EndReason::Expired)
+    }
+}
+
+/// The monotonic instant at which wall-clock time `at` is reached.
+pub fn instant_for(at: SystemTime) -> Instant {
+    let now = Instant::now();
+    match at.duration_since(SystemTime::now()) {
+        Ok(d) => now + d,
+        Err(_) => now - Duration::ZERO,
+    }
+}

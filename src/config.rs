@@ -1,0 +1,481 @@
+//! The TOML configuration model and its validation.
+//!
+//! One file describes listeners, TLS, the audit log, limits, identities and
+//! targets. Loading it either yields a fully validated [`Config`] or one
+//! [`ConfigError`] that names the file, the key and what is wrong, so an
+//! operator can fix it without reading code. Relative paths are resolved
+//! against the directory of the config file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: `{key}`: {why}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        why: String,
+    },
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config file was read from (for messages).
+    pub source: PathBuf,
+    pub data_dir: PathBuf,
+    pub listen: Listen,
+    pub tls: TlsConfig,
+    pub audit: AuditConfig,
+    pub limits: Limits,
+    pub identities: Vec<IdentityConfig>,
+    pub targets: Vec<TargetConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub postgres: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Refuse clients that do not start TLS.
+    pub require: bool,
+    /// Create a self-signed pair at `cert`/`key` when they do not exist (dev only).
+    pub self_signed_if_missing: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// fsync after every record before the statement is forwarded.
+    Always,
+    /// fsync in groups, at most this long after a record was written.
+    Interval(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    pub fsync: FsyncPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub handshake_timeout: Duration,
+    pub max_pending_handshakes: usize,
+    pub max_sessions: usize,
+    pub max_message_bytes: usize,
+    /// Failed logins allowed per identity and per client address in `login_failure_window`.
+    pub max_login_failures: u32,
+    pub login_failure_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub name: String,
+    pub groups: Vec<String>,
+    /// SCRAM-SHA-256 verifier in PostgreSQL's format
+    /// (`SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`).
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Postgres,
+    Mysql,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTls {
+    Disable,
+    Require,
+    VerifyFull { ca_file: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub name: String,
+    pub protocol: Protocol,
+    /// `host:port` as given; resolved at connect time.
+    pub address: String,
+    pub database: String,
+    pub tls: UpstreamTls,
+    /// Host name checked against the server certificate with `verify-full`.
+    pub tls_server_name: Option<String>,
+    pub connect_timeout: Duration,
+    pub levels: BTreeMap<String, LevelConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LevelConfig {
+    pub user: String,
+    pub password: SecretSource,
+    pub read_only: bool,
+}
+
+/// Where an upstream password comes from. The value itself is only read at
+/// connect time and never stored in the config model, so it cannot be printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// No password (trust authentication upstream).
+    None,
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable {0} is not set")]
+    MissingEnv(String),
+    #[error("cannot read secret file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl SecretSource {
+    /// Read the secret now. `Ok(None)` means there is none (trust).
+    pub fn read(&self) -> Result<Option<String>, SecretError> {
+        match self {
+            SecretSource::None => Ok(None),
+            SecretSource::Env(var) => std::env::var(var)
+                .map(Some)
+                .map_err(|_| SecretError::MissingEnv(var.clone())),
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_owned()))
+                .map_err(|source| SecretError::File {
+                    path: path.clone(),
+                    source,
+                }),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parse and validate `text` as if it were read from `path`.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Validator { path, base }.validate(raw)
+    }
+
+    pub fn target(&self, name: &str) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+
+    pub fn identity(&self, name: &str) -> Option<&IdentityConfig> {
+        self.identities.iter().find(|i| i.name == name)
+    }
+}
+
+// ---- the raw TOML shape -------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: String,
+    listen: RawListen,
+    tls: RawTls,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    identities: Vec<RawIdentity>,
+    #[serde(default)]
+    targets: Vec<RawTarget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    postgres: Option<String>,
+    admin: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: String,
+    key: String,
+    #[serde(default = "yes")]
+    require: bool,
+    #[serde(default)]
+    self_signed_if_missing: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: Option<String>,
+    fsync: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    handshake_timeout: Option<String>,
+    max_pending_handshakes: Option<usize>,
+    max_sessions: Option<usize>,
+    max_message_bytes: Option<usize>,
+    max_login_failures: Option<u32>,
+    login_failure_window: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    name: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    secret: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: String,
+    protocol: Protocol,
+    address: String,
+    database: String,
+    #[serde(default)]
+    tls: Option<String>,
+    tls_ca_file: Option<String>,
+    tls_server_name: Option<String>,
+    connect_timeout: Option<String>,
+    levels: BTreeMap<String, RawLevel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLevel {
+    user: String,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    #[serde(default)]
+    read_only: bool,
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: impl Into<String>, why: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key: key.into(),
+            why: why.into(),
+        }
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn duration(&self, key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => humantime::parse_duration(v)
+                .map_err(|e| self.invalid(key, format!("`{v}` is not a duration like \"10s\" or \"250ms\": {e}"))),
+        }
+    }
+
+    fn addr(&self, key: &str, value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
+        value
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| self.invalid(key, format!("`{v}` is not an address like \"127.0.0.1:6432\"")))
+            })
+            .transpose()
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let data_dir = self.resolve(&raw.data_dir);
+        let listen = Listen {
+            postgres: self.addr("listen.postgres", raw.listen.postgres.as_deref())?,
+            admin: self.addr("listen.admin", raw.listen.admin.as_deref())?,
+        };
+        let tls = TlsConfig {
+            cert: self.resolve(&raw.tls.cert),
+            key: self.resolve(&raw.tls.key),
+            require: raw.tls.require,
+            self_signed_if_missing: raw.tls.self_signed_if_missing,
+        };
+        let fsync = match raw.audit.fsync.as_deref() {
+            None => FsyncPolicy::Interval(Duration::from_millis(100)),
+            Some("always") => FsyncPolicy::Always,
+            Some(v) => FsyncPolicy::Interval(self.duration("audit.fsync", Some(v), Duration::ZERO).map_err(
+                |_| self.invalid("audit.fsync", format!("`{v}` must be \"always\" or an interval like \"100ms\"")),
+            )?),
+        };
+        let audit = AuditConfig {
+            path: raw
+                .audit
+                .path
+                .map(|p| self.resolve(&p))
+                .unwrap_or_else(|| data_dir.join("audit.log")),
+            fsync,
+        };
+        let l = raw.limits;
+        let limits = Limits {
+            handshake_timeout: self.duration(
+                "limits.handshake_timeout",
+                l.handshake_timeout.as_deref(),
+                Duration::from_secs(10),
+            )?,
+            max_pending_handshakes: l.max_pending_handshakes.unwrap_or(256),
+            max_sessions: l.max_sessions.unwrap_or(10_000),
+            max_message_bytes: l.max_message_bytes.unwrap_or(64 << 20),
+            max_login_failures: l.max_login_failures.unwrap_or(10),
+            login_failure_window: self.duration(
+                "limits.login_failure_window",
+                l.login_failure_window.as_deref(),
+                Duration::from_secs(60),
+            )?,
+        };
+        if limits.max_pending_handshakes == 0 || limits.max_sessions == 0 {
+            return Err(self.invalid("limits", "max_pending_handshakes and max_sessions must be at least 1"));
+        }
+        if limits.max_message_bytes < 1024 {
+            return Err(self.invalid("limits.max_message_bytes", "must be at least 1024"));
+        }
+
+        let mut identities = Vec::new();
+        for (i, id) in raw.identities.into_iter().enumerate() {
+            let key = format!("identities[{i}]");
+            if id.name.is_empty() {
+                return Err(self.invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if identities.iter().any(|x: &IdentityConfig| x.name == id.name) {
+                return Err(self.invalid(format!("{key}.name"), format!("identity `{}` is defined twice", id.name)));
+            }
+            if crate::identity::ScramVerifier::parse(&id.secret).is_none() {
+                return Err(self.invalid(
+                    format!("{key}.secret"),
+                    "must be a SCRAM-SHA-256 verifier (generate one with `jitgate passwd`)",
+                ));
+            }
+            identities.push(IdentityConfig {
+                name: id.name,
+                groups: id.groups,
+                secret: id.secret,
+            });
+        }
+
+        let mut targets = Vec::new();
+        for (i, t) in raw.targets.into_iter().enumerate() {
+            let key = format!("targets[{i}]");
+            if targets.iter().any(|x: &TargetConfig| x.name == t.name) {
+                return Err(self.invalid(format!("{key}.name"), format!("target `{}` is defined twice", t.name)));
+            }
+            let tls = match t.tls.as_deref().unwrap_or("disable") {
+                "disable" => UpstreamTls::Disable,
+                "require" => UpstreamTls::Require,
+                "verify-full" => match &t.tls_ca_file {
+                    Some(ca) => UpstreamTls::VerifyFull {
+                        ca_file: self.resolve(ca),
+                    },
+                    None => {
+                        return Err(self.invalid(format!("{key}.tls_ca_file"), "is required with tls = \"verify-full\""));
+                    }
+                },
+                other => {
+                    return Err(self.invalid(
+                        format!("{key}.tls"),
+                        format!("`{other}` must be one of \"disable\", \"require\", \"verify-full\""),
+                    ));
+                }
+            };
+            if t.levels.is_empty() {
+                return Err(self.invalid(format!("{key}.levels"), "a target needs at least one level"));
+            }
+            let mut levels = BTreeMap::new();
+            for (name, lv) in t.levels {
+                let lkey = format!("{key}.levels.{name}");
+                let password = match (lv.password_env, lv.password_file) {
+                    (Some(_), Some(_)) => {
+                        return Err(self.invalid(lkey, "set password_env or password_file, not both"));
+                    }
+                    (Some(v), None) => SecretSource::Env(v),
+                    (None, Some(f)) => SecretSource::File(self.resolve(&f)),
+                    (None, None) => SecretSource::None,
+                };
+                levels.insert(
+                    name,
+                    LevelConfig {
+                        user: lv.user,
+                        password,
+                        read_only: lv.read_only,
+                    },
+                );
+            }
+            targets.push(TargetConfig {
+                name: t.name,
+                protocol: t.protocol,
+                address: t.address,
+                database: t.database,
+                tls,
+                tls_server_name: t.tls_server_name,
+                connect_timeout: self.duration(
+                    &format!("{key}.connect_timeout"),
+                    t.connect_timeout.as_deref(),
+                    Duration::from_secs(5),
+                )?,
+                levels,
+            });
+        }
+
+        Ok(Config {
+            source: self.path.to_owned(),
+            data_dir,
+            listen,
+            tls,
+            audit,
+            limits,
+            identities,
+            targets,
+        })
+    }
+}

@@ -1,0 +1,2 @@
+//! Wire protocol fronts.
+pub mod pg;
