@@ -314,19 +314,32 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&self, key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(default),
-            Some(v) => humantime::parse_duration(v)
-                .map_err(|e| self.invalid(key, format!("`{v}` is not a duration like \"10s\" or \"250ms\": {e}"))),
+            Some(v) => humantime::parse_duration(v).map_err(|e| {
+                self.invalid(
+                    key,
+                    format!("`{v}` is not a duration like \"10s\" or \"250ms\": {e}"),
+                )
+            }),
         }
     }
 
     fn addr(&self, key: &str, value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
         value
             .map(|v| {
-                v.parse()
-                    .map_err(|_| self.invalid(key, format!("`{v}` is not an address like \"127.0.0.1:6432\"")))
+                v.parse().map_err(|_| {
+                    self.invalid(
+                        key,
+                        format!("`{v}` is not an address like \"127.0.0.1:6432\""),
+                    )
+                })
             })
             .transpose()
     }
@@ -346,9 +359,15 @@ impl Validator<'_> {
         let fsync = match raw.audit.fsync.as_deref() {
             None => FsyncPolicy::Interval(Duration::from_millis(100)),
             Some("always") => FsyncPolicy::Always,
-            Some(v) => FsyncPolicy::Interval(self.duration("audit.fsync", Some(v), Duration::ZERO).map_err(
-                |_| self.invalid("audit.fsync", format!("`{v}` must be \"always\" or an interval like \"100ms\"")),
-            )?),
+            Some(v) => FsyncPolicy::Interval(
+                self.duration("audit.fsync", Some(v), Duration::ZERO)
+                    .map_err(|_| {
+                        self.invalid(
+                            "audit.fsync",
+                            format!("`{v}` must be \"always\" or an interval like \"100ms\""),
+                        )
+                    })?,
+            ),
         };
         let audit = AuditConfig {
             path: raw
@@ -376,7 +395,10 @@ impl Validator<'_> {
             )?,
         };
         if limits.max_pending_handshakes == 0 || limits.max_sessions == 0 {
-            return Err(self.invalid("limits", "max_pending_handshakes and max_sessions must be at least 1"));
+            return Err(self.invalid(
+                "limits",
+                "max_pending_handshakes and max_sessions must be at least 1",
+            ));
         }
         if limits.max_message_bytes < 1024 {
             return Err(self.invalid("limits.max_message_bytes", "must be at least 1024"));
@@ -388,8 +410,14 @@ impl Validator<'_> {
             if id.name.is_empty() {
                 return Err(self.invalid(format!("{key}.name"), "must not be empty"));
             }
-            if identities.iter().any(|x: &IdentityConfig| x.name == id.name) {
-                return Err(self.invalid(format!("{key}.name"), format!("identity `{}` is defined twice", id.name)));
+            if identities
+                .iter()
+                .any(|x: &IdentityConfig| x.name == id.name)
+            {
+                return Err(self.invalid(
+                    format!("{key}.name"),
+                    format!("identity `{}` is defined twice", id.name),
+                ));
             }
             if crate::identity::ScramVerifier::parse(&id.secret).is_none() {
                 return Err(self.invalid(
@@ -408,7 +436,10 @@ impl Validator<'_> {
         for (i, t) in raw.targets.into_iter().enumerate() {
             let key = format!("targets[{i}]");
             if targets.iter().any(|x: &TargetConfig| x.name == t.name) {
-                return Err(self.invalid(format!("{key}.name"), format!("target `{}` is defined twice", t.name)));
+                return Err(self.invalid(
+                    format!("{key}.name"),
+                    format!("target `{}` is defined twice", t.name),
+                ));
             }
             let tls = match t.tls.as_deref().unwrap_or("disable") {
                 "disable" => UpstreamTls::Disable,
@@ -418,25 +449,34 @@ impl Validator<'_> {
                         ca_file: self.resolve(ca),
                     },
                     None => {
-                        return Err(self.invalid(format!("{key}.tls_ca_file"), "is required with tls = \"verify-full\""));
+                        return Err(self.invalid(
+                            format!("{key}.tls_ca_file"),
+                            "is required with tls = \"verify-full\"",
+                        ));
                     }
                 },
                 other => {
                     return Err(self.invalid(
                         format!("{key}.tls"),
-                        format!("`{other}` must be one of \"disable\", \"require\", \"verify-full\""),
+                        format!(
+                            "`{other}` must be one of \"disable\", \"require\", \"verify-full\""
+                        ),
                     ));
                 }
             };
             if t.levels.is_empty() {
-                return Err(self.invalid(format!("{key}.levels"), "a target needs at least one level"));
+                return Err(
+                    self.invalid(format!("{key}.levels"), "a target needs at least one level")
+                );
             }
             let mut levels = BTreeMap::new();
             for (name, lv) in t.levels {
                 let lkey = format!("{key}.levels.{name}");
                 let password = match (lv.password_env, lv.password_file) {
                     (Some(_), Some(_)) => {
-                        return Err(self.invalid(lkey, "set password_env or password_file, not both"));
+                        return Err(
+                            self.invalid(lkey, "set password_env or password_file, not both")
+                        );
                     }
                     (Some(v), None) => SecretSource::Env(v),
                     (None, Some(f)) => SecretSource::File(self.resolve(&f)),

@@ -1,1 +1,129 @@
-fn main() {}
+//! The `jitgate` command line: parse arguments, call the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "jitgate",
+    version,
+    about = "Just-in-time access proxy for production databases"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy and its admin API.
+    Serve {
+        /// The config file.
+        #[arg(short, long, default_value = "jitgate.toml")]
+        config: PathBuf,
+    },
+    /// Check a config file and exit.
+    CheckConfig {
+        #[arg(short, long, default_value = "jitgate.toml")]
+        config: PathBuf,
+    },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Read a secret from the terminal (or stdin) and print the verifier to put in the config.
+    Passwd,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of an audit log; names the first bad line.
+    Verify { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("jitgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let config = jitgate::config::Config::load(&config)?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(jitgate::server::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => {
+            let c = jitgate::config::Config::load(&config)?;
+            println!(
+                "{}: ok ({} identities, {} targets)",
+                config.display(),
+                c.identities.len(),
+                c.targets.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => {
+            let report = jitgate::audit::verify(&file)?;
+            match &report.first_bad {
+                None => {
+                    println!("{}: {} lines, chain intact", file.display(), report.lines);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some((line, why)) => {
+                    println!("{}: line {line}: {why}", file.display());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Passwd => {
+            let secret = read_secret()?;
+            if secret.is_empty() {
+                anyhow::bail!("empty secret; nothing printed");
+            }
+            println!("{}", jitgate::identity::ScramVerifier::generate(&secret));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Read one line from stdin, without echo when it is a terminal.
+fn read_secret() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    if tty {
+        eprint!("secret (not echoed): ");
+        let _ = std::io::stderr().flush();
+        let _ = std::process::Command::new("stty").arg("-echo").status();
+    }
+    let mut line = String::new();
+    let r = stdin.lock().read_line(&mut line);
+    if tty {
+        let _ = std::process::Command::new("stty").arg("echo").status();
+        eprintln!();
+    }
+    r.context("cannot read the secret from stdin")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}

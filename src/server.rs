@@ -1,12 +1,17 @@
 //! Starting jitgate: open the audit log, build the shared state, bind listeners.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::net::TcpListener;
+
 use crate::access::AccessModel;
-use crate::audit::AuditLog;
+use crate::audit::{AuditError, AuditLog};
 use crate::config::Config;
 use crate::identity::Identities;
 use crate::session::Sessions;
+use crate::tls::TlsError;
+use crate::wire::pg::PgFront;
 
 /// Everything the listeners share.
 pub struct Shared {
@@ -15,4 +20,84 @@ pub struct Shared {
     pub access: Arc<AccessModel>,
     pub sessions: Arc<Sessions>,
     pub audit: Arc<AuditLog>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error(
+        "cannot listen on {addr} ({what}): {source}; is another jitgate or database already using it?"
+    )]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the {what} listener stopped: {source}")]
+    Listener {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl Shared {
+    /// Build the shared state from a validated config (opens the audit log).
+    pub fn new(config: Config) -> Result<Arc<Shared>, ServeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let audit = AuditLog::open(&config.audit)?;
+        let config = Arc::new(config);
+        Ok(Arc::new(Shared {
+            identities: Arc::new(Identities::from_config(&config.identities)),
+            access: AccessModel::new(config.clone(), audit.clone()),
+            sessions: Arc::default(),
+            audit,
+            config,
+        }))
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, what, source })
+}
+
+/// Run jitgate until a listener fails or the process is stopped.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let tls = crate::tls::acceptor(&config.tls)?;
+    let shared = Shared::new(config)?;
+    let config = shared.config.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = config.listen.postgres {
+        let listener = bind(addr, "postgres").await?;
+        let front = PgFront::new(shared.clone(), Some(tls.clone()));
+        tracing::info!(%addr, "postgres listener ready");
+        tasks.spawn(async move { ("postgres", front.serve(listener).await) });
+    }
+    if let Some(addr) = config.listen.admin {
+        let listener = bind(addr, "admin").await?;
+        let state = shared.clone();
+        tracing::info!(%addr, "admin API ready");
+        tasks.spawn(async move { ("admin", crate::admin::serve(listener, state).await) });
+    }
+    eprintln!(
+        "jitgate is running (config {}, audit log {})",
+        config.source.display(),
+        config.audit.path.display()
+    );
+    match tasks.join_next().await {
+        Some(Ok((what, Err(source)))) => Err(ServeError::Listener { what, source }),
+        _ => Ok(()),
+    }
 }

@@ -96,7 +96,9 @@ impl GrantTable {
     pub fn lease_for(&self, identity: &str, target: &str, now: SystemTime) -> Option<Lease> {
         self.by_id
             .iter()
-            .filter(|e| e.grant.identity == identity && e.grant.target == target && e.grant.expires_at > now)
+            .filter(|e| {
+                e.grant.identity == identity && e.grant.target == target && e.grant.expires_at > now
+            })
             .max_by_key(|e| e.grant.created_at)
             .map(|e| Lease {
                 grant: e.grant.clone(),

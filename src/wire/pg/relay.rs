@@ -1,0 +1,729 @@
+//! The relay: client frames go up after inspection and audit, server frames
+//! come down and close the audit records, until the session or its grant ends.
+//!
+//! The two directions run concurrently (so neither side's backpressure can
+//! deadlock the other) and share one ordered queue of what the client is
+//! waiting for. The queue is what lets the proxy answer a refused statement
+//! itself without breaking the order of responses: its error is queued
+//! behind the answers the server still owes, and written when it reaches the
+//! front.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::Notify;
+
+use super::framing::{Frame, FrameError, FrameReader, take_cstr_bytes};
+use super::messages::{self, Severity, sqlstate};
+use super::upstream::{self, Upstream};
+use crate::access::{EndReason, Lease};
+use crate::audit::{AuditEvent, AuditLog};
+use crate::session::SessionInfo;
+use crate::sql::{self, Dialect, StatementKind};
+use crate::wire::stream::Stream;
+
+/// Write to the peer once this much is batched, even if more frames are buffered.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+pub struct SessionCtx {
+    pub info: Arc<SessionInfo>,
+    pub audit: Arc<AuditLog>,
+    pub read_only: bool,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+pub enum SessionEnd {
+    ClientClosed,
+    UpstreamClosed,
+    GrantEnded(EndReason),
+    Killed,
+    ClientError(String),
+    UpstreamError(String),
+}
+
+impl SessionEnd {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SessionEnd::ClientClosed => "client_closed",
+            SessionEnd::UpstreamClosed => "upstream_closed",
+            SessionEnd::GrantEnded(EndReason::Expired) => "grant_expired",
+            SessionEnd::GrantEnded(EndReason::Revoked) => "grant_revoked",
+            SessionEnd::Killed => "killed",
+            SessionEnd::ClientError(_) => "client_error",
+            SessionEnd::UpstreamError(_) => "upstream_error",
+        }
+    }
+
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            SessionEnd::ClientError(d) | SessionEnd::UpstreamError(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// A statement whose outcome the server still owes.
+struct Pending {
+    seq: u64,
+    started: Instant,
+    rows: u64,
+    outcome: Option<String>,
+}
+
+/// What the client is waiting for, in order.
+enum Expect {
+    /// A simple Query: results until ReadyForQuery.
+    Query(Pending),
+    /// An Execute: ends with CommandComplete, EmptyQuery, PortalSuspended or an error.
+    Execute(Pending),
+    /// A FunctionCall or other message answered up to ReadyForQuery, not audited as SQL.
+    Sync { forward_ready: bool },
+    /// An answer jitgate gives itself: an error and/or a ReadyForQuery.
+    Local { error: Option<Bytes>, ready: bool },
+}
+
+#[derive(Default)]
+struct Pipeline {
+    expect: VecDeque<Expect>,
+    /// Transaction status from the server's last ReadyForQuery.
+    status: u8,
+}
+
+struct Shared<'a> {
+    ctx: &'a SessionCtx,
+    pipe: Mutex<Pipeline>,
+    /// Wakes the downward direction when a Local answer was queued.
+    wake: Notify,
+    /// True while a write to the client is in progress (a FATAL must not be spliced into it).
+    writing_to_client: AtomicBool,
+    seq: AtomicU64,
+}
+
+impl Shared<'_> {
+    fn audit_end(&self, p: &Pending, outcome: &str) {
+        let info = &self.ctx.info;
+        let duration_ms = p.started.elapsed().as_secs_f64() * 1000.0;
+        let _ = self.ctx.audit.record(&AuditEvent {
+            session: Some(&info.id),
+            identity: Some(&info.identity),
+            grant: Some(&info.grant),
+            target: Some(&info.target),
+            level: Some(&info.level),
+            seq: Some(p.seq),
+            outcome: Some(outcome),
+            rows: Some(p.rows),
+            duration_ms: Some((duration_ms * 1000.0).round() / 1000.0),
+            ..AuditEvent::new("statement_end")
+        });
+    }
+}
+
+/// Relay until something ends the session, then end it properly.
+pub async fn run(
+    ctx: &SessionCtx,
+    client_r: FrameReader<ReadHalf<Stream>>,
+    mut client_w: WriteHalf<Stream>,
+    up: Upstream,
+    mut lease: Lease,
+) -> SessionEnd {
+    let Upstream {
+        reader,
+        pid,
+        key,
+        cancel_address,
+        status,
+        ..
+    } = up;
+    let (up_stream, up_buf) = reader.into_parts();
+    // The upstream reader uses the same cap as the client reader.
+    let max = client_r.max_message_bytes();
+    let (up_r, mut up_w) = tokio::io::split(up_stream);
+    let mut up_r = FrameReader::from_parts(up_r, up_buf, max);
+    let mut client_r = client_r;
+    let shared = Shared {
+        ctx,
+        pipe: Mutex::new(Pipeline {
+            expect: VecDeque::new(),
+            status,
+        }),
+        wake: Notify::new(),
+        writing_to_client: AtomicBool::new(false),
+        seq: AtomicU64::new(0),
+    };
+
+    let end = {
+        let upward = client_to_upstream(&shared, &mut client_r, &mut up_w);
+        let downward = upstream_to_client(&shared, &mut up_r, &mut client_w);
+        tokio::select! {
+            e = upward => e,
+            e = downward => e,
+            r = lease.ended() => SessionEnd::GrantEnded(r),
+            _ = ctx.info.killed() => SessionEnd::Killed,
+        }
+    };
+
+    // Statements still running get their closing record.
+    let unfinished: Vec<Expect> = shared
+        .pipe
+        .lock()
+        .map(|mut p| p.expect.drain(..).collect())
+        .unwrap_or_default();
+    for e in &unfinished {
+        if let Expect::Query(p) | Expect::Execute(p) = e {
+            shared.audit_end(p, end.reason());
+        }
+    }
+
+    let mid_write = shared.writing_to_client.load(Ordering::Acquire);
+    match &end {
+        SessionEnd::GrantEnded(_) | SessionEnd::Killed => {
+            // Stop the query on the server first, then tell the client and close both sides.
+            let cancel = upstream::send_cancel(&cancel_address, pid, &key);
+            let message = match &end {
+                SessionEnd::GrantEnded(EndReason::Expired) => format!(
+                    "terminating connection: your grant {} for {} expired at {}",
+                    ctx.info.grant,
+                    ctx.info.target,
+                    humantime::format_rfc3339_seconds(lease.grant.expires_at)
+                ),
+                SessionEnd::GrantEnded(EndReason::Revoked) => format!(
+                    "terminating connection: your grant {} for {} was revoked",
+                    ctx.info.grant, ctx.info.target
+                ),
+                _ => "terminating connection: an administrator ended this session".to_owned(),
+            };
+            let tell_client = async {
+                if !mid_write {
+                    let fatal = messages::error(
+                        Severity::Fatal,
+                        sqlstate::ADMIN_SHUTDOWN,
+                        &message,
+                        Some("request a new grant with `jitgate request` to continue"),
+                    );
+                    let _ = client_w.write_all(&fatal).await;
+                }
+                let _ = client_w.shutdown().await;
+            };
+            let (cancelled, _) = tokio::join!(
+                tokio::time::timeout(std::time::Duration::from_secs(2), cancel),
+                tokio::time::timeout(std::time::Duration::from_secs(1), tell_client),
+            );
+            if !matches!(cancelled, Ok(Ok(()))) {
+                tracing::warn!(session = %ctx.info.id, "could not deliver the cancel request upstream");
+            }
+            terminate_upstream(&mut up_w).await;
+        }
+        SessionEnd::ClientClosed | SessionEnd::ClientError(_) => {
+            terminate_upstream(&mut up_w).await;
+            let _ = client_w.shutdown().await;
+        }
+        SessionEnd::UpstreamClosed | SessionEnd::UpstreamError(_) => {
+            if !mid_write {
+                let fatal = messages::error(
+                    Severity::Fatal,
+                    sqlstate::CONNECTION_FAILURE,
+                    "the target database closed the connection",
+                    None,
+                );
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    client_w.write_all(&fatal),
+                )
+                .await;
+            }
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(1), client_w.shutdown()).await;
+        }
+    }
+    end
+}
+
+async fn terminate_upstream(up_w: &mut WriteHalf<Stream>) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let _ = up_w.write_all(&[b'X', 0, 0, 0, 4]).await;
+        let _ = up_w.shutdown().await;
+    })
+    .await;
+}
+
+/// State of the upward direction that only it touches.
+#[derive(Default)]
+struct Upward {
+    /// Prepared statement name -> SQL text (for auditing Execute as SQL).
+    statements: HashMap<Bytes, Arc<str>>,
+    /// Portal name -> SQL text of its statement.
+    portals: HashMap<Bytes, Arc<str>>,
+    /// Extended-protocol messages were forwarded since the last Sync.
+    unsynced: bool,
+    /// After a refused extended-protocol message: drop everything until Sync.
+    discarding: bool,
+}
+
+enum Verdict {
+    Forward,
+    Drop,
+    Terminate,
+}
+
+async fn client_to_upstream(
+    shared: &Shared<'_>,
+    client_r: &mut FrameReader<ReadHalf<Stream>>,
+    up_w: &mut WriteHalf<Stream>,
+) -> SessionEnd {
+    let mut st = Upward::default();
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let first = match client_r.next().await {
+            Ok(Some(f)) => f,
+            Ok(None) => return SessionEnd::ClientClosed,
+            Err(FrameError::Io(_)) | Err(FrameError::Truncated) => return SessionEnd::ClientClosed,
+            Err(e) => return refuse_client(shared, e).await,
+        };
+        let mut frame = Some(first);
+        let mut terminate = false;
+        while let Some(f) = frame.take() {
+            match inspect(shared, &mut st, &f, &mut out) {
+                Verdict::Forward => out.extend_from_slice(&f.bytes),
+                Verdict::Drop => {}
+                Verdict::Terminate => {
+                    terminate = true;
+                    break;
+                }
+            }
+            if out.len() >= WRITE_BATCH_BYTES {
+                break;
+            }
+            frame = match client_r.try_frame() {
+                Ok(f) => f,
+                Err(e) => return refuse_client(shared, e).await,
+            };
+        }
+        if !out.is_empty() {
+            if let Err(e) = up_w.write_all(&out).await {
+                return SessionEnd::UpstreamError(e.to_string());
+            }
+            out.clear();
+        }
+        if terminate {
+            return SessionEnd::ClientClosed;
+        }
+    }
+}
+
+/// A client frame broke the protocol or a limit: say so, then end the session.
+async fn refuse_client(shared: &Shared<'_>, e: FrameError) -> SessionEnd {
+    let code = match e {
+        FrameError::TooLarge { .. } => sqlstate::PROGRAM_LIMIT_EXCEEDED,
+        _ => sqlstate::PROTOCOL_VIOLATION,
+    };
+    let detail = e.to_string();
+    queue_local(
+        shared,
+        Some(messages::error(Severity::Fatal, code, &detail, None)),
+        false,
+    );
+    // Give the downward direction a moment to deliver the error in order.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    SessionEnd::ClientError(detail)
+}
+
+fn queue_local(shared: &Shared<'_>, error: Option<Bytes>, ready: bool) {
+    if let Ok(mut p) = shared.pipe.lock() {
+        p.expect.push_back(Expect::Local { error, ready });
+    }
+    shared.wake.notify_one();
+}
+
+fn push_expect(shared: &Shared<'_>, e: Expect) {
+    if let Ok(mut p) = shared.pipe.lock() {
+        p.expect.push_back(e);
+    }
+}
+
+/// Decide what to do with one client frame; may append an injected Sync to `out`.
+fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) -> Verdict {
+    let tag = f.tag();
+    if st.discarding {
+        return match tag {
+            b'S' => {
+                st.discarding = false;
+                queue_local(shared, None, true);
+                Verdict::Drop
+            }
+            b'X' => Verdict::Terminate,
+            _ => Verdict::Drop,
+        };
+    }
+    match tag {
+        b'Q' => {
+            let mut b = f.body();
+            let sql_bytes = take_cstr_bytes(&mut b).unwrap_or(b"");
+            let sql = String::from_utf8_lossy(sql_bytes);
+            let kind = sql::classify_cached(Dialect::Postgres, &sql);
+            match admit(shared, &sql, kind) {
+                Ok(seq) => {
+                    push_expect(shared, Expect::Query(pending(seq)));
+                    Verdict::Forward
+                }
+                Err(error) => {
+                    queue_local(shared, Some(error), true);
+                    Verdict::Drop
+                }
+            }
+        }
+        b'P' => {
+            let mut b = f.body();
+            let name = take_cstr_bytes(&mut b).unwrap_or(b"");
+            let sql_bytes = take_cstr_bytes(&mut b).unwrap_or(b"");
+            let sql: Arc<str> = Arc::from(String::from_utf8_lossy(sql_bytes));
+            let kind = sql::classify_cached(Dialect::Postgres, &sql);
+            if shared.ctx.read_only && !kind.allowed_read_only() {
+                let error = refusal(shared, &sql, kind);
+                refuse_extended(shared, st, error, out);
+                return Verdict::Drop;
+            }
+            st.statements.insert(Bytes::copy_from_slice(name), sql);
+            st.unsynced = true;
+            Verdict::Forward
+        }
+        b'B' => {
+            let mut b = f.body();
+            let portal = take_cstr_bytes(&mut b).unwrap_or(b"");
+            let stmt = take_cstr_bytes(&mut b).unwrap_or(b"");
+            match st.statements.get(stmt) {
+                Some(sql) => {
+                    st.portals
+                        .insert(Bytes::copy_from_slice(portal), sql.clone());
+                }
+                None => {
+                    st.portals.remove(portal);
+                }
+            }
+            st.unsynced = true;
+            Verdict::Forward
+        }
+        b'E' => {
+            let mut b = f.body();
+            let portal = take_cstr_bytes(&mut b).unwrap_or(b"");
+            let sql = st.portals.get(portal).cloned();
+            let text: &str = sql
+                .as_deref()
+                .unwrap_or("-- execute of a statement jitgate did not see prepared");
+            let kind = match &sql {
+                Some(s) => sql::classify_cached(Dialect::Postgres, s),
+                None => StatementKind::Unknown,
+            };
+            match admit(shared, text, kind) {
+                Ok(seq) => {
+                    push_expect(shared, Expect::Execute(pending(seq)));
+                    st.unsynced = true;
+                    Verdict::Forward
+                }
+                Err(error) => {
+                    refuse_extended(shared, st, error, out);
+                    Verdict::Drop
+                }
+            }
+        }
+        b'S' => {
+            st.unsynced = false;
+            push_expect(
+                shared,
+                Expect::Sync {
+                    forward_ready: true,
+                },
+            );
+            Verdict::Forward
+        }
+        b'F' => {
+            // FunctionCall runs a function by OID: nothing to classify, so it is
+            // refused on read-only levels and audited as unknown elsewhere.
+            match admit(shared, "-- fastpath function call", StatementKind::Unknown) {
+                Ok(seq) => {
+                    push_expect(shared, Expect::Query(pending(seq)));
+                    Verdict::Forward
+                }
+                Err(error) => {
+                    queue_local(shared, Some(error), true);
+                    Verdict::Drop
+                }
+            }
+        }
+        b'X' => Verdict::Terminate,
+        b'D' | b'C' | b'H' => {
+            st.unsynced = true;
+            Verdict::Forward
+        }
+        // CopyData, CopyDone, CopyFail, and anything else: the server judges it.
+        _ => Verdict::Forward,
+    }
+}
+
+fn pending(seq: u64) -> Pending {
+    Pending {
+        seq,
+        started: Instant::now(),
+        rows: 0,
+        outcome: None,
+    }
+}
+
+/// Check a statement against the level and write its audit record; the
+/// statement may be forwarded only if this returns `Ok` (its sequence number).
+fn admit(shared: &Shared<'_>, sql: &str, kind: StatementKind) -> Result<u64, Bytes> {
+    let ctx = shared.ctx;
+    if ctx.read_only && !kind.allowed_read_only() {
+        return Err(refusal(shared, sql, kind));
+    }
+    let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
+    let info = &ctx.info;
+    let written = ctx.audit.record(&AuditEvent {
+        session: Some(&info.id),
+        identity: Some(&info.identity),
+        grant: Some(&info.grant),
+        target: Some(&info.target),
+        level: Some(&info.level),
+        seq: Some(seq),
+        statement: Some(sql),
+        kind: Some(kind.as_str()),
+        ..AuditEvent::new("statement")
+    });
+    match written {
+        Ok(()) => {
+            info.count_statement();
+            Ok(seq)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit log write failed; refusing to forward");
+            Err(messages::error(
+                Severity::Error,
+                sqlstate::IO_ERROR,
+                "jitgate cannot write its audit log, so it did not forward this statement",
+                Some("tell the jitgate operators; nothing was run"),
+            ))
+        }
+    }
+}
+
+/// Audit a refused statement and build the error the client gets.
+fn refusal(shared: &Shared<'_>, sql: &str, kind: StatementKind) -> Bytes {
+    let info = &shared.ctx.info;
+    let _ = shared.ctx.audit.record(&AuditEvent {
+        session: Some(&info.id),
+        identity: Some(&info.identity),
+        grant: Some(&info.grant),
+        target: Some(&info.target),
+        level: Some(&info.level),
+        statement: Some(sql),
+        kind: Some(kind.as_str()),
+        outcome: Some(sqlstate::READ_ONLY_TRANSACTION),
+        ..AuditEvent::new("statement_refused")
+    });
+    let what = match kind {
+        StatementKind::Unknown => "jitgate could not classify this statement, so it is not allowed",
+        _ => "this statement can change data or schema, which is not allowed",
+    };
+    messages::error(
+        Severity::Error,
+        sqlstate::READ_ONLY_TRANSACTION,
+        &format!(
+            "{what} on your read-only grant for {} (level {})",
+            info.target, info.level
+        ),
+        Some("request a level that allows writes with `jitgate request`"),
+    )
+}
+
+/// Refuse an extended-protocol message: like the server, answer with an
+/// error and ignore everything up to the client's Sync. If earlier messages
+/// of this batch already went up, a Sync is sent after them so their answers
+/// arrive before the error (the server's ReadyForQuery for it is swallowed).
+fn refuse_extended(shared: &Shared<'_>, st: &mut Upward, error: Bytes, out: &mut BytesMut) {
+    if st.unsynced {
+        out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
+        push_expect(
+            shared,
+            Expect::Sync {
+                forward_ready: false,
+            },
+        );
+        st.unsynced = false;
+    }
+    queue_local(shared, Some(error), false);
+    st.discarding = true;
+}
+
+async fn upstream_to_client(
+    shared: &Shared<'_>,
+    up_r: &mut FrameReader<ReadHalf<Stream>>,
+    client_w: &mut WriteHalf<Stream>,
+) -> SessionEnd {
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    loop {
+        drain_locals(shared, &mut out);
+        loop {
+            let frame = match up_r.try_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return SessionEnd::UpstreamError(e.to_string()),
+            };
+            if observe(shared, &frame) {
+                out.extend_from_slice(&frame.bytes);
+            }
+            drain_locals(shared, &mut out);
+            if out.len() >= WRITE_BATCH_BYTES {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            shared.writing_to_client.store(true, Ordering::Release);
+            let r = client_w.write_all(&out).await;
+            shared.writing_to_client.store(false, Ordering::Release);
+            if r.is_err() {
+                return SessionEnd::ClientClosed;
+            }
+            out.clear();
+            // More frames may already be buffered: handle them before reading.
+            if up_r.buffered() > 0 {
+                continue;
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = shared.wake.notified() => {}
+            r = up_r.fill() => match r {
+                Ok(true) => {}
+                Ok(false) => return SessionEnd::UpstreamClosed,
+                Err(FrameError::Io(_)) | Err(FrameError::Truncated) => return SessionEnd::UpstreamClosed,
+                Err(e) => return SessionEnd::UpstreamError(e.to_string()),
+            },
+        }
+    }
+}
+
+/// Write queued Local answers that have reached the front of the queue.
+fn drain_locals(shared: &Shared<'_>, out: &mut BytesMut) {
+    let Ok(mut p) = shared.pipe.lock() else {
+        return;
+    };
+    while let Some(Expect::Local { .. }) = p.expect.front() {
+        if let Some(Expect::Local { error, ready }) = p.expect.pop_front() {
+            if let Some(e) = error {
+                out.extend_from_slice(&e);
+            }
+            if ready {
+                out.extend_from_slice(&messages::ready_for_query(p.status));
+            }
+        }
+    }
+}
+
+/// Update the queue from one server frame; `false` if the frame must not reach the client.
+fn observe(shared: &Shared<'_>, f: &Frame) -> bool {
+    let tag = f.tag();
+    if !matches!(tag, b'C' | b'I' | b's' | b'E' | b'Z') {
+        return true;
+    }
+    let mut finished: Vec<(Pending, String)> = Vec::new();
+    let mut forward = true;
+    {
+        let Ok(mut p) = shared.pipe.lock() else {
+            return true;
+        };
+        match tag {
+            b'C' | b'I' | b's' => {
+                let outcome = match tag {
+                    b'C' => {
+                        let mut b = f.body();
+                        String::from_utf8_lossy(take_cstr_bytes(&mut b).unwrap_or(b"")).into_owned()
+                    }
+                    b'I' => "EMPTY".to_owned(),
+                    _ => "SUSPENDED".to_owned(),
+                };
+                let rows = tag_rows(&outcome);
+                match p.expect.front_mut() {
+                    Some(Expect::Execute(_)) => {
+                        if let Some(Expect::Execute(mut pe)) = p.expect.pop_front() {
+                            pe.rows = rows;
+                            finished.push((pe, outcome));
+                        }
+                    }
+                    Some(Expect::Query(q)) => {
+                        q.rows += rows;
+                        q.outcome = Some(outcome);
+                    }
+                    _ => {}
+                }
+            }
+            b'E' => {
+                let code = messages::error_code(f.body()).unwrap_or("?????").to_owned();
+                match p.expect.front_mut() {
+                    Some(Expect::Execute(_)) => {
+                        if let Some(Expect::Execute(pe)) = p.expect.pop_front() {
+                            finished.push((pe, code));
+                        }
+                    }
+                    Some(Expect::Query(q)) => q.outcome = Some(code),
+                    _ => {}
+                }
+            }
+            b'Z' => {
+                p.status = f.body().first().copied().unwrap_or(b'I');
+                // Executes before this sync point never ran (an earlier message failed).
+                while let Some(Expect::Execute(_)) = p.expect.front() {
+                    if let Some(Expect::Execute(pe)) = p.expect.pop_front() {
+                        finished.push((pe, "skipped".to_owned()));
+                    }
+                }
+                match p.expect.pop_front() {
+                    Some(Expect::Query(q)) => {
+                        let outcome = q.outcome.clone().unwrap_or_else(|| "EMPTY".to_owned());
+                        finished.push((q, outcome));
+                    }
+                    Some(Expect::Sync { forward_ready }) => forward = forward_ready,
+                    Some(other) => p.expect.push_front(other),
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    for (p, outcome) in finished {
+        shared.audit_end(&p, &outcome);
+    }
+    forward
+}
+
+/// Rows affected or returned, from a command tag like "SELECT 3" or "INSERT 0 5".
+fn tag_rows(tag: &str) -> u64 {
+    let counts = matches!(
+        tag.split(' ').next(),
+        Some("SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "FETCH" | "MOVE" | "COPY")
+    );
+    if !counts {
+        return 0;
+    }
+    tag.rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tag_rows;
+
+    #[test]
+    fn rows_come_from_the_command_tag() {
+        assert_eq!(tag_rows("SELECT 3"), 3);
+        assert_eq!(tag_rows("INSERT 0 5"), 5);
+        assert_eq!(tag_rows("COPY 7"), 7);
+        assert_eq!(tag_rows("CREATE TABLE"), 0);
+        assert_eq!(tag_rows("BEGIN"), 0);
+    }
+}

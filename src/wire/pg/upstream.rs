@@ -1,0 +1,468 @@
+//! Logging in to the upstream server with the level's own account
+//! (credential injection). The developer never sees this account's secret:
+//! it is read from its env var or file at connect time and never put in an
+//! error, log line or audit record.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::framing::{FrameError, FrameReader, SSL_REQUEST_CODE, take_cstr};
+use super::messages::{error_code, error_message};
+use crate::config::{LevelConfig, TargetConfig};
+use crate::wire::stream::Stream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot reach target {target} at {address}: {source}")]
+    Connect {
+        target: String,
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("target {target} at {address} did not answer within {secs} s")]
+    Timeout {
+        target: String,
+        address: String,
+        secs: u64,
+    },
+    #[error("target {0} does not accept TLS, but its config requires it")]
+    NoTls(String),
+    #[error("TLS to target {target} failed: {detail}")]
+    Tls { target: String, detail: String },
+    #[error("target {target} refused the login of level {level} ({code}: {message})")]
+    Refused {
+        target: String,
+        level: String,
+        code: String,
+        message: String,
+    },
+    #[error(
+        "target {target} asked for a password, but level {level} has none configured: {detail}"
+    )]
+    NoPassword {
+        target: String,
+        level: String,
+        detail: String,
+    },
+    #[error("target {target} asked for an authentication method jitgate does not support ({0})", .detail)]
+    UnsupportedAuth { target: String, detail: String },
+    #[error("target {target} broke the protocol during login: {detail}")]
+    Protocol { target: String, detail: String },
+}
+
+/// A logged-in upstream connection, ready for queries.
+pub struct Upstream {
+    pub reader: FrameReader<Stream>,
+    /// The server's own ParameterStatus messages (raw), to pass to the client.
+    pub parameter_status: Vec<Bytes>,
+    /// Notices sent during login (raw), to pass to the client.
+    pub notices: Vec<Bytes>,
+    pub pid: u32,
+    pub key: Vec<u8>,
+    /// Where cancel requests for this connection go.
+    pub cancel_address: String,
+    /// Transaction status from the first ReadyForQuery.
+    pub status: u8,
+}
+
+/// Startup parameters the client may not choose: jitgate sets them.
+const RESERVED_PARAMS: &[&str] = &["user", "database", "replication"];
+/// Settings that would lift a read-only level's protection.
+const READ_ONLY_GUARDED: &[&str] = &[
+    "default_transaction_read_only",
+    "transaction_read_only",
+    "options",
+];
+
+/// Build the upstream startup parameters from the client's.
+pub fn upstream_params(
+    client: &[(String, String)],
+    user: &str,
+    database: &str,
+    read_only: bool,
+) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("user".to_owned(), user.to_owned()),
+        ("database".to_owned(), database.to_owned()),
+    ];
+    for (k, v) in client {
+        let k_lower = k.to_ascii_lowercase();
+        if RESERVED_PARAMS.contains(&k_lower.as_str()) || k_lower.starts_with("_pq_.") {
+            continue;
+        }
+        if read_only && READ_ONLY_GUARDED.contains(&k_lower.as_str()) {
+            continue;
+        }
+        out.push((k.clone(), v.clone()));
+    }
+    if read_only {
+        out.push(("default_transaction_read_only".to_owned(), "on".to_owned()));
+    }
+    out
+}
+
+fn startup_packet(params: &[(String, String)]) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_u32(196_608); // protocol 3.0
+    for (k, v) in params {
+        body.put_slice(k.as_bytes());
+        body.put_u8(0);
+        body.put_slice(v.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut out = BytesMut::with_capacity(body.len() + 4);
+    out.put_u32(body.len() as u32 + 4);
+    out.put_slice(&body);
+    out
+}
+
+fn password_message(tag: u8, payload: &[u8]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(payload.len() + 5);
+    out.put_u8(tag);
+    out.put_u32(payload.len() as u32 + 4);
+    out.put_slice(payload);
+    out
+}
+
+/// Open a TCP (and, per the target, TLS) connection to the target.
+pub async fn open(target: &TargetConfig) -> Result<Stream, UpstreamError> {
+    let tcp = TcpStream::connect(&target.address)
+        .await
+        .map_err(|source| UpstreamError::Connect {
+            target: target.name.clone(),
+            address: target.address.clone(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let connector = crate::tls::connector(&target.tls).map_err(|e| UpstreamError::Tls {
+        target: target.name.clone(),
+        detail: e.to_string(),
+    })?;
+    let Some(connector) = connector else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let mut tcp = tcp;
+    let mut req = BytesMut::with_capacity(8);
+    req.put_u32(8);
+    req.put_u32(SSL_REQUEST_CODE);
+    let io = |e: std::io::Error| UpstreamError::Connect {
+        target: target.name.clone(),
+        address: target.address.clone(),
+        source: e,
+    };
+    tcp.write_all(&req).await.map_err(io)?;
+    let answer = tcp.read_u8().await.map_err(io)?;
+    if answer != b'S' {
+        return Err(UpstreamError::NoTls(target.name.clone()));
+    }
+    let host = target.tls_server_name.clone().unwrap_or_else(|| {
+        target
+            .address
+            .rsplit_once(':')
+            .map_or(&*target.address, |(h, _)| h)
+            .to_owned()
+    });
+    let name = crate::tls::server_name(host.trim_matches(['[', ']'])).ok_or_else(|| {
+        UpstreamError::Tls {
+            target: target.name.clone(),
+            detail: format!("`{host}` is not a valid TLS server name; set tls_server_name"),
+        }
+    })?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| UpstreamError::Tls {
+            target: target.name.clone(),
+            detail: e.to_string(),
+        })?;
+    Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
+}
+
+/// Connect and log in as the level's account.
+pub async fn connect(
+    target: &TargetConfig,
+    level_name: &str,
+    level: &LevelConfig,
+    client_params: &[(String, String)],
+    max_message_bytes: usize,
+) -> Result<Upstream, UpstreamError> {
+    let timeout = target.connect_timeout;
+    let fut = async {
+        let mut stream = open(target).await?;
+        let params = upstream_params(
+            client_params,
+            &level.user,
+            &target.database,
+            level.read_only,
+        );
+        let proto = |detail: String| UpstreamError::Protocol {
+            target: target.name.clone(),
+            detail,
+        };
+        let io = |e: std::io::Error| proto(e.to_string());
+        stream
+            .write_all(&startup_packet(&params))
+            .await
+            .map_err(io)?;
+        let mut reader = FrameReader::new(stream, max_message_bytes);
+        login(&mut reader, target, level_name, level).await?;
+
+        let mut up = Upstream {
+            reader,
+            parameter_status: Vec::new(),
+            notices: Vec::new(),
+            pid: 0,
+            key: Vec::new(),
+            cancel_address: target.address.clone(),
+            status: b'I',
+        };
+        loop {
+            let f = next(&mut up.reader, target).await?;
+            match f.tag() {
+                b'S' => up.parameter_status.push(f.bytes),
+                b'N' => up.notices.push(f.bytes),
+                b'K' => {
+                    let b = f.body();
+                    if b.len() < 8 {
+                        return Err(proto("short BackendKeyData".into()));
+                    }
+                    up.pid = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                    up.key = b[4..].to_vec();
+                }
+                b'Z' => {
+                    up.status = f.body().first().copied().unwrap_or(b'I');
+                    return Ok(up);
+                }
+                b'E' => return Err(refused(target, level_name, f.body())),
+                t => {
+                    return Err(proto(format!(
+                        "unexpected message '{}' after login",
+                        t as char
+                    )));
+                }
+            }
+        }
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            target: target.name.clone(),
+            address: target.address.clone(),
+            secs: timeout.as_secs(),
+        })?
+}
+
+async fn next(
+    reader: &mut FrameReader<Stream>,
+    target: &TargetConfig,
+) -> Result<super::framing::Frame, UpstreamError> {
+    match reader.next().await {
+        Ok(Some(f)) => Ok(f),
+        Ok(None) => Err(UpstreamError::Protocol {
+            target: target.name.clone(),
+            detail: "the server closed the connection during login".into(),
+        }),
+        Err(FrameError::Io(e)) => Err(UpstreamError::Protocol {
+            target: target.name.clone(),
+            detail: e.to_string(),
+        }),
+        Err(e) => Err(UpstreamError::Protocol {
+            target: target.name.clone(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+fn refused(target: &TargetConfig, level: &str, body: &[u8]) -> UpstreamError {
+    UpstreamError::Refused {
+        target: target.name.clone(),
+        level: level.to_owned(),
+        code: error_code(body).unwrap_or("?????").to_owned(),
+        message: error_message(body).unwrap_or("no message").to_owned(),
+    }
+}
+
+/// Answer the server's authentication requests until AuthenticationOk.
+async fn login(
+    reader: &mut FrameReader<Stream>,
+    target: &TargetConfig,
+    level_name: &str,
+    level: &LevelConfig,
+) -> Result<(), UpstreamError> {
+    let proto = |detail: String| UpstreamError::Protocol {
+        target: target.name.clone(),
+        detail,
+    };
+    let password = || -> Result<String, UpstreamError> {
+        match level.password.read() {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => Err(UpstreamError::NoPassword {
+                target: target.name.clone(),
+                level: level_name.to_owned(),
+                detail: "set password_env or password_file for this level".into(),
+            }),
+            Err(e) => Err(UpstreamError::NoPassword {
+                target: target.name.clone(),
+                level: level_name.to_owned(),
+                detail: e.to_string(),
+            }),
+        }
+    };
+    let mut scram: Option<ScramSha256> = None;
+    loop {
+        let f = next(reader, target).await?;
+        match f.tag() {
+            b'R' => {}
+            b'E' => return Err(refused(target, level_name, f.body())),
+            b'N' => continue,
+            t => {
+                return Err(proto(format!(
+                    "unexpected message '{}' during login",
+                    t as char
+                )));
+            }
+        }
+        let body = f.body();
+        if body.len() < 4 {
+            return Err(proto("short authentication message".into()));
+        }
+        let code = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        let data = &body[4..];
+        let io = |e: std::io::Error| proto(e.to_string());
+        match code {
+            0 => return Ok(()),
+            3 => {
+                let mut pw = password()?.into_bytes();
+                pw.push(0);
+                reader
+                    .get_mut()
+                    .write_all(&password_message(b'p', &pw))
+                    .await
+                    .map_err(io)?;
+            }
+            5 => {
+                let salt: [u8; 4] = data.try_into().map_err(|_| proto("bad md5 salt".into()))?;
+                let mut hash =
+                    md5_hash(level.user.as_bytes(), password()?.as_bytes(), salt).into_bytes();
+                hash.push(0);
+                reader
+                    .get_mut()
+                    .write_all(&password_message(b'p', &hash))
+                    .await
+                    .map_err(io)?;
+            }
+            10 => {
+                let mut d = data;
+                let mut mechanisms = Vec::new();
+                while let Some(m) = take_cstr(&mut d) {
+                    if m.is_empty() {
+                        break;
+                    }
+                    mechanisms.push(m);
+                }
+                if !mechanisms.contains(&"SCRAM-SHA-256") {
+                    return Err(UpstreamError::UnsupportedAuth {
+                        target: target.name.clone(),
+                        detail: format!("SASL mechanisms {mechanisms:?}"),
+                    });
+                }
+                let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                let first = s.message();
+                let mut payload = BytesMut::new();
+                payload.put_slice(b"SCRAM-SHA-256\0");
+                payload.put_u32(first.len() as u32);
+                payload.put_slice(first);
+                reader
+                    .get_mut()
+                    .write_all(&password_message(b'p', &payload))
+                    .await
+                    .map_err(io)?;
+                scram = Some(s);
+            }
+            11 => {
+                let s = scram
+                    .as_mut()
+                    .ok_or_else(|| proto("SASLContinue before SASL".into()))?;
+                s.update(data).map_err(|e| proto(format!("SCRAM: {e}")))?;
+                let msg = password_message(b'p', s.message());
+                reader.get_mut().write_all(&msg).await.map_err(io)?;
+            }
+            12 => {
+                let s = scram
+                    .as_mut()
+                    .ok_or_else(|| proto("SASLFinal before SASL".into()))?;
+                s.finish(data).map_err(|e| {
+                    proto(format!("the server's SCRAM signature did not verify: {e}"))
+                })?;
+            }
+            other => {
+                return Err(UpstreamError::UnsupportedAuth {
+                    target: target.name.clone(),
+                    detail: format!("authentication request code {other}"),
+                });
+            }
+        }
+    }
+}
+
+/// Ask the server to cancel whatever the connection `pid`/`key` is running.
+/// Sent on a fresh plain TCP connection, as libpq does.
+pub async fn send_cancel(address: &str, pid: u32, key: &[u8]) -> std::io::Result<()> {
+    let mut msg = BytesMut::with_capacity(12 + key.len());
+    msg.put_u32(12 + key.len() as u32);
+    msg.put_u32(super::framing::CANCEL_REQUEST_CODE);
+    msg.put_u32(pid);
+    msg.put_slice(key);
+    let mut tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        TcpStream::connect(address),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    tcp.write_all(&msg).await?;
+    // The server closes the connection once it has read the request; waiting
+    // for that makes sure the request was delivered before we move on.
+    let mut sink = [0u8; 1];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), tcp.read(&mut sink)).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_cannot_choose_user_database_or_lift_read_only() {
+        let client = vec![
+            ("user".to_owned(), "alice".to_owned()),
+            ("database".to_owned(), "demo-pg".to_owned()),
+            ("application_name".to_owned(), "psql".to_owned()),
+            (
+                "options".to_owned(),
+                "-c default_transaction_read_only=off".to_owned(),
+            ),
+            ("Default_Transaction_Read_Only".to_owned(), "off".to_owned()),
+        ];
+        let p = upstream_params(&client, "jg_read", "app", true);
+        assert_eq!(
+            p,
+            vec![
+                ("user".to_owned(), "jg_read".to_owned()),
+                ("database".to_owned(), "app".to_owned()),
+                ("application_name".to_owned(), "psql".to_owned()),
+                ("default_transaction_read_only".to_owned(), "on".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn write_level_keeps_client_options() {
+        let client = vec![("options".to_owned(), "-c search_path=x".to_owned())];
+        let p = upstream_params(&client, "jg_write", "app", false);
+        assert!(p.contains(&("options".to_owned(), "-c search_path=x".to_owned())));
+    }
+}
