@@ -1,1 +1,92 @@
-//! The admin HTTP API (to be filled in).
+//! The admin HTTP API: grants, sessions, health.
+//!
+//! JSON over HTTP with a bearer token per identity (see `auth.rs`). Each
+//! resource keeps its routes in its own file and adds them here with one
+//! `merge`, so requests and approvals arrive as one more file and one more
+//! line. Every failure, including unknown routes, wrong methods and bad
+//! bodies, is the JSON of `error::ApiError`.
+
+mod auth;
+mod error;
+mod grants;
+mod json;
+mod sessions;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use self::auth::Authenticator;
+use self::error::ApiError;
+use crate::server::Shared;
+
+/// Largest request body accepted; every body here is a small JSON object.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the handlers share: the proxy's state and the API's own caches.
+struct AdminState {
+    shared: Arc<Shared>,
+    auth: Authenticator,
+}
+
+impl AdminState {
+    fn new(shared: Arc<Shared>) -> AdminState {
+        let limits = &shared.config.limits;
+        let auth = Authenticator::new(
+            shared.identities.clone(),
+            limits.max_login_failures,
+            limits.login_failure_window,
+        );
+        AdminState { shared, auth }
+    }
+}
+
+pub fn router(state: Arc<Shared>) -> Router {
+    let state = Arc::new(AdminState::new(state));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(grants::routes())
+        .merge(sessions::routes())
+        .fallback(unknown_route)
+        // Applies to the routes added above, so it stays after the merges.
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serve the API on `listener` until the listener fails.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<Shared>) -> std::io::Result<()> {
+    // Connection info gives the client address the failed-token limit counts by.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).await
+}
+
+async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(
+        "no such endpoint",
+        format!(
+            "there is no {method} {}; the endpoints are under /v1/grants and /v1/sessions",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+        format!("{} does not accept {method}", uri.path()),
+    )
+}

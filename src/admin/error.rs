@@ -1,0 +1,161 @@
+//! One shape for every admin-API failure.
+//!
+//! Whatever goes wrong — no token, a typo in a body, a grant that already
+//! ended, an audit log that cannot be written — the caller gets the same JSON,
+//! `{"error": "<short phrase>", "detail": "<what happened and what to do>"}`,
+//! with a status that says whose move it is. The CLI prints these as the API
+//! said them, so the detail is written for a person. Nothing secret (tokens,
+//! verifiers, upstream passwords, server paths) ever goes into one.
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::access::GrantError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    detail: String,
+    /// Seconds the client should wait before trying again (429).
+    retry_after_secs: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    detail: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error,
+            detail: detail.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn bad_request(error: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, error, detail)
+    }
+
+    /// 401: no credentials, or credentials that match nobody. The response
+    /// carries `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(error: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, error, detail)
+    }
+
+    /// 403: the caller is known but may not do this.
+    pub fn forbidden(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    pub fn not_found(error: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, error, detail)
+    }
+
+    pub fn too_many_failed_logins(retry_after_secs: u64) -> ApiError {
+        ApiError {
+            retry_after_secs: Some(retry_after_secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed logins",
+                format!(
+                    "too many invalid bearer tokens from this address; wait {retry_after_secs}s and try again with the right secret"
+                ),
+            )
+        }
+    }
+
+    /// 503: the audit log cannot be written, so nothing was changed. The
+    /// cause (which names server paths) goes to the proxy's log, not the caller.
+    pub fn audit_unavailable(cause: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "admin API: audit log write failed; refusing the change");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit log unavailable",
+            "the audit log cannot be written, so nothing was changed; an operator must check the proxy's log and disk",
+        )
+    }
+
+    pub fn internal(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.error,
+            detail: &self.detail,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<GrantError> for ApiError {
+    fn from(e: GrantError) -> ApiError {
+        match &e {
+            GrantError::UnknownTarget(_) => ApiError::bad_request(
+                "unknown target",
+                format!("{e}; use a target name from the proxy config"),
+            ),
+            GrantError::UnknownLevel { .. } => {
+                ApiError::bad_request("unknown level", e.to_string())
+            }
+            GrantError::UnknownIdentity(_) => ApiError::bad_request(
+                "unknown identity",
+                format!("{e}; use an identity name from the proxy config"),
+            ),
+            GrantError::BadDuration(_) => ApiError::bad_request(
+                "bad duration",
+                format!("{e}, written like \"30m\" or \"2h\""),
+            ),
+            GrantError::MissingReason => ApiError::bad_request(
+                "missing reason",
+                "a reason is required: say why access is needed, e.g. an incident or ticket number",
+            ),
+            GrantError::NotFound(_) => ApiError::not_found(
+                "grant not found",
+                format!("{e}; list active grants with GET /v1/grants"),
+            ),
+            GrantError::Audit(cause) => ApiError::audit_unavailable(cause),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> ApiError {
+        ApiError::new(e.status(), "bad path", e.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> ApiError {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body too large",
+                format!(
+                    "request bodies are limited to {} KiB; send a smaller JSON object",
+                    super::MAX_BODY_BYTES / 1024
+                ),
+            )
+        } else {
+            ApiError::new(e.status(), "unreadable body", e.body_text())
+        }
+    }
+}

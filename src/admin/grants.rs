@@ -1,0 +1,118 @@
+//! `/v1/grants`: create (break-glass, admins only), list, revoke.
+//!
+//! The access model does the work and writes the audit records; this file
+//! only decides who may ask and turns answers into HTTP.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::AdminState;
+use super::auth::Caller;
+use super::error::ApiError;
+use super::json::JsonBody;
+use crate::access::{Grant, NewGrant};
+
+pub(super) fn routes() -> Router<Arc<AdminState>> {
+    Router::new()
+        .route("/v1/grants", get(list).post(create))
+        .route("/v1/grants/{id}/revoke", post(revoke))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateGrant {
+    identity: String,
+    target: String,
+    level: String,
+    /// Like "30m" or "2h".
+    duration: String,
+    /// Left to the access model to insist on, so a missing and an empty
+    /// reason get the same answer.
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct GrantList<'a> {
+    grants: Vec<&'a Grant>,
+}
+
+async fn create(
+    State(state): State<Arc<AdminState>>,
+    caller: Caller,
+    body: Result<JsonBody<CreateGrant>, ApiError>,
+) -> Result<Response, ApiError> {
+    caller.require_admin("grant access directly")?;
+    let JsonBody(body) = body?;
+    let duration = humantime::parse_duration(body.duration.trim()).map_err(|e| {
+        ApiError::bad_request(
+            "bad duration",
+            format!(
+                "`{}` is not a duration like \"30m\" or \"2h\": {e}",
+                body.duration
+            ),
+        )
+    })?;
+    let grant = state.shared.access.grant(NewGrant {
+        identity: body.identity,
+        target: body.target,
+        level: body.level,
+        duration,
+        reason: body.reason,
+        granted_by: caller.name().to_owned(),
+    })?;
+    tracing::info!(grant = %grant.id, identity = %grant.identity, target = %grant.target,
+        level = %grant.level, by = %grant.granted_by, "admin API: grant created");
+    Ok((StatusCode::CREATED, Json(&*grant)).into_response())
+}
+
+async fn list(State(state): State<Arc<AdminState>>, caller: Caller) -> Response {
+    let active = state.shared.access.grants.active(SystemTime::now());
+    let grants = active
+        .iter()
+        .filter(|g| caller.may_act_for(&g.identity))
+        .map(|g| &**g)
+        .collect();
+    Json(GrantList { grants }).into_response()
+}
+
+async fn revoke(
+    State(state): State<Arc<AdminState>>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
+    let not_found = || {
+        ApiError::not_found(
+            "grant not found",
+            format!(
+                "grant \"{id}\" does not exist or has already ended; list active grants with GET /v1/grants"
+            ),
+        )
+    };
+    let grant = state
+        .shared
+        .access
+        .grants
+        .get(&id)
+        .filter(|g| g.expires_at > SystemTime::now())
+        .ok_or_else(not_found)?;
+    if !caller.may_act_for(&grant.identity) {
+        return Err(ApiError::forbidden(format!(
+            "{} may not revoke a grant of {}; only the grantee, an approver or an admin may",
+            caller.name(),
+            grant.identity
+        )));
+    }
+    let grant = state.shared.access.revoke(&id, caller.name())?;
+    tracing::info!(grant = %grant.id, identity = %grant.identity, by = %caller.name(), "admin API: grant revoked");
+    Ok(Json(&*grant).into_response())
+}
