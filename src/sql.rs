@@ -1,4 +1,28 @@
-//! Statement classification (interface first; implementation follows).
+//! Statement classification: what would this query string do to the database?
+//!
+//! The relay asks [`classify`] (or [`classify_cached`] on the hot path) about
+//! every query text before forwarding it. The answer is written to the audit
+//! record and, on a read-only level, decides whether the statement may run at
+//! all. It is a policy and audit layer, not the wall: the upstream account of a
+//! read-only level has read-only privileges of its own (DESIGN.md, invariant 5),
+//! and `SELECT pg_terminate_backend(…)` still parses as a read.
+//!
+//! So the classifier is conservative: what it cannot parse, or parses but does
+//! not know, is [`StatementKind::Unknown`], never [`StatementKind::Read`].
+
+use std::ops::ControlFlow;
+use std::sync::LazyLock;
+
+use dashmap::DashMap;
+use sqlparser::ast::{
+    ContextModifier, CopyTarget, DeclareType, Expr, ObjectName, Query, Reset, Select, Set,
+    Statement, TableFactor, TransactionAccessMode, TransactionMode, UtilityOption, Value, Visit,
+    Visitor,
+};
+use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect};
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -31,6 +55,29 @@ impl StatementKind {
     pub fn allowed_read_only(self) -> bool {
         matches!(self, StatementKind::Read | StatementKind::Session)
     }
+
+    /// How much harm a statement of this kind can do, for combining the
+    /// statements of one query string. Spelled out rather than taken from the
+    /// derived `Ord`, so reordering the variants can never let a write hide
+    /// behind a read; `Unknown` ranks highest because nothing vouches for it.
+    fn danger(self) -> u8 {
+        match self {
+            StatementKind::Read => 0,
+            StatementKind::Session => 1,
+            StatementKind::Write => 2,
+            StatementKind::Ddl => 3,
+            StatementKind::Unknown => 4,
+        }
+    }
+
+    /// The more dangerous of two kinds.
+    fn most_dangerous(self, other: StatementKind) -> StatementKind {
+        if other.danger() > self.danger() {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +88,1389 @@ pub enum Dialect {
 
 /// Classify a query string, which may hold several statements: the result is
 /// the most dangerous kind among them.
-pub fn classify(_dialect: Dialect, _sql: &str) -> StatementKind {
-    todo!()
+///
+/// A string with no statement at all (empty, only comments, only semicolons)
+/// is [`StatementKind::Session`]: PostgreSQL answers it with
+/// EmptyQueryResponse and nothing happens. If any statement fails to parse,
+/// the whole string is [`StatementKind::Unknown`], since we cannot tell what
+/// the server will make of the rest. So is a text longer than
+/// [`MAX_CLASSIFIED_SQL_BYTES`].
+///
+/// This runs synchronously, and parsing is roughly linear in the text: a few
+/// microseconds for a short statement, a few hundred milliseconds for a text
+/// near the size limit. Callers on an async runtime should hand long texts to
+/// `spawn_blocking`.
+pub fn classify(dialect: Dialect, sql: &str) -> StatementKind {
+    if sql.len() <= INLINE_SQL_BYTES {
+        // The parser returns errors rather than panicking on anything we have
+        // found; this is the second line, so that a parser bug costs one
+        // statement its classification instead of a session.
+        std::panic::catch_unwind(|| parse_and_classify(dialect, sql))
+            .unwrap_or(StatementKind::Unknown)
+    } else if sql.len() <= MAX_CLASSIFIED_SQL_BYTES {
+        classify_on_own_stack(dialect, sql)
+    } else {
+        StatementKind::Unknown
+    }
+}
+
+/// Longer texts are not parsed at all (they classify as
+/// [`StatementKind::Unknown`], so a read-only level refuses them): parsing
+/// time and memory grow with the text, and the relay classifies on its own
+/// task. 64 KiB parses in about 20 ms in the worst case measured.
+pub const MAX_CLASSIFIED_SQL_BYTES: usize = 64 * 1024;
+
+/// Texts up to this length are parsed on the caller's stack.
+///
+/// The parser's recursion limit bounds nesting, but not left-deep chains like
+/// `SELECT 1+1+1+…` or `x::int::int…`, which it builds in a loop: their syntax
+/// tree is as deep as the chain is long, and dropping it recurses once per
+/// level (about 100 bytes of stack each in a debug build). A 2 MiB stack,
+/// tokio's default, overflows near 40 KiB of such text, and a stack overflow
+/// aborts the whole proxy. 8 KiB is at most ~4k levels, well inside any
+/// worker stack.
+const INLINE_SQL_BYTES: usize = 8 * 1024;
+
+/// Helper-thread stack per byte of text. A tree level costs about 100 bytes of
+/// stack and at least two bytes of text; budgeting a level per byte leaves
+/// room to spare. Only the pages actually touched are ever committed.
+const STACK_BYTES_PER_SQL_BYTE: usize = 128;
+
+/// Classify a text too long for [`INLINE_SQL_BYTES`] on a thread whose stack
+/// grows with the text, so no input can overflow it. The thread costs some
+/// tens of microseconds, small beside parsing that much SQL.
+fn classify_on_own_stack(dialect: Dialect, sql: &str) -> StatementKind {
+    let stack_bytes = 256 * 1024 + sql.len() * STACK_BYTES_PER_SQL_BYTE;
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("jitgate-classify".to_owned())
+            .stack_size(stack_bytes)
+            .spawn_scoped(scope, || parse_and_classify(dialect, sql))
+            .ok()
+            // A join error is a panic in the parser: fail closed, as above.
+            .and_then(|thread| thread.join().ok())
+            .unwrap_or(StatementKind::Unknown)
+    })
+}
+
+/// [`classify`], remembering the answer for short, frequently repeated texts
+/// (drivers and ORMs send the same few hundred statements over and over).
+///
+/// The cache is bounded: texts of [`CACHE_MAX_SQL_BYTES`] or more are never
+/// stored, and a cache that reaches [`CACHE_MAX_ENTRIES`] is emptied before
+/// the next insert. Clearing instead of evicting keeps the hot path free of
+/// bookkeeping; a working set larger than the cache just degrades to parsing.
+pub fn classify_cached(dialect: Dialect, sql: &str) -> StatementKind {
+    static POSTGRES: LazyLock<KindCache> = LazyLock::new(|| KindCache::new(CACHE_MAX_ENTRIES));
+    static MYSQL: LazyLock<KindCache> = LazyLock::new(|| KindCache::new(CACHE_MAX_ENTRIES));
+    let cache = match dialect {
+        Dialect::Postgres => &*POSTGRES,
+        Dialect::Mysql => &*MYSQL,
+    };
+    cache.get_or_classify(dialect, sql)
+}
+
+/// Entries kept per dialect by [`classify_cached`] before it starts over.
+pub const CACHE_MAX_ENTRIES: usize = 4096;
+
+/// Texts this long or longer bypass the cache: long texts are rarely repeated
+/// verbatim, and keeping them would let one client pin megabytes of memory.
+pub const CACHE_MAX_SQL_BYTES: usize = 4096;
+
+/// One dialect's statement-text → kind cache (the text alone is the key, so a
+/// cache must never be shared between dialects).
+struct KindCache {
+    kinds: DashMap<Box<str>, StatementKind>,
+    max_entries: usize,
+}
+
+impl KindCache {
+    fn new(max_entries: usize) -> KindCache {
+        KindCache {
+            kinds: DashMap::new(),
+            max_entries,
+        }
+    }
+
+    fn get_or_classify(&self, dialect: Dialect, sql: &str) -> StatementKind {
+        if sql.len() >= CACHE_MAX_SQL_BYTES {
+            return classify(dialect, sql);
+        }
+        if let Some(kind) = self.kinds.get(sql) {
+            return *kind;
+        }
+        let kind = classify(dialect, sql);
+        // Two sessions may both see a full cache and both clear it; that only
+        // costs a few extra parses.
+        if self.kinds.len() >= self.max_entries {
+            self.kinds.clear();
+        }
+        self.kinds.insert(sql.into(), kind);
+        kind
+    }
+}
+
+fn parse_and_classify(dialect: Dialect, sql: &str) -> StatementKind {
+    let parsed = match dialect {
+        Dialect::Postgres => Parser::parse_sql(&PostgreSqlDialect {}, sql),
+        Dialect::Mysql => Parser::parse_sql(&MySqlDialect {}, sql),
+    };
+    match parsed {
+        Ok(statements) => statements
+            .iter()
+            .map(|statement| classify_statement(dialect, sql, statement))
+            .reduce(StatementKind::most_dangerous)
+            .unwrap_or(StatementKind::Session),
+        Err(_) => StatementKind::Unknown,
+    }
+}
+
+/// One parsed statement: its own kind, raised to `Write` if anything inside it
+/// (a locking clause, a data-modifying CTE, a `nextval` call…) writes.
+fn classify_statement(dialect: Dialect, sql: &str, statement: &Statement) -> StatementKind {
+    match statement {
+        // EXPLAIN only plans the statement; EXPLAIN ANALYZE runs it.
+        Statement::Explain {
+            analyze,
+            options,
+            statement: explained,
+            ..
+        } => {
+            let explained_kind = classify_statement(dialect, sql, explained);
+            if *analyze || options_request_analyze(options.as_deref()) {
+                explained_kind
+            } else if explained_kind == StatementKind::Unknown {
+                // Not understood is not understood, EXPLAIN or not.
+                StatementKind::Unknown
+            } else {
+                StatementKind::Read
+            }
+        }
+        // PREPARE does nothing by itself, but the prepared statement is what
+        // the client means to run, and its EXECUTE cannot be judged later.
+        Statement::Prepare {
+            statement: prepared,
+            ..
+        } => classify_statement(dialect, sql, prepared),
+        _ => own_kind(dialect, sql, statement).most_dangerous(side_effects(dialect, statement)),
+    }
+}
+
+/// Does a parenthesised EXPLAIN option list turn ANALYZE on? Only an explicit
+/// false value turns it off; anything else PostgreSQL might read as true
+/// (including prefixes like `ANALYZE t`) counts as on.
+fn options_request_analyze(options: Option<&[UtilityOption]>) -> bool {
+    options.into_iter().flatten().any(|option| {
+        option.name.value.eq_ignore_ascii_case("analyze")
+            && !option.arg.as_ref().is_some_and(is_false_literal)
+    })
+}
+
+fn is_false_literal(expr: &Expr) -> bool {
+    let word = match expr {
+        Expr::Value(value) => match &value.value {
+            Value::Boolean(b) => return !b,
+            Value::Number(n, _) => n.as_str(),
+            Value::SingleQuotedString(s) => s.as_str(),
+            _ => return false,
+        },
+        Expr::Identifier(ident) => ident.value.as_str(),
+        _ => return false,
+    };
+    ["false", "off", "no", "0"]
+        .iter()
+        .any(|falsy| word.eq_ignore_ascii_case(falsy))
+}
+
+/// The kind a statement has by what it is, before looking inside it.
+fn own_kind(dialect: Dialect, sql: &str, statement: &Statement) -> StatementKind {
+    use StatementKind::*;
+    match statement {
+        Statement::Query(_)
+        | Statement::ExplainTable { .. }
+        | Statement::ShowFunctions { .. }
+        | Statement::ShowVariable { .. }
+        | Statement::ShowStatus { .. }
+        | Statement::ShowVariables { .. }
+        | Statement::ShowCreate { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowCatalogs { .. }
+        | Statement::ShowDatabases { .. }
+        | Statement::ShowProcessList { .. }
+        | Statement::ShowSchemas { .. }
+        | Statement::ShowCharset(_)
+        | Statement::ShowObjects(_)
+        | Statement::ShowTables { .. }
+        | Statement::ShowViews { .. }
+        | Statement::ShowCollation { .. } => Read,
+        // `FETCH … INTO` is another dialect's variable assignment.
+        Statement::Fetch { into, .. } => {
+            if into.is_none() {
+                Read
+            } else {
+                Unknown
+            }
+        }
+        // A cursor reads what its query reads; the query itself is checked
+        // for side effects like any other.
+        Statement::Declare { stmts, .. } => {
+            let all_cursors = stmts.iter().all(|declare| {
+                declare.declare_type == Some(DeclareType::Cursor) && declare.for_query.is_some()
+            });
+            if all_cursors { Read } else { Unknown }
+        }
+
+        Statement::StartTransaction {
+            modes,
+            statements,
+            exception,
+            ..
+        } => {
+            // BEGIN … END blocks of other dialects carry statements of their own.
+            if !statements.is_empty() || exception.is_some() {
+                Unknown
+            } else {
+                transaction_modes_kind(modes)
+            }
+        }
+        Statement::Set(set) => set_kind(dialect, sql, set),
+        Statement::Reset(reset) => match &reset.reset {
+            Reset::ALL | Reset::SessionAuthorization => Write,
+            Reset::ConfigurationParameter(name) => setting_kind(None, name),
+        },
+        Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. }
+        | Statement::Close { .. }
+        | Statement::Discard { .. }
+        | Statement::Deallocate { .. }
+        | Statement::LISTEN { .. }
+        | Statement::UNLISTEN { .. }
+        | Statement::Use(_)
+        | Statement::UnlockTables => Session,
+
+        // COPY TO STDOUT hands rows to the client; to a file or a program it
+        // writes on the server.
+        Statement::Copy { to, target, .. } => {
+            if *to && matches!(target, CopyTarget::Stdout) {
+                Read
+            } else {
+                Write
+            }
+        }
+        Statement::Insert(_)
+        | Statement::Update(_)
+        | Statement::Delete(_)
+        | Statement::Merge(_)
+        | Statement::Truncate(_)
+        | Statement::Directory { .. }
+        | Statement::CopyIntoSnowflake { .. }
+        | Statement::Unload { .. }
+        | Statement::ExportData(_)
+        | Statement::LoadData { .. }
+        | Statement::Lock(_)
+        | Statement::LockTables { .. }
+        // Procedures can do anything their owner may.
+        | Statement::Call(_)
+        | Statement::Kill { .. }
+        | Statement::NOTIFY { .. }
+        | Statement::Vacuum(_)
+        | Statement::Analyze(_)
+        | Statement::OptimizeTable { .. }
+        | Statement::RefreshMaterializedView(_)
+        | Statement::Flush { .. } => Write,
+
+        Statement::CreateView(_)
+        | Statement::CreateTable(_)
+        | Statement::CreateVirtualTable { .. }
+        | Statement::CreateIndex(_)
+        | Statement::CreateRole(_)
+        | Statement::CreateSecret { .. }
+        | Statement::CreateServer(_)
+        | Statement::CreateForeignTable(_)
+        | Statement::CreateForeignDataWrapper(_)
+        | Statement::CreateUserMapping(_)
+        | Statement::CreatePolicy(_)
+        | Statement::CreateRule(_)
+        | Statement::CreateConnector(_)
+        | Statement::CreateOperator(_)
+        | Statement::CreateOperatorFamily(_)
+        | Statement::CreateOperatorClass(_)
+        | Statement::CreateTextSearch(_)
+        | Statement::CreateAggregate(_)
+        | Statement::CreateExtension(_)
+        | Statement::CreateCollation(_)
+        | Statement::CreateSchema { .. }
+        | Statement::CreateDatabase { .. }
+        | Statement::CreateFunction(_)
+        | Statement::CreateTrigger(_)
+        | Statement::CreateProcedure { .. }
+        | Statement::CreateMacro { .. }
+        | Statement::CreateStage { .. }
+        | Statement::CreateFileFormat { .. }
+        | Statement::CreateWarehouse(_)
+        | Statement::CreateSequence { .. }
+        | Statement::CreateDomain(_)
+        | Statement::CreateType { .. }
+        | Statement::CreateUser(_)
+        | Statement::AlterTable(_)
+        | Statement::AlterSchema(_)
+        | Statement::AlterIndex { .. }
+        | Statement::AlterView(_)
+        | Statement::AlterFunction(_)
+        | Statement::AlterType(_)
+        | Statement::AlterCollation(_)
+        | Statement::AlterOperator(_)
+        | Statement::AlterOperatorFamily(_)
+        | Statement::AlterOperatorClass(_)
+        | Statement::AlterTextSearch(_)
+        | Statement::AlterRole { .. }
+        | Statement::AlterPolicy(_)
+        | Statement::AlterTrigger(_)
+        | Statement::AlterConnector { .. }
+        | Statement::AlterUser(_)
+        | Statement::Drop { .. }
+        | Statement::DropFunction(_)
+        | Statement::DropDomain(_)
+        | Statement::DropProcedure { .. }
+        | Statement::DropSecret { .. }
+        | Statement::DropPolicy(_)
+        | Statement::DropRule(_)
+        | Statement::DropConnector { .. }
+        | Statement::DropExtension(_)
+        | Statement::DropOperator(_)
+        | Statement::DropOperatorFamily(_)
+        | Statement::DropOperatorClass(_)
+        | Statement::DropTrigger(_)
+        | Statement::RenameTable(_)
+        | Statement::Comment { .. }
+        | Statement::Grant(_)
+        | Statement::GrantRole(_)
+        | Statement::Deny(_)
+        | Statement::Revoke(_)
+        | Statement::RevokeRole(_)
+        | Statement::AlterDefaultPrivileges(_) => Ddl,
+
+        // EXECUTE runs a prepared statement whose text we may never have
+        // seen (it may have been prepared before the grant, or by PREPARE
+        // hidden in a function), so it cannot be vouched for.
+        Statement::Execute { .. } => Unknown,
+        // Other dialects' statements, and whatever a newer sqlparser adds.
+        _ => Unknown,
+    }
+}
+
+/// BEGIN / START TRANSACTION / SET TRANSACTION: READ WRITE explicitly lifts a
+/// read-only default, so it is a write; other modes are housekeeping.
+fn transaction_modes_kind(modes: &[TransactionMode]) -> StatementKind {
+    let read_write = modes.iter().any(|mode| {
+        matches!(
+            mode,
+            TransactionMode::AccessMode(TransactionAccessMode::ReadWrite)
+        )
+    });
+    if read_write {
+        StatementKind::Write
+    } else {
+        StatementKind::Session
+    }
+}
+
+fn set_kind(dialect: Dialect, sql: &str, set: &Set) -> StatementKind {
+    match set {
+        Set::SingleAssignment {
+            scope, variable, ..
+        } => setting_kind(*scope, variable),
+        Set::MultipleAssignments { assignments } => assignments
+            .iter()
+            .map(|assignment| setting_kind(assignment.scope, &assignment.name))
+            .reduce(StatementKind::most_dangerous)
+            .unwrap_or(StatementKind::Unknown),
+        Set::ParenthesizedAssignments { variables, .. } => variables
+            .iter()
+            .map(|variable| setting_kind(None, variable))
+            .reduce(StatementKind::most_dangerous)
+            .unwrap_or(StatementKind::Unknown),
+        // Acting as someone else is a change of privileges.
+        Set::SetSessionAuthorization(_) | Set::SetRole { .. } => StatementKind::Write,
+        Set::SetTimeZone { .. } | Set::SetNames { .. } | Set::SetNamesDefault {} => {
+            StatementKind::Session
+        }
+        Set::SetTransaction { modes, .. } => {
+            // sqlparser 0.64 drops the scope of MySQL's `SET GLOBAL
+            // TRANSACTION …`, which changes every future session; look for
+            // the keyword in the tokens instead.
+            if dialect == Dialect::Mysql && mentions_global_keyword(sql) {
+                StatementKind::Write
+            } else {
+                transaction_modes_kind(modes)
+            }
+        }
+        // SQL Server session options; not a dialect we speak.
+        Set::SetSessionParam(_) => StatementKind::Unknown,
+    }
+}
+
+/// Settings whose change is more than housekeeping: they lift read-only mode,
+/// switch identity, stop replication/binlogging or change a password. Matched
+/// without regard to case, as both servers do.
+const GUARDED_SETTINGS: &[&str] = &[
+    // PostgreSQL
+    "default_transaction_read_only",
+    "transaction_read_only",
+    "session_authorization",
+    "role",
+    "session_replication_role",
+    // MySQL / MariaDB
+    "tx_read_only",
+    "read_only",
+    "super_read_only",
+    "sql_log_bin",
+    "password",
+];
+
+/// SET or RESET of one named setting (`search_path`, `@@session.autocommit`,
+/// `@user_var`…).
+fn setting_kind(scope: Option<ContextModifier>, name: &ObjectName) -> StatementKind {
+    if scope == Some(ContextModifier::Global) {
+        return StatementKind::Write;
+    }
+    let Some((setting, qualifiers)) = name.0.split_last() else {
+        return StatementKind::Unknown;
+    };
+    let Some(setting) = setting.as_ident() else {
+        return StatementKind::Unknown;
+    };
+    // MySQL's `@@global.x`, `@@persist.x` and `@@persist_only.x` outlive the
+    // session; `@@session.x` and `@@local.x` do not.
+    let global = qualifiers.iter().any(|qualifier| {
+        qualifier.as_ident().is_none_or(|qualifier| {
+            ["@@global", "@@persist", "@@persist_only"]
+                .iter()
+                .any(|scope| qualifier.value.eq_ignore_ascii_case(scope))
+        })
+    });
+    let setting = setting.value.strip_prefix("@@").unwrap_or(&setting.value);
+    let guarded = GUARDED_SETTINGS
+        .iter()
+        .any(|guarded| setting.eq_ignore_ascii_case(guarded));
+    if global || guarded {
+        StatementKind::Write
+    } else {
+        StatementKind::Session
+    }
+}
+
+/// Whether the text holds a GLOBAL keyword outside literals and comments. An
+/// untokenizable text (which would not have parsed) counts as yes.
+fn mentions_global_keyword(sql: &str) -> bool {
+    match Tokenizer::new(&MySqlDialect {}, sql).tokenize() {
+        Ok(tokens) => tokens
+            .iter()
+            .any(|token| matches!(token, Token::Word(word) if word.keyword == Keyword::GLOBAL)),
+        Err(_) => true,
+    }
+}
+
+/// `Write` if anything inside the statement writes, `Read` (the neutral
+/// element of [`StatementKind::most_dangerous`]) otherwise.
+fn side_effects(dialect: Dialect, statement: &Statement) -> StatementKind {
+    let mut finder = SideEffectFinder { dialect };
+    match statement.visit(&mut finder) {
+        ControlFlow::Break(()) => StatementKind::Write,
+        ControlFlow::Continue(()) => StatementKind::Read,
+    }
+}
+
+/// Functions that write although they are called from a SELECT. Not a
+/// complete list (any user function may write); these are the cheap, common
+/// ones: `set_config` can lift `default_transaction_read_only`, the sequence
+/// functions change state that no rollback undoes, and the large-object
+/// functions create, delete or (`lo_export`) write files on the server.
+const WRITING_FUNCTIONS: &[&str] = &[
+    "set_config",
+    "nextval",
+    "setval",
+    "lo_import",
+    "lo_export",
+    "lo_unlink",
+    "lo_create",
+    "lo_creat",
+    "lo_from_bytea",
+    "lo_put",
+];
+
+/// Walks a statement and stops at the first thing that writes.
+struct SideEffectFinder {
+    dialect: Dialect,
+}
+
+impl Visitor for SideEffectFinder {
+    type Break = ();
+
+    /// `FOR UPDATE` / `FOR SHARE` take row locks, which a read-only
+    /// transaction refuses and which block writers.
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if query.locks.is_empty() {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    }
+
+    /// `SELECT … INTO t` creates and fills a table in PostgreSQL. MySQL's
+    /// `SELECT … INTO @var` only sets user variables.
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
+        let Some(into) = &select.into else {
+            return ControlFlow::Continue(());
+        };
+        let only_user_variables = self.dialect == Dialect::Mysql
+            && into.targets.iter().all(|target| {
+                matches!(target, Expr::Identifier(ident)
+                    if ident.value.starts_with('@') && !ident.value.starts_with("@@"))
+            });
+        if only_user_variables {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    }
+
+    /// Data-modifying statements nested in a query: writable CTEs
+    /// (`WITH x AS (DELETE … RETURNING *) SELECT …`) and the like.
+    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
+        match statement {
+            Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Merge(_) => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        match expr {
+            Expr::Function(function) if is_writing_function(&function.name) => {
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Set-returning calls in FROM: `SELECT * FROM nextval('s')`.
+    fn pre_visit_table_factor(&mut self, table_factor: &TableFactor) -> ControlFlow<()> {
+        let called = match table_factor {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } => Some(name),
+            TableFactor::Function { name, .. } => Some(name),
+            _ => None,
+        };
+        match called {
+            Some(name) if is_writing_function(name) => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+/// Matches on the last name part, so `pg_catalog.nextval` counts too.
+fn is_writing_function(name: &ObjectName) -> bool {
+    let Some(last) = name.0.last() else {
+        return false;
+    };
+    let Some(ident) = last.as_ident() else {
+        // A computed name could be anything.
+        return true;
+    };
+    WRITING_FUNCTIONS
+        .iter()
+        .any(|writing| ident.value.eq_ignore_ascii_case(writing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use StatementKind::*;
+
+    fn pg(sql: &str) -> StatementKind {
+        classify(Dialect::Postgres, sql)
+    }
+
+    fn my(sql: &str) -> StatementKind {
+        classify(Dialect::Mysql, sql)
+    }
+
+    #[track_caller]
+    fn assert_pg(expected: StatementKind, statements: &[&str]) {
+        for sql in statements {
+            assert_eq!(pg(sql), expected, "postgres: {sql}");
+        }
+    }
+
+    #[track_caller]
+    fn assert_my(expected: StatementKind, statements: &[&str]) {
+        for sql in statements {
+            assert_eq!(my(sql), expected, "mysql: {sql}");
+        }
+    }
+
+    // The query psql 15 sends for `\d`.
+    const PSQL_LIST_RELATIONS: &str = r#"SELECT n.nspname as "Schema",
+  c.relname as "Name",
+  CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'i' THEN 'index' WHEN 'S' THEN 'sequence' WHEN 't' THEN 'TOAST table' WHEN 'f' THEN 'foreign table' WHEN 'p' THEN 'partitioned table' WHEN 'I' THEN 'partitioned index' END as "Type",
+  pg_catalog.pg_get_userbyid(c.relowner) as "Owner"
+FROM pg_catalog.pg_class c
+     LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam
+WHERE c.relkind IN ('r','p','v','m','S','f','')
+      AND n.nspname <> 'pg_catalog'
+      AND n.nspname !~ '^pg_toast'
+      AND n.nspname <> 'information_schema'
+  AND pg_catalog.pg_table_is_visible(c.oid)
+ORDER BY 1,2;"#;
+
+    // The first query psql 15 sends for `\d t`.
+    const PSQL_DESCRIBE_LOOKUP: &str = "SELECT c.oid,
+  n.nspname,
+  c.relname
+FROM pg_catalog.pg_class c
+     LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default
+  AND pg_catalog.pg_table_is_visible(c.oid)
+ORDER BY 2, 3;";
+
+    // The columns query psql 15 sends for `\d t`.
+    const PSQL_DESCRIBE_COLUMNS: &str = "SELECT a.attname,
+  pg_catalog.format_type(a.atttypid, a.atttypmod),
+  (SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid, true)
+   FROM pg_catalog.pg_attrdef d
+   WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum AND a.atthasdef),
+  a.attnotnull,
+  (SELECT c.collname FROM pg_catalog.pg_collation c, pg_catalog.pg_type t
+   WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND a.attcollation <> t.typcollation) AS attcollation,
+  a.attidentity,
+  a.attgenerated
+FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = '16384' AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum;";
+
+    // psql 15 `\du`.
+    const PSQL_LIST_ROLES: &str = "SELECT r.rolname, r.rolsuper, r.rolinherit,
+  r.rolcreaterole, r.rolcreatedb, r.rolcanlogin,
+  r.rolconnlimit, r.rolvaliduntil,
+  ARRAY(SELECT b.rolname
+        FROM pg_catalog.pg_auth_members m
+        JOIN pg_catalog.pg_roles b ON (m.roleid = b.oid)
+        WHERE m.member = r.oid) as memberof
+, r.rolreplication
+, r.rolbypassrls
+FROM pg_catalog.pg_roles r
+WHERE r.rolname !~ '^pg_'
+ORDER BY 1;";
+
+    // tokio-postgres 0.7 looks up unknown type oids with this, as a
+    // prepared statement (Parse carries `$1`).
+    const TOKIO_POSTGRES_TYPEINFO: &str =
+        "SELECT t.typname, t.typtype, t.typelem, r.rngsubtype, t.typbasetype, n.nspname, t.typrelid
+FROM pg_catalog.pg_type t
+LEFT OUTER JOIN pg_catalog.pg_range r ON r.rngtypid = t.oid
+INNER JOIN pg_catalog.pg_namespace n ON t.typnamespace = n.oid
+WHERE t.oid = $1
+";
+
+    const TOKIO_POSTGRES_TYPEINFO_COMPOSITE: &str = "SELECT attname, atttypid
+FROM pg_catalog.pg_attribute
+WHERE attrelid = $1
+AND NOT attisdropped
+AND attnum > 0
+ORDER BY attnum
+";
+
+    #[test]
+    fn plain_queries_are_reads() {
+        assert_pg(
+            Read,
+            &[
+                "SELECT 1",
+                "select * from t where id = 3",
+                "VALUES (1), (2)",
+                "SELECT a FROM t UNION ALL SELECT b FROM u ORDER BY 1 LIMIT 10",
+                "WITH x AS (SELECT * FROM t) SELECT * FROM x",
+                "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) SELECT * FROM r",
+                "SELECT * FROM t WHERE id IN (SELECT id FROM u)",
+                "SELECT pg_terminate_backend(1)",
+                "SELECT * FROM generate_series(1, 3)",
+            ],
+        );
+    }
+
+    #[test]
+    fn show_explain_describe_and_fetch_are_reads() {
+        assert_pg(
+            Read,
+            &[
+                "SHOW search_path",
+                "SHOW ALL",
+                "EXPLAIN SELECT * FROM t",
+                "EXPLAIN (COSTS OFF) SELECT 1",
+                "FETCH 10 FROM c",
+                "DECLARE c CURSOR WITH HOLD FOR SELECT * FROM t",
+            ],
+        );
+        assert_my(
+            Read,
+            &[
+                "SHOW TABLES",
+                "SHOW FULL PROCESSLIST",
+                "SHOW WARNINGS",
+                "SHOW CREATE TABLE t",
+                "SHOW VARIABLES LIKE 'max%'",
+                "DESCRIBE t",
+                "DESC t",
+                "EXPLAIN SELECT 1",
+                "select @@version_comment limit 1",
+                "SELECT a INTO @v FROM t",
+            ],
+        );
+    }
+
+    #[test]
+    fn psql_describe_query_is_a_read() {
+        assert_pg(
+            Read,
+            &[
+                PSQL_LIST_RELATIONS,
+                PSQL_DESCRIBE_LOOKUP,
+                PSQL_DESCRIBE_COLUMNS,
+                PSQL_LIST_ROLES,
+            ],
+        );
+    }
+
+    #[test]
+    fn extended_protocol_placeholders_parse_as_reads() {
+        assert_pg(
+            Read,
+            &[
+                TOKIO_POSTGRES_TYPEINFO,
+                TOKIO_POSTGRES_TYPEINFO_COMPOSITE,
+                "SELECT $1::int, $2",
+            ],
+        );
+        assert_pg(Write, &["UPDATE t SET a = $1 WHERE id = $2"]);
+    }
+
+    #[test]
+    fn dml_is_a_write() {
+        assert_pg(
+            Write,
+            &[
+                "INSERT INTO t VALUES (1)",
+                "INSERT INTO t SELECT * FROM u ON CONFLICT DO NOTHING",
+                "UPDATE t SET a = 1",
+                "DELETE FROM t WHERE id = 1",
+                "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+                "TRUNCATE t",
+            ],
+        );
+        assert_my(Write, &["REPLACE INTO t VALUES (1)", "UPDATE t SET a = 1"]);
+    }
+
+    #[test]
+    fn writable_cte_is_a_write() {
+        assert_pg(
+            Write,
+            &[
+                "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x",
+                "WITH x AS (INSERT INTO t VALUES (1) RETURNING id) SELECT id FROM x",
+                "WITH x AS (UPDATE t SET a = 1 RETURNING *), y AS (SELECT 1) SELECT * FROM x, y",
+            ],
+        );
+    }
+
+    #[test]
+    fn select_for_update_is_a_write() {
+        assert_pg(
+            Write,
+            &[
+                "SELECT * FROM t FOR UPDATE",
+                "SELECT * FROM t FOR SHARE",
+                "SELECT * FROM t FOR UPDATE OF t SKIP LOCKED",
+                "SELECT * FROM (SELECT * FROM t FOR UPDATE) s",
+                "WITH x AS (SELECT * FROM t FOR SHARE) SELECT * FROM x",
+            ],
+        );
+        assert_my(
+            Write,
+            &["SELECT * FROM t FOR UPDATE", "SELECT * FROM t FOR SHARE"],
+        );
+    }
+
+    /// sqlparser 0.64 knows only FOR UPDATE and FOR SHARE; the other two
+    /// PostgreSQL lock strengths fail to parse, which still keeps them from
+    /// being reads.
+    #[test]
+    fn weaker_row_locks_are_not_reads() {
+        assert_pg(
+            Unknown,
+            &[
+                "SELECT * FROM t FOR NO KEY UPDATE",
+                "SELECT * FROM t FOR KEY SHARE",
+            ],
+        );
+        assert_my(Unknown, &["SELECT * FROM t LOCK IN SHARE MODE"]);
+    }
+
+    #[test]
+    fn select_into_is_a_write() {
+        assert_pg(
+            Write,
+            &[
+                "SELECT * INTO newt FROM t",
+                "SELECT * INTO TEMP newt FROM t",
+            ],
+        );
+    }
+
+    #[test]
+    fn mysql_select_into_outfile_is_not_a_read() {
+        for sql in [
+            "SELECT * FROM t INTO OUTFILE '/tmp/x'",
+            "SELECT a INTO OUTFILE '/tmp/x' FROM t",
+            "SELECT a INTO DUMPFILE '/tmp/x' FROM t",
+        ] {
+            assert!(!my(sql).allowed_read_only(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn writing_functions_make_a_select_a_write() {
+        assert_pg(
+            Write,
+            &[
+                "SELECT nextval('s')",
+                "SELECT pg_catalog.setval('s', 1)",
+                "SELECT set_config('default_transaction_read_only', 'off', false)",
+                "SELECT 1 WHERE set_config('transaction_read_only', 'off', true) IS NOT NULL",
+                "SELECT * FROM t WHERE id = (SELECT NEXTVAL('s'))",
+                "SELECT * FROM nextval('s')",
+                "SELECT * FROM pg_catalog.set_config('a.b', 'c', false) x",
+                "SELECT * FROM t, LATERAL (SELECT nextval('s')) x",
+                "SELECT \"nextval\"('s')",
+                "SELECT lo_export(16400, '/tmp/x')",
+                "SELECT lo_unlink(16400)",
+            ],
+        );
+    }
+
+    #[test]
+    fn explain_without_analyze_is_a_read() {
+        assert_pg(
+            Read,
+            &[
+                "EXPLAIN DELETE FROM t",
+                "EXPLAIN UPDATE t SET a = 1",
+                "EXPLAIN (ANALYZE false) DELETE FROM t",
+                "EXPLAIN (ANALYZE off, COSTS off) DELETE FROM t",
+                "EXPLAIN SELECT nextval('s')",
+                "EXPLAIN ANALYZE SELECT * FROM t",
+            ],
+        );
+    }
+
+    #[test]
+    fn explain_analyze_of_a_write_is_a_write() {
+        assert_pg(
+            Write,
+            &[
+                "EXPLAIN ANALYZE DELETE FROM t",
+                "EXPLAIN ANALYZE VERBOSE UPDATE t SET a = 1",
+                "EXPLAIN (ANALYZE) DELETE FROM t",
+                "EXPLAIN (ANALYZE, BUFFERS) INSERT INTO t VALUES (1)",
+                "EXPLAIN (ANALYZE true) DELETE FROM t",
+                "EXPLAIN (ANALYZE on) DELETE FROM t",
+                "EXPLAIN ANALYZE SELECT nextval('s')",
+                "EXPLAIN ANALYZE SELECT * FROM t FOR UPDATE",
+            ],
+        );
+        assert_my(Write, &["EXPLAIN ANALYZE DELETE FROM t"]);
+    }
+
+    #[test]
+    fn copy_to_the_client_is_a_read_and_anything_else_a_write() {
+        assert_pg(
+            Read,
+            &[
+                "COPY t TO STDOUT",
+                "COPY t (a, b) TO STDOUT WITH (FORMAT csv, HEADER)",
+                "COPY (SELECT * FROM t WHERE a > 1) TO STDOUT",
+            ],
+        );
+        assert_pg(
+            Write,
+            &[
+                "COPY t FROM STDIN",
+                "COPY t FROM STDIN WITH (FORMAT csv)",
+                "COPY t FROM '/tmp/x'",
+                "COPY t TO '/tmp/x'",
+                "COPY t TO PROGRAM 'cat > /tmp/x'",
+                "COPY (SELECT * FROM t FOR UPDATE) TO STDOUT",
+                "COPY (SELECT nextval('s')) TO STDOUT",
+            ],
+        );
+    }
+
+    #[test]
+    fn maintenance_locks_calls_and_notify_are_writes() {
+        assert_pg(
+            Write,
+            &[
+                "LOCK TABLE t IN ACCESS EXCLUSIVE MODE",
+                "LOCK t",
+                "CALL p(1)",
+                "NOTIFY c, 'x'",
+                "VACUUM t",
+                "ANALYZE t",
+                "REFRESH MATERIALIZED VIEW m",
+            ],
+        );
+        assert_my(
+            Write,
+            &[
+                "LOCK TABLES t READ",
+                "CALL p()",
+                "KILL 5",
+                "KILL QUERY 5",
+                "FLUSH TABLES",
+            ],
+        );
+    }
+
+    #[test]
+    fn statements_sqlparser_cannot_parse_are_unknown() {
+        assert_pg(
+            Unknown,
+            &[
+                "CLUSTER t",
+                "REINDEX TABLE t",
+                "DO $$ BEGIN DELETE FROM t; END $$",
+                "SECURITY LABEL ON TABLE t IS 'x'",
+                "ALTER SYSTEM SET work_mem = '1MB'",
+                "CHECKPOINT",
+                "TABLE t",
+            ],
+        );
+        assert_my(
+            Unknown,
+            &[
+                "LOAD DATA INFILE '/tmp/x' INTO TABLE t",
+                "HANDLER t OPEN",
+                "SET PERSIST max_connections = 10",
+                "DO sleep(1)",
+                "XA START 'x'",
+                "CREATE USER 'u'@'%' IDENTIFIED BY 'x'",
+            ],
+        );
+    }
+
+    #[test]
+    fn ddl_and_privileges_are_ddl() {
+        assert_pg(
+            Ddl,
+            &[
+                "CREATE TABLE t (a int)",
+                "CREATE TEMP TABLE t (a int)",
+                "CREATE TABLE t2 AS SELECT * FROM t",
+                "CREATE MATERIALIZED VIEW m AS SELECT 1",
+                "CREATE INDEX ON t (a)",
+                "CREATE VIEW v AS SELECT * FROM t",
+                "CREATE SEQUENCE s",
+                "CREATE EXTENSION pgcrypto",
+                "CREATE ROLE bob",
+                "CREATE SCHEMA s",
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+                "ALTER TABLE t ADD COLUMN b int",
+                "ALTER ROLE bob SUPERUSER",
+                "DROP TABLE t",
+                "DROP FUNCTION f",
+                "GRANT SELECT ON t TO bob",
+                "REVOKE ALL ON t FROM bob",
+                "GRANT admin TO bob",
+                "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO bob",
+                "COMMENT ON TABLE t IS 'x'",
+            ],
+        );
+        assert_my(
+            Ddl,
+            &[
+                "CREATE TABLE t (a int)",
+                "DROP DATABASE d",
+                "RENAME TABLE a TO b",
+                "GRANT SELECT ON db.* TO 'u'@'%'",
+            ],
+        );
+    }
+
+    #[test]
+    fn transaction_control_is_session() {
+        assert_pg(
+            Session,
+            &[
+                "BEGIN",
+                "BEGIN ISOLATION LEVEL SERIALIZABLE",
+                "BEGIN READ ONLY",
+                "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+                "COMMIT",
+                "COMMIT AND CHAIN",
+                "END",
+                "ROLLBACK",
+                "ABORT",
+                "SAVEPOINT s",
+                "RELEASE SAVEPOINT s",
+                "RELEASE s",
+                "ROLLBACK TO SAVEPOINT s",
+                "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                "SET TRANSACTION READ ONLY",
+                "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                "CLOSE c",
+            ],
+        );
+        assert_my(
+            Session,
+            &[
+                "BEGIN",
+                "START TRANSACTION",
+                "START TRANSACTION READ ONLY",
+                "COMMIT",
+                "ROLLBACK",
+                "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                "UNLOCK TABLES",
+            ],
+        );
+    }
+
+    #[test]
+    fn read_write_transactions_are_writes() {
+        assert_pg(
+            Write,
+            &[
+                "BEGIN READ WRITE",
+                "BEGIN TRANSACTION ISOLATION LEVEL SERIALIZABLE READ WRITE",
+                "START TRANSACTION READ WRITE",
+                "SET TRANSACTION READ WRITE",
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+            ],
+        );
+        assert_my(
+            Write,
+            &[
+                "START TRANSACTION READ WRITE",
+                "SET TRANSACTION READ WRITE",
+                "SET SESSION TRANSACTION READ WRITE",
+                "SET GLOBAL TRANSACTION READ WRITE",
+                "SET GLOBAL TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            ],
+        );
+    }
+
+    #[test]
+    fn ordinary_settings_are_session() {
+        assert_pg(
+            Session,
+            &[
+                "SET search_path TO public, \"$user\"",
+                "SET search_path = ''",
+                "SET statement_timeout = 5000",
+                "SET LOCAL statement_timeout = '5s'",
+                "SET SESSION application_name = 'psql'",
+                "SET client_encoding TO 'UTF8'",
+                "SET TIME ZONE 'UTC'",
+                "SET timezone = 'UTC'",
+                "SET DateStyle = ISO",
+                "SET extra_float_digits = 3",
+                "SET NAMES 'UTF8'",
+                "RESET search_path",
+                "DISCARD ALL",
+                "DEALLOCATE p",
+                "DEALLOCATE ALL",
+                "LISTEN c",
+                "UNLISTEN *",
+            ],
+        );
+        assert_my(
+            Session,
+            &[
+                "SET autocommit = 1",
+                "SET @@autocommit = 0",
+                "SET NAMES utf8mb4",
+                "SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci",
+                "SET character_set_results = NULL",
+                "SET SESSION sql_mode = 'ANSI'",
+                "SET @@session.sql_mode = 'ANSI', @@session.time_zone = '+00:00'",
+                "SET @x = 1",
+                "USE db",
+                "DEALLOCATE PREPARE s",
+            ],
+        );
+    }
+
+    #[test]
+    fn settings_that_lift_read_only_are_writes() {
+        assert_pg(
+            Write,
+            &[
+                "SET default_transaction_read_only = off",
+                "SET default_transaction_read_only = on",
+                "SET SESSION default_transaction_read_only TO DEFAULT",
+                "SET transaction_read_only = 'off'",
+                "SET LOCAL transaction_read_only = off",
+                "SET \"default_transaction_read_only\" = off",
+                "RESET default_transaction_read_only",
+                "RESET transaction_read_only",
+                "RESET ALL",
+                "SET session_replication_role = replica",
+            ],
+        );
+        assert_my(
+            Write,
+            &[
+                "SET transaction_read_only = 0",
+                "SET SESSION transaction_read_only = 0",
+                "SET @@session.transaction_read_only = 0",
+                "SET tx_read_only = 0",
+                "SET sql_log_bin = 0",
+                "SET autocommit = 1, tx_read_only = 0",
+            ],
+        );
+    }
+
+    #[test]
+    fn switching_identity_is_a_write() {
+        assert_pg(
+            Write,
+            &[
+                "SET SESSION AUTHORIZATION bob",
+                "SET SESSION AUTHORIZATION DEFAULT",
+                "RESET SESSION AUTHORIZATION",
+                "SET ROLE admin",
+                "SET LOCAL ROLE admin",
+                "SET ROLE NONE",
+                "RESET ROLE",
+                "SET role = admin",
+                "SET session_authorization = 'bob'",
+            ],
+        );
+        assert_my(Write, &["SET PASSWORD = 'x'"]);
+    }
+
+    #[test]
+    fn mysql_global_settings_are_writes() {
+        assert_my(
+            Write,
+            &[
+                "SET GLOBAL max_connections = 10",
+                "SET @@GLOBAL.max_connections = 10",
+                "SET @@global.read_only = 0",
+                "SET @@persist.max_connections = 10",
+                "SET SESSION sql_mode = 'ANSI', GLOBAL max_connections = 10",
+            ],
+        );
+    }
+
+    #[test]
+    fn prepare_takes_the_kind_of_the_prepared_statement() {
+        assert_pg(Read, &["PREPARE p AS SELECT * FROM t WHERE id = $1"]);
+        assert_pg(
+            Write,
+            &[
+                "PREPARE p (int) AS DELETE FROM t WHERE id = $1",
+                "PREPARE p AS SELECT * FROM t FOR UPDATE",
+            ],
+        );
+        assert_pg(Ddl, &["PREPARE p AS CREATE TABLE x AS SELECT 1"]);
+    }
+
+    #[test]
+    fn execute_is_unknown() {
+        assert_pg(Unknown, &["EXECUTE p", "EXECUTE p(1, 'a')"]);
+        assert_my(Unknown, &["EXECUTE s"]);
+    }
+
+    #[test]
+    fn unparseable_is_unknown() {
+        assert_pg(
+            Unknown,
+            &[
+                "SELEC 1",
+                "SELECT * FROM",
+                "'unterminated",
+                "\u{0}\u{1}\u{2}",
+                "SELECT 1; DROP",
+                "garbage; SELECT 1",
+            ],
+        );
+        assert_my(Unknown, &["SELEC 1", "SELECT 1 FROM t WHERE"]);
+    }
+
+    #[test]
+    fn empty_input_is_session() {
+        for sql in [
+            "",
+            "   \n\t",
+            ";",
+            ";;;",
+            "-- just a comment",
+            "/* block */ ;",
+            "-- a\n;\n/* b */",
+        ] {
+            assert_eq!(pg(sql), Session, "postgres: {sql:?}");
+            assert_eq!(my(sql), Session, "mysql: {sql:?}");
+        }
+    }
+
+    #[test]
+    fn multi_statement_takes_the_most_dangerous() {
+        assert_pg(Read, &["SELECT 1; SELECT 2;"]);
+        assert_pg(
+            Session,
+            &["SET search_path = x; SELECT 1", "SELECT 1; COMMIT"],
+        );
+        assert_pg(
+            Write,
+            &[
+                "SELECT 1; DELETE FROM t; SELECT 2",
+                "BEGIN; UPDATE t SET a = 1; COMMIT",
+            ],
+        );
+        assert_pg(Ddl, &["DELETE FROM t; DROP TABLE t; SELECT 1"]);
+        assert_pg(Unknown, &["DROP TABLE t; EXECUTE p; SELECT 1"]);
+        assert_my(Write, &["SELECT 1; SET GLOBAL max_connections = 1"]);
+    }
+
+    #[test]
+    fn danger_order_lets_unknown_win() {
+        let ascending = [Read, Session, Write, Ddl, Unknown];
+        for (i, &low) in ascending.iter().enumerate() {
+            for &high in &ascending[i..] {
+                assert_eq!(low.most_dangerous(high), high);
+                assert_eq!(high.most_dangerous(low), high);
+            }
+        }
+        assert!(Read.allowed_read_only() && Session.allowed_read_only());
+        assert!(
+            ![Write, Ddl, Unknown]
+                .iter()
+                .any(|kind| kind.allowed_read_only())
+        );
+    }
+
+    #[test]
+    fn deeply_nested_input_is_unknown_without_overflowing_the_stack() {
+        let n = 10_000;
+        let inputs = [
+            "(".repeat(n),
+            format!("SELECT {}1{}", "(".repeat(n), ")".repeat(n)),
+            format!("SELECT * FROM {}t{}", "(".repeat(n), ")".repeat(n)),
+            format!("SELECT {}", "(SELECT ".repeat(n)),
+            format!("SELECT {}1", "NOT ".repeat(n)),
+            format!("SELECT {}1", "- ".repeat(n)),
+            format!("SELECT {}1{}", "ARRAY[".repeat(n), "]".repeat(n)),
+            format!("SELECT {}1{}", "CAST(".repeat(n), " AS int)".repeat(n)),
+        ];
+        for sql in &inputs {
+            for dialect in [Dialect::Postgres, Dialect::Mysql] {
+                assert_eq!(
+                    classify(dialect, sql),
+                    Unknown,
+                    "{dialect:?}: {}",
+                    &sql[..40]
+                );
+            }
+        }
+    }
+
+    /// Left-deep chains are parsed in a loop, so the recursion limit does not
+    /// stop them; their trees are as deep as they are long.
+    #[test]
+    fn long_operator_chains_do_not_overflow_a_worker_stack() {
+        // Each just under the size limit, and far beyond the ~40 KiB that
+        // overflowed a 2 MiB stack before long texts got their own thread.
+        let chains = [
+            format!("SELECT 1{}", "+1".repeat(30_000)),
+            format!("SELECT 1{}", "::int".repeat(12_000)),
+            format!("SELECT a{}", "[1]".repeat(20_000)),
+            format!("SELECT 1{}", " UNION SELECT 1".repeat(4_000)),
+        ];
+        assert!(chains.iter().all(|c| c.len() <= MAX_CLASSIFIED_SQL_BYTES));
+        // The size of a tokio worker's stack.
+        let worker = std::thread::Builder::new().stack_size(2 * 1024 * 1024);
+        let kinds = worker
+            .spawn(move || chains.map(|sql| pg(&sql)))
+            .expect("spawn a test thread")
+            .join()
+            .expect("classification must not panic");
+        assert_eq!(kinds, [Read; 4]);
+    }
+
+    #[test]
+    fn text_over_the_size_limit_is_unknown() {
+        let sql = format!("SELECT 1{}", " ".repeat(MAX_CLASSIFIED_SQL_BYTES));
+        assert_eq!(pg(&sql), Unknown);
+        assert_eq!(classify_cached(Dialect::Postgres, &sql), Unknown);
+        let just_fits = format!("SELECT 1{}", " ".repeat(MAX_CLASSIFIED_SQL_BYTES - 8));
+        assert_eq!(pg(&just_fits), Read);
+    }
+
+    #[test]
+    fn cached_classification_agrees_with_uncached() {
+        let statements = [
+            "SELECT 1",
+            "DELETE FROM t",
+            "SET default_transaction_read_only = off",
+            "",
+            "SELEC 1",
+            PSQL_LIST_RELATIONS,
+        ];
+        for _ in 0..2 {
+            for sql in statements {
+                for dialect in [Dialect::Postgres, Dialect::Mysql] {
+                    assert_eq!(
+                        classify_cached(dialect, sql),
+                        classify(dialect, sql),
+                        "{sql}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cache_is_per_dialect() {
+        // Valid in MySQL only: a cache shared across dialects would answer
+        // the second question with the first answer.
+        let sql = "SET @@GLOBAL.max_connections = 10 -- cache_is_per_dialect";
+        assert_eq!(classify_cached(Dialect::Mysql, sql), Write);
+        assert_eq!(classify_cached(Dialect::Postgres, sql), pg(sql));
+        let backtick = "SELECT `a` FROM t -- cache_is_per_dialect";
+        assert_eq!(classify_cached(Dialect::Mysql, backtick), Read);
+        assert_eq!(classify_cached(Dialect::Postgres, backtick), Unknown);
+    }
+
+    #[test]
+    fn cache_stays_bounded_and_skips_long_texts() {
+        let cache = KindCache::new(8);
+        for i in 0..100 {
+            let sql = format!("SELECT {i}");
+            assert_eq!(cache.get_or_classify(Dialect::Postgres, &sql), Read);
+            assert!(cache.kinds.len() <= 8);
+        }
+        let long = format!("SELECT 1 {}", " ".repeat(CACHE_MAX_SQL_BYTES));
+        cache.kinds.clear();
+        assert_eq!(cache.get_or_classify(Dialect::Postgres, &long), Read);
+        assert!(cache.kinds.is_empty());
+    }
 }
