@@ -42,6 +42,50 @@ pub struct Config {
     pub limits: Limits,
     pub identities: Vec<IdentityConfig>,
     pub targets: Vec<TargetConfig>,
+    pub policies: Vec<PolicyConfig>,
+    pub requests: RequestsConfig,
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// Who may request which targets and levels, for how long, and who approves.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub name: String,
+    /// Target names; `"*"` matches every target.
+    pub targets: Vec<String>,
+    /// Level names; `"*"` matches every level.
+    pub levels: Vec<String>,
+    /// Groups whose members may request under this policy.
+    pub requesters: Vec<String>,
+    pub max_duration: Duration,
+    /// Distinct approvals needed (at least 1).
+    pub approvals: u32,
+    /// Groups whose members may approve or deny.
+    pub approvers: Vec<String>,
+    pub auto_approve: Option<AutoApprove>,
+}
+
+/// Requests from these groups up to `max_duration` are approved at once
+/// (on-call break-glass); still audited and announced.
+#[derive(Debug, Clone)]
+pub struct AutoApprove {
+    pub groups: Vec<String>,
+    pub max_duration: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestsConfig {
+    /// A pending request that nobody decides within this time expires.
+    pub pending_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL that receives a JSON event (with a Slack-compatible `text`).
+    pub url: String,
+    pub timeout: Duration,
+    /// Further attempts after a failed one.
+    pub retries: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +259,52 @@ struct RawConfig {
     identities: Vec<RawIdentity>,
     #[serde(default)]
     targets: Vec<RawTarget>,
+    #[serde(default)]
+    policies: Vec<RawPolicy>,
+    #[serde(default)]
+    requests: RawRequests,
+    #[serde(default)]
+    webhooks: Vec<RawWebhook>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    name: String,
+    targets: Vec<String>,
+    levels: Vec<String>,
+    requesters: Vec<String>,
+    max_duration: String,
+    #[serde(default = "one")]
+    approvals: u32,
+    #[serde(default)]
+    approvers: Vec<String>,
+    auto_approve: Option<RawAutoApprove>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutoApprove {
+    groups: Vec<String>,
+    max_duration: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRequests {
+    pending_timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    timeout: Option<String>,
+    retries: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -291,6 +381,9 @@ struct RawLevel {
     read_only: bool,
 }
 
+/// The longest duration a policy or the request timeout may name.
+const LONGEST_SPAN: Duration = Duration::from_secs(365 * 24 * 3600);
+
 struct Validator<'a> {
     path: &'a Path,
     base: &'a Path,
@@ -329,6 +422,15 @@ impl Validator<'_> {
                 )
             }),
         }
+    }
+
+    /// A policy duration: at least 1s (requests are whole seconds), at most
+    /// [`LONGEST_SPAN`] (so no deadline overflows the clock).
+    fn check_span(&self, key: &str, d: Duration) -> Result<(), ConfigError> {
+        if d < Duration::from_secs(1) || d > LONGEST_SPAN {
+            return Err(self.invalid(key, "must be between 1s and 365 days"));
+        }
+        Ok(())
     }
 
     fn addr(&self, key: &str, value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
@@ -507,6 +609,149 @@ impl Validator<'_> {
             });
         }
 
+        let mut policies = Vec::new();
+        for (i, p) in raw.policies.into_iter().enumerate() {
+            let key = format!("policies[{i}]");
+            if policies.iter().any(|x: &PolicyConfig| x.name == p.name) {
+                return Err(self.invalid(
+                    format!("{key}.name"),
+                    format!("policy `{}` is defined twice", p.name),
+                ));
+            }
+            if p.name.trim().is_empty() {
+                return Err(self.invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if p.targets.is_empty() {
+                return Err(self.invalid(
+                    format!("{key}.targets"),
+                    "name at least one target (or \"*\" for all)",
+                ));
+            }
+            for t in &p.targets {
+                if t != "*" && !targets.iter().any(|x| &x.name == t) {
+                    return Err(self.invalid(
+                        format!("{key}.targets"),
+                        format!("no target is named `{t}`"),
+                    ));
+                }
+            }
+            if p.levels.is_empty() {
+                return Err(self.invalid(
+                    format!("{key}.levels"),
+                    "name at least one level (or \"*\" for all)",
+                ));
+            }
+            let covered = |t: &TargetConfig| p.targets.iter().any(|x| x == "*" || *x == t.name);
+            for l in &p.levels {
+                if l != "*"
+                    && !targets
+                        .iter()
+                        .any(|t| covered(t) && t.levels.contains_key(l))
+                {
+                    return Err(self.invalid(
+                        format!("{key}.levels"),
+                        format!("none of the policy's targets has a level named `{l}`"),
+                    ));
+                }
+            }
+            if p.requesters.is_empty() {
+                return Err(self.invalid(
+                    format!("{key}.requesters"),
+                    "name at least one group that may request",
+                ));
+            }
+            let max_duration = self.duration(
+                &format!("{key}.max_duration"),
+                Some(&p.max_duration),
+                Duration::ZERO,
+            )?;
+            self.check_span(&format!("{key}.max_duration"), max_duration)?;
+            let auto_approve = match p.auto_approve {
+                None => None,
+                Some(a) => {
+                    let akey = format!("{key}.auto_approve");
+                    if a.groups.is_empty() {
+                        return Err(self.invalid(
+                            format!("{akey}.groups"),
+                            "name at least one group whose requests are approved at once",
+                        ));
+                    }
+                    let auto_max = self.duration(
+                        &format!("{akey}.max_duration"),
+                        Some(&a.max_duration),
+                        Duration::ZERO,
+                    )?;
+                    self.check_span(&format!("{akey}.max_duration"), auto_max)?;
+                    if auto_max > max_duration {
+                        return Err(self.invalid(
+                            format!("{akey}.max_duration"),
+                            format!(
+                                "`{}` is longer than the policy's max_duration `{}`",
+                                a.max_duration, p.max_duration
+                            ),
+                        ));
+                    }
+                    Some(AutoApprove {
+                        groups: a.groups,
+                        max_duration: auto_max,
+                    })
+                }
+            };
+            if p.approvals == 0 {
+                return Err(self.invalid(
+                    format!("{key}.approvals"),
+                    "must be at least 1 (use auto_approve for requests that need no approver)",
+                ));
+            }
+            if p.approvers.is_empty() {
+                return Err(self.invalid(
+                    format!("{key}.approvers"),
+                    "name at least one group that may approve",
+                ));
+            }
+            policies.push(PolicyConfig {
+                max_duration,
+                name: p.name,
+                targets: p.targets,
+                levels: p.levels,
+                requesters: p.requesters,
+                approvals: p.approvals,
+                approvers: p.approvers,
+                auto_approve,
+            });
+        }
+        let requests = RequestsConfig {
+            pending_timeout: self.duration(
+                "requests.pending_timeout",
+                raw.requests.pending_timeout.as_deref(),
+                Duration::from_secs(3600),
+            )?,
+        };
+        if requests.pending_timeout.is_zero() || requests.pending_timeout > LONGEST_SPAN {
+            return Err(self.invalid(
+                "requests.pending_timeout",
+                "must be more than 0s and at most 365 days",
+            ));
+        }
+        let mut webhooks = Vec::new();
+        for (i, w) in raw.webhooks.into_iter().enumerate() {
+            let key = format!("webhooks[{i}]");
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(
+                    self.invalid(format!("{key}.url"), "must be an http:// or https:// URL")
+                );
+            }
+            webhooks.push(WebhookConfig {
+                url: w.url,
+                timeout: self.duration(
+                    &format!("{key}.timeout"),
+                    w.timeout.as_deref(),
+                    Duration::from_secs(2),
+                )?,
+                retries: w.retries.unwrap_or(3),
+            });
+        }
+
         Ok(Config {
             source: self.path.to_owned(),
             data_dir,
@@ -516,6 +761,9 @@ impl Validator<'_> {
             limits,
             identities,
             targets,
+            policies,
+            requests,
+            webhooks,
         })
     }
 }

@@ -8,8 +8,11 @@
 pub mod access;
 pub mod admin;
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod identity;
+pub mod metrics;
+pub mod notify;
 pub mod server;
 pub mod session;
 pub mod sql;

@@ -37,6 +37,9 @@ enum Command {
     },
     /// Read a secret from the terminal (or stdin) and print the verifier to put in the config.
     Passwd,
+    /// Client commands: they talk to a running jitgate's admin API.
+    #[command(flatten)]
+    Client(jitgate::cli::Command),
 }
 
 #[derive(Subcommand)]
@@ -86,6 +89,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: AuditCommand::Verify { file },
         } => {
             let report = jitgate::audit::verify(&file)?;
+            for line in &report.torn_lines {
+                eprintln!(
+                    "{}: warning: line {line} was cut short by a crash and recovered (see the audit_log_recovered record after it)",
+                    file.display()
+                );
+            }
             match &report.first_bad {
                 None => {
                     println!("{}: {} lines, chain intact", file.display(), report.lines);
@@ -97,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Client(command) => jitgate::cli::run(command),
         Command::Passwd => {
             let secret = read_secret()?;
             if secret.is_empty() {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::access::AccessModel;
+use crate::access::{AccessModel, StoreError};
 use crate::audit::{AuditError, AuditLog};
 use crate::config::Config;
 use crate::identity::Identities;
@@ -31,6 +31,9 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The journal cannot be opened or replayed (or its replay cannot be recorded).
+    #[error(transparent)]
+    Access(#[from] StoreError),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     #[error(
@@ -49,7 +52,8 @@ pub enum ServeError {
 }
 
 impl Shared {
-    /// Build the shared state from a validated config (opens the audit log).
+    /// Build the shared state from a validated config: opens the audit log,
+    /// then the journal, whose replay restores requests and grants.
     pub fn new(config: Config) -> Result<Arc<Shared>, ServeError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
             path: config.data_dir.clone(),
@@ -57,9 +61,10 @@ impl Shared {
         })?;
         let audit = AuditLog::open(&config.audit)?;
         let config = Arc::new(config);
+        let access = AccessModel::open(config.clone(), audit.clone())?;
         Ok(Arc::new(Shared {
             identities: Arc::new(Identities::from_config(&config.identities)),
-            access: AccessModel::new(config.clone(), audit.clone()),
+            access,
             sessions: Arc::default(),
             audit,
             config,
@@ -78,6 +83,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let tls = crate::tls::acceptor(&config.tls)?;
     let shared = Shared::new(config)?;
     let config = shared.config.clone();
+    crate::notify::spawn(config.webhooks.clone(), shared.access.subscribe());
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = config.listen.postgres {
         let listener = bind(addr, "postgres").await?;

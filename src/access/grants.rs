@@ -29,18 +29,29 @@ impl EndReason {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Grant {
     pub id: String,
     pub identity: String,
     pub target: String,
     pub level: String,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(with = "crate::access::requests::rfc3339_serde")]
     pub created_at: SystemTime,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(with = "crate::access::requests::rfc3339_serde")]
     pub expires_at: SystemTime,
     pub reason: String,
+    /// Who created it: the admin of a direct grant, or the approver whose
+    /// approval completed the request (`policy:<name>` for auto-approval).
     pub granted_by: String,
+    /// Everyone who approved the request behind it (empty for direct grants).
+    #[serde(default)]
+    pub approved_by: Vec<String>,
+    /// The policy the request matched (`None` for direct grants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The request it came from (`None` for direct grants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 pub fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {

@@ -8,12 +8,12 @@
 //! verifiers, upstream passwords, server paths) ever goes into one.
 
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::access::GrantError;
+use crate::access::{AccessError, GrantError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -137,9 +137,31 @@ impl From<GrantError> for ApiError {
     }
 }
 
+impl From<AccessError> for ApiError {
+    /// The model's messages are written for people, so they become the detail as-is.
+    fn from(e: AccessError) -> ApiError {
+        match e {
+            AccessError::Invalid(m) => ApiError::bad_request("invalid request", m),
+            AccessError::Forbidden(m) => ApiError::forbidden(m),
+            AccessError::NotFound(m) => ApiError::not_found("not found", m),
+            AccessError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            // The model logged the cause; its message names no server path.
+            AccessError::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
+        }
+    }
+}
+
 impl From<PathRejection> for ApiError {
     fn from(e: PathRejection) -> ApiError {
         ApiError::new(e.status(), "bad path", e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> ApiError {
+        ApiError::bad_request("bad query", e.body_text())
     }
 }
 

@@ -1,5 +1,7 @@
 //! `/v1/grants`: create (break-glass, admins only), list, revoke.
 //!
+//! Grants made by approving a request appear here too, with `approved_by`.
+//!
 //! The access model does the work and writes the audit records; this file
 //! only decides who may ask and turns answers into HTTP.
 
@@ -17,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::AdminState;
 use super::auth::Caller;
 use super::error::ApiError;
-use super::json::JsonBody;
+use super::json::{self, JsonBody};
 use crate::access::{Grant, NewGrant};
 
 pub(super) fn routes() -> Router<Arc<AdminState>> {
@@ -52,15 +54,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     caller.require_admin("grant access directly")?;
     let JsonBody(body) = body?;
-    let duration = humantime::parse_duration(body.duration.trim()).map_err(|e| {
-        ApiError::bad_request(
-            "bad duration",
-            format!(
-                "`{}` is not a duration like \"30m\" or \"2h\": {e}",
-                body.duration
-            ),
-        )
-    })?;
+    let duration = json::duration(&body.duration)?;
     let grant = state.shared.access.grant(NewGrant {
         identity: body.identity,
         target: body.target,
@@ -75,10 +69,11 @@ async fn create(
 }
 
 async fn list(State(state): State<Arc<AdminState>>, caller: Caller) -> Response {
-    let active = state.shared.access.grants.active(SystemTime::now());
+    let access = &state.shared.access;
+    let active = access.grants.active(SystemTime::now());
     let grants = active
         .iter()
-        .filter(|g| caller.may_act_for(&g.identity))
+        .filter(|g| caller.may_act_for(&g.identity) || access.may_revoke(&caller.identity, g))
         .map(|g| &**g)
         .collect();
     Json(GrantList { grants }).into_response()
@@ -105,9 +100,9 @@ async fn revoke(
         .get(&id)
         .filter(|g| g.expires_at > SystemTime::now())
         .ok_or_else(not_found)?;
-    if !caller.may_act_for(&grant.identity) {
+    if !state.shared.access.may_revoke(&caller.identity, &grant) {
         return Err(ApiError::forbidden(format!(
-            "{} may not revoke a grant of {}; only the grantee, an approver or an admin may",
+            "{} may not revoke a grant of {}; only the grantee, an approver of its policy or an admin may",
             caller.name(),
             grant.identity
         )));

@@ -1,18 +1,21 @@
-//! The admin HTTP API: grants, sessions, health.
+//! The admin HTTP API: requests and approvals, grants, sessions, health.
 //!
 //! JSON over HTTP with a bearer token per identity (see `auth.rs`). Each
 //! resource keeps its routes in its own file and adds them here with one
-//! `merge`, so requests and approvals arrive as one more file and one more
-//! line. Every failure, including unknown routes, wrong methods and bad
+//! `merge`, and documents them in `openapi.json` (a test keeps the two in
+//! step). Every failure, including unknown routes, wrong methods and bad
 //! bodies, is the JSON of `error::ApiError`.
 
 mod auth;
 mod error;
 mod grants;
 mod json;
+mod openapi;
+mod requests;
 mod sessions;
 #[cfg(test)]
 mod tests;
+mod whoami;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,8 +56,12 @@ pub fn router(state: Arc<Shared>) -> Router {
     let state = Arc::new(AdminState::new(state));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(requests::routes())
         .merge(grants::routes())
         .merge(sessions::routes())
+        .merge(whoami::routes())
+        .merge(openapi::routes())
         .fallback(unknown_route)
         // Applies to the routes added above, so it stays after the merges.
         .method_not_allowed_fallback(method_not_allowed)
@@ -69,6 +76,19 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<Shared>) -> std
     axum::serve(listener, app).await
 }
 
+/// Prometheus scrape endpoint (OpenMetrics text). Unauthenticated, as
+/// Prometheus expects; it carries no identities, statements or secrets.
+async fn metrics() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::METRICS.encode(),
+    )
+        .into_response()
+}
+
 async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
@@ -77,7 +97,7 @@ async fn unknown_route(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(
         "no such endpoint",
         format!(
-            "there is no {method} {}; the endpoints are under /v1/grants and /v1/sessions",
+            "there is no {method} {}; GET /v1/openapi.json lists the endpoints",
             uri.path()
         ),
     )

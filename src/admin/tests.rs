@@ -40,6 +40,11 @@ impl Api {
     }
 
     async fn start_with_audit(dir: tempfile::TempDir, audit: &Path) -> Api {
+        Api::start_with(dir, audit, "").await
+    }
+
+    /// `extra` is appended to the config (webhooks, say).
+    async fn start_with(dir: tempfile::TempDir, audit: &Path, extra: &str) -> Api {
         let [alice, carol, bob, admin] = verifiers();
         let toml = format!(
             r#"
@@ -83,6 +88,17 @@ user = "reader"
 read_only = true
 [targets.levels.write]
 user = "writer"
+
+# Developers and approvers may ask; approvers decide (never their own).
+[[policies]]
+name = "demo-read"
+targets = ["demo-pg"]
+levels = ["read"]
+requesters = ["developer", "approver"]
+max_duration = "1h"
+approvals = 1
+approvers = ["approver"]
+{extra}
 "#,
             data = dir.path().display(),
             audit = audit.display(),
@@ -139,6 +155,42 @@ user = "writer"
     async fn grant(&self, identity: &str, duration: &str) -> Reply {
         let body = json!({"identity": identity, "target": "demo-pg", "level": "read", "duration": duration, "reason": "INC-42"});
         self.post("/v1/grants", Some(ADMIN), Some(body)).await
+    }
+
+    /// `token`'s holder asks for read access to demo-pg.
+    async fn request(&self, token: &str, duration: &str) -> Reply {
+        let body =
+            json!({"target": "demo-pg", "level": "read", "duration": duration, "reason": "INC-42"});
+        self.post("/v1/requests", Some(token), Some(body)).await
+    }
+
+    /// A pending request by `token`'s holder; its id.
+    async fn pending_request(&self, token: &str) -> String {
+        let r = self.request(token, "30m").await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.json["id"].as_str().unwrap().to_owned()
+    }
+
+    /// `token`'s holder requests, bob approves; the grant's id.
+    async fn approved_grant(&self, token: &str) -> String {
+        let id = self.pending_request(token).await;
+        let r = self
+            .post(&format!("/v1/requests/{id}/approve"), Some(BOB), None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.json["grant"].as_str().unwrap().to_owned()
+    }
+
+    /// Ids of the pending requests `token`'s holder sees.
+    async fn pending_seen_by(&self, token: &str) -> Vec<String> {
+        let r = self.get("/v1/requests?state=pending", Some(token)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.json["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["id"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     /// Whose grants `token`'s holder sees in `GET /v1/grants`.
@@ -401,18 +453,37 @@ async fn grantee_can_revoke_their_own_grant() {
 }
 
 #[tokio::test]
-async fn approvers_and_admins_can_revoke_anyones_grant() {
+async fn admins_can_revoke_anyones_grant() {
     let api = Api::start().await;
-    for token in [BOB, ADMIN] {
-        let id = api.grant("alice", "2m").await.json["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let r = api
-            .post(&format!("/v1/grants/{id}/revoke"), Some(token), None)
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    }
+    let id = api.grant("alice", "2m").await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = api
+        .post(&format!("/v1/grants/{id}/revoke"), Some(ADMIN), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
+async fn approvers_of_the_policy_can_revoke_its_grants_but_not_direct_ones() {
+    let api = Api::start().await;
+    let granted = api.approved_grant(ALICE).await;
+    let r = api
+        .post(&format!("/v1/grants/{granted}/revoke"), Some(BOB), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(api.audit_log().contains("grant_revoked"));
+
+    // A direct grant has no policy, so no approver: the grantee or an admin.
+    let direct = api.grant("alice", "2m").await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = api
+        .post(&format!("/v1/grants/{direct}/revoke"), Some(BOB), None)
+        .await;
+    r.assert_error(StatusCode::FORBIDDEN, "forbidden");
 }
 
 #[tokio::test]
@@ -554,4 +625,477 @@ async fn unknown_routes_and_methods_answer_in_the_error_shape() {
         .send(reqwest::Method::DELETE, "/v1/grants", Some(ADMIN), None)
         .await;
     r.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+}
+
+// ---- requests and approvals ---------------------------------------------
+
+#[tokio::test]
+async fn a_request_is_201_pending_with_its_own_timeout() {
+    let api = Api::start().await;
+    let before = SystemTime::now();
+    let r = api.request(ALICE, "30m").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let q = &r.json;
+    assert!(q["id"].as_str().unwrap().starts_with("r_"), "{}", r.text);
+    assert_eq!(q["state"], "pending");
+    assert_eq!(q["requested_by"], "alice");
+    assert_eq!(q["target"], "demo-pg");
+    assert_eq!(q["level"], "read");
+    assert_eq!(q["duration_secs"], 1800);
+    assert_eq!(q["reason"], "INC-42");
+    assert_eq!(q["policy"], "demo-read");
+    assert_eq!(q["approvals_required"], 1);
+    assert_eq!(q["approvals"], json!([]));
+    // The request's own deadline: pending requests time out (default 1 h).
+    let expires_at = humantime::parse_rfc3339(q["expires_at"].as_str().unwrap()).unwrap();
+    let lead = expires_at.duration_since(before).unwrap();
+    assert!(
+        lead >= Duration::from_secs(3599) && lead <= Duration::from_secs(3605),
+        "expires_at is {lead:?} after the request"
+    );
+    assert!(api.audit_log().contains("request_created"));
+}
+
+#[tokio::test]
+async fn a_bad_request_body_is_400_in_the_error_shape() {
+    let api = Api::start().await;
+    let r = api.request(ALICE, "half an hour").await;
+    r.assert_error(StatusCode::BAD_REQUEST, "bad duration");
+    assert!(r.json["detail"].as_str().unwrap().contains("half an hour"));
+    // Above the policy's maximum: refused by the model, still 400 JSON.
+    api.request(ALICE, "5h")
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid request");
+    let r = api
+        .post(
+            "/v1/requests",
+            Some(ALICE),
+            Some(json!({"target": "demo-pg", "level": "read", "duration": "30m"})),
+        )
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST, "invalid request");
+    let r = api
+        .post(
+            "/v1/requests",
+            Some(ALICE),
+            Some(json!({"target": "demo-pg"})),
+        )
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST, "malformed body");
+    api.post("/v1/requests", Some(ALICE), None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "missing body");
+}
+
+#[tokio::test]
+async fn approving_your_own_request_is_403_whatever_your_groups() {
+    let api = Api::start().await;
+    // bob is an approver of the policy he requests under.
+    let id = api.pending_request(BOB).await;
+    let r = api
+        .post(&format!("/v1/requests/{id}/approve"), Some(BOB), None)
+        .await;
+    r.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let r = api.get(&format!("/v1/requests/{id}"), Some(BOB)).await;
+    assert_eq!(r.json["state"], "pending", "{}", r.text);
+}
+
+#[tokio::test]
+async fn an_approver_outside_the_policy_is_403() {
+    let api = Api::start().await;
+    let id = api.pending_request(ALICE).await;
+    for token in [CAROL, ADMIN] {
+        let r = api
+            .post(&format!("/v1/requests/{id}/approve"), Some(token), None)
+            .await;
+        r.assert_error(StatusCode::FORBIDDEN, "forbidden");
+        let r = api
+            .post(&format!("/v1/requests/{id}/deny"), Some(token), None)
+            .await;
+        r.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    }
+}
+
+#[tokio::test]
+async fn approval_with_a_comment_creates_the_grant_that_shows_its_approver() {
+    let api = Api::start().await;
+    let id = api.pending_request(ALICE).await;
+    let r = api
+        .post(
+            &format!("/v1/requests/{id}/approve"),
+            Some(BOB),
+            Some(json!({"comment": "ok for INC-42"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["state"], "approved");
+    assert_eq!(r.json["approvals"][0]["by"], "bob");
+    assert_eq!(r.json["approvals"][0]["comment"], "ok for INC-42");
+    let grant = r.json["grant"].as_str().unwrap();
+
+    let grants = api.get("/v1/grants", Some(ALICE)).await.json;
+    let g = &grants["grants"][0];
+    assert_eq!(g["id"], grant);
+    assert_eq!(g["identity"], "alice");
+    assert_eq!(g["approved_by"], json!(["bob"]));
+    assert_eq!(g["request"], id.as_str());
+    let audit = api.audit_log();
+    assert!(audit.contains("request_approved") && audit.contains("ok for INC-42"));
+}
+
+#[tokio::test]
+async fn deciding_a_request_that_is_no_longer_pending_is_409() {
+    let api = Api::start().await;
+    let id = api.pending_request(ALICE).await;
+    // No body at all is a decision without a comment.
+    let r = api
+        .post(&format!("/v1/requests/{id}/deny"), Some(BOB), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["state"], "denied");
+    assert_eq!(r.json["denial"]["by"], "bob");
+    for action in ["approve", "deny"] {
+        let r = api
+            .post(&format!("/v1/requests/{id}/{action}"), Some(BOB), None)
+            .await;
+        r.assert_error(StatusCode::CONFLICT, "conflict");
+    }
+    api.post(&format!("/v1/requests/{id}/cancel"), Some(ALICE), None)
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
+    assert_eq!(
+        api.get("/v1/grants", Some(ADMIN)).await.json,
+        json!({"grants": []}),
+        "a denied request gives no grant"
+    );
+}
+
+#[tokio::test]
+async fn a_decision_body_must_be_the_documented_object() {
+    let api = Api::start().await;
+    let id = api.pending_request(ALICE).await;
+    let r = api
+        .post(
+            &format!("/v1/requests/{id}/approve"),
+            Some(BOB),
+            Some(json!({"coment": "typo"})),
+        )
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST, "malformed body");
+}
+
+#[tokio::test]
+async fn the_requester_can_cancel_a_pending_request() {
+    let api = Api::start().await;
+    let id = api.pending_request(ALICE).await;
+    let r = api
+        .post(&format!("/v1/requests/{id}/cancel"), Some(CAROL), None)
+        .await;
+    assert!(
+        r.status == StatusCode::FORBIDDEN || r.status == StatusCode::NOT_FOUND,
+        "{}",
+        r.text
+    );
+    let r = api
+        .post(&format!("/v1/requests/{id}/cancel"), Some(ALICE), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["state"], "cancelled");
+    let r = api
+        .post(&format!("/v1/requests/{id}/approve"), Some(BOB), None)
+        .await;
+    r.assert_error(StatusCode::CONFLICT, "conflict");
+}
+
+#[tokio::test]
+async fn deciding_an_unknown_request_is_404() {
+    let api = Api::start().await;
+    for action in ["approve", "deny", "cancel"] {
+        let r = api
+            .post(&format!("/v1/requests/r_nope/{action}"), Some(BOB), None)
+            .await;
+        r.assert_error(StatusCode::NOT_FOUND, "not found");
+    }
+    api.get("/v1/requests/r_nope", Some(ADMIN))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not found");
+}
+
+#[tokio::test]
+async fn requests_are_listed_to_their_requester_and_deciders_only() {
+    let api = Api::start().await;
+    let mine = api.pending_request(ALICE).await;
+    assert_eq!(api.pending_seen_by(ALICE).await, [mine.as_str()]);
+    assert_eq!(api.pending_seen_by(BOB).await, [mine.as_str()]);
+    assert!(api.pending_seen_by(CAROL).await.is_empty());
+
+    let r = api.get("/v1/requests?state=approved", Some(ALICE)).await;
+    assert_eq!(r.json, json!({"requests": []}));
+    let r = api.get("/v1/requests", Some(ALICE)).await;
+    assert_eq!(r.json["requests"][0]["id"], mine.as_str());
+
+    for token in [ALICE, BOB, ADMIN] {
+        let r = api.get(&format!("/v1/requests/{mine}"), Some(token)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json["id"], mine.as_str());
+    }
+    api.get(&format!("/v1/requests/{mine}"), Some(CAROL))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not found");
+}
+
+#[tokio::test]
+async fn an_invalid_state_filter_is_400() {
+    let api = Api::start().await;
+    let r = api.get("/v1/requests?state=open", Some(ALICE)).await;
+    r.assert_error(StatusCode::BAD_REQUEST, "bad state");
+    assert!(r.json["detail"].as_str().unwrap().contains("pending"));
+    let r = api.get("/v1/requests?color=red", Some(ALICE)).await;
+    r.assert_error(StatusCode::BAD_REQUEST, "bad query");
+}
+
+#[tokio::test]
+async fn whoami_and_info_answer_the_caller() {
+    let api = Api::start().await;
+    let r = api.get("/v1/whoami", Some(BOB)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json, json!({"identity": "bob", "groups": ["approver"]}));
+    api.get("/v1/whoami", None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "missing token");
+    let r = api.get("/v1/info", Some(ALICE)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["postgres"], Value::Null, "no postgres listener here");
+    assert_eq!(r.json["tls_required"], true);
+}
+
+// ---- the OpenAPI document ------------------------------------------------
+
+/// The admin sources whose `routes()` the router merges, by module name.
+const ROUTE_SOURCES: [(&str, &str); 6] = [
+    ("mod", include_str!("mod.rs")),
+    ("requests", include_str!("requests.rs")),
+    ("grants", include_str!("grants.rs")),
+    ("sessions", include_str!("sessions.rs")),
+    ("whoami", include_str!("whoami.rs")),
+    ("openapi", include_str!("openapi.rs")),
+];
+
+/// `(METHOD, path)` for every `.route("…", get(…).post(…))` in `source`.
+fn declared_routes(source: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for chunk in source.split(".route(\"").skip(1) {
+        let (path, rest) = chunk.split_once('"').unwrap();
+        // The method router runs to the end of the statement or the next route.
+        let methods = rest.split([';', '\n']).next().unwrap();
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let call = format!("{method}(");
+            if methods.starts_with(&format!(", {call}")) || methods.contains(&format!(".{call}")) {
+                found.push((method.to_uppercase(), path.to_owned()));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_exactly_the_routes_the_router_has() {
+    use std::collections::BTreeSet;
+
+    let doc: Value = serde_json::from_str(super::openapi::DOCUMENT).expect("openapi.json parses");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.0"));
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if method != "parameters" {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+
+    // Every module merged into the router is scanned, and nothing else.
+    let merged: BTreeSet<&str> = include_str!("mod.rs")
+        .split(".merge(")
+        .skip(1)
+        .map(|m| m.split("::routes()").next().unwrap())
+        .collect();
+    let scanned: BTreeSet<&str> = ROUTE_SOURCES
+        .iter()
+        .map(|(m, _)| *m)
+        .filter(|m| *m != "mod")
+        .collect();
+    assert_eq!(
+        merged, scanned,
+        "update ROUTE_SOURCES when the router changes"
+    );
+    let declared: BTreeSet<_> = ROUTE_SOURCES
+        .iter()
+        .flat_map(|(_, src)| declared_routes(src))
+        .collect();
+    assert!(declared.contains(&("POST".to_owned(), "/v1/requests".to_owned())));
+    assert_eq!(documented, declared, "openapi.json and the router disagree");
+
+    // And the router really answers each documented route (not the fallbacks).
+    let api = Api::start().await;
+    let served: Value = api.get("/v1/openapi.json", None).await.json;
+    assert_eq!(served, doc);
+    for (method, path) in &documented {
+        let path = path.replace("{id}", "x_0");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = api.send(method.clone(), &path, None, None).await;
+        assert_ne!(r.json["error"], "no such endpoint", "{method} {path}");
+        assert_ne!(r.json["error"], "method not allowed", "{method} {path}");
+        assert!(
+            r.status == StatusCode::OK || r.status == StatusCode::UNAUTHORIZED,
+            "{method} {path}: {}",
+            r.text
+        );
+    }
+}
+
+// ---- webhooks --------------------------------------------------------------
+
+/// A tiny HTTP server that answers 200 to every POST and hands over its JSON body.
+async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/hooks/secret-part",
+        listener.local_addr().unwrap()
+    );
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head_end, length) = loop {
+                    let n = socket.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "connection closed before the headers ended");
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        assert!(head.starts_with("post "), "{head}");
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                            .unwrap_or(0);
+                        break (end + 4, length);
+                    }
+                };
+                while buf.len() < head_end + length {
+                    let n = socket.read(&mut chunk).await.unwrap();
+                    assert!(n > 0);
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let body = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap();
+                let _ = tx.send(body);
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// An address that accepts connections and never answers.
+async fn black_hole() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
+/// A port nothing listens on.
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}/hook", listener.local_addr().unwrap())
+}
+
+async fn next_event(events: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("the webhook received an event")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn webhooks_receive_events_and_a_dead_one_blocks_nothing() {
+    let (live, mut events) = webhook_receiver().await;
+    let hooks = [
+        (black_hole().await, "10s"),
+        (closed_port(), "10s"),
+        (live, "2s"),
+    ];
+    let extra: String = hooks
+        .iter()
+        .map(|(url, timeout)| {
+            format!("[[webhooks]]\nurl = \"{url}\"\ntimeout = \"{timeout}\"\nretries = 3\n")
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let api = Api::start_with(dir, &audit, &extra).await;
+    crate::notify::spawn(
+        api.shared.config.webhooks.clone(),
+        api.shared.access.subscribe(),
+    );
+
+    let id = api.pending_request(ALICE).await;
+    let created = next_event(&mut events).await;
+    assert_eq!(created["event"], "request_created");
+    assert_eq!(created["request"]["id"], id.as_str());
+    assert!(
+        created["text"].as_str().unwrap().contains("alice"),
+        "{created}"
+    );
+
+    let started = std::time::Instant::now();
+    let r = api
+        .post(&format!("/v1/requests/{id}/approve"), Some(BOB), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "approval took {:?} with a dead webhook",
+        started.elapsed()
+    );
+
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let event = next_event(&mut events).await;
+        assert!(
+            event["text"].as_str().is_some_and(|t| !t.is_empty()),
+            "{event}"
+        );
+        names.push(event["event"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(names, ["request_approved", "grant_created"]);
+    assert!(api.audit_log().contains("grant_created"));
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn an_unwritable_audit_log_refuses_requests_with_503() {
+    let api = Api::start_with_audit(tempfile::tempdir().unwrap(), Path::new("/dev/full")).await;
+    let r = api.request(ALICE, "30m").await;
+    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(
+        !r.text.contains("/dev/full"),
+        "server paths stay in the server log"
+    );
+    assert_eq!(
+        api.get("/v1/requests", Some(ALICE)).await.json,
+        json!({"requests": []})
+    );
 }

@@ -25,6 +25,7 @@ use crate::access::AuthorizeError;
 use crate::audit::AuditEvent;
 use crate::config::Protocol;
 use crate::identity::LoginLimiter;
+use crate::metrics::{METRICS, Metrics, SessionMetrics};
 use crate::server::Shared;
 use crate::session::NewSession;
 use crate::wire::stream::Stream;
@@ -248,6 +249,8 @@ impl PgFront {
             .or_else(|| self.limiter.blocked_for(&ip_key))
         {
             login_failed("rate_limited");
+            METRICS.auth_failure("rate_limited");
+            METRICS.session_outcome(&target, "auth_failed");
             return Err(fail(
                 &mut w,
                 sqlstate::INVALID_AUTHORIZATION,
@@ -269,12 +272,16 @@ impl PgFront {
             (Err(ScramFailure::Io), _) => return Err(Refused),
             (Err(ScramFailure::Malformed(why)), _) => {
                 login_failed("malformed_auth");
+                METRICS.auth_failure("malformed");
+                METRICS.session_outcome(&target, "auth_failed");
                 return Err(fail(&mut w, sqlstate::PROTOCOL_VIOLATION, &why, None).await);
             }
             (Ok(()), None) | (Err(ScramFailure::BadPassword), _) => {
                 self.limiter.record_failure(&id_key);
                 self.limiter.record_failure(&ip_key);
                 login_failed("bad_secret");
+                METRICS.auth_failure("bad_secret");
+                METRICS.session_outcome(&target, "auth_failed");
                 return Err(fail(
                     &mut w,
                     sqlstate::INVALID_PASSWORD,
@@ -296,6 +303,18 @@ impl PgFront {
                     AuthorizeError::NoGrant { .. } => (sqlstate::INVALID_AUTHORIZATION, "no_grant"),
                 };
                 login_failed(reason);
+                METRICS.session_outcome(
+                    if reason == "no_grant" {
+                        &target
+                    } else {
+                        "unknown"
+                    },
+                    if reason == "no_grant" {
+                        "refused_no_grant"
+                    } else {
+                        "refused_unknown_target"
+                    },
+                );
                 return Err(fail(&mut w, code, &e.to_string(), None).await);
             }
         };
@@ -350,18 +369,26 @@ impl PgFront {
             .await);
         };
 
-        let up = match upstream::connect(
+        let connect_started = std::time::Instant::now();
+        let connected = upstream::connect(
             target_cfg,
             &grant.level,
             level,
             &params,
             config.limits.max_message_bytes,
         )
-        .await
-        {
+        .await;
+        METRICS
+            .upstream_connect_seconds
+            .get_or_create(&crate::metrics::TargetLabel {
+                target: target.clone(),
+            })
+            .observe(connect_started.elapsed().as_secs_f64());
+        let up = match connected {
             Ok(up) => up,
             Err(e) => {
                 tracing::warn!(target = %target, error = %e, "upstream login failed");
+                METRICS.session_outcome(&target, "upstream_failed");
                 let _ = audit.record(&AuditEvent {
                     identity: Some(&identity.name),
                     target: Some(&target),
@@ -511,8 +538,24 @@ impl PgFront {
             info: info.clone(),
             audit: audit.clone(),
             read_only,
+            metrics: SessionMetrics::new(&target),
         };
+        METRICS.session_outcome(&target, "started");
+        let active = METRICS
+            .sessions_active
+            .get_or_create_owned(&Metrics::target_level(&target, &level));
+        active.inc();
         let end = relay::run(&ctx, client_r, client_w, upstream, lease).await;
+        active.dec();
+        METRICS.session_outcome(
+            &target,
+            match &end {
+                SessionEnd::GrantEnded(crate::access::EndReason::Expired) => "killed_expired",
+                SessionEnd::GrantEnded(crate::access::EndReason::Revoked) => "killed_revoked",
+                SessionEnd::Killed => "killed",
+                _ => "closed",
+            },
+        );
         let reason = end.reason();
         let _ = audit.record(&AuditEvent {
             session: Some(&info.id),
@@ -522,7 +565,6 @@ impl PgFront {
             level: Some(&level),
             reason: Some(reason),
             detail: end.detail(),
-            rows: Some(info.statements.load(std::sync::atomic::Ordering::Relaxed)),
             ..AuditEvent::new("session_end")
         });
         if let SessionEnd::GrantEnded(r) = end {

@@ -22,6 +22,7 @@ use super::messages::{self, Severity, sqlstate};
 use super::upstream::{self, Upstream};
 use crate::access::{EndReason, Lease};
 use crate::audit::{AuditEvent, AuditLog};
+use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
 use crate::sql::{self, Dialect, StatementKind};
 use crate::wire::stream::Stream;
@@ -33,6 +34,7 @@ pub struct SessionCtx {
     pub info: Arc<SessionInfo>,
     pub audit: Arc<AuditLog>,
     pub read_only: bool,
+    pub metrics: SessionMetrics,
 }
 
 /// How a session ended.
@@ -70,6 +72,7 @@ impl SessionEnd {
 /// A statement whose outcome the server still owes.
 struct Pending {
     seq: u64,
+    kind: StatementKind,
     started: Instant,
     rows: u64,
     outcome: Option<String>,
@@ -107,7 +110,13 @@ struct Shared<'a> {
 impl Shared<'_> {
     fn audit_end(&self, p: &Pending, outcome: &str) {
         let info = &self.ctx.info;
-        let duration_ms = p.started.elapsed().as_secs_f64() * 1000.0;
+        let took = p.started.elapsed().as_secs_f64();
+        let duration_ms = took * 1000.0;
+        let ok = !is_sqlstate(outcome);
+        self.ctx.metrics.duration.observe(took);
+        self.ctx
+            .metrics
+            .statement(p.kind.as_str(), if ok { "ok" } else { "error" });
         let _ = self.ctx.audit.record(&AuditEvent {
             session: Some(&info.id),
             identity: Some(&info.identity),
@@ -217,6 +226,12 @@ pub async fn run(
                 tracing::warn!(session = %ctx.info.id, "could not deliver the cancel request upstream");
             }
             terminate_upstream(&mut up_w).await;
+            if let SessionEnd::GrantEnded(EndReason::Expired) = &end {
+                let lag = std::time::SystemTime::now()
+                    .duration_since(lease.grant.expires_at)
+                    .unwrap_or_default();
+                METRICS.grant_end_lag_seconds.observe(lag.as_secs_f64());
+            }
         }
         SessionEnd::ClientClosed | SessionEnd::ClientError(_) => {
             terminate_upstream(&mut up_w).await;
@@ -304,6 +319,7 @@ async fn client_to_upstream(
             };
         }
         if !out.is_empty() {
+            shared.ctx.metrics.bytes_up.inc_by(out.len() as u64);
             if let Err(e) = up_w.write_all(&out).await {
                 return SessionEnd::UpstreamError(e.to_string());
             }
@@ -367,7 +383,7 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             let kind = sql::classify_cached(Dialect::Postgres, &sql);
             match admit(shared, &sql, kind) {
                 Ok(seq) => {
-                    push_expect(shared, Expect::Query(pending(seq)));
+                    push_expect(shared, Expect::Query(pending(seq, kind)));
                     Verdict::Forward
                 }
                 Err(error) => {
@@ -420,7 +436,7 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             };
             match admit(shared, text, kind) {
                 Ok(seq) => {
-                    push_expect(shared, Expect::Execute(pending(seq)));
+                    push_expect(shared, Expect::Execute(pending(seq, kind)));
                     st.unsynced = true;
                     Verdict::Forward
                 }
@@ -445,7 +461,7 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             // refused on read-only levels and audited as unknown elsewhere.
             match admit(shared, "-- fastpath function call", StatementKind::Unknown) {
                 Ok(seq) => {
-                    push_expect(shared, Expect::Query(pending(seq)));
+                    push_expect(shared, Expect::Query(pending(seq, StatementKind::Unknown)));
                     Verdict::Forward
                 }
                 Err(error) => {
@@ -464,9 +480,19 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
     }
 }
 
-fn pending(seq: u64) -> Pending {
+/// An outcome that is a SQLSTATE (five characters, digits and capitals) rather than a command tag.
+fn is_sqlstate(outcome: &str) -> bool {
+    outcome.len() == 5
+        && outcome
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+        && outcome.bytes().any(|b| b.is_ascii_digit())
+}
+
+fn pending(seq: u64, kind: StatementKind) -> Pending {
     Pending {
         seq,
+        kind,
         started: Instant::now(),
         rows: 0,
         outcome: None,
@@ -513,6 +539,7 @@ fn admit(shared: &Shared<'_>, sql: &str, kind: StatementKind) -> Result<u64, Byt
 /// Audit a refused statement and build the error the client gets.
 fn refusal(shared: &Shared<'_>, sql: &str, kind: StatementKind) -> Bytes {
     let info = &shared.ctx.info;
+    shared.ctx.metrics.statement(kind.as_str(), "refused");
     let _ = shared.ctx.audit.record(&AuditEvent {
         session: Some(&info.id),
         identity: Some(&info.identity),
@@ -581,6 +608,7 @@ async fn upstream_to_client(
             }
         }
         if !out.is_empty() {
+            shared.ctx.metrics.bytes_down.inc_by(out.len() as u64);
             shared.writing_to_client.store(true, Ordering::Release);
             let r = client_w.write_all(&out).await;
             shared.writing_to_client.store(false, Ordering::Release);

@@ -1,0 +1,109 @@
+//! Policies: who may ask for what, for how long, and who decides.
+//!
+//! The policies live in the config ([`PolicyConfig`]); this file answers the
+//! questions the request flow asks of them. A request that no policy allows
+//! is refused with a message that names the policies covering the target, so
+//! the requester knows what to ask for instead (or whom to ask for a policy).
+
+use std::time::Duration;
+
+use crate::config::PolicyConfig;
+use crate::identity::Identity;
+
+/// The group whose members may revoke any grant. It grants no approval
+/// rights: an admin approves only under a policy that lists `admin` among its
+/// approvers, so "who may approve" is always read from the policy alone.
+pub const ADMIN_GROUP: &str = "admin";
+
+impl PolicyConfig {
+    /// Does the policy speak about `level` on `target` (`"*"` matches all)?
+    pub fn covers(&self, target: &str, level: &str) -> bool {
+        self.covers_target(target) && self.levels.iter().any(|l| l == "*" || l == level)
+    }
+
+    pub fn covers_target(&self, target: &str) -> bool {
+        self.targets.iter().any(|t| t == "*" || t == target)
+    }
+
+    pub fn lets_request(&self, who: &Identity) -> bool {
+        self.requesters.iter().any(|g| who.in_group(g))
+    }
+
+    /// Is `who` in one of the approver groups? (Self-approval is refused
+    /// elsewhere, whatever the groups.)
+    pub fn lets_approve(&self, who: &Identity) -> bool {
+        self.approvers.iter().any(|g| who.in_group(g))
+    }
+
+    /// Would a request by `who` for `duration` be approved at once?
+    pub fn auto_approves(&self, who: &Identity, duration: Duration) -> bool {
+        self.auto_approve
+            .as_ref()
+            .is_some_and(|a| duration <= a.max_duration && a.groups.iter().any(|g| who.in_group(g)))
+    }
+}
+
+/// The first policy, in config order, that lets `who` ask for `level` on
+/// `target` for `duration`. Otherwise a sentence that says why not and which
+/// policies cover the target.
+pub fn find<'a>(
+    policies: &'a [PolicyConfig],
+    who: &Identity,
+    target: &str,
+    level: &str,
+    duration: Duration,
+) -> Result<&'a PolicyConfig, String> {
+    if let Some(p) = policies
+        .iter()
+        .find(|p| p.covers(target, level) && p.lets_request(who) && duration <= p.max_duration)
+    {
+        return Ok(p);
+    }
+    let groups = if who.groups.is_empty() {
+        "none".to_owned()
+    } else {
+        who.groups.join(", ")
+    };
+    let mut msg = format!(
+        "no policy lets {} (groups: {groups}) request {target} at level {level} for {}",
+        who.name,
+        format_duration(duration)
+    );
+    let covering: Vec<String> = policies
+        .iter()
+        .filter(|p| p.covers_target(target))
+        .map(|p| describe(p, target))
+        .collect();
+    if covering.is_empty() {
+        msg.push_str(&format!(
+            "; no policy covers {target}: ask an operator to add one to the proxy config"
+        ));
+    } else {
+        msg.push_str("; ");
+        msg.push_str(&covering.join("; "));
+    }
+    Err(msg)
+}
+
+/// "policy `dev-read` allows demo-pg read up to 1h for group developer"
+fn describe(p: &PolicyConfig, target: &str) -> String {
+    let levels = if p.levels.iter().any(|l| l == "*") {
+        "any level".to_owned()
+    } else {
+        p.levels.join("/")
+    };
+    let groups = match p.requesters.as_slice() {
+        [one] => format!("group {one}"),
+        many => format!("groups {}", many.join(", ")),
+    };
+    format!(
+        "policy `{}` allows {target} {levels} up to {} for {groups}",
+        p.name,
+        format_duration(p.max_duration)
+    )
+}
+
+/// Durations for people: "2h", "1h 30m", "45s".
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
