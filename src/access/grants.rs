@@ -12,6 +12,8 @@ use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::metrics::{METRICS, Metrics};
+
 /// Why a grant (and so its sessions) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -62,10 +64,18 @@ pub fn new_grant_id() -> String {
     format!("g_{:016x}", rand::random::<u64>())
 }
 
+/// How and when a grant ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    pub reason: EndReason,
+    /// The deadline for an expiry; the moment of the revoke for a revoke.
+    pub at: SystemTime,
+}
+
 struct Entry {
     grant: Arc<Grant>,
-    /// `None` while active; the reason once it ended.
-    ended: watch::Sender<Option<EndReason>>,
+    /// `None` while active; how it ended once it did.
+    ended: watch::Sender<Option<Ended>>,
 }
 
 #[derive(Default)]
@@ -77,6 +87,10 @@ impl GrantTable {
     pub fn insert(&self, grant: Grant) -> Arc<Grant> {
         let grant = Arc::new(grant);
         let (ended, _) = watch::channel(None);
+        METRICS
+            .grants_active
+            .get_or_create(&Metrics::target_level(&grant.target, &grant.level))
+            .inc();
         self.by_id.insert(
             grant.id.clone(),
             Entry {
@@ -120,7 +134,18 @@ impl GrantTable {
     /// Remove the grant and tell its sessions why. `None` if it was not there.
     pub fn end(&self, id: &str, reason: EndReason) -> Option<Arc<Grant>> {
         let (_, entry) = self.by_id.remove(id)?;
-        entry.ended.send_replace(Some(reason));
+        let at = match reason {
+            EndReason::Expired => entry.grant.expires_at,
+            EndReason::Revoked => SystemTime::now(),
+        };
+        entry.ended.send_replace(Some(Ended { reason, at }));
+        METRICS
+            .grants_active
+            .get_or_create(&Metrics::target_level(
+                &entry.grant.target,
+                &entry.grant.level,
+            ))
+            .dec();
         Some(entry.grant)
     }
 }
@@ -129,7 +154,7 @@ impl GrantTable {
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub grant: Arc<Grant>,
-    ended: watch::Receiver<Option<EndReason>>,
+    ended: watch::Receiver<Option<Ended>>,
 }
 
 impl Lease {
@@ -140,7 +165,7 @@ impl Lease {
         tokio::select! {
             biased;
             r = self.ended.wait_for(Option::is_some) => match r {
-                Ok(reason) => reason.unwrap_or(EndReason::Revoked),
+                Ok(ended) => ended.map_or(EndReason::Revoked, |e| e.reason),
                 // The table dropped the grant without a reason: treat as revoked.
                 Err(_) => EndReason::Revoked,
             },
@@ -148,10 +173,20 @@ impl Lease {
         }
     }
 
+    /// When the grant ended for `reason`: its deadline for an expiry, the
+    /// moment of the revoke for a revoke (what the end-lag metric counts from).
+    pub fn ended_at(&self, reason: EndReason) -> SystemTime {
+        match (*self.ended.borrow(), reason) {
+            (Some(e), _) if e.reason == reason => e.at,
+            (_, EndReason::Expired) => self.grant.expires_at,
+            (_, EndReason::Revoked) => SystemTime::now(),
+        }
+    }
+
     /// The grant's end if it has already happened.
     pub fn has_ended(&self, now: SystemTime) -> Option<EndReason> {
-        if let Some(r) = *self.ended.borrow() {
-            return Some(r);
+        if let Some(e) = *self.ended.borrow() {
+            return Some(e.reason);
         }
         (self.grant.expires_at <= now).then_some(EndReason::Expired)
     }

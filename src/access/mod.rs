@@ -911,6 +911,24 @@ impl AccessModel {
 
     /// Tell subscribers. Nobody listening is fine.
     fn announce(&self, event: AccessEvent) {
+        if let Some(state) = event.event.strip_prefix("request_") {
+            let complete = event
+                .request
+                .as_ref()
+                .is_some_and(|r| r.state == RequestState::Approved);
+            let state = match state {
+                "created" => "created",
+                "approved" if complete => "approved",
+                "approved" => "partially_approved",
+                "denied" => "denied",
+                "cancelled" => "cancelled",
+                _ => "expired",
+            };
+            crate::metrics::METRICS
+                .requests_total
+                .get_or_create(&crate::metrics::StateLabel { state })
+                .inc();
+        }
         let _ = self.events.send(event);
     }
 

@@ -226,9 +226,9 @@ pub async fn run(
                 tracing::warn!(session = %ctx.info.id, "could not deliver the cancel request upstream");
             }
             terminate_upstream(&mut up_w).await;
-            if let SessionEnd::GrantEnded(EndReason::Expired) = &end {
+            if let SessionEnd::GrantEnded(reason) = &end {
                 let lag = std::time::SystemTime::now()
-                    .duration_since(lease.grant.expires_at)
+                    .duration_since(lease.ended_at(*reason))
                     .unwrap_or_default();
                 METRICS.grant_end_lag_seconds.observe(lag.as_secs_f64());
             }
