@@ -651,7 +651,9 @@ impl Visitor for SideEffectFinder {
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
         match expr {
-            Expr::Function(function) if is_writing_function(&function.name) => {
+            Expr::Function(function)
+                if is_writing_function(&function.name) && !is_harmless_set_config(function) =>
+            {
                 ControlFlow::Break(())
             }
             _ => ControlFlow::Continue(()),
@@ -676,6 +678,35 @@ impl Visitor for SideEffectFinder {
     }
 }
 
+/// `set_config('search_path', '', false)` and the like, with a literal
+/// setting name that is not guarded: what `pg_dump` sends first, and no more
+/// than a `SET`. Anything computed stays a write.
+fn is_harmless_set_config(function: &sqlparser::ast::Function) -> bool {
+    use sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments, Value};
+    let is_set_config = function
+        .name
+        .0
+        .last()
+        .and_then(|part| part.as_ident())
+        .is_some_and(|ident| ident.value.eq_ignore_ascii_case("set_config"));
+    if !is_set_config {
+        return false;
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return false;
+    };
+    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(first)))) = list.args.first()
+    else {
+        return false;
+    };
+    let Value::SingleQuotedString(setting) = &first.value else {
+        return false;
+    };
+    !GUARDED_SETTINGS
+        .iter()
+        .any(|guarded| setting.eq_ignore_ascii_case(guarded))
+}
+
 /// Matches on the last name part, so `pg_catalog.nextval` counts too.
 fn is_writing_function(name: &ObjectName) -> bool {
     let Some(last) = name.0.last() else {
@@ -697,6 +728,19 @@ mod tests {
 
     fn pg(sql: &str) -> StatementKind {
         classify(Dialect::Postgres, sql)
+    }
+
+    #[test]
+    fn pg_dump_search_path_reset_is_allowed_but_guarded_set_config_is_not() {
+        assert_eq!(
+            pg("SELECT pg_catalog.set_config('search_path', '', false);"),
+            Read
+        );
+        assert_eq!(
+            pg("SELECT set_config('Default_Transaction_Read_Only', 'off', false)"),
+            Write
+        );
+        assert_eq!(pg("SELECT set_config(current_user, 'x', false)"), Write);
     }
 
     fn my(sql: &str) -> StatementKind {
