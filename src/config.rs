@@ -91,6 +91,8 @@ pub struct WebhookConfig {
 #[derive(Debug, Clone)]
 pub struct Listen {
     pub postgres: Option<SocketAddr>,
+    /// MySQL/MariaDB clients (`mariadb -h … -P <port> <target>`).
+    pub mysql: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
 }
 
@@ -311,6 +313,7 @@ struct RawWebhook {
 #[serde(deny_unknown_fields)]
 struct RawListen {
     postgres: Option<String>,
+    mysql: Option<String>,
     admin: Option<String>,
 }
 
@@ -450,6 +453,7 @@ impl Validator<'_> {
         let data_dir = self.resolve(&raw.data_dir);
         let listen = Listen {
             postgres: self.addr("listen.postgres", raw.listen.postgres.as_deref())?,
+            mysql: self.addr("listen.mysql", raw.listen.mysql.as_deref())?,
             admin: self.addr("listen.admin", raw.listen.admin.as_deref())?,
         };
         let tls = TlsConfig {

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::identity::Identities;
 use crate::session::Sessions;
 use crate::tls::TlsError;
+use crate::wire::mysql::MysqlFront;
 use crate::wire::pg::PgFront;
 
 /// Everything the listeners share.
@@ -90,6 +91,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         let front = PgFront::new(shared.clone(), Some(tls.clone()));
         tracing::info!(%addr, "postgres listener ready");
         tasks.spawn(async move { ("postgres", front.serve(listener).await) });
+    }
+    if let Some(addr) = config.listen.mysql {
+        let listener = bind(addr, "mysql").await?;
+        let front = MysqlFront::new(shared.clone(), Some(tls.clone()));
+        tracing::info!(%addr, "mysql listener ready");
+        tasks.spawn(async move { ("mysql", front.serve(listener).await) });
     }
     if let Some(addr) = config.listen.admin {
         let listener = bind(addr, "admin").await?;

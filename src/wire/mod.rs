@@ -2,5 +2,6 @@
 //! model for a lease (`AccessModel::authorize`), logs in upstream and relays,
 //! writing every statement to the audit log. Fronts do not know each other.
 
+pub mod mysql;
 pub mod pg;
 pub mod stream;

@@ -1,0 +1,11 @@
+//! The MySQL/MariaDB front: TLS + `caching_sha2_password` for the developer
+//! (checked against the same SCRAM verifier as Postgres logins), the level's
+//! account upstream, and an inspecting, auditing relay between them.
+
+pub mod auth;
+pub mod front;
+pub mod packet;
+pub mod relay;
+pub mod upstream;
+
+pub use front::MysqlFront;

@@ -1,0 +1,823 @@
+//! The relay: a client command goes up after inspection and audit, the
+//! server's response packets stream down and close its audit record, until
+//! the session or its grant ends.
+//!
+//! MySQL is strictly request/response, so one task serves both directions:
+//! it reads a whole command from the client (within the size cap), decides
+//! and audits it, forwards its original bytes, then streams the response
+//! packet by packet (nothing is buffered beyond one packet and one write
+//! batch), watching only enough of it to know where it ends. Every wait —
+//! reads and writes alike — also watches the grant's end and an operator's
+//! kill, so a session never outlives its grant because a peer is slow.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+use super::packet::{
+    self, Cursor, Message, Packet, PacketError, PacketReader, code, command, frame, parse_eof,
+    parse_err, parse_ok, status,
+};
+use super::upstream::{self, Upstream};
+use crate::access::{EndReason, Lease};
+use crate::audit::{AuditEvent, AuditLog};
+use crate::config::{LevelConfig, TargetConfig};
+use crate::metrics::{METRICS, SessionMetrics};
+use crate::session::SessionInfo;
+use crate::sql::{self, Dialect, StatementKind};
+use crate::wire::stream::Stream;
+
+/// Write to the client once this much is batched.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// While a response is streaming, read at most this much ahead from the
+/// client (only to notice that it hung up).
+const READ_AHEAD_BYTES: usize = 64 * 1024;
+
+pub struct SessionCtx {
+    pub info: Arc<SessionInfo>,
+    pub audit: Arc<AuditLog>,
+    pub read_only: bool,
+    pub metrics: SessionMetrics,
+    pub target: TargetConfig,
+    pub level: LevelConfig,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+pub enum SessionEnd {
+    ClientClosed,
+    UpstreamClosed,
+    GrantEnded(EndReason),
+    Killed,
+    ClientError(String),
+    UpstreamError(String),
+}
+
+impl SessionEnd {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SessionEnd::ClientClosed => "client_closed",
+            SessionEnd::UpstreamClosed => "upstream_closed",
+            SessionEnd::GrantEnded(EndReason::Expired) => "grant_expired",
+            SessionEnd::GrantEnded(EndReason::Revoked) => "grant_revoked",
+            SessionEnd::Killed => "killed",
+            SessionEnd::ClientError(_) => "client_error",
+            SessionEnd::UpstreamError(_) => "upstream_error",
+        }
+    }
+
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            SessionEnd::ClientError(d) | SessionEnd::UpstreamError(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// A statement whose outcome the server still owes.
+struct Pending {
+    seq: u64,
+    kind: StatementKind,
+    started: Instant,
+}
+
+/// What the response to the command in flight looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// OK, ERR, or the column count of a result set (text or binary).
+    First,
+    /// Column definitions still to come.
+    Columns(u64),
+    /// The EOF after the column definitions.
+    ColumnsEof,
+    /// Rows until EOF or ERR.
+    Rows,
+    /// PREPARE_OK or ERR.
+    PrepareFirst,
+    /// Parameter and column definitions (with their EOFs) of a PREPARE_OK.
+    Definitions(u64),
+    /// COM_FIELD_LIST: definitions until EOF or ERR.
+    FieldList,
+    /// Any one packet.
+    Single,
+}
+
+struct InFlight {
+    stage: Stage,
+    pending: Option<Pending>,
+    /// SQL of a COM_STMT_PREPARE, kept once the server names the statement.
+    prepare_sql: Option<Arc<str>>,
+    /// The last packet was full size: the next one continues it, unparsed.
+    continuation: bool,
+    /// Sequence id a packet of ours would carry next in this exchange.
+    next_seq: u8,
+    rows: u64,
+    outcome: String,
+}
+
+impl InFlight {
+    fn new(stage: Stage, pending: Option<Pending>, last_client_seq: u8) -> InFlight {
+        InFlight {
+            stage,
+            pending,
+            prepare_sql: None,
+            continuation: false,
+            next_seq: last_client_seq.wrapping_add(1),
+            rows: 0,
+            outcome: String::new(),
+        }
+    }
+}
+
+enum Observed {
+    More,
+    Done,
+    /// The server broke the protocol (or asked for a client file).
+    Violation(&'static str),
+}
+
+/// Per-session relay state.
+struct Relay<'a> {
+    ctx: &'a SessionCtx,
+    /// Prepared statement id -> SQL text (to audit COM_STMT_EXECUTE as SQL).
+    statements: HashMap<u32, Arc<str>>,
+    in_flight: Option<InFlight>,
+    seq: u64,
+}
+
+/// What to do with one client command.
+enum Action {
+    Forward,
+    /// Answer the client ourselves (a refusal); the session goes on.
+    Answer(Bytes),
+    /// Answer, then end the session.
+    AnswerAndEnd(Bytes, SessionEnd),
+    /// Forward COM_QUIT's meaning: end the session.
+    End(SessionEnd),
+}
+
+/// A wait interrupted by the end of the session.
+enum Interrupted {
+    Io(std::io::Error),
+    Ended(SessionEnd),
+}
+
+/// Relay until something ends the session, then end it properly.
+pub async fn run(
+    ctx: &SessionCtx,
+    mut client: PacketReader<Stream>,
+    up: Upstream,
+    mut lease: Lease,
+) -> SessionEnd {
+    let Upstream {
+        reader: mut up_r,
+        thread_id,
+        ..
+    } = up;
+    let mut relay = Relay {
+        ctx,
+        statements: HashMap::new(),
+        in_flight: None,
+        seq: 0,
+    };
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    // A write to the client was cut off: no packet of ours may follow it.
+    let mut client_mid_write = false;
+
+    let end = 'session: loop {
+        // Commands, one at a time, only while nothing is in flight.
+        while relay.in_flight.is_none() {
+            let message = match client.try_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    let code = match e {
+                        PacketError::TooLarge { .. } => code::NET_PACKET_TOO_LARGE,
+                        _ => code::UNKNOWN_COM,
+                    };
+                    let detail = e.to_string();
+                    if let PacketError::TooLarge { .. } = e {
+                        client
+                            .discard_incoming(std::time::Duration::from_secs(2))
+                            .await;
+                    }
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(1),
+                        client
+                            .get_mut()
+                            .write_all(&frame(1, &packet::err(code, &detail))),
+                    )
+                    .await;
+                    break 'session SessionEnd::ClientError(detail);
+                }
+            };
+            let action = relay.command(&message);
+            let (bytes_up, answer, end) = match action {
+                Action::Forward => (Some(message.raw), None, None),
+                Action::Answer(a) => (None, Some(a), None),
+                Action::AnswerAndEnd(a, e) => (None, Some(a), Some(e)),
+                Action::End(e) => (None, None, Some(e)),
+            };
+            if let Some(raw) = bytes_up {
+                ctx.metrics.bytes_up.inc_by(raw.len() as u64);
+                match guarded_write(up_r.get_mut(), &raw, &mut lease, ctx).await {
+                    Ok(()) => {}
+                    Err(Interrupted::Io(e)) => {
+                        break 'session SessionEnd::UpstreamError(e.to_string());
+                    }
+                    Err(Interrupted::Ended(e)) => break 'session e,
+                }
+            }
+            if let Some(a) = answer {
+                match guarded_write(client.get_mut(), &a, &mut lease, ctx).await {
+                    Ok(()) => {}
+                    Err(Interrupted::Io(_)) => break 'session SessionEnd::ClientClosed,
+                    Err(Interrupted::Ended(e)) => {
+                        client_mid_write = true;
+                        break 'session e;
+                    }
+                }
+            }
+            if let Some(e) = end {
+                break 'session e;
+            }
+        }
+
+        // Response packets, streamed through in batches.
+        loop {
+            let p = match up_r.try_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => break 'session SessionEnd::UpstreamError(e.to_string()),
+            };
+            match relay.observe(&p) {
+                Some(Observed::Violation(why)) => {
+                    break 'session SessionEnd::UpstreamError(why.to_owned());
+                }
+                Some(Observed::Done) => {
+                    out.extend_from_slice(&p.bytes);
+                    relay.finish();
+                    break;
+                }
+                Some(Observed::More) => out.extend_from_slice(&p.bytes),
+                None => {
+                    // Nothing was asked: a server closing on its own says why first.
+                    if let Some((code, _, message)) = parse_err(p.payload()) {
+                        tracing::info!(session = %ctx.info.id, code, %message, "upstream sent an unsolicited error");
+                    }
+                }
+            }
+            if out.len() >= WRITE_BATCH_BYTES {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            ctx.metrics.bytes_down.inc_by(out.len() as u64);
+            match guarded_write(client.get_mut(), &out, &mut lease, ctx).await {
+                Ok(()) => {}
+                Err(Interrupted::Io(_)) => break 'session SessionEnd::ClientClosed,
+                Err(Interrupted::Ended(e)) => {
+                    client_mid_write = true;
+                    break 'session e;
+                }
+            }
+            out.clear();
+            continue;
+        }
+        // A finished response may have left a client command waiting.
+        if relay.in_flight.is_none() && client.has_message() {
+            continue;
+        }
+
+        let idle = relay.in_flight.is_none();
+        tokio::select! {
+            biased;
+            r = lease.ended() => break 'session SessionEnd::GrantEnded(r),
+            _ = ctx.info.killed() => break 'session SessionEnd::Killed,
+            r = up_r.fill(), if !idle || up_r.buffered() < READ_AHEAD_BYTES => match r {
+                Ok(true) => {}
+                Ok(false) | Err(PacketError::Io(_)) | Err(PacketError::Truncated) => {
+                    break 'session SessionEnd::UpstreamClosed
+                }
+                Err(e) => break 'session SessionEnd::UpstreamError(e.to_string()),
+            },
+            r = client.fill(), if idle || client.buffered() < READ_AHEAD_BYTES => match r {
+                Ok(true) => {}
+                Ok(false) | Err(PacketError::Io(_)) | Err(PacketError::Truncated) => {
+                    break 'session SessionEnd::ClientClosed
+                }
+                Err(e) => break 'session SessionEnd::ClientError(e.to_string()),
+            },
+        }
+    };
+
+    // A statement still running gets its closing record.
+    let busy = relay.in_flight.is_some();
+    let answer_seq = relay.in_flight.as_ref().map_or(1, |f| f.next_seq);
+    if let Some(f) = relay.in_flight.take()
+        && let Some(p) = &f.pending
+    {
+        relay.audit_end(p, end.reason(), f.rows);
+    }
+
+    let (mut up_stream, _) = up_r.into_parts();
+    let stop_upstream_thread = || async {
+        if busy {
+            let killed =
+                upstream::kill_connection(&ctx.target, &ctx.info.level, &ctx.level, thread_id)
+                    .await;
+            if let Err(e) = killed {
+                tracing::warn!(session = %ctx.info.id, error = %e, "could not kill the upstream thread");
+            }
+        }
+    };
+    match &end {
+        SessionEnd::GrantEnded(_) | SessionEnd::Killed => {
+            let message = match &end {
+                SessionEnd::GrantEnded(EndReason::Expired) => format!(
+                    "Connection was killed: your grant {} for {} expired at {}; request a new grant with `jitgate request` to continue",
+                    ctx.info.grant,
+                    ctx.info.target,
+                    humantime::format_rfc3339_seconds(lease.grant.expires_at)
+                ),
+                SessionEnd::GrantEnded(EndReason::Revoked) => format!(
+                    "Connection was killed: your grant {} for {} was revoked; request a new grant with `jitgate request` to continue",
+                    ctx.info.grant, ctx.info.target
+                ),
+                _ => "Connection was killed: an administrator ended this session".to_owned(),
+            };
+            let tell_client = async {
+                if !client_mid_write {
+                    let e = frame(answer_seq, &packet::err(code::CONNECTION_KILLED, &message));
+                    let _ = client.get_mut().write_all(&e).await;
+                }
+                let _ = client.get_mut().shutdown().await;
+            };
+            let _ = tokio::join!(
+                tokio::time::timeout(std::time::Duration::from_secs(3), stop_upstream_thread()),
+                tokio::time::timeout(std::time::Duration::from_secs(1), tell_client),
+            );
+            upstream::quit(&mut up_stream).await;
+            if let SessionEnd::GrantEnded(EndReason::Expired) = &end {
+                let lag = std::time::SystemTime::now()
+                    .duration_since(lease.grant.expires_at)
+                    .unwrap_or_default();
+                METRICS.grant_end_lag_seconds.observe(lag.as_secs_f64());
+            }
+        }
+        SessionEnd::ClientClosed | SessionEnd::ClientError(_) => {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), stop_upstream_thread())
+                .await;
+            upstream::quit(&mut up_stream).await;
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                client.get_mut().shutdown(),
+            )
+            .await;
+        }
+        SessionEnd::UpstreamClosed | SessionEnd::UpstreamError(_) => {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                if !client_mid_write {
+                    let e = frame(
+                        answer_seq,
+                        &packet::err(
+                            code::SERVER_LOST,
+                            "Lost connection to server: the target database closed the connection",
+                        ),
+                    );
+                    let _ = client.get_mut().write_all(&e).await;
+                }
+                let _ = client.get_mut().shutdown().await;
+            })
+            .await;
+        }
+    }
+    end
+}
+
+/// Write all of `bytes`, unless the grant ends or an operator kills the
+/// session first (a peer that stops reading cannot hold the session open).
+async fn guarded_write(
+    w: &mut Stream,
+    bytes: &[u8],
+    lease: &mut Lease,
+    ctx: &SessionCtx,
+) -> Result<(), Interrupted> {
+    tokio::select! {
+        biased;
+        r = lease.ended() => Err(Interrupted::Ended(SessionEnd::GrantEnded(r))),
+        _ = ctx.info.killed() => Err(Interrupted::Ended(SessionEnd::Killed)),
+        r = w.write_all(bytes) => r.map_err(Interrupted::Io),
+    }
+}
+
+impl Relay<'_> {
+    /// Decide what to do with one whole client command.
+    fn command(&mut self, m: &Message) -> Action {
+        let answer_seq = m.last_seq.wrapping_add(1);
+        let answer = |code: (u16, &str), msg: &str| frame(answer_seq, &packet::err(code, msg));
+        let body = &m.payload[..];
+        let Some((&cmd, args)) = body.split_first() else {
+            return Action::Answer(answer(code::UNKNOWN_COM, "empty command packet"));
+        };
+        let ctx = self.ctx;
+        match cmd {
+            command::QUIT => Action::End(SessionEnd::ClientClosed),
+            command::QUERY => {
+                let sql = String::from_utf8_lossy(args);
+                let kind = sql::classify_cached(Dialect::Mysql, &sql);
+                if let Some(db) = use_database(&sql)
+                    && db != ctx.target.database
+                {
+                    return Action::Answer(self.wrong_database(&sql, kind, &db, answer_seq));
+                }
+                match self.admit(&sql, kind, answer_seq) {
+                    Ok(pending) => {
+                        self.in_flight =
+                            Some(InFlight::new(Stage::First, Some(pending), m.last_seq));
+                        Action::Forward
+                    }
+                    Err(e) => Action::Answer(e),
+                }
+            }
+            command::STMT_PREPARE => {
+                let sql: Arc<str> = Arc::from(String::from_utf8_lossy(args));
+                let kind = sql::classify_cached(Dialect::Mysql, &sql);
+                if ctx.read_only && !kind.allowed_read_only() {
+                    return Action::Answer(self.refusal(&sql, kind, answer_seq));
+                }
+                let mut f = InFlight::new(Stage::PrepareFirst, None, m.last_seq);
+                f.prepare_sql = Some(sql);
+                self.in_flight = Some(f);
+                Action::Forward
+            }
+            command::STMT_EXECUTE => {
+                let Some(id) = Cursor(args).u32() else {
+                    return Action::Answer(answer(code::UNKNOWN_COM, "malformed COM_STMT_EXECUTE"));
+                };
+                let sql = self.statements.get(&id).cloned();
+                let text: &str = sql
+                    .as_deref()
+                    .unwrap_or("-- execute of a statement jitgate did not see prepared");
+                let kind = match &sql {
+                    Some(s) => sql::classify_cached(Dialect::Mysql, s),
+                    None => StatementKind::Unknown,
+                };
+                match self.admit(text, kind, answer_seq) {
+                    Ok(pending) => {
+                        self.in_flight =
+                            Some(InFlight::new(Stage::First, Some(pending), m.last_seq));
+                        Action::Forward
+                    }
+                    Err(e) => Action::Answer(e),
+                }
+            }
+            command::STMT_FETCH => {
+                self.in_flight = Some(InFlight::new(Stage::Rows, None, m.last_seq));
+                Action::Forward
+            }
+            command::STMT_CLOSE => {
+                if let Some(id) = Cursor(args).u32() {
+                    self.statements.remove(&id);
+                }
+                Action::Forward
+            }
+            command::STMT_SEND_LONG_DATA => Action::Forward,
+            command::RESET_CONNECTION if ctx.read_only => Action::Answer(answer(
+                code::OPTION_PREVENTS_STATEMENT,
+                "COM_RESET_CONNECTION would lift the read-only mode of your read-only grant; reconnect instead",
+            )),
+            command::RESET_CONNECTION => {
+                self.statements.clear();
+                self.in_flight = Some(InFlight::new(Stage::Single, None, m.last_seq));
+                Action::Forward
+            }
+            command::STMT_RESET | command::SET_OPTION | command::PING | command::STATISTICS => {
+                self.in_flight = Some(InFlight::new(Stage::Single, None, m.last_seq));
+                Action::Forward
+            }
+            command::INIT_DB => {
+                let db = String::from_utf8_lossy(args).into_owned();
+                let sql = format!("USE `{}`", db.replace('`', "``"));
+                if db != ctx.target.database {
+                    return Action::Answer(self.wrong_database(
+                        &sql,
+                        StatementKind::Session,
+                        &db,
+                        answer_seq,
+                    ));
+                }
+                match self.admit(&sql, StatementKind::Session, answer_seq) {
+                    Ok(pending) => {
+                        self.in_flight =
+                            Some(InFlight::new(Stage::Single, Some(pending), m.last_seq));
+                        Action::Forward
+                    }
+                    Err(e) => Action::Answer(e),
+                }
+            }
+            command::FIELD_LIST => {
+                self.in_flight = Some(InFlight::new(Stage::FieldList, None, m.last_seq));
+                Action::Forward
+            }
+            command::CHANGE_USER => Action::AnswerAndEnd(
+                answer(
+                    code::ACCESS_DENIED,
+                    "COM_CHANGE_USER is not supported through jitgate: a session is bound to one grant; reconnect as the other identity",
+                ),
+                SessionEnd::ClientError("COM_CHANGE_USER refused".to_owned()),
+            ),
+            other => Action::Answer(answer(
+                code::UNKNOWN_COM,
+                &format!("command 0x{other:02x} is not supported through jitgate"),
+            )),
+        }
+    }
+
+    /// Check a statement against the level and write its audit record; it
+    /// may be forwarded only if this returns `Ok`.
+    fn admit(&mut self, sql: &str, kind: StatementKind, answer_seq: u8) -> Result<Pending, Bytes> {
+        let ctx = self.ctx;
+        if ctx.read_only && !kind.allowed_read_only() {
+            return Err(self.refusal(sql, kind, answer_seq));
+        }
+        self.seq += 1;
+        let info = &ctx.info;
+        let written = ctx.audit.record(&AuditEvent {
+            session: Some(&info.id),
+            identity: Some(&info.identity),
+            grant: Some(&info.grant),
+            target: Some(&info.target),
+            level: Some(&info.level),
+            seq: Some(self.seq),
+            statement: Some(sql),
+            kind: Some(kind.as_str()),
+            ..AuditEvent::new("statement")
+        });
+        match written {
+            Ok(()) => {
+                info.count_statement();
+                Ok(Pending {
+                    seq: self.seq,
+                    kind,
+                    started: Instant::now(),
+                })
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit log write failed; refusing to forward");
+                Err(frame(
+                    answer_seq,
+                    &packet::err(
+                        code::UNKNOWN_ERROR,
+                        "jitgate cannot write its audit log, so it did not forward this statement; tell the jitgate operators (nothing was run)",
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn record_refusal(&self, sql: &str, kind: StatementKind, code: u16) {
+        let info = &self.ctx.info;
+        self.ctx.metrics.statement(kind.as_str(), "refused");
+        let code = code.to_string();
+        let _ = self.ctx.audit.record(&AuditEvent {
+            session: Some(&info.id),
+            identity: Some(&info.identity),
+            grant: Some(&info.grant),
+            target: Some(&info.target),
+            level: Some(&info.level),
+            statement: Some(sql),
+            kind: Some(kind.as_str()),
+            outcome: Some(&code),
+            ..AuditEvent::new("statement_refused")
+        });
+    }
+
+    /// Audit a statement refused on a read-only level and build the error.
+    fn refusal(&self, sql: &str, kind: StatementKind, answer_seq: u8) -> Bytes {
+        let info = &self.ctx.info;
+        self.record_refusal(sql, kind, code::OPTION_PREVENTS_STATEMENT.0);
+        let what = match kind {
+            StatementKind::Unknown => {
+                "jitgate could not classify this statement, so it is not allowed"
+            }
+            _ => "this statement can change data or schema, which is not allowed",
+        };
+        frame(
+            answer_seq,
+            &packet::err(
+                code::OPTION_PREVENTS_STATEMENT,
+                &format!(
+                    "{what} on your read-only grant for {} (level {}); request a level that allows writes with `jitgate request`",
+                    info.target, info.level
+                ),
+            ),
+        )
+    }
+
+    fn wrong_database(&self, sql: &str, kind: StatementKind, db: &str, answer_seq: u8) -> Bytes {
+        self.record_refusal(sql, kind, code::DB_ACCESS_DENIED.0);
+        frame(
+            answer_seq,
+            &packet::err(
+                code::DB_ACCESS_DENIED,
+                &format!(
+                    "Access denied to database '{db}': sessions on {} may only use database '{}'",
+                    self.ctx.info.target, self.ctx.target.database
+                ),
+            ),
+        )
+    }
+
+    fn audit_end(&self, p: &Pending, outcome: &str, rows: u64) {
+        let ctx = self.ctx;
+        let info = &ctx.info;
+        let took = p.started.elapsed().as_secs_f64();
+        ctx.metrics.duration.observe(took);
+        ctx.metrics.statement(
+            p.kind.as_str(),
+            if outcome.starts_with("ERR") {
+                "error"
+            } else {
+                "ok"
+            },
+        );
+        let _ = ctx.audit.record(&AuditEvent {
+            session: Some(&info.id),
+            identity: Some(&info.identity),
+            grant: Some(&info.grant),
+            target: Some(&info.target),
+            level: Some(&info.level),
+            seq: Some(p.seq),
+            outcome: Some(outcome),
+            rows: Some(rows),
+            duration_ms: Some((took * 1_000_000.0).round() / 1000.0),
+            ..AuditEvent::new("statement_end")
+        });
+    }
+
+    /// The response in flight is complete.
+    fn finish(&mut self) {
+        if let Some(f) = self.in_flight.take()
+            && let Some(p) = &f.pending
+        {
+            self.audit_end(p, &f.outcome, f.rows);
+        }
+    }
+
+    /// Follow one server packet; `None` if no response was expected.
+    fn observe(&mut self, p: &Packet) -> Option<Observed> {
+        let f = self.in_flight.as_mut()?;
+        f.next_seq = p.seq().wrapping_add(1);
+        if f.continuation {
+            f.continuation = p.continues();
+            return Some(Observed::More);
+        }
+        f.continuation = p.continues();
+        let b = p.payload();
+        let Some(&first) = b.first() else {
+            return Some(Observed::Violation("empty packet from the server"));
+        };
+        let done_unless_more = |status_flags: u16| {
+            if status_flags & status::MORE_RESULTS_EXISTS != 0 {
+                None
+            } else {
+                Some(Observed::Done)
+            }
+        };
+        let mut stage = f.stage;
+        let result = match stage {
+            Stage::Single => Observed::Done,
+            Stage::First if first == 0x00 => {
+                let (affected, flags) = parse_ok(b).unwrap_or((0, 0));
+                f.rows += affected;
+                f.outcome = "OK".to_owned();
+                done_unless_more(flags).unwrap_or(Observed::More)
+            }
+            Stage::First
+            | Stage::ColumnsEof
+            | Stage::Rows
+            | Stage::FieldList
+            | Stage::PrepareFirst
+                if first == 0xff =>
+            {
+                f.outcome = match parse_err(b) {
+                    Some((code, state, _)) => format!("ERR {code} ({state})"),
+                    None => "ERR".to_owned(),
+                };
+                Observed::Done
+            }
+            Stage::First if first == 0xfb => {
+                return Some(Observed::Violation(
+                    "the server asked for a local file (LOCAL INFILE), which jitgate never allows",
+                ));
+            }
+            Stage::First => match Cursor(b).lenenc_int() {
+                Some(n) if n > 0 => {
+                    f.outcome = "RESULT_SET".to_owned();
+                    stage = Stage::Columns(n);
+                    Observed::More
+                }
+                _ => return Some(Observed::Violation("bad column count from the server")),
+            },
+            Stage::Columns(n) => {
+                stage = if n <= 1 {
+                    Stage::ColumnsEof
+                } else {
+                    Stage::Columns(n - 1)
+                };
+                Observed::More
+            }
+            Stage::ColumnsEof => match parse_eof(b) {
+                // A cursor was opened: rows come with COM_STMT_FETCH.
+                Some(flags) if flags & status::CURSOR_EXISTS != 0 => Observed::Done,
+                Some(_) => {
+                    stage = Stage::Rows;
+                    Observed::More
+                }
+                None => return Some(Observed::Violation("missing EOF after column definitions")),
+            },
+            Stage::Rows => match parse_eof(b) {
+                Some(flags) => match done_unless_more(flags) {
+                    Some(done) => done,
+                    None => {
+                        stage = Stage::First;
+                        Observed::More
+                    }
+                },
+                None => {
+                    f.rows += 1;
+                    Observed::More
+                }
+            },
+            Stage::PrepareFirst => {
+                let mut c = Cursor(b);
+                let parsed = (|| {
+                    c.u8()?;
+                    Some((c.u32()?, c.u16()?, c.u16()?))
+                })();
+                let Some((id, columns, params)) = parsed else {
+                    return Some(Observed::Violation("bad PREPARE_OK from the server"));
+                };
+                if let Some(sql) = f.prepare_sql.take() {
+                    self.statements.insert(id, sql);
+                }
+                let defs = |n: u16| if n > 0 { n as u64 + 1 } else { 0 };
+                match defs(columns) + defs(params) {
+                    0 => Observed::Done,
+                    n => {
+                        stage = Stage::Definitions(n);
+                        Observed::More
+                    }
+                }
+            }
+            Stage::Definitions(n) => {
+                if n <= 1 {
+                    Observed::Done
+                } else {
+                    stage = Stage::Definitions(n - 1);
+                    Observed::More
+                }
+            }
+            Stage::FieldList => match parse_eof(b) {
+                Some(_) => Observed::Done,
+                None => Observed::More,
+            },
+        };
+        if let Some(f) = self.in_flight.as_mut() {
+            f.stage = stage;
+        }
+        Some(result)
+    }
+}
+
+/// The database a `USE db` statement switches to, if the text is one.
+fn use_database(sql: &str) -> Option<String> {
+    let s = sql.trim_start();
+    let head = s.get(..4)?;
+    if !head.eq_ignore_ascii_case("use ") && !head.eq_ignore_ascii_case("use\t") {
+        return None;
+    }
+    let rest = s[4..].trim().trim_end_matches(';').trim();
+    let name = match rest.strip_prefix('`').and_then(|r| r.strip_suffix('`')) {
+        Some(quoted) => quoted.replace("``", "`"),
+        None => rest.to_owned(),
+    };
+    Some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::use_database;
+
+    #[test]
+    fn use_statements_name_their_database() {
+        assert_eq!(use_database("USE app").as_deref(), Some("app"));
+        assert_eq!(use_database("  use `my``db`;").as_deref(), Some("my`db"));
+        assert_eq!(use_database("select 1"), None);
+        assert_eq!(use_database("user"), None);
+    }
+}

@@ -1,0 +1,460 @@
+//! Logging in to the upstream MySQL/MariaDB server with the level's own
+//! account (credential injection), and the side connection that stops a
+//! running query when a session must end.
+//!
+//! The developer never sees this account's secret: it is read from its env
+//! var or file at connect time and never put in an error, log line or audit
+//! record. Capability flags sent upstream are the client's relayed flags
+//! (see [`caps::RELAYED`]) plus what the login itself needs, so the server
+//! and the client agree on the shape of every later packet.
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::packet::{
+    self, Greeting, PacketError, PacketReader, caps, frame, parse_err, parse_greeting, parse_ok,
+};
+use crate::config::{LevelConfig, TargetConfig, UpstreamTls};
+use crate::wire::stream::Stream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot reach target {target} at {address}: {source}")]
+    Connect {
+        target: String,
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("target {target} at {address} did not answer within {secs} s")]
+    Timeout {
+        target: String,
+        address: String,
+        secs: u64,
+    },
+    #[error("target {0} does not accept TLS, but its config requires it")]
+    NoTls(String),
+    #[error("TLS to target {target} failed: {detail}")]
+    Tls { target: String, detail: String },
+    #[error("target {target} refused the login of level {level} ({code}: {message})")]
+    Refused {
+        target: String,
+        level: String,
+        code: u16,
+        message: String,
+    },
+    #[error("the password of level {level} on target {target} is not available: {detail}")]
+    NoPassword {
+        target: String,
+        level: String,
+        detail: String,
+    },
+    #[error(
+        "target {target} wants full caching_sha2_password authentication for level {level}, which needs TLS to the target (set tls = \"require\" or \"verify-full\" on it), or make the account use mysql_native_password"
+    )]
+    FullAuthNeedsTls { target: String, level: String },
+    #[error(
+        "target {target} asked for authentication plugin {plugin}, which jitgate does not support"
+    )]
+    UnsupportedAuth { target: String, plugin: String },
+    #[error("target {target} does not support {what}, which this client needs")]
+    Capability { target: String, what: String },
+    #[error("target {target} broke the protocol during login: {detail}")]
+    Protocol { target: String, detail: String },
+}
+
+/// What the client settled with jitgate, to repeat upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTerms {
+    pub capabilities: u32,
+    pub max_packet_size: u32,
+    pub collation: u8,
+}
+
+impl ClientTerms {
+    /// Terms for jitgate's own side connections.
+    pub fn internal() -> ClientTerms {
+        ClientTerms {
+            capabilities: caps::TRANSACTIONS | caps::MULTI_RESULTS,
+            max_packet_size: 1 << 24,
+            collation: 45,
+        }
+    }
+}
+
+/// A logged-in upstream connection, ready for commands.
+pub struct Upstream {
+    pub reader: PacketReader<Stream>,
+    /// The server's thread id for this connection (what `KILL` takes).
+    pub thread_id: u32,
+    /// Status flags from the last OK of the login.
+    pub status: u16,
+}
+
+/// Connect and log in as the level's account. On a read-only level the
+/// session is made read-only on the server as well.
+pub async fn connect(
+    target: &TargetConfig,
+    level_name: &str,
+    level: &LevelConfig,
+    terms: ClientTerms,
+) -> Result<Upstream, UpstreamError> {
+    let timeout = target.connect_timeout;
+    let fut = async {
+        let mut up = login(target, level_name, level, terms).await?;
+        if level.read_only {
+            let (_, status) = simple_query(
+                &mut up.reader,
+                target,
+                level_name,
+                "SET SESSION TRANSACTION READ ONLY",
+            )
+            .await?;
+            up.status = status;
+        }
+        Ok(up)
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            target: target.name.clone(),
+            address: target.address.clone(),
+            secs: timeout.as_secs(),
+        })?
+}
+
+/// Stop whatever upstream thread `thread_id` is doing and end it: a side
+/// connection as the same level account runs `KILL CONNECTION <id>` (a user
+/// may always kill its own threads).
+pub async fn kill_connection(
+    target: &TargetConfig,
+    level_name: &str,
+    level: &LevelConfig,
+    thread_id: u32,
+) -> Result<(), UpstreamError> {
+    let timeout = target.connect_timeout;
+    let fut = async {
+        let mut side = login(target, level_name, level, ClientTerms::internal()).await?;
+        let r = simple_query(
+            &mut side.reader,
+            target,
+            level_name,
+            &format!("KILL CONNECTION {thread_id}"),
+        )
+        .await;
+        quit(side.reader.get_mut()).await;
+        r.map(|_| ())
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            target: target.name.clone(),
+            address: target.address.clone(),
+            secs: timeout.as_secs(),
+        })?
+}
+
+/// Send COM_QUIT and close (bounded: a dead peer cannot hold us).
+pub async fn quit(stream: &mut Stream) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let _ = stream.write_all(&frame(0, &[packet::command::QUIT])).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+async fn simple_query(
+    r: &mut PacketReader<Stream>,
+    target: &TargetConfig,
+    level_name: &str,
+    sql: &str,
+) -> Result<(u64, u16), UpstreamError> {
+    let proto = |detail: String| UpstreamError::Protocol {
+        target: target.name.clone(),
+        detail,
+    };
+    let mut payload = vec![packet::command::QUERY];
+    payload.extend_from_slice(sql.as_bytes());
+    r.get_mut()
+        .write_all(&frame(0, &payload))
+        .await
+        .map_err(|e| proto(e.to_string()))?;
+    let p = r
+        .read_packet()
+        .await
+        .map_err(|e| proto(e.to_string()))?
+        .ok_or_else(|| proto("connection closed".to_owned()))?;
+    if let Some((code, _, message)) = parse_err(p.payload()) {
+        return Err(UpstreamError::Refused {
+            target: target.name.clone(),
+            level: level_name.to_owned(),
+            code,
+            message,
+        });
+    }
+    parse_ok(p.payload()).ok_or_else(|| proto(format!("unexpected answer to `{sql}`")))
+}
+
+async fn open_tcp(target: &TargetConfig) -> Result<TcpStream, UpstreamError> {
+    let tcp = TcpStream::connect(&target.address)
+        .await
+        .map_err(|source| UpstreamError::Connect {
+            target: target.name.clone(),
+            address: target.address.clone(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+fn server_name(
+    target: &TargetConfig,
+) -> Result<rustls::pki_types::ServerName<'static>, UpstreamError> {
+    let host = target.tls_server_name.clone().unwrap_or_else(|| {
+        target
+            .address
+            .rsplit_once(':')
+            .map_or(&*target.address, |(h, _)| h)
+            .to_owned()
+    });
+    crate::tls::server_name(host.trim_matches(['[', ']'])).ok_or_else(|| UpstreamError::Tls {
+        target: target.name.clone(),
+        detail: format!("`{host}` is not a valid TLS server name; set tls_server_name"),
+    })
+}
+
+/// The login proper: greeting, TLS, HandshakeResponse, the auth exchange.
+async fn login(
+    target: &TargetConfig,
+    level_name: &str,
+    level: &LevelConfig,
+    terms: ClientTerms,
+) -> Result<Upstream, UpstreamError> {
+    let proto = |detail: String| UpstreamError::Protocol {
+        target: target.name.clone(),
+        detail,
+    };
+    let perr = |e: PacketError| proto(e.to_string());
+    let password = level
+        .password
+        .read()
+        .map_err(|e| UpstreamError::NoPassword {
+            target: target.name.clone(),
+            level: level_name.to_owned(),
+            detail: e.to_string(),
+        })?
+        .unwrap_or_default();
+
+    let tcp = open_tcp(target).await?;
+    // Greetings are small; the server sends nothing more until we answer.
+    let mut plain = PacketReader::new(tcp, 64 * 1024);
+    let first = packet::read_expected(&mut plain, 0).await.map_err(perr)?;
+    if let Some((code, _, message)) = parse_err(first.payload()) {
+        return Err(UpstreamError::Refused {
+            target: target.name.clone(),
+            level: level_name.to_owned(),
+            code,
+            message,
+        });
+    }
+    let greeting: Greeting = parse_greeting(first.payload()).map_err(perr)?;
+    let server = greeting.capabilities;
+    for (flag, what) in [
+        (caps::PROTOCOL_41, "the MySQL 4.1+ protocol"),
+        (caps::SECURE_CONNECTION, "secure connection authentication"),
+        (caps::PLUGIN_AUTH, "authentication plugins"),
+    ] {
+        if server & flag == 0 {
+            return Err(UpstreamError::Capability {
+                target: target.name.clone(),
+                what: what.to_owned(),
+            });
+        }
+    }
+    let relayed = terms.capabilities & caps::RELAYED;
+    if relayed & !server != 0 {
+        return Err(UpstreamError::Capability {
+            target: target.name.clone(),
+            what: format!("capability flags {:#x}", relayed & !server),
+        });
+    }
+    let mut capabilities = relayed
+        | caps::LONG_PASSWORD
+        | caps::PROTOCOL_41
+        | caps::SECURE_CONNECTION
+        | caps::PLUGIN_AUTH
+        | caps::CONNECT_WITH_DB
+        | (server & caps::PLUGIN_AUTH_LENENC_CLIENT_DATA);
+    let mut seq = 1u8;
+
+    let connector = crate::tls::connector(&target.tls).map_err(|e| UpstreamError::Tls {
+        target: target.name.clone(),
+        detail: e.to_string(),
+    })?;
+    let (tcp, leftover) = plain.into_parts();
+    if !leftover.is_empty() {
+        return Err(proto(
+            "the server sent data before the client's answer".to_owned(),
+        ));
+    }
+    let stream = match (connector, &target.tls) {
+        (None, _) | (_, UpstreamTls::Disable) => Stream::Plain(tcp),
+        (Some(connector), _) => {
+            if server & caps::SSL == 0 {
+                return Err(UpstreamError::NoTls(target.name.clone()));
+            }
+            capabilities |= caps::SSL;
+            let mut tcp = tcp;
+            let req = packet::ssl_request(capabilities, terms.max_packet_size, terms.collation);
+            tcp.write_all(&frame(seq, &req))
+                .await
+                .map_err(|e| proto(e.to_string()))?;
+            seq += 1;
+            let tls = connector
+                .connect(server_name(target)?, tcp)
+                .await
+                .map_err(|e| UpstreamError::Tls {
+                    target: target.name.clone(),
+                    detail: e.to_string(),
+                })?;
+            Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls)))
+        }
+    };
+    let secure = stream.is_tls();
+    let mut r = PacketReader::new(stream, 64 * 1024);
+
+    let mut plugin = greeting
+        .auth_plugin
+        .clone()
+        .unwrap_or_else(|| "mysql_native_password".to_owned());
+    let mut nonce = greeting.nonce.clone();
+    let auth = scramble(&plugin, &nonce, &password, secure, target)?;
+    let hello = packet::handshake_response(
+        capabilities,
+        terms.max_packet_size,
+        terms.collation,
+        &level.user,
+        &auth,
+        &target.database,
+        &plugin,
+    );
+    send(&mut r, seq, &hello, target).await?;
+    seq = seq.wrapping_add(1);
+    loop {
+        let p = packet::read_expected(&mut r, seq).await.map_err(perr)?;
+        seq = seq.wrapping_add(1);
+        let body = p.payload();
+        match body.first() {
+            Some(0x00) => {
+                let (_, status) =
+                    parse_ok(body).ok_or_else(|| proto("bad OK packet".to_owned()))?;
+                r.set_max(packet::MAX_PAYLOAD);
+                return Ok(Upstream {
+                    reader: r,
+                    thread_id: greeting.connection_id,
+                    status,
+                });
+            }
+            Some(0xff) => {
+                let (code, _, message) =
+                    parse_err(body).ok_or_else(|| proto("bad ERR packet".to_owned()))?;
+                return Err(UpstreamError::Refused {
+                    target: target.name.clone(),
+                    level: level_name.to_owned(),
+                    code,
+                    message,
+                });
+            }
+            Some(0xfe) => {
+                // AuthSwitchRequest: another plugin, another nonce.
+                let mut c = packet::Cursor(&body[1..]);
+                plugin = String::from_utf8_lossy(c.cstr_or_rest()).into_owned();
+                let data = c.rest();
+                nonce = data.strip_suffix(&[0]).unwrap_or(data).to_vec();
+                let auth = scramble(&plugin, &nonce, &password, secure, target)?;
+                send(&mut r, seq, &auth, target).await?;
+                seq = seq.wrapping_add(1);
+            }
+            Some(0x01) if plugin == super::auth::CACHING_SHA2 => match body.get(1) {
+                Some(&super::auth::FAST_AUTH_OK) => {}
+                Some(&super::auth::PERFORM_FULL_AUTH) => {
+                    if !secure {
+                        return Err(UpstreamError::FullAuthNeedsTls {
+                            target: target.name.clone(),
+                            level: level_name.to_owned(),
+                        });
+                    }
+                    let mut pw = password.as_bytes().to_vec();
+                    pw.push(0);
+                    send(&mut r, seq, &pw, target).await?;
+                    seq = seq.wrapping_add(1);
+                }
+                _ => return Err(proto("unexpected caching_sha2_password data".to_owned())),
+            },
+            _ => return Err(proto("unexpected packet during login".to_owned())),
+        }
+    }
+}
+
+async fn send(
+    r: &mut PacketReader<Stream>,
+    seq: u8,
+    payload: &[u8],
+    target: &TargetConfig,
+) -> Result<(), UpstreamError> {
+    let mut out = BytesMut::new();
+    packet::frame_into(&mut out, seq, payload);
+    r.get_mut()
+        .write_all(&out)
+        .await
+        .map_err(|e| UpstreamError::Protocol {
+            target: target.name.clone(),
+            detail: e.to_string(),
+        })
+}
+
+/// The auth response for `plugin`.
+fn scramble(
+    plugin: &str,
+    nonce: &[u8],
+    password: &str,
+    secure: bool,
+    target: &TargetConfig,
+) -> Result<Vec<u8>, UpstreamError> {
+    use mysql_common::auth::plugins::{caching_sha2_password, mysql_native_password};
+    if password.is_empty() {
+        return Ok(Vec::new());
+    }
+    match plugin {
+        "mysql_native_password" => Ok(mysql_native_password::scramble_native(
+            nonce,
+            password.as_bytes(),
+        )
+        .map(|s| s.to_vec())
+        .unwrap_or_default()),
+        "caching_sha2_password" => {
+            let nonce: [u8; 20] =
+                nonce
+                    .get(..20)
+                    .and_then(|n| n.try_into().ok())
+                    .ok_or_else(|| UpstreamError::Protocol {
+                        target: target.name.clone(),
+                        detail: "caching_sha2_password nonce is not 20 bytes".to_owned(),
+                    })?;
+            Ok(
+                caching_sha2_password::scramble_sha256(&nonce, password.as_bytes())
+                    .map(|s| s.to_vec())
+                    .unwrap_or_default(),
+            )
+        }
+        "mysql_clear_password" if secure => {
+            let mut pw = password.as_bytes().to_vec();
+            pw.push(0);
+            Ok(pw)
+        }
+        other => Err(UpstreamError::UnsupportedAuth {
+            target: target.name.clone(),
+            plugin: other.to_owned(),
+        }),
+    }
+}

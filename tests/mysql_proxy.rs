@@ -1,0 +1,421 @@
+//! MySQL/MariaDB through jitgate, end to end.
+//!
+//! Each test starts its own throwaway MariaDB and its own jitgate (see
+//! `mysql_common`), drives them with the real `mariadb` CLI, mysql_async, or
+//! raw bytes where no real client would misbehave, and takes the server's
+//! own processlist as the witness.
+
+mod mysql_common;
+
+use std::time::{Duration, SystemTime};
+
+use mysql_async::prelude::*;
+use mysql_common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn setup_with(opts: Options) -> (MariaDb, Jitgate) {
+    let db = MariaDb::start();
+    let jg = Jitgate::start(&db, opts).await;
+    (db, jg)
+}
+
+async fn setup() -> (MariaDb, Jitgate) {
+    setup_with(Options::default()).await
+}
+
+fn server_error(e: &mysql_async::Error) -> Option<(u16, String)> {
+    match e {
+        mysql_async::Error::Server(s) => Some((s.code, s.message.clone())),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_cli_over_tls_reads_through_a_grant_and_is_audited() {
+    let (db, jg) = setup().await;
+    jg.grant("write", "10m").await;
+    for round in 0..2 {
+        // The first login is caching_sha2 full authentication over TLS; the
+        // second uses the fast path from the cache.
+        let run = jg
+            .mariadb(
+                ALICE_SECRET,
+                true,
+                "SELECT name FROM items ORDER BY id; SELECT current_user(), database()",
+            )
+            .await;
+        assert!(
+            run.ok,
+            "round {round}: {run:?}\n--- jitgate log\n{}",
+            jg.log()
+        );
+        assert_eq!(
+            run.stdout, "apple\nbanana\ncherry\njg_write@%\tapp\n",
+            "round {round}"
+        );
+        jg.assert_no_secret_in("mariadb output", &format!("{}{}", run.stdout, run.stderr));
+    }
+    let stmt = jg
+        .wait_for_audit("the SELECT", |v| {
+            v["event"] == "statement" && v["statement"] == "SELECT name FROM items ORDER BY id"
+        })
+        .await;
+    assert_eq!(stmt["kind"], "read");
+    assert_eq!(stmt["level"], "write");
+    let seq = stmt["seq"].clone();
+    let session = stmt["session"].clone();
+    let end = jg
+        .wait_for_audit("its statement_end", |v| {
+            v["event"] == "statement_end" && v["session"] == session && v["seq"] == seq
+        })
+        .await;
+    assert_eq!(end["outcome"], "RESULT_SET");
+    assert_eq!(end["rows"], 3);
+    jg.wait_for_audit("the session end", |v| {
+        v["event"] == "session_end" && v["reason"] == "client_closed"
+    })
+    .await;
+    jg.assert_no_secret_in("the audit log", &jg.audit_text());
+    // Both sessions logged out upstream as well.
+    for _ in 0..40 {
+        if db.threads_of("jg_write").is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "upstream threads left behind: {:?}",
+        db.threads_of("jg_write")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prepared_statements_are_audited_as_sql() {
+    let (_db, jg) = setup().await;
+    jg.grant("write", "10m").await;
+    let mut conn = within(
+        Duration::from_secs(20),
+        "mysql_async login",
+        mysql_async::Conn::new(jg.async_opts(ALICE_SECRET)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("mysql_async login: {e}\n--- jitgate log\n{}", jg.log()));
+    let stmt = conn
+        .prep("SELECT name FROM items WHERE id = ?")
+        .await
+        .expect("prepare");
+    let name: Option<String> = conn.exec_first(&stmt, (2,)).await.expect("execute");
+    assert_eq!(name.as_deref(), Some("banana"));
+    conn.exec_drop("INSERT INTO items (name) VALUES (?)", ("durian",))
+        .await
+        .expect("insert");
+    // Multi-statement text with several result sets.
+    let mut result = conn
+        .query_iter("SELECT 1; SELECT 2")
+        .await
+        .expect("multi-statement query");
+    let first: Vec<u8> = result.collect().await.expect("first result");
+    let second: Vec<u8> = result.collect().await.expect("second result");
+    drop(result);
+    assert_eq!((first, second), (vec![1], vec![2]));
+    conn.disconnect().await.expect("disconnect");
+
+    let exec = jg
+        .wait_for_audit("the prepared SELECT", |v| {
+            v["event"] == "statement" && v["statement"] == "SELECT name FROM items WHERE id = ?"
+        })
+        .await;
+    assert_eq!(exec["kind"], "read");
+    let insert = jg
+        .wait_for_audit("the prepared INSERT", |v| {
+            v["event"] == "statement" && v["statement"] == "INSERT INTO items (name) VALUES (?)"
+        })
+        .await;
+    assert_eq!(insert["kind"], "write");
+    let seq = insert["seq"].clone();
+    let end = jg
+        .wait_for_audit("the INSERT's end", |v| {
+            v["event"] == "statement_end" && v["seq"] == seq && v["session"] == insert["session"]
+        })
+        .await;
+    assert_eq!(end["outcome"], "OK");
+    assert_eq!(end["rows"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_grant_wrong_secret_and_unknown_target_get_clear_errors() {
+    let (db, jg) = setup().await;
+    let no_grant = jg.mariadb(ALICE_SECRET, true, "SELECT 1").await;
+    assert!(!no_grant.ok);
+    assert!(
+        no_grant.stderr.contains("ERROR 1044") && no_grant.stderr.contains("no active grant"),
+        "{no_grant:?}"
+    );
+    assert!(no_grant.stderr.contains("jitgate request"), "{no_grant:?}");
+
+    jg.grant("read", "10m").await;
+    let wrong = jg.mariadb("not-the-secret", true, "SELECT 1").await;
+    assert!(
+        wrong.stderr.contains("ERROR 1045")
+            && wrong.stderr.contains("Access denied for user 'alice'"),
+        "{wrong:?}"
+    );
+    let mut unknown = jg.mariadb_command(ALICE_SECRET, true);
+    unknown.args(["no-such-target", "-e", "SELECT 1"]);
+    let out = unknown.output().await.expect("run mariadb");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ERROR 1049"), "{stderr}");
+    // Nothing reached the server for any of them.
+    assert!(db.threads_of("jg_read").is_empty());
+    jg.wait_for_audit("the failed login", |v| {
+        v["event"] == "login_failed" && v["reason"] == "bad_secret"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plaintext_client_is_refused_when_tls_is_required() {
+    let (_db, jg) = setup().await;
+    jg.grant("read", "10m").await;
+    let run = jg.mariadb(ALICE_SECRET, false, "SELECT 1").await;
+    assert!(!run.ok);
+    assert!(run.stderr.contains("ERROR 3159"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_level_refuses_update_and_the_session_continues() {
+    let (db, jg) = setup().await;
+    jg.grant("read", "10m").await;
+    let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
+    let err = conn
+        .query_drop("UPDATE items SET name = 'x' WHERE id = 1")
+        .await
+        .expect_err("UPDATE on a read level");
+    let (code, message) = server_error(&err).unwrap_or_else(|| panic!("not a server error: {err}"));
+    assert_eq!(code, 1290, "{message}");
+    assert!(message.contains("read-only grant"), "{message}");
+    // The same connection still works.
+    let n: Option<i64> = conn
+        .query_first("SELECT count(*) FROM items")
+        .await
+        .expect("SELECT after the refusal");
+    assert_eq!(n, Some(3));
+    // Prepared writes are refused at PREPARE.
+    let err = conn
+        .prep("DELETE FROM items")
+        .await
+        .expect_err("prepared DELETE on a read level");
+    assert_eq!(server_error(&err).map(|e| e.0), Some(1290));
+    // The server side is read-only too (SET in the session, SELECT-only account).
+    let ro: Option<i64> = conn
+        .query_first("SELECT @@session.tx_read_only")
+        .await
+        .expect("read the read-only flag");
+    assert_eq!(ro, Some(1));
+    conn.disconnect().await.expect("disconnect");
+    assert_eq!(
+        db.root_query("SELECT name FROM app.items WHERE id = 1")
+            .trim(),
+        "apple"
+    );
+    jg.wait_for_audit("the refusal", |v| {
+        v["event"] == "statement_refused"
+            && v["statement"] == "UPDATE items SET name = 'x' WHERE id = 1"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_grant_kills_the_running_query_and_its_thread() {
+    let (db, jg) = setup().await;
+    let grant = jg.grant("write", "4s").await;
+    let expires_at = humantime::parse_rfc3339(grant["expires_at"].as_str().expect("expires_at"))
+        .expect("expires_at is RFC 3339");
+    let mut cmd = jg.mariadb_command(ALICE_SECRET, true);
+    cmd.arg(TARGET).args(["-e", "SELECT SLEEP(60)"]);
+    let client = cmd.output();
+    let client = tokio::spawn(client);
+    // The query is running on the server.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !db
+        .threads_of("jg_write")
+        .iter()
+        .any(|t| t.contains("SELECT SLEEP(60)"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the query never showed up in the processlist\n{}",
+            jg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // After the deadline, the thread must be gone within a second.
+    let gone_at = loop {
+        if db.threads_of("jg_write").is_empty() {
+            break SystemTime::now();
+        }
+        assert!(
+            SystemTime::now() < expires_at + Duration::from_secs(5),
+            "thread still there 5 s after expiry: {:?}\n{}",
+            db.threads_of("jg_write"),
+            jg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let lag = gone_at.duration_since(expires_at).unwrap_or_default();
+    assert!(
+        lag < Duration::from_secs(1),
+        "thread gone {lag:?} after expiry"
+    );
+    let out = within(Duration::from_secs(5), "the client to exit", client)
+        .await
+        .expect("join")
+        .expect("mariadb");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("1927") && stderr.contains("expired"),
+        "{stderr}"
+    );
+    jg.wait_for_audit("the session end", |v: &Value| {
+        v["event"] == "session_end" && v["reason"] == "grant_expired"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoke_ends_an_idle_session() {
+    let (db, jg) = setup().await;
+    let grant = jg.grant("read", "10m").await;
+    let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .expect("login");
+    conn.query_drop("SELECT 1").await.expect("query");
+    assert_eq!(db.threads_of("jg_read").len(), 1);
+    jg.revoke(grant["id"].as_str().expect("grant id")).await;
+    jg.wait_for_audit("the session end", |v| {
+        v["event"] == "session_end" && v["reason"] == "grant_revoked"
+    })
+    .await;
+    let err = conn.query_drop("SELECT 1").await.expect_err("after revoke");
+    assert!(!err.to_string().is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(db.threads_of("jg_read").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_of_16_mib_and_more_pass_through() {
+    let (_db, jg) = setup().await;
+    jg.grant("write", "10m").await;
+    let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
+    // Larger than one packet's 0xFFFFFF bytes, both up and down.
+    let n = (16 << 20) + 1000;
+    let sql = format!("SELECT REPEAT('x', {n}), LENGTH('{}')", "y".repeat(n));
+    let (big, len): (Vec<u8>, i64) = conn
+        .query_first(sql)
+        .await
+        .unwrap_or_else(|e| panic!("big query: {e}\n{}", jg.log()))
+        .expect("a row");
+    assert_eq!((big.len(), len), (n, n as i64));
+    let one: Option<i64> = conn.query_first("SELECT 1").await.expect("after");
+    assert_eq!(one, Some(1));
+}
+
+// ---- bad input --------------------------------------------------------------
+
+/// Read one packet (payload) from a raw socket, with a time limit.
+async fn read_packet(s: &mut TcpStream) -> Option<Vec<u8>> {
+    within(Duration::from_secs(10), "a packet from jitgate", async {
+        let mut h = [0u8; 4];
+        s.read_exact(&mut h).await.ok()?;
+        let len = h[0] as usize | (h[1] as usize) << 8 | (h[2] as usize) << 16;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.ok()?;
+        Some(body)
+    })
+    .await
+}
+
+fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len();
+    let mut p = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
+    p.extend_from_slice(payload);
+    p
+}
+
+/// Connect, read the greeting, send `bytes`, and return the ERR code the
+/// proxy answers with; the proxy must then close the connection.
+async fn answer_to(port: u16, bytes: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let greeting = read_packet(&mut s).await.expect("greeting");
+    assert_eq!(greeting[0], 10, "protocol 10 greeting");
+    s.write_all(bytes).await.expect("send");
+    let answer = read_packet(&mut s).await.expect("an answer");
+    assert_eq!(answer[0], 0xff, "an ERR packet, got {answer:?}");
+    let code = u16::from_le_bytes([answer[1], answer[2]]);
+    let mut rest = Vec::new();
+    within(
+        Duration::from_secs(5),
+        "the proxy to hang up",
+        s.read_to_end(&mut rest),
+    )
+    .await
+    .ok();
+    code
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_handshakes_and_oversize_packets_get_errors_not_crashes() {
+    let (_db, mut jg) = setup_with(Options {
+        tls_require: false,
+        max_message_bytes: Some(1 << 20),
+    })
+    .await;
+    jg.grant("write", "10m").await;
+    let port = jg.mysql_port;
+
+    // Garbage where the HandshakeResponse belongs.
+    let code = answer_to(port, &packet(1, b"\x01\x02\x03")).await;
+    assert_eq!(code, 1043);
+    // A client without CLIENT_PROTOCOL_41.
+    let mut old = vec![0x00, 0x80, 0, 0]; // SECURE_CONNECTION only
+    old.extend_from_slice(&[0, 0, 0, 1, 33]);
+    old.extend_from_slice(&[0; 23]);
+    old.extend_from_slice(b"alice\0\0");
+    let code = answer_to(port, &packet(1, &old)).await;
+    assert_eq!(code, 1043);
+    // A login packet far larger than any login needs: refused before it is read.
+    let mut huge = vec![0xff, 0xff, 0xff, 1];
+    huge.extend_from_slice(&[0; 1024]);
+    let code = answer_to(port, &huge).await;
+    assert_eq!(code, 1043);
+    // A user name without its terminator, a lying auth-data length.
+    let mut lying = vec![0x00, 0xa2, 0x3a, 0x00]; // PROTOCOL_41 | SECURE | LENENC | PLUGIN_AUTH...
+    lying.extend_from_slice(&[0, 0, 0, 1, 33]);
+    lying.extend_from_slice(&[0; 23]);
+    lying.extend_from_slice(b"alice\0\xfe\xff\xff\xff\xff\xff\xff\xff\x7f");
+    let code = answer_to(port, &packet(1, &lying)).await;
+    assert_eq!(code, 1043);
+    jg.assert_alive();
+
+    // After login: a command larger than limits.max_message_bytes.
+    let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
+    let big = format!("SELECT '{}'", "x".repeat(2 << 20));
+    let err = conn.query_drop(big).await.expect_err("oversize query");
+    assert_eq!(server_error(&err).map(|e| e.0), Some(1153), "{err}");
+    drop(conn);
+    jg.assert_alive();
+
+    // And the proxy keeps serving.
+    let run = jg.mariadb(ALICE_SECRET, true, "SELECT 42").await;
+    assert!(run.ok && run.stdout.trim() == "42", "{run:?}\n{}", jg.log());
+}
