@@ -49,39 +49,6 @@ async fn assert_psql_login_works(jg: &Jitgate, after: &str) {
     );
 }
 
-/// Watch `pg_stat_activity` from now on and report the first moment the server
-/// has no backend for `user` (polled every 20 ms, for at most `limit`).
-async fn watch_backends_gone(
-    pg: &PgServer,
-    user: &'static str,
-    limit: Duration,
-) -> tokio::task::JoinHandle<Option<SystemTime>> {
-    let su = pg.superuser_client("postgres").await;
-    tokio::spawn(async move {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            // An error means the server is gone with the test that started it.
-            let n: i64 = su
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
-                    &[&user],
-                )
-                .await
-                .ok()?
-                .get(0);
-            if n == 0 {
-                return Some(SystemTime::now());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    })
-}
-
-fn later_by(a: SystemTime, b: SystemTime) -> Duration {
-    a.duration_since(b).unwrap_or(Duration::ZERO)
-}
-
 // ---- the harness itself ---------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

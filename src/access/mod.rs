@@ -157,6 +157,10 @@ pub struct AccessModel {
     /// while holding it, so the journal's order is the order of the changes.
     book: Mutex<Book>,
     events: broadcast::Sender<AccessEvent>,
+    /// Subscribed before the journal replay, so the first subscriber (the
+    /// webhook notifier, started after `open`) also hears what the replay
+    /// ended: grants and requests that expired while jitgate was down.
+    first_subscriber: Mutex<Option<broadcast::Receiver<AccessEvent>>>,
 }
 
 struct Book {
@@ -204,12 +208,14 @@ impl AccessModel {
         requests: HashMap<String, Request>,
         journal: Option<Journal>,
     ) -> AccessModel {
+        let (events, first) = broadcast::channel(EVENT_BACKLOG);
         AccessModel {
             config,
             grants: GrantTable::default(),
             audit,
             book: Mutex::new(Book { requests, journal }),
-            events: broadcast::channel(EVENT_BACKLOG).0,
+            events,
+            first_subscriber: Mutex::new(Some(first)),
         }
     }
 
@@ -745,8 +751,14 @@ impl AccessModel {
     }
 
     /// Events for notifications. Lagging receivers lose old events, never block the model.
+    /// The first call also gets the events announced since the model was
+    /// built (the journal replay's expiries); later calls get new events only.
     pub fn subscribe(&self) -> broadcast::Receiver<AccessEvent> {
-        self.events.subscribe()
+        self.first_subscriber
+            .lock()
+            .ok()
+            .and_then(|mut first| first.take())
+            .unwrap_or_else(|| self.events.subscribe())
     }
 
     pub fn config(&self) -> &Config {

@@ -693,11 +693,47 @@ pub struct Backend {
     pub query: String,
 }
 
+/// Watch `pg_stat_activity` from now on and report the first moment the server
+/// has no backend for `user` (polled every 20 ms, for at most `limit`).
+pub async fn watch_backends_gone(
+    pg: &PgServer,
+    user: &'static str,
+    limit: Duration,
+) -> tokio::task::JoinHandle<Option<SystemTime>> {
+    let su = pg.superuser_client("postgres").await;
+    tokio::spawn(async move {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            // An error means the server is gone with the test that started it.
+            let n: i64 = su
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+                    &[&user],
+                )
+                .await
+                .ok()?
+                .get(0);
+            if n == 0 {
+                return Some(SystemTime::now());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    })
+}
+
+/// How much later `a` is than `b` (zero if it is not).
+pub fn later_by(a: SystemTime, b: SystemTime) -> Duration {
+    a.duration_since(b).unwrap_or(Duration::ZERO)
+}
+
 // ---- jitgate -----------------------------------------------------------------
 
 pub const ADMIN_SECRET: &str = "admin-secret";
 pub const ALICE_SECRET: &str = "alice-secret";
 pub const BOB_SECRET: &str = "bob-secret";
+/// A second approver, for policies that need two distinct approvals.
+pub const CAROL_SECRET: &str = "carol-secret";
 pub const TARGET: &str = "demo-pg";
 
 /// What to vary in a test's jitgate config.
@@ -718,6 +754,12 @@ pub struct JitgateOptions {
     /// `limits.max_login_failures`; the harness default is high, so tests that
     /// fail logins on purpose do not lock each other out.
     pub max_login_failures: Option<u32>,
+    /// Raw TOML appended to the config: `[[policies]]` tables, say.
+    pub policies: String,
+    /// `requests.pending_timeout`, e.g. "2s".
+    pub pending_timeout: Option<String>,
+    /// One `[[webhooks]]` table per URL.
+    pub webhooks: Vec<String>,
 }
 
 impl Default for JitgateOptions {
@@ -732,18 +774,22 @@ impl Default for JitgateOptions {
             max_pending_handshakes: None,
             max_sessions: None,
             max_login_failures: None,
+            policies: String::new(),
+            pending_timeout: None,
+            webhooks: Vec::new(),
         }
     }
 }
 
-/// SCRAM verifiers for the three identities, computed once per process
+/// SCRAM verifiers for the identities, computed once per process
 /// (PBKDF2 is slow in a debug build).
-fn identity_verifiers() -> &'static [(String, String, String); 3] {
-    static VERIFIERS: OnceLock<[(String, String, String); 3]> = OnceLock::new();
+fn identity_verifiers() -> &'static [(String, String, String); 4] {
+    static VERIFIERS: OnceLock<[(String, String, String); 4]> = OnceLock::new();
     VERIFIERS.get_or_init(|| {
         [
             ("alice", "developer", ALICE_SECRET),
             ("bob", "approver", BOB_SECRET),
+            ("carol", "approver", CAROL_SECRET),
             ("admin", "admin", ADMIN_SECRET),
         ]
         .map(|(name, group, secret)| {
@@ -764,6 +810,10 @@ pub struct Jitgate {
     admin_port: u16,
     log_path: PathBuf,
     audit_path: PathBuf,
+    config_path: PathBuf,
+    /// The environment `jitgate serve` runs with (the upstream passwords), so
+    /// [`Jitgate::restart`] starts it exactly as before.
+    env: Vec<(&'static str, String)>,
     http: reqwest::Client,
     /// The upstream passwords jitgate holds; no client may ever see them.
     pub upstream_secrets: Vec<String>,
@@ -802,7 +852,7 @@ impl Jitgate {
             ));
         }
         let upstream_port = opts.upstream_port.unwrap_or(pg.port());
-        let config = format!(
+        let mut config = format!(
             "data_dir = \"data\"\n\
              \n[listen]\npostgres = \"127.0.0.1:{pg_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n\
              \n[tls]\ncert = \"tls/cert.pem\"\nkey = \"tls/key.pem\"\nrequire = {require}\nself_signed_if_missing = true\n\
@@ -816,29 +866,26 @@ impl Jitgate {
             require = opts.tls_require,
             fsync = opts.audit_fsync.as_deref().unwrap_or("100ms"),
         );
+        if let Some(timeout) = &opts.pending_timeout {
+            config.push_str(&format!("\n[requests]\npending_timeout = \"{timeout}\"\n"));
+        }
+        for url in &opts.webhooks {
+            config.push_str(&format!("\n[[webhooks]]\nurl = \"{url}\"\n"));
+        }
+        config.push('\n');
+        config.push_str(&opts.policies);
         std::fs::write(&config_path, config).expect("write jitgate.toml");
 
         let write_password = opts
             .write_password_override
             .clone()
             .unwrap_or_else(|| pg.write_password.clone());
-        let log = std::fs::File::create(&log_path).expect("create jitgate.log");
-        let child = Command::new(jitgate_exe())
-            .arg("serve")
-            .arg("-c")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .env("JG_TEST_READ_PW", &pg.read_password)
-            .env("JG_TEST_WRITE_PW", &write_password)
-            .env("RUST_LOG", "info,jitgate=debug")
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn jitgate serve");
-        std::fs::write(dir.path().join("child.pid"), child.id().to_string())
-            .expect("record jitgate's pid");
+        std::fs::File::create(&log_path).expect("create jitgate.log");
+        let env = vec![
+            ("JG_TEST_READ_PW", pg.read_password.clone()),
+            ("JG_TEST_WRITE_PW", write_password.clone()),
+        ];
+        let child = spawn_serve(dir.path(), &config_path, &log_path, &env);
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
@@ -852,11 +899,53 @@ impl Jitgate {
             admin_port,
             log_path,
             audit_path,
+            config_path,
+            env,
             http,
             upstream_secrets: vec![pg.read_password.clone(), write_password],
         };
         jg.wait_healthy().await;
         jg
+    }
+
+    /// SIGKILL the proxy (no chance to flush or clean up, as in a crash), then
+    /// start it again with the same config, data directory and ports, and wait
+    /// until it answers. Its output goes on in the same log, after a marker line.
+    pub async fn restart(&mut self) {
+        self.kill_now();
+        self.start_again().await;
+    }
+
+    /// Start a proxy stopped by [`Jitgate::kill_now`] (or by a signal) again,
+    /// as [`Jitgate::restart`] does.
+    pub async fn start_again(&mut self) {
+        let _ = self.child.wait();
+        {
+            use std::io::Write;
+            let mut log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&self.log_path)
+                .expect("open jitgate.log");
+            writeln!(log, "\n--- the test harness starts jitgate again ---")
+                .expect("write jitgate.log");
+        }
+        self.child = spawn_serve(
+            self.dir.path(),
+            &self.config_path,
+            &self.log_path,
+            &self.env,
+        );
+        self.wait_healthy().await;
+    }
+
+    /// The proxy's process id (to signal it from another task).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `<data_dir>/journal.jsonl`.
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.path().join("data").join("journal.jsonl")
     }
 
     async fn wait_healthy(&mut self) {
@@ -943,23 +1032,19 @@ impl Jitgate {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.admin_url()));
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req
-            .send()
+        self.admin_api()
+            .call(method.clone(), path, token, body)
             .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n--- jitgate log\n{}", self.log()));
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n--- jitgate log\n{}", self.log()))
+    }
+
+    /// A handle on the admin API that tasks can own, and that reports a
+    /// failed call instead of panicking (the proxy may be dead on purpose).
+    pub fn admin_api(&self) -> AdminApi {
+        AdminApi {
+            http: self.http.clone(),
+            base: self.admin_url(),
+        }
     }
 
     /// A break-glass grant by `admin`; returns the grant JSON.
@@ -1043,6 +1128,136 @@ impl Jitgate {
             "kill answered {status}: {body}"
         );
         body
+    }
+
+    // ---- the request lifecycle, as a given identity ----
+
+    /// `POST /v1/requests` as the holder of `token`: `level` on demo-pg for
+    /// `duration` (like "30m"), for `reason`.
+    pub async fn request_access(
+        &self,
+        token: &str,
+        level: &str,
+        duration: &str,
+        reason: &str,
+    ) -> (u16, Value) {
+        let body =
+            json!({"target": TARGET, "level": level, "duration": duration, "reason": reason});
+        self.api(
+            reqwest::Method::POST,
+            "/v1/requests",
+            Some(token),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Like [`Jitgate::request_access`], panicking unless it answers `201`;
+    /// returns the request.
+    pub async fn request_ok(&self, token: &str, level: &str, duration: &str) -> Value {
+        let (status, request) = self
+            .request_access(token, level, duration, "integration test")
+            .await;
+        assert_eq!(
+            status,
+            201,
+            "POST /v1/requests answered {status}: {request}\n--- jitgate log\n{}",
+            self.log()
+        );
+        request
+    }
+
+    /// `POST /v1/requests/{id}/{verb}` (`approve`, `deny` or `cancel`) as the
+    /// holder of `token`, with an optional comment.
+    pub async fn decide(
+        &self,
+        token: &str,
+        request_id: &str,
+        verb: &str,
+        comment: Option<&str>,
+    ) -> (u16, Value) {
+        let body = comment.map(|c| json!({ "comment": c }));
+        self.api(
+            reqwest::Method::POST,
+            &format!("/v1/requests/{request_id}/{verb}"),
+            Some(token),
+            body,
+        )
+        .await
+    }
+
+    /// `GET /v1/requests/{id}` as the holder of `token`, panicking unless `200`.
+    pub async fn request_by_id(&self, token: &str, request_id: &str) -> Value {
+        let (status, body) = self
+            .api(
+                reqwest::Method::GET,
+                &format!("/v1/requests/{request_id}"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(
+            status, 200,
+            "GET /v1/requests/{request_id} answered {status}: {body}"
+        );
+        body
+    }
+
+    /// `GET /v1/requests?state=…` as the holder of `token`.
+    pub async fn requests_seen_by(&self, token: &str, state: &str) -> Vec<Value> {
+        let (status, body) = self
+            .api(
+                reqwest::Method::GET,
+                &format!("/v1/requests?state={state}"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "GET /v1/requests answered {status}: {body}");
+        body["requests"]
+            .as_array()
+            .unwrap_or_else(|| panic!("GET /v1/requests: no `requests` array in {body}"))
+            .clone()
+    }
+
+    /// The active grant `grant_id` as `GET /v1/grants` (seen by admin) shows it.
+    pub async fn active_grant(&self, grant_id: &str) -> Option<Value> {
+        self.grants().await["grants"]
+            .as_array()
+            .unwrap_or_else(|| panic!("GET /v1/grants: no `grants` array"))
+            .iter()
+            .find(|g| id_of(g) == grant_id)
+            .cloned()
+    }
+
+    /// `POST /v1/grants/{id}/revoke` as the holder of `token`.
+    pub async fn revoke_as(&self, token: &str, grant_id: &str) -> (u16, Value) {
+        self.api(
+            reqwest::Method::POST,
+            &format!("/v1/grants/{grant_id}/revoke"),
+            Some(token),
+            None,
+        )
+        .await
+    }
+
+    /// The `jitgate` client command as the holder of `token`, with the server
+    /// and token in `JITGATE_SERVER` / `JITGATE_TOKEN`, as a person runs it.
+    pub async fn cli(&self, token: &str, args: &[&str]) -> Run {
+        let out = within(
+            Duration::from_secs(30),
+            "the jitgate CLI to finish",
+            tokio::process::Command::new(jitgate_exe())
+                .args(args)
+                .env("JITGATE_SERVER", self.admin_url())
+                .env("JITGATE_TOKEN", token)
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("run the jitgate CLI");
+        Run::from(out)
     }
 
     /// The audit log, one JSON value per complete line.
@@ -1212,6 +1427,67 @@ impl Jitgate {
     }
 }
 
+/// The admin API of one [`Jitgate`], cheap to clone into tasks.
+#[derive(Clone)]
+pub struct AdminApi {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl AdminApi {
+    /// One call; the status and the body (JSON, or a string), or the
+    /// transport error (refused, reset, timed out).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, value))
+    }
+}
+
+/// `jitgate serve -c <config>` in `dir`, stdout and stderr appended to `log_path`;
+/// records its pid in `dir/child.pid` for [`sweep_leftovers`].
+fn spawn_serve(
+    dir: &Path,
+    config_path: &Path,
+    log_path: &Path,
+    env: &[(&str, String)],
+) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(log_path)
+        .expect("open jitgate.log");
+    let child = Command::new(jitgate_exe())
+        .arg("serve")
+        .arg("-c")
+        .arg(config_path)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "info,jitgate=debug")
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn jitgate serve");
+    std::fs::write(dir.join("child.pid"), child.id().to_string()).expect("record jitgate's pid");
+    child
+}
+
 impl Drop for Jitgate {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -1328,17 +1604,22 @@ pub fn describe_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// `expires_at` of a grant as a time on this machine's clock.
+/// `expires_at` of a grant (or request) as a time on this machine's clock.
 pub fn expires_at(grant: &Value) -> SystemTime {
-    let text = grant["expires_at"]
+    time_of(grant, "expires_at")
+}
+
+/// The RFC 3339 UTC time in field `key` of an API object.
+pub fn time_of(object: &Value, key: &str) -> SystemTime {
+    let text = object[key]
         .as_str()
-        .unwrap_or_else(|| panic!("grant has no expires_at string: {grant}"));
+        .unwrap_or_else(|| panic!("no {key} string in {object}"));
     let normalized = match text.strip_suffix("+00:00") {
         Some(base) => format!("{base}Z"),
         None => text.to_owned(),
     };
     humantime::parse_rfc3339_weak(&normalized)
-        .unwrap_or_else(|e| panic!("expires_at `{text}` is not RFC 3339 UTC: {e}"))
+        .unwrap_or_else(|e| panic!("{key} `{text}` is not RFC 3339 UTC: {e}"))
 }
 
 /// An id as a string, whatever JSON type the API uses for it.
