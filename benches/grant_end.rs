@@ -1,0 +1,1601 @@
+//! How "instant" is the instant end, and what does an idle session cost?
+//!
+//! ```sh
+//! cargo bench --bench grant_end                                  # everything below
+//! cargo bench --bench grant_end -- --sessions 1000 --ends revoke --memory-sessions 0
+//! ```
+//!
+//! **Grant end.** For each N in `--sessions` (default 1000 and 10000) and each
+//! way a grant ends in `--ends` (`revoke`, `expire`): open N sessions through
+//! jitgate (TLS off) as one identity on ONE grant, a `--sleeping` fraction of
+//! them (default half) running `SELECT pg_sleep(3600)` and the rest idle; then
+//! revoke the grant through the admin API, or let it reach its `expires_at`.
+//! From that moment (the revoke request being sent, or the deadline) it
+//! measures, as p50/p99/max over the sessions:
+//! - until each client sees its connection end (the FATAL and EOF),
+//! - until each upstream connection is gone, as the upstream itself sees it,
+//! - until each running `pg_sleep` has stopped on the server,
+//!
+//! and it reads jitgate's own `jitgate_grant_end_lag_seconds` histogram.
+//!
+//! The upstream is a throwaway PostgreSQL (initdb in a temp dir, run as the
+//! `postgres` user when we are root) with `max_connections` sized for N when N
+//! is at most `--direct-max` (default 1000): there "upstream gone" is the
+//! backend leaving `pg_stat_activity`. Larger N do not fit as real backends,
+//! so jitgate's target is a pgbouncer in transaction mode (pool of 20) in
+//! front of that server, and "upstream gone" is jitgate's connection leaving
+//! pgbouncer's `SHOW CLIENTS`; only the 20 `pg_sleep`s that hold a pooled
+//! server connection are really running there (the others queue in
+//! pgbouncer), so "query stopped" counts those.
+//!
+//! **Memory.** With `--memory-sessions` M (default 10000; 0 skips): a fresh
+//! jitgate's resident memory (`VmRSS`) before and after M idle sessions, per
+//! session, once with TLS off and once with TLS on (rustls on both sides).
+//!
+//! Every session costs jitgate two file descriptors (client and upstream), so
+//! N is capped at what the hard `RLIMIT_NOFILE` allows; the bench raises its
+//! soft limit to the hard one and says when it had to cap N.
+//!
+//! Other options: `--upstream auto|postgres|pgbouncer`, `--concurrency 64`
+//! (logins in flight while opening), `--grant-secs S` (the expiring grant's
+//! duration; by default enough to open N sessions), `--sleep-secs 3600`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, anyhow, bail};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+/// The upstream account every session logs in as (and what the pollers count).
+const UPSTREAM_USER: &str = "jg_bench";
+/// pgbouncer's server connections per pool, as an operator would size it.
+const PGBOUNCER_POOL: usize = 20;
+/// File descriptors jitgate needs besides its sessions (listeners, log, epoll…).
+const FD_HEADROOM: usize = 100;
+/// How long to wait for everything to end before reporting what is left.
+const END_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long queries may keep running after every connection is gone before
+/// they are reported as orphaned.
+const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Revoke,
+    Expire,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpstreamChoice {
+    Auto,
+    Postgres,
+    Pgbouncer,
+}
+
+#[derive(Debug)]
+struct Args {
+    sessions: Vec<usize>,
+    ends: Vec<End>,
+    sleeping: f64,
+    sleep_secs: u64,
+    upstream: UpstreamChoice,
+    direct_max: usize,
+    memory_sessions: usize,
+    concurrency: usize,
+    grant_secs: Option<u64>,
+}
+
+impl Args {
+    fn parse() -> anyhow::Result<Args> {
+        let mut args = Args {
+            sessions: vec![1000, 10_000],
+            ends: vec![End::Revoke, End::Expire],
+            sleeping: 0.5,
+            sleep_secs: 3600,
+            upstream: UpstreamChoice::Auto,
+            direct_max: 1000,
+            memory_sessions: 10_000,
+            concurrency: 64,
+            grant_secs: None,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            // `cargo bench` passes --bench to every bench binary.
+            if flag == "--bench" {
+                continue;
+            }
+            let mut value = || {
+                it.next().ok_or_else(|| {
+                    anyhow!("{flag} needs a value (see the top of benches/grant_end.rs)")
+                })
+            };
+            match flag.as_str() {
+                "--sessions" => {
+                    args.sessions = value()?
+                        .split(',')
+                        .map(|n| {
+                            n.trim()
+                                .parse()
+                                .context("--sessions takes numbers like 1000,10000")
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+                "--ends" => {
+                    args.ends = value()?
+                        .split(',')
+                        .map(|e| match e.trim() {
+                            "revoke" => Ok(End::Revoke),
+                            "expire" => Ok(End::Expire),
+                            other => {
+                                Err(anyhow!("--ends takes revoke and/or expire, not {other:?}"))
+                            }
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+                "--sleeping" => {
+                    args.sleeping = value()?
+                        .parse()
+                        .context("--sleeping takes a fraction like 0.5")?
+                }
+                "--sleep-secs" => args.sleep_secs = value()?.parse()?,
+                "--upstream" => {
+                    args.upstream = match value()?.as_str() {
+                        "auto" => UpstreamChoice::Auto,
+                        "postgres" => UpstreamChoice::Postgres,
+                        "pgbouncer" => UpstreamChoice::Pgbouncer,
+                        other => {
+                            bail!("--upstream takes auto, postgres or pgbouncer, not {other:?}")
+                        }
+                    }
+                }
+                "--direct-max" => args.direct_max = value()?.parse()?,
+                "--memory-sessions" => args.memory_sessions = value()?.parse()?,
+                "--concurrency" => args.concurrency = value()?.parse()?,
+                "--grant-secs" => args.grant_secs = Some(value()?.parse()?),
+                other => bail!("unknown option {other:?} (see the top of benches/grant_end.rs)"),
+            }
+        }
+        if !(0.0..=1.0).contains(&args.sleeping) {
+            bail!("--sleeping must be between 0 and 1");
+        }
+        Ok(args)
+    }
+
+    fn use_pgbouncer(&self, n: usize) -> bool {
+        match self.upstream {
+            UpstreamChoice::Auto => n > self.direct_max,
+            UpstreamChoice::Postgres => false,
+            UpstreamChoice::Pgbouncer => true,
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse()?;
+    let fd_limit = raise_fd_limit()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        tokio::select! {
+            r = run(args, fd_limit) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted; servers stopped")),
+        }
+    })
+}
+
+async fn run(args: Args, fd_limit: usize) -> anyhow::Result<()> {
+    let max_sessions = (fd_limit.saturating_sub(FD_HEADROOM)) / 2;
+    let cap = |n: usize| -> usize {
+        if n > max_sessions {
+            println!(
+                "NOTE: {n} sessions need {} file descriptors in jitgate (client + upstream each), \
+                 but RLIMIT_NOFILE's hard limit is {fd_limit}; measuring {max_sessions} sessions instead",
+                2 * n + FD_HEADROOM
+            );
+            max_sessions
+        } else {
+            n
+        }
+    };
+    println!("{}", machine_line());
+
+    for &requested in &args.sessions {
+        let n = cap(requested);
+        let pgbouncer = args.use_pgbouncer(n);
+        let stack = Upstream::start(n, pgbouncer).await?;
+        for &end in &args.ends {
+            let report = grant_end_scenario(&args, &stack, n, end).await?;
+            println!("{report}");
+        }
+    }
+
+    if args.memory_sessions > 0 {
+        let n = cap(args.memory_sessions);
+        let stack = Upstream::start(n, args.use_pgbouncer(n)).await?;
+        for tls in [false, true] {
+            let report = memory_scenario(&args, &stack, n, tls).await?;
+            println!("{report}");
+        }
+    }
+    Ok(())
+}
+
+fn machine_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!(
+        "grant_end bench, {} — {cores} cores ({cpu}), load average {}",
+        humantime::format_rfc3339_seconds(SystemTime::now()),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// Raise the soft open-files limit to the hard one; returns it.
+fn raise_fd_limit() -> anyhow::Result<usize> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return Err(io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
+        }
+    }
+    Ok(usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
+}
+
+// ---- the grant-end scenario ------------------------------------------------------
+
+async fn grant_end_scenario(
+    args: &Args,
+    stack: &Upstream,
+    n: usize,
+    end: End,
+) -> anyhow::Result<String> {
+    let jitgate = Jitgate::start(stack, n).await?;
+    let sleepers = (n as f64 * args.sleeping).round() as usize;
+    // Opening costs roughly a SCRAM login each; give the expiring grant
+    // enough time to open everything, plus a margin.
+    let grant_secs = args
+        .grant_secs
+        .unwrap_or(30 + (n as u64 * 12).div_ceil(1000));
+    let duration = match end {
+        End::Revoke => "1h".to_owned(),
+        End::Expire => format!("{grant_secs}s"),
+    };
+    let grant = jitgate.grant(&duration).await?;
+
+    let opened = Instant::now();
+    let sessions = open_sessions(&jitgate, n, args.concurrency, false).await?;
+    let open_took = opened.elapsed();
+    let sleep_sql = format!("SELECT pg_sleep({})", args.sleep_secs);
+    let mut sleeping = Vec::with_capacity(sleepers);
+    let mut idle = Vec::with_capacity(n - sleepers);
+    let mut closed = Vec::with_capacity(n);
+    for (i, s) in sessions.into_iter().enumerate() {
+        closed.push(s.closed);
+        if i < sleepers {
+            let client = s.client;
+            let sql = sleep_sql.clone();
+            sleeping.push(tokio::spawn(async move {
+                let _ = client.simple_query(&sql).await;
+            }));
+        } else {
+            idle.push(s.client);
+        }
+    }
+    let running_expected = if stack.pgbouncer.is_some() {
+        sleepers.min(PGBOUNCER_POOL)
+    } else {
+        sleepers
+    };
+    stack
+        .wait_for_running_sleeps(running_expected, Duration::from_secs(60))
+        .await?;
+    let metrics_before = jitgate.end_lag_histogram().await?;
+
+    // The poller starts before the end, on its own thread, so that its
+    // timestamps do not queue behind the sessions' wake-ups.
+    let mut poller = stack.start_poller();
+    poller.wait_first_snapshot().await?;
+
+    let (t0, revoke_took) = match end {
+        End::Revoke => {
+            let t0 = Instant::now();
+            jitgate.revoke(&grant.id).await?;
+            (t0, Some(t0.elapsed()))
+        }
+        End::Expire => {
+            let until = grant
+                .expires_at
+                .duration_since(SystemTime::now())
+                .map_err(|_| {
+                    anyhow!(
+                        "the grant expired before all {n} sessions were open ({open_took:?}); \
+                         pass a larger --grant-secs than {grant_secs}"
+                    )
+                })?;
+            let t0 = Instant::now() + until;
+            tokio::time::sleep_until(t0.into()).await;
+            (t0, None)
+        }
+    };
+
+    let mut client_lags = Vec::with_capacity(n);
+    let mut early = 0;
+    let mut stuck = 0;
+    let deadline = tokio::time::Instant::now() + END_TIMEOUT;
+    for handle in closed {
+        match tokio::time::timeout_at(deadline, handle).await {
+            Ok(Ok(at)) => match at.checked_duration_since(t0) {
+                Some(lag) => client_lags.push(lag),
+                None => early += 1,
+            },
+            Ok(Err(_)) | Err(_) => stuck += 1,
+        }
+    }
+    let upstream = poller.finish(t0, END_TIMEOUT).await?;
+    drop(idle);
+    for s in sleeping {
+        s.abort();
+    }
+    let metrics_after = jitgate.end_lag_histogram().await?;
+    let jitgate_lag = metrics_after.minus(&metrics_before);
+
+    let mut out = String::new();
+    let upstream_name = if stack.pgbouncer.is_some() {
+        "pgbouncer (transaction mode) in front of PostgreSQL"
+    } else {
+        "PostgreSQL directly"
+    };
+    out += &format!(
+        "\n== grant end by {} — {n} sessions on one grant ({sleepers} running pg_sleep, {} idle), TLS off, upstream: {upstream_name}\n",
+        match end {
+            End::Revoke => "revoke",
+            End::Expire => "expiry",
+        },
+        n - sleepers
+    );
+    out += &format!(
+        "   opened in {:.1} s ({:.0} logins/s){}\n",
+        open_took.as_secs_f64(),
+        n as f64 / open_took.as_secs_f64(),
+        revoke_took.map_or(String::new(), |d| format!(
+            "; the revoke API call took {:.1} ms",
+            ms(d)
+        ))
+    );
+    out += &format!(
+        "   {:<44} {:>9} {:>9} {:>9} {:>7}\n",
+        "from the revoke/deadline until…", "p50 ms", "p99 ms", "max ms", "n"
+    );
+    out += &lag_row("each client sees FATAL + EOF", &mut client_lags, n);
+    let upstream_label = if stack.pgbouncer.is_some() {
+        "each upstream conn leaves pgbouncer's pool"
+    } else {
+        "each backend leaves pg_stat_activity"
+    };
+    out += &lag_row(
+        upstream_label,
+        &mut upstream.connections_gone.clone(),
+        upstream.connections,
+    );
+    out += &lag_row(
+        "each running pg_sleep stops on the server",
+        &mut upstream.queries_stopped.clone(),
+        upstream.queries,
+    );
+    out += &format!(
+        "   jitgate_grant_end_lag_seconds: {} sessions, mean {:.1} ms, p99 ≤ {} (histogram bucket)\n",
+        jitgate_lag.count,
+        if jitgate_lag.count > 0 {
+            1000.0 * jitgate_lag.sum / jitgate_lag.count as f64
+        } else {
+            0.0
+        },
+        jitgate_lag.quantile_bound(0.99)
+    );
+    if early > 0 || stuck > 0 || upstream.left > 0 {
+        out += &format!(
+            "   PROBLEM: {early} client(s) closed before the end, {stuck} still open after {END_TIMEOUT:?}, \
+             {} upstream connection(s) still there\n",
+            upstream.left
+        );
+    }
+    if upstream.queries_left > 0 {
+        out += &format!(
+            "   PROBLEM: {} pg_sleep(s) still running on the server {ORPHAN_GRACE:?} after every upstream \
+             connection was gone (terminated now by the bench)\n",
+            upstream.queries_left
+        );
+    }
+    drop(jitgate);
+    stack.terminate_running_sleeps().await?;
+    stack.wait_upstream_empty(Duration::from_secs(30)).await?;
+    Ok(out)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// One table row: p50/p99/max of `lags` (nearest rank), and how many of `expected`.
+fn lag_row(label: &str, lags: &mut [Duration], expected: usize) -> String {
+    lags.sort();
+    if lags.is_empty() {
+        return format!(
+            "   {label:<44} {:>9} {:>9} {:>9} {:>7}\n",
+            "-",
+            "-",
+            "-",
+            format!("0/{expected}")
+        );
+    }
+    let rank = |p: f64| lags[((p * lags.len() as f64).ceil() as usize).clamp(1, lags.len()) - 1];
+    format!(
+        "   {label:<44} {:>9.1} {:>9.1} {:>9.1} {:>7}\n",
+        ms(rank(0.50)),
+        ms(rank(0.99)),
+        ms(*lags.last().unwrap_or(&Duration::ZERO)),
+        format!("{}/{expected}", lags.len())
+    )
+}
+
+// ---- the memory scenario -----------------------------------------------------------
+
+async fn memory_scenario(
+    args: &Args,
+    stack: &Upstream,
+    n: usize,
+    tls: bool,
+) -> anyhow::Result<String> {
+    let jitgate = Jitgate::start(stack, n).await?;
+    jitgate.grant("1h").await?;
+    // One session first, so that lazily built state (metrics, caches, TLS
+    // config) is in the baseline rather than in the per-session figure.
+    {
+        let warm = open_sessions(&jitgate, 1, 1, tls).await?;
+        for s in &warm {
+            s.client.simple_query("SELECT 1").await?;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = jitgate.rss_kib()?;
+    let opened = Instant::now();
+    let sessions = open_sessions(&jitgate, n, args.concurrency, tls).await?;
+    let open_took = opened.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = jitgate.rss_kib()?;
+    let fds = jitgate.open_fds();
+    drop(sessions);
+    let per_session = (after.saturating_sub(before)) as f64 / n as f64;
+    Ok(format!(
+        "\n== memory: {n} idle sessions, TLS {} — jitgate VmRSS {:.1} MiB before, {:.1} MiB after \
+         ({fds} fds): {per_session:.1} KiB per session (opened in {:.1} s)",
+        if tls { "on" } else { "off" },
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        open_took.as_secs_f64()
+    ))
+}
+
+// ---- sessions through jitgate --------------------------------------------------------
+
+struct Session {
+    client: tokio_postgres::Client,
+    /// Resolves with the moment the client saw its connection end.
+    closed: tokio::task::JoinHandle<Instant>,
+}
+
+/// Open `n` sessions, at most `concurrency` logins at a time.
+async fn open_sessions(
+    jitgate: &Jitgate,
+    n: usize,
+    concurrency: usize,
+    tls: bool,
+) -> anyhow::Result<Vec<Session>> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(jitgate.pg_port)
+        .user("alice")
+        .password(&jitgate.alice_secret)
+        .dbname("bench")
+        .application_name("grant_end_bench")
+        .connect_timeout(Duration::from_secs(60))
+        .ssl_mode(if tls {
+            tokio_postgres::config::SslMode::Require
+        } else {
+            tokio_postgres::config::SslMode::Disable
+        });
+    let config = Arc::new(config);
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let tls_connector = AnyCertTls::new();
+    let mut tasks = JoinSet::new();
+    for _ in 0..n {
+        let config = config.clone();
+        let permits = permits.clone();
+        let tls_connector = tls_connector.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("semaphore open");
+            if tls {
+                let (client, connection) = config.connect(tls_connector).await?;
+                let closed = tokio::spawn(async move {
+                    let _ = connection.await;
+                    Instant::now()
+                });
+                Ok::<_, tokio_postgres::Error>(Session { client, closed })
+            } else {
+                let (client, connection) = config.connect(NoTls).await?;
+                let closed = tokio::spawn(async move {
+                    let _ = connection.await;
+                    Instant::now()
+                });
+                Ok(Session { client, closed })
+            }
+        });
+    }
+    let mut sessions = Vec::with_capacity(n);
+    while let Some(joined) = tasks.join_next().await {
+        match joined? {
+            Ok(s) => sessions.push(s),
+            Err(e) => {
+                tasks.abort_all();
+                return Err(anyhow!(
+                    "a login through jitgate failed after {} sessions: {e}\n--- jitgate log (tail)\n{}",
+                    sessions.len(),
+                    jitgate.log_tail()
+                ));
+            }
+        }
+    }
+    Ok(sessions)
+}
+
+// ---- jitgate ---------------------------------------------------------------------------
+
+struct Grant {
+    id: String,
+    expires_at: SystemTime,
+}
+
+struct Jitgate {
+    _dir: tempfile::TempDir,
+    log_path: PathBuf,
+    child: Child,
+    pg_port: u16,
+    admin_url: String,
+    admin_secret: String,
+    alice_secret: String,
+    http: reqwest::Client,
+}
+
+impl Jitgate {
+    async fn start(stack: &Upstream, n: usize) -> anyhow::Result<Jitgate> {
+        let dir = tempfile::Builder::new()
+            .prefix("jitgate-grant-end-")
+            .tempdir()?;
+        let pg_port = free_port()?;
+        let admin_port = free_port()?;
+        let alice_secret = random_hex(16);
+        let admin_secret = random_hex(16);
+        let config = format!(
+            r#"data_dir = "data"
+
+[listen]
+postgres = "127.0.0.1:{pg_port}"
+admin = "127.0.0.1:{admin_port}"
+
+[tls]
+cert = "tls/cert.pem"
+key = "tls/key.pem"
+self_signed_if_missing = true
+require = false
+
+[audit]
+path = "data/audit.log"
+fsync = "100ms"
+
+[limits]
+handshake_timeout = "60s"
+max_pending_handshakes = 1024
+max_sessions = {max_sessions}
+max_login_failures = 100000
+
+[[identities]]
+name = "alice"
+groups = ["developer"]
+secret = "{alice}"
+
+[[identities]]
+name = "admin"
+groups = ["admin"]
+secret = "{admin}"
+
+[[targets]]
+name = "bench"
+protocol = "postgres"
+address = "127.0.0.1:{upstream_port}"
+database = "{database}"
+tls = "disable"
+
+[targets.levels.write]
+user = "{UPSTREAM_USER}"
+"#,
+            max_sessions = n + 100,
+            alice = jitgate::identity::ScramVerifier::generate(&alice_secret),
+            admin = jitgate::identity::ScramVerifier::generate(&admin_secret),
+            upstream_port = stack.target_port(),
+            database = stack.target_database(),
+        );
+        let config_path = dir.path().join("jitgate.toml");
+        std::fs::write(&config_path, config)?;
+        let log_path = dir.path().join("jitgate.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_jitgate"))
+            .arg("serve")
+            .arg("-c")
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn jitgate serve")?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let mut jg = Jitgate {
+            _dir: dir,
+            log_path,
+            child,
+            pg_port,
+            admin_url: format!("http://127.0.0.1:{admin_port}"),
+            admin_secret,
+            alice_secret,
+            http,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = jg.child.try_wait()? {
+                bail!("jitgate exited at start ({status}):\n{}", jg.log_tail());
+            }
+            let health = jg
+                .http
+                .get(format!("{}/healthz", jg.admin_url))
+                .send()
+                .await;
+            if matches!(&health, Ok(r) if r.status().is_success()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("jitgate did not become healthy in 20 s:\n{}", jg.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(jg)
+    }
+
+    async fn grant(&self, duration: &str) -> anyhow::Result<Grant> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/grants", self.admin_url))
+            .bearer_auth(&self.admin_secret)
+            .json(&serde_json::json!({
+                "identity": "alice", "target": "bench", "level": "write",
+                "duration": duration, "reason": "benches/grant_end.rs",
+            }))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("POST /v1/grants answered {status}: {body}");
+        }
+        let id = match &body["id"] {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let expires = body["expires_at"]
+            .as_str()
+            .ok_or_else(|| anyhow!("grant without expires_at: {body}"))?;
+        let expires_at = humantime::parse_rfc3339_weak(expires)
+            .with_context(|| format!("expires_at {expires:?}"))?;
+        Ok(Grant { id, expires_at })
+    }
+
+    async fn revoke(&self, id: &str) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/grants/{id}/revoke", self.admin_url))
+            .bearer_auth(&self.admin_secret)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!(
+                "revoke answered {}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    async fn end_lag_histogram(&self) -> anyhow::Result<Histogram> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.admin_url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(Histogram::parse(&text, "jitgate_grant_end_lag_seconds"))
+    }
+
+    fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS in /proc/{}/status", self.child.id()))
+    }
+
+    fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count())
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Jitgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Prometheus histogram's cumulative buckets, sum and count.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn parse(text: &str, name: &str) -> Histogram {
+        let mut h = Histogram::default();
+        for line in text.lines() {
+            let Some((key, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            if let Some(labels) = key.strip_prefix(&format!("{name}_bucket{{")) {
+                let le = labels
+                    .split("le=\"")
+                    .nth(1)
+                    .and_then(|s| s.split('"').next())
+                    .map(|s| {
+                        if s == "+Inf" {
+                            f64::INFINITY
+                        } else {
+                            s.parse().unwrap_or(f64::NAN)
+                        }
+                    });
+                if let (Some(le), Ok(v)) = (le, value.parse::<f64>()) {
+                    h.buckets.push((le, v as u64));
+                }
+            } else if key == format!("{name}_sum") {
+                h.sum = value.parse().unwrap_or(0.0);
+            } else if key == format!("{name}_count") {
+                h.count = value.parse::<f64>().unwrap_or(0.0) as u64;
+            }
+        }
+        h
+    }
+
+    fn minus(&self, before: &Histogram) -> Histogram {
+        Histogram {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|&(le, c)| {
+                    let b = before
+                        .buckets
+                        .iter()
+                        .find(|(l, _)| *l == le)
+                        .map_or(0, |x| x.1);
+                    (le, c.saturating_sub(b))
+                })
+                .collect(),
+            sum: self.sum - before.sum,
+            count: self.count.saturating_sub(before.count),
+        }
+    }
+
+    /// The upper bound of the bucket holding quantile `q`.
+    fn quantile_bound(&self, q: f64) -> String {
+        let want = (q * self.count as f64).ceil() as u64;
+        match self.buckets.iter().find(|(_, c)| *c >= want.max(1)) {
+            Some((le, _)) if le.is_infinite() => "+Inf".to_owned(),
+            Some((le, _)) => format!("{:.1} ms", le * 1000.0),
+            None => "-".to_owned(),
+        }
+    }
+}
+
+// ---- the upstream: a throwaway PostgreSQL, maybe behind pgbouncer ----------------------
+
+struct Upstream {
+    pg: PgServer,
+    pgbouncer: Option<Pgbouncer>,
+}
+
+impl Upstream {
+    async fn start(n: usize, pgbouncer: bool) -> anyhow::Result<Upstream> {
+        let max_connections = if pgbouncer { 100 } else { n + 50 };
+        let pg = PgServer::start(max_connections)?;
+        let pgbouncer = if pgbouncer {
+            Some(Pgbouncer::start(&pg, n + 200)?)
+        } else {
+            None
+        };
+        Ok(Upstream { pg, pgbouncer })
+    }
+
+    fn target_port(&self) -> u16 {
+        self.pgbouncer.as_ref().map_or(self.pg.port, |b| b.port)
+    }
+
+    fn target_database(&self) -> &'static str {
+        if self.pgbouncer.is_some() {
+            "bench"
+        } else {
+            "postgres"
+        }
+    }
+
+    async fn superuser(&self) -> anyhow::Result<tokio_postgres::Client> {
+        self.pg.superuser().await
+    }
+
+    /// Wait until `expected` pg_sleep queries of the bench user run on the server.
+    async fn wait_for_running_sleeps(
+        &self,
+        expected: usize,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
+        let su = self.superuser().await?;
+        let deadline = Instant::now() + limit;
+        loop {
+            let running = count(
+                &su,
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = '{UPSTREAM_USER}' \
+                 AND state = 'active' AND query LIKE 'SELECT pg_sleep%'"
+                ),
+            )
+            .await?;
+            if running >= expected {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("only {running} of {expected} pg_sleep queries are running after {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// End queries that outlived their sessions, so the next scenario starts clean.
+    async fn terminate_running_sleeps(&self) -> anyhow::Result<()> {
+        let su = self.superuser().await?;
+        su.simple_query(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{UPSTREAM_USER}' \
+             AND query LIKE 'SELECT pg_sleep%' AND state = 'active'"
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// Wait until no bench connection is left upstream (between scenarios).
+    async fn wait_upstream_empty(&self, limit: Duration) -> anyhow::Result<()> {
+        let su = self.superuser().await?;
+        let deadline = Instant::now() + limit;
+        loop {
+            let left =
+                if let Some(b) = &self.pgbouncer {
+                    b.clients_of(UPSTREAM_USER).await?
+                } else {
+                    count(&su, &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = '{UPSTREAM_USER}'"
+                ))
+                .await?
+                };
+            if left == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{left} upstream connections of {UPSTREAM_USER} still there after {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn start_poller(&self) -> Poller {
+        Poller::start(
+            self.pg.socket_dir.clone(),
+            self.pg.port,
+            self.pgbouncer.as_ref().map(|b| b.port),
+        )
+    }
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> anyhow::Result<usize> {
+    for m in client.simple_query(sql).await? {
+        if let SimpleQueryMessage::Row(r) = m {
+            return Ok(r.get(0).unwrap_or("0").parse()?);
+        }
+    }
+    bail!("no row from {sql}")
+}
+
+/// What the upstream saw after the end.
+struct UpstreamEnd {
+    connections: usize,
+    connections_gone: Vec<Duration>,
+    queries: usize,
+    queries_stopped: Vec<Duration>,
+    left: usize,
+    queries_left: usize,
+}
+
+/// Polls the upstream's count of the bench user's connections and running
+/// queries on a thread of its own. With counts sampled every few
+/// milliseconds, the k-th connection to go is timed by the first poll that
+/// saw at most `initial - k` left, which gives the same percentiles as
+/// following each connection, at a fraction of the polling cost (pgbouncer's
+/// `SHOW CLIENTS` lists every client; `SHOW POOLS` only counts them).
+struct Poller {
+    first_snapshot: tokio::sync::oneshot::Receiver<anyhow::Result<()>>,
+    stop: std::sync::mpsc::Sender<(Instant, Duration)>,
+    result: tokio::sync::oneshot::Receiver<anyhow::Result<UpstreamEnd>>,
+}
+
+impl Poller {
+    fn start(socket_dir: PathBuf, pg_port: u16, pgbouncer_port: Option<u16>) -> Poller {
+        let (first_tx, first_snapshot) = tokio::sync::oneshot::channel();
+        let (stop, stop_rx) = std::sync::mpsc::channel::<(Instant, Duration)>();
+        let (result_tx, result) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("poller runtime");
+            let r = rt.block_on(poll_upstream(
+                socket_dir,
+                pg_port,
+                pgbouncer_port,
+                first_tx,
+                stop_rx,
+            ));
+            let _ = result_tx.send(r);
+        });
+        Poller {
+            first_snapshot,
+            stop,
+            result,
+        }
+    }
+
+    async fn wait_first_snapshot(&mut self) -> anyhow::Result<()> {
+        (&mut self.first_snapshot)
+            .await
+            .map_err(|_| anyhow!("the upstream poller died"))?
+    }
+
+    /// Tell the poller when the end happened; it keeps polling until everything
+    /// is gone or `limit` has passed, then reports.
+    async fn finish(self, t0: Instant, limit: Duration) -> anyhow::Result<UpstreamEnd> {
+        self.stop
+            .send((t0, limit))
+            .map_err(|_| anyhow!("the upstream poller died"))?;
+        self.result
+            .await
+            .map_err(|_| anyhow!("the upstream poller died"))?
+    }
+}
+
+/// Counts that only go down: the k-th disappearance is stamped with the first
+/// poll at which at most `initial - k` were left.
+struct Countdown {
+    initial: usize,
+    left: usize,
+    gone_at: Vec<Instant>,
+}
+
+impl Countdown {
+    fn new(initial: usize) -> Countdown {
+        Countdown {
+            initial,
+            left: initial,
+            gone_at: Vec::with_capacity(initial),
+        }
+    }
+
+    fn observe(&mut self, now_left: usize, at: Instant) {
+        while self.left > now_left {
+            self.left -= 1;
+            self.gone_at.push(at);
+        }
+    }
+
+    fn lags(&self, t0: Instant) -> Vec<Duration> {
+        self.gone_at
+            .iter()
+            .map(|at| at.saturating_duration_since(t0))
+            .collect()
+    }
+}
+
+async fn poll_upstream(
+    socket_dir: PathBuf,
+    pg_port: u16,
+    pgbouncer_port: Option<u16>,
+    first: tokio::sync::oneshot::Sender<anyhow::Result<()>>,
+    stop: std::sync::mpsc::Receiver<(Instant, Duration)>,
+) -> anyhow::Result<UpstreamEnd> {
+    let pg = connect_superuser(&socket_dir, pg_port).await?;
+    let bouncer = match pgbouncer_port {
+        Some(port) => Some(connect_pgbouncer_admin(port).await?),
+        None => None,
+    };
+    let connections_sql =
+        format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{UPSTREAM_USER}'");
+    let queries_sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{UPSTREAM_USER}' \
+         AND state = 'active' AND query LIKE 'SELECT pg_sleep%'"
+    );
+    let sample = || async {
+        let conns = match &bouncer {
+            Some(b) => pgbouncer_client_count(b, UPSTREAM_USER).await?,
+            None => count(&pg, &connections_sql).await?,
+        };
+        let queries = count(&pg, &queries_sql).await?;
+        anyhow::Ok((conns, queries))
+    };
+    let (conns, queries) = sample().await?;
+    let mut connections = Countdown::new(conns);
+    let mut running = Countdown::new(queries);
+    let _ = first.send(Ok(()));
+
+    let interval = Duration::from_millis(5);
+    let mut end: Option<(Instant, Duration)> = None;
+    let mut all_connections_gone: Option<Instant> = None;
+    loop {
+        let polled_at = Instant::now();
+        let (conns, queries) = sample().await?;
+        // The poll's start is when what it saw was certainly true.
+        connections.observe(conns, polled_at);
+        running.observe(queries, polled_at);
+        if end.is_none() {
+            end = stop.try_recv().ok();
+        }
+        if connections.left == 0 && all_connections_gone.is_none() {
+            all_connections_gone = Some(polled_at);
+        }
+        // Behind a transaction pooler a query can outlive its connection (see
+        // the report's PROBLEM line); give those a grace period, not the
+        // whole limit.
+        let queries_given_up = all_connections_gone.is_some_and(|at| polled_at > at + ORPHAN_GRACE);
+        if let Some((t0, limit)) = end
+            && ((connections.left == 0 && (running.left == 0 || queries_given_up))
+                || Instant::now() > t0 + limit)
+        {
+            return Ok(UpstreamEnd {
+                connections: connections.initial,
+                connections_gone: connections.lags(t0),
+                queries: running.initial,
+                queries_stopped: running.lags(t0),
+                left: connections.left,
+                queries_left: running.left,
+            });
+        }
+        tokio::time::sleep_until((polled_at + interval).into()).await;
+    }
+}
+
+/// Clients of `user` in pgbouncer's pools, active or waiting.
+async fn pgbouncer_client_count(
+    admin: &tokio_postgres::Client,
+    user: &str,
+) -> anyhow::Result<usize> {
+    let mut total = 0;
+    for m in admin.simple_query("SHOW POOLS").await? {
+        if let SimpleQueryMessage::Row(r) = m
+            && r.get("user") == Some(user)
+        {
+            for column in [
+                "cl_active",
+                "cl_waiting",
+                "cl_active_cancel_req",
+                "cl_waiting_cancel_req",
+            ] {
+                if let Ok(Some(v)) = r.try_get(column) {
+                    total += v.parse::<usize>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    Ok(total)
+}
+
+async fn connect_superuser(socket_dir: &Path, port: u16) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host_path(socket_dir)
+        .port(port)
+        .user("postgres")
+        .dbname("postgres")
+        .connect(NoTls)
+        .await
+        .context("superuser connection over the unix socket")?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn connect_pgbouncer_admin(port: u16) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .dbname("pgbouncer")
+        .ssl_mode(tokio_postgres::config::SslMode::Disable)
+        .connect(NoTls)
+        .await
+        .context("pgbouncer admin console")?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// A PostgreSQL of our own: trust auth, own port and socket dir, a login
+/// role for the sessions.
+struct PgServer {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    socket_dir: PathBuf,
+    port: u16,
+}
+
+impl PgServer {
+    fn start(max_connections: usize) -> anyhow::Result<PgServer> {
+        let root = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("jitgate-grant-end-pg-")
+            .tempdir_in(root)?;
+        hand_to_postgres(dir.path())?;
+        let data = dir.path().join("data");
+        let socket_dir = dir.path().to_owned();
+        let port = free_port()?;
+        run_checked(
+            pg_command("initdb")?.arg("-D").arg(&data).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-N",
+            ]),
+            "initdb",
+        )?;
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))?;
+        use std::io::Write;
+        write!(
+            conf,
+            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+             max_connections = {max_connections}\nshared_buffers = '64MB'\nfsync = off\n\
+             synchronous_commit = off\nlogging_collector = off\n",
+            socket_dir.display()
+        )?;
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhost all all 127.0.0.1/32 trust\n",
+        )?;
+        hand_to_postgres(dir.path())?;
+        let server = PgServer {
+            _dir: dir,
+            data,
+            socket_dir,
+            port,
+        };
+        run_checked(
+            pg_command("pg_ctl")?
+                .arg("-D")
+                .arg(&server.data)
+                .arg("-l")
+                .arg(server.socket_dir.join("postgres.log"))
+                .args(["-w", "-t", "60", "start"]),
+            "pg_ctl start",
+        )?;
+        run_checked(
+            Command::new("psql")
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-h"])
+                .arg(&server.socket_dir)
+                .args(["-p", &port.to_string(), "-d", "postgres", "-c"])
+                .arg(format!("CREATE ROLE {UPSTREAM_USER} LOGIN")),
+            "create the bench role",
+        )?;
+        Ok(server)
+    }
+
+    async fn superuser(&self) -> anyhow::Result<tokio_postgres::Client> {
+        connect_superuser(&self.socket_dir, self.port).await
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if let Ok(mut cmd) = pg_command("pg_ctl") {
+            let _ = cmd
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// pgbouncer in transaction mode in front of a [`PgServer`], database `bench`.
+struct Pgbouncer {
+    _dir: tempfile::TempDir,
+    child: Child,
+    pidfile: PathBuf,
+    port: u16,
+}
+
+impl Pgbouncer {
+    fn start(pg: &PgServer, max_client_conn: usize) -> anyhow::Result<Pgbouncer> {
+        let exe = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or_else(|| anyhow!("pgbouncer is not installed: apt-get install -y pgbouncer"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("jitgate-grant-end-pgbouncer-")
+            .tempdir()?;
+        let port = free_port()?;
+        let pidfile = dir.path().join("pgbouncer.pid");
+        std::fs::write(
+            dir.path().join("userlist.txt"),
+            format!("\"{UPSTREAM_USER}\" \"\"\n\"postgres\" \"\"\n"),
+        )?;
+        std::fs::write(
+            dir.path().join("pgbouncer.ini"),
+            format!(
+                "[databases]\nbench = host=127.0.0.1 port={pg_port} dbname=postgres\n\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = trust\nauth_file = {dir}/userlist.txt\nadmin_users = postgres\n\
+                 pool_mode = transaction\nmax_client_conn = {max_client_conn}\n\
+                 default_pool_size = {PGBOUNCER_POOL}\nquery_wait_timeout = 0\n\
+                 ignore_startup_parameters = extra_float_digits\n\
+                 log_connections = 0\nlog_disconnections = 0\n\
+                 logfile = {dir}/pgbouncer.log\npidfile = {pidfile}\n",
+                pg_port = pg.port,
+                dir = dir.path().display(),
+                pidfile = pidfile.display(),
+            ),
+        )?;
+        hand_to_postgres(dir.path())?;
+        let mut cmd = if running_as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", exe]);
+            c
+        } else {
+            Command::new(exe)
+        };
+        let child = cmd
+            .arg(dir.path().join("pgbouncer.ini"))
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn pgbouncer")?;
+        let bouncer = Pgbouncer {
+            _dir: dir,
+            child,
+            pidfile,
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "pgbouncer did not start:\n{}",
+                    std::fs::read_to_string(bouncer._dir.path().join("pgbouncer.log"))
+                        .unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(bouncer)
+    }
+
+    async fn clients_of(&self, user: &str) -> anyhow::Result<usize> {
+        let admin = connect_pgbouncer_admin(self.port).await?;
+        pgbouncer_client_count(&admin, user).await
+    }
+}
+
+impl Drop for Pgbouncer {
+    fn drop(&mut self) {
+        // runuser does not pass signals on, so stop pgbouncer by its own pid.
+        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+// ---- small helpers ---------------------------------------------------------------------
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A command for a PostgreSQL server binary, as `postgres` when we are root.
+fn pg_command(program: &str) -> anyhow::Result<Command> {
+    let bindir = pg_bindir()?;
+    let mut cmd = if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bindir.join(program));
+        c
+    } else {
+        Command::new(bindir.join(program))
+    };
+    cmd.current_dir("/");
+    for var in ["PGDATA", "PGPORT", "PGHOST", "PGUSER", "PGDATABASE"] {
+        cmd.env_remove(var);
+    }
+    Ok(cmd)
+}
+
+/// The newest `/usr/lib/postgresql/<N>/bin`, or `pg_config --bindir`.
+fn pg_bindir() -> anyhow::Result<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((major, bin))
+        })
+        .collect();
+    found.sort();
+    if let Some((_, bin)) = found.pop() {
+        return Ok(bin);
+    }
+    let out = Command::new("pg_config").arg("--bindir").output();
+    match out {
+        Ok(o) if o.status.success() => Ok(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())),
+        _ => bail!("no PostgreSQL server binaries (apt-get install postgresql)"),
+    }
+}
+
+fn hand_to_postgres(path: &Path) -> anyhow::Result<()> {
+    if running_as_root() {
+        run_checked(
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(path),
+            "chown to postgres",
+        )?;
+    }
+    Ok(())
+}
+
+fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("run {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn random_hex(bytes: usize) -> String {
+    let raw: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    hex::encode(raw)
+}
+
+// ---- TLS for tokio-postgres: any certificate (jitgate's is self-signed) -------------------
+
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[derive(Clone)]
+struct AnyCertTls(Arc<rustls::ClientConfig>);
+
+impl AnyCertTls {
+    fn new() -> AnyCertTls {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+            .with_no_client_auth();
+        AnyCertTls(Arc::new(config))
+    }
+}
+
+impl<S> tokio_postgres::tls::MakeTlsConnect<S> for AnyCertTls
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = AnyCertTlsStream<S>;
+    type TlsConnect = AnyCertTlsConnect;
+    type Error = io::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> io::Result<AnyCertTlsConnect> {
+        let name = ServerName::try_from(domain.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(AnyCertTlsConnect {
+            config: self.0.clone(),
+            name,
+        })
+    }
+}
+
+struct AnyCertTlsConnect {
+    config: Arc<rustls::ClientConfig>,
+    name: ServerName<'static>,
+}
+
+impl<S> tokio_postgres::tls::TlsConnect<S> for AnyCertTlsConnect
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = AnyCertTlsStream<S>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<AnyCertTlsStream<S>>> + Send>>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        Box::pin(async move {
+            let tls = tokio_rustls::TlsConnector::from(self.config)
+                .connect(self.name, stream)
+                .await?;
+            Ok(AnyCertTlsStream(tls))
+        })
+    }
+}
+
+struct AnyCertTlsStream<S>(tokio_rustls::client::TlsStream<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for AnyCertTlsStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for AnyCertTlsStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for AnyCertTlsStream<S> {
+    fn channel_binding(&self) -> tokio_postgres::tls::ChannelBinding {
+        tokio_postgres::tls::ChannelBinding::none()
+    }
+}

@@ -1,0 +1,393 @@
+#!/usr/bin/env bash
+# What a hop through jitgate costs, measured side by side with connecting
+# straight to PostgreSQL and with pgbouncer, the proxy people already run.
+#
+#   benches/overhead.sh                 # 5 repetitions x 10 s per run (~12 min)
+#   REPS=1 SECS=3 benches/overhead.sh   # a quick check that everything works
+#
+# It runs `pgbench -S` (select-only) with CLIENTS clients against
+#   direct      PostgreSQL itself (PGHOST_DIRECT:PGPORT_DIRECT, trust auth)
+#   pgbouncer   pgbouncer in session mode in front of it (installed from Debian if missing)
+#   jitgate     jitgate, TLS off (sslmode=disable), audit on
+#   jitgate_tls jitgate, TLS on (sslmode=require), audit on
+# in three modes: simple protocol, extended protocol, and connect-per-transaction
+# (-C, simple protocol). Runs are interleaved (direct, pgbouncer, jitgate,
+# jitgate_tls, direct, …) and repeated, and one table is printed with the
+# median TPS and latency of each mode x target, its ratio to direct and to
+# pgbouncer, and the extra CPU time per transaction,
+# (1/tps_proxy - 1/tps_direct) x cores x 10^6 µs, which is what the hop costs
+# when pgbench, PostgreSQL and the proxy saturate the machine's cores together.
+#
+# Options (environment variables):
+#   REPS=5            repetitions of the whole interleaved round
+#   SECS=10           seconds per pgbench run
+#   CLIENTS=8         pgbench -c
+#   THREADS=2         pgbench -j
+#   SCALE=1           pgbench scale factor of the bench database
+#   MODES="simple extended connect"
+#   TARGETS="direct pgbouncer jitgate jitgate_tls"
+#   PGHOST_DIRECT=127.0.0.1 PGPORT_DIRECT=5432 PGUSER_DIRECT=postgres
+#                     the PostgreSQL to measure (trust auth for this user on TCP)
+#   BENCH_DB=jitgate_bench   database created there and filled by `pgbench -i`
+#   AUDIT_FSYNC=100ms jitgate's audit.fsync ("always" for the strict setting)
+#   SKIP_BUILD=1      use the existing target/release/jitgate
+#   KEEP=1            keep the work directory (configs, logs, audit logs, raw results)
+#   OUT=path          also write the final report to this file
+#
+# Needs: pgbench, psql, cargo; root or the pgbouncer binary (pgbouncer refuses
+# to run as root, so as root it runs as the `postgres` user via runuser).
+# The work directory (audit logs grow by ~1 KB per statement) is under
+# $TMPDIR (default /tmp) and removed at exit unless KEEP=1.
+
+set -euo pipefail
+
+REPS=${REPS:-5}
+SECS=${SECS:-10}
+CLIENTS=${CLIENTS:-8}
+THREADS=${THREADS:-2}
+SCALE=${SCALE:-1}
+MODES=${MODES:-"simple extended connect"}
+TARGETS=${TARGETS:-"direct pgbouncer jitgate jitgate_tls"}
+PGHOST_DIRECT=${PGHOST_DIRECT:-127.0.0.1}
+PGPORT_DIRECT=${PGPORT_DIRECT:-5432}
+PGUSER_DIRECT=${PGUSER_DIRECT:-postgres}
+BENCH_DB=${BENCH_DB:-jitgate_bench}
+AUDIT_FSYNC=${AUDIT_FSYNC:-100ms}
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+JITGATE=$ROOT/target/release/jitgate
+
+die() {
+    echo "overhead.sh: $*" >&2
+    exit 1
+}
+
+# ---- cleanup: every process started here is stopped on exit -------------------
+
+WORK=
+PIDS=()
+PGB_PIDFILE=
+cleanup() {
+    local status=$?
+    set +e
+    if [[ -n $PGB_PIDFILE && -s $PGB_PIDFILE ]]; then
+        kill "$(cat "$PGB_PIDFILE")" 2>/dev/null
+    fi
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null
+    done
+    if [[ -n $WORK && -d $WORK ]]; then
+        if [[ ${KEEP:-0} == 1 || $status != 0 ]]; then
+            echo "overhead.sh: work directory kept: $WORK" >&2
+        else
+            rm -rf "$WORK"
+        fi
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- tools --------------------------------------------------------------------
+
+for tool in pgbench psql cargo awk; do
+    command -v "$tool" >/dev/null || die "$tool is not installed"
+done
+PGBOUNCER=$(command -v pgbouncer || true)
+if [[ -z $PGBOUNCER && -x /usr/sbin/pgbouncer ]]; then
+    PGBOUNCER=/usr/sbin/pgbouncer
+fi
+if [[ -z $PGBOUNCER && " $TARGETS " == *" pgbouncer "* ]]; then
+    echo "overhead.sh: installing pgbouncer from Debian" >&2
+    apt-get install -y -qq pgbouncer >/dev/null 2>&1 ||
+        { apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; } ||
+        die "could not install pgbouncer (apt-get install pgbouncer)"
+    PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+    [[ -x $PGBOUNCER ]] || die "pgbouncer installed but not found"
+fi
+
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    echo "overhead.sh: cargo build --release" >&2
+    cargo build --release --quiet --bin jitgate || die "cargo build --release failed"
+fi
+[[ -x $JITGATE ]] || die "$JITGATE is missing (build it or unset SKIP_BUILD)"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/jitgate-overhead.XXXXXX")
+chmod 755 "$WORK"
+
+# A TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+    local port
+    for _ in $(seq 1 200); do
+        port=$((20000 + RANDOM % 10000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    die "no free TCP port found"
+}
+
+# Wait until something accepts TCP connections on $1, at most $2 seconds.
+wait_port() {
+    local deadline=$((SECONDS + $2))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+direct_psql() {
+    PGSSLMODE=disable psql -X -q -At -v ON_ERROR_STOP=1 \
+        -h "$PGHOST_DIRECT" -p "$PGPORT_DIRECT" -U "$PGUSER_DIRECT" "$@"
+}
+
+# ---- the bench database -------------------------------------------------------
+
+direct_psql -d postgres -c 'SELECT 1' >/dev/null ||
+    die "cannot connect to PostgreSQL at $PGHOST_DIRECT:$PGPORT_DIRECT as $PGUSER_DIRECT (trust auth expected)"
+if [[ -z $(direct_psql -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$BENCH_DB'") ]]; then
+    direct_psql -d postgres -c "CREATE DATABASE $BENCH_DB" >/dev/null
+fi
+branches=$(direct_psql -d "$BENCH_DB" -c 'SELECT count(*) FROM pgbench_branches' 2>/dev/null || echo 0)
+if [[ $branches != "$SCALE" ]]; then
+    echo "overhead.sh: pgbench -i -s $SCALE $BENCH_DB (directly on PostgreSQL)" >&2
+    PGSSLMODE=disable pgbench -i -q -s "$SCALE" -h "$PGHOST_DIRECT" -p "$PGPORT_DIRECT" \
+        -U "$PGUSER_DIRECT" "$BENCH_DB" >"$WORK/pgbench-init.log" 2>&1 ||
+        { cat "$WORK/pgbench-init.log" >&2; die "pgbench -i failed"; }
+fi
+direct_psql -d "$BENCH_DB" -c 'VACUUM ANALYZE' >/dev/null
+
+# ---- pgbouncer, session mode --------------------------------------------------
+
+PGB_PORT=
+if [[ " $TARGETS " == *" pgbouncer "* ]]; then
+    PGB_PORT=$(free_port)
+    mkdir -p "$WORK/pgbouncer"
+    PGB_PIDFILE=$WORK/pgbouncer/pgbouncer.pid
+    echo "\"$PGUSER_DIRECT\" \"\"" >"$WORK/pgbouncer/userlist.txt"
+    cat >"$WORK/pgbouncer/pgbouncer.ini" <<EOF
+[databases]
+$BENCH_DB = host=$PGHOST_DIRECT port=$PGPORT_DIRECT dbname=$BENCH_DB
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $WORK/pgbouncer/userlist.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = $((CLIENTS + 4))
+server_tls_sslmode = disable
+ignore_startup_parameters = extra_float_digits
+logfile = $WORK/pgbouncer/pgbouncer.log
+pidfile = $PGB_PIDFILE
+log_connections = 0
+log_disconnections = 0
+EOF
+    if [[ $(id -u) == 0 ]]; then
+        chown -R postgres "$WORK/pgbouncer"
+        runuser -u postgres -- "$PGBOUNCER" "$WORK/pgbouncer/pgbouncer.ini" >"$WORK/pgbouncer/stdout.log" 2>&1 &
+    else
+        "$PGBOUNCER" "$WORK/pgbouncer/pgbouncer.ini" >"$WORK/pgbouncer/stdout.log" 2>&1 &
+    fi
+    PIDS+=($!)
+    wait_port "$PGB_PORT" 10 ||
+        { cat "$WORK/pgbouncer/"*.log >&2; die "pgbouncer did not start"; }
+fi
+
+# ---- jitgate, TLS off and TLS on ----------------------------------------------
+
+random_secret() { head -c 18 /dev/urandom | base64 | tr -d '+/='; }
+ALICE_SECRET=$(random_secret)
+ADMIN_SECRET=$(random_secret)
+ALICE_VERIFIER=$(printf '%s\n' "$ALICE_SECRET" | "$JITGATE" passwd)
+ADMIN_VERIFIER=$(printf '%s\n' "$ADMIN_SECRET" | "$JITGATE" passwd)
+
+declare -A JG_PORT JG_ADMIN
+start_jitgate() { # name require_tls
+    local name=$1 require=$2 dir=$WORK/$1
+    JG_PORT[$name]=$(free_port)
+    JG_ADMIN[$name]=$(free_port)
+    mkdir -p "$dir"
+    cat >"$dir/jitgate.toml" <<EOF
+data_dir = "data"
+
+[listen]
+postgres = "127.0.0.1:${JG_PORT[$name]}"
+admin = "127.0.0.1:${JG_ADMIN[$name]}"
+
+[tls]
+cert = "tls/cert.pem"
+key = "tls/key.pem"
+self_signed_if_missing = true
+require = $require
+
+[audit]
+path = "data/audit.log"
+fsync = "$AUDIT_FSYNC"
+
+[limits]
+max_sessions = 10000
+max_pending_handshakes = 256
+
+[[identities]]
+name = "alice"
+groups = ["developer"]
+secret = "$ALICE_VERIFIER"
+
+[[identities]]
+name = "admin"
+groups = ["admin"]
+secret = "$ADMIN_VERIFIER"
+
+[[targets]]
+name = "bench"
+protocol = "postgres"
+address = "$PGHOST_DIRECT:$PGPORT_DIRECT"
+database = "$BENCH_DB"
+tls = "disable"
+
+[targets.levels.write]
+user = "$PGUSER_DIRECT"
+EOF
+    (cd "$dir" && exec "$JITGATE" serve -c jitgate.toml) >"$dir/jitgate.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "${JG_ADMIN[$name]}" 20 && wait_port "${JG_PORT[$name]}" 5 ||
+        { cat "$dir/jitgate.log" >&2; die "jitgate ($name) did not start"; }
+    # A break-glass write grant for alice that outlasts the bench.
+    local answer
+    answer=$(curl -sS --fail-with-body -H "Authorization: Bearer $ADMIN_SECRET" \
+        -X POST "http://127.0.0.1:${JG_ADMIN[$name]}/v1/grants" \
+        -d '{"identity":"alice","target":"bench","level":"write","duration":"24h","reason":"benches/overhead.sh"}') ||
+        die "granting alice on jitgate ($name) failed: $answer"
+    local sslmode=disable
+    [[ $require == true ]] && sslmode=require
+    PGPASSWORD=$ALICE_SECRET psql -X -At -v ON_ERROR_STOP=1 \
+        "host=127.0.0.1 port=${JG_PORT[$name]} user=alice dbname=bench sslmode=$sslmode" \
+        -c 'SELECT count(*) FROM pgbench_branches' >/dev/null ||
+        { cat "$dir/jitgate.log" >&2; die "psql through jitgate ($name) failed"; }
+}
+[[ " $TARGETS " == *" jitgate "* ]] && start_jitgate jitgate false
+[[ " $TARGETS " == *" jitgate_tls "* ]] && start_jitgate jitgate_tls true
+
+# ---- the runs -----------------------------------------------------------------
+
+# Busy and total jiffies of all CPUs, from /proc/stat.
+cpu_jiffies() {
+    awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8 + $9; total = busy + $5 + $6; print busy, total }' /proc/stat
+}
+
+RESULTS=$WORK/results.tsv
+printf 'rep\tmode\ttarget\ttps\tlatency_ms\tcpu_busy_pct\n' >"$RESULTS"
+
+run_pgbench() { # rep mode target
+    local rep=$1 mode=$2 target=$3
+    local host=127.0.0.1 port user=$PGUSER_DIRECT db=$BENCH_DB sslmode=disable password=
+    case $target in
+    direct) host=$PGHOST_DIRECT port=$PGPORT_DIRECT ;;
+    pgbouncer) port=$PGB_PORT ;;
+    jitgate) port=${JG_PORT[jitgate]} user=alice db=bench password=$ALICE_SECRET ;;
+    jitgate_tls) port=${JG_PORT[jitgate_tls]} user=alice db=bench password=$ALICE_SECRET sslmode=require ;;
+    *) die "unknown target $target" ;;
+    esac
+    local args=(-n -S -c "$CLIENTS" -j "$THREADS" -T "$SECS")
+    case $mode in
+    simple) args+=(-M simple) ;;
+    extended) args+=(-M extended) ;;
+    connect) args+=(-M simple -C) ;;
+    *) die "unknown mode $mode" ;;
+    esac
+    local log=$WORK/run-$rep-$mode-$target.log before after
+    before=$(cpu_jiffies)
+    if ! PGHOST=$host PGPORT=$port PGUSER=$user PGDATABASE=$db PGSSLMODE=$sslmode \
+        PGPASSWORD=$password PGPASSFILE=/dev/null PGAPPNAME=overhead.sh \
+        pgbench "${args[@]}" >"$log" 2>&1; then
+        cat "$log" >&2
+        die "pgbench failed: $mode against $target (rep $rep); see above"
+    fi
+    after=$(cpu_jiffies)
+    local tps lat failed busy
+    tps=$(awk '/^tps = / { print $3; exit }' "$log")
+    lat=$(awk '/^latency average = / { print $4; exit }' "$log")
+    failed=$(awk '/^number of failed transactions: / { print $5; exit }' "$log")
+    if [[ -z $tps || -z $lat || ${failed:-0} != 0 ]]; then
+        cat "$log" >&2
+        die "pgbench gave no result or had failures: $mode against $target (rep $rep)"
+    fi
+    busy=$(awk -v b="$before" -v a="$after" 'BEGIN { split(b, x, " "); split(a, y, " ");
+        d = y[2] - x[2]; printf "%.0f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$mode" "$target" "$tps" "$lat" "$busy" >>"$RESULTS"
+    printf '  rep %s %-8s %-11s %10.1f tps %7.3f ms  cpu %s%%\n' "$rep" "$mode" "$target" "$tps" "$lat" "$busy" >&2
+}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+STARTED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+echo "overhead.sh: $REPS x ($MODES) x ($TARGETS), ${SECS}s each; load before: $LOAD_BEFORE" >&2
+for rep in $(seq 1 "$REPS"); do
+    for mode in $MODES; do
+        for target in $TARGETS; do
+            run_pgbench "$rep" "$mode" "$target"
+        done
+    done
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---- the report ---------------------------------------------------------------
+
+CORES=$(nproc)
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+report() {
+    echo "jitgate overhead bench — $STARTED"
+    echo "machine: $CORES cores ($cpu_model), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr)"
+    echo "versions: $(direct_psql -d postgres -c 'SHOW server_version' | cut -d' ' -f1) (server), $(pgbench --version), $("$PGBOUNCER" --version 2>/dev/null | head -1), jitgate $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo '+dirty'), $(rustc --version | cut -d' ' -f1-2)"
+    echo "setup: pgbench -n -S -c $CLIENTS -j $THREADS -T $SECS, scale $SCALE; $REPS interleaved repetitions; jitgate audit on (fsync $AUDIT_FSYNC), upstream without TLS; pgbouncer session mode"
+    echo "load average (1/5/15 min): $LOAD_BEFORE before, $LOAD_AFTER after"
+    echo
+    awk -F'\t' -v cores="$CORES" -v modes="$MODES" -v targets="$TARGETS" '
+        NR == 1 { next }
+        { key = $2 SUBSEP $3; n[key]++; tps[key, n[key]] = $4; lat[key, n[key]] = $5; cpu[key, n[key]] = $6 }
+        function median(arr, key, count,    i, j, t, v) {
+            for (i = 1; i <= count; i++) v[i] = arr[key, i]
+            for (i = 2; i <= count; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+            return count % 2 ? v[(count + 1) / 2] : (v[count / 2] + v[count / 2 + 1]) / 2
+        }
+        END {
+            nm = split(modes, M, " "); nt = split(targets, T, " ")
+            printf "%-9s %-12s %10s %8s %9s %8s %10s %14s %6s\n", "mode", "target", "tps", "lat_ms", "vs_direct", "vs_pgb", "tps_range", "extra_cpu_us", "cpu%"
+            for (i = 1; i <= nm; i++) {
+                d = (M[i] SUBSEP "direct") in n ? median(tps, M[i] SUBSEP "direct", n[M[i] SUBSEP "direct"]) : 0
+                b = (M[i] SUBSEP "pgbouncer") in n ? median(tps, M[i] SUBSEP "pgbouncer", n[M[i] SUBSEP "pgbouncer"]) : 0
+                for (j = 1; j <= nt; j++) {
+                    key = M[i] SUBSEP T[j]
+                    if (!(key in n)) continue
+                    t = median(tps, key, n[key]); l = median(lat, key, n[key]); c = median(cpu, key, n[key])
+                    lo = hi = tps[key, 1]
+                    for (k = 2; k <= n[key]; k++) { if (tps[key, k] < lo) lo = tps[key, k]; if (tps[key, k] > hi) hi = tps[key, k] }
+                    vd = d > 0 ? sprintf("%.2fx", t / d) : "-"
+                    vb = b > 0 ? sprintf("%.2fx", t / b) : "-"
+                    extra = (d > 0 && T[j] != "direct") ? sprintf("%+.1f", (1 / t - 1 / d) * cores * 1e6) : "-"
+                    range = sprintf("%.0f-%.0f", lo, hi)
+                    printf "%-9s %-12s %10.0f %8.3f %9s %8s %10s %14s %5.0f%%\n", M[i], T[j], t, l, vd, vb, range, extra, c
+                }
+            }
+        }' "$RESULTS"
+    echo
+    echo "tps and lat_ms are medians over the repetitions (tps_range: min-max); vs_direct / vs_pgb: median tps"
+    echo "ratios; extra_cpu_us = (1/tps - 1/tps_direct) x $CORES cores x 1e6 (meaningful when cpu% is ~100)."
+    echo "connect mode: every transaction opens a new connection; through jitgate that is a TLS (jitgate_tls)"
+    echo "and SCRAM-SHA-256 login (client-side PBKDF2, 4096 iterations) plus an upstream login, where direct"
+    echo "and pgbouncer use trust authentication."
+}
+if [[ -n ${OUT:-} ]]; then
+    report | tee "$OUT"
+    cp "$RESULTS" "${OUT%.*}.tsv"
+else
+    report
+fi
