@@ -84,7 +84,10 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let tls = crate::tls::acceptor(&config.tls)?;
     let shared = Shared::new(config)?;
     let config = shared.config.clone();
-    crate::notify::spawn(config.webhooks.clone(), shared.access.subscribe());
+    crate::notify::spawn(
+        config.webhooks.clone(),
+        shared.access.subscribe_from_start(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = config.listen.postgres {
         let listener = bind(addr, "postgres").await?;

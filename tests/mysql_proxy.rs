@@ -419,3 +419,301 @@ async fn malformed_handshakes_and_oversize_packets_get_errors_not_crashes() {
     let run = jg.mariadb(ALICE_SECRET, true, "SELECT 42").await;
     assert!(run.ok && run.stdout.trim() == "42", "{run:?}\n{}", jg.log());
 }
+
+// ---- KILL and Ctrl-C ----------------------------------------------------------
+
+/// Is some thread of `user` running `SELECT SLEEP(60)` on the server?
+fn sleeping(db: &MariaDb, user: &str) -> bool {
+    db.threads_of(user)
+        .iter()
+        .any(|t| t.contains("SELECT SLEEP(60)"))
+}
+
+/// Wait (up to 10 s) until a `SELECT SLEEP(60)` of `user` runs on the server.
+async fn wait_for_sleep(db: &MariaDb, user: &str, jg: &Jitgate) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sleeping(db, user) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the query never showed up in the processlist\n{}",
+            jg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn login_as(jg: &Jitgate, user: &str, secret: &str) -> mysql_async::Conn {
+    within(
+        Duration::from_secs(20),
+        "mysql_async login",
+        mysql_async::Conn::new(jg.async_opts_as(user, secret)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("login as {user}: {e}\n--- jitgate log\n{}", jg.log()))
+}
+
+/// Start `SELECT SLEEP(60)` on `conn` in the background.
+fn start_sleep(
+    mut conn: mysql_async::Conn,
+) -> tokio::task::JoinHandle<(mysql_async::Conn, mysql_async::Result<Option<i64>>)> {
+    tokio::spawn(async move {
+        let r = conn.query_first("SELECT SLEEP(60)").await;
+        (conn, r)
+    })
+}
+
+/// The query was interrupted: SLEEP returned 1, or the server said 1317.
+fn assert_interrupted(r: &mysql_async::Result<Option<i64>>) {
+    match r {
+        Ok(Some(1)) => {}
+        Err(e) if server_error(e).map(|e| e.0) == Some(1317) => {}
+        other => panic!("expected an interrupted SLEEP, got {other:?}"),
+    }
+}
+
+async fn expect_server_error(conn: &mut mysql_async::Conn, sql: &str) -> (u16, String) {
+    let err = conn
+        .query_drop(sql)
+        .await
+        .expect_err(&format!("`{sql}` must fail"));
+    server_error(&err).unwrap_or_else(|| panic!("`{sql}`: not a server error: {err}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_in_the_mariadb_cli_cancels_the_running_query() {
+    let (db, jg) = setup().await;
+    // A read level: a read user must be able to stop their own query.
+    jg.grant("read", "10m").await;
+    let mut cmd = jg.mariadb_command(ALICE_SECRET, true);
+    cmd.arg(TARGET)
+        .args(["-e", "SELECT SLEEP(60)"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("run mariadb");
+    let pid = child.id().expect("the CLI's pid");
+    wait_for_sleep(&db, "jg_read", &jg).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = std::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let out = within(
+        Duration::from_secs(10),
+        "the CLI to finish after Ctrl-C",
+        child.wait_with_output(),
+    )
+    .await
+    .expect("mariadb");
+    let took = sent.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("Ctrl-C -- query killed"),
+        "the CLI could not send its KILL ({took:?}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- jitgate log\n{}",
+        jg.log()
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    // The CLI went on normally: SLEEP reports the interruption (1), or the
+    // server's 1317.
+    assert!(
+        stdout.lines().any(|l| l.trim() == "1") || stderr.contains("1317"),
+        "--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    assert!(!sleeping(&db, "jg_read"), "{:?}", db.threads_of("jg_read"));
+    // Audited where it was sent: a connection without a target, kind session.
+    let kill = jg
+        .wait_for_audit("the CLI's KILL QUERY", |v| {
+            v["event"] == "statement"
+                && v["statement"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("KILL QUERY "))
+        })
+        .await;
+    assert_eq!(kill["kind"], "session");
+    assert_eq!(kill["identity"], "alice");
+    assert_eq!(kill["level"], "read");
+    jg.wait_for_audit("the KILL's outcome", |v| {
+        v["event"] == "statement_end" && v["session"] == kill["session"] && v["outcome"] == "OK"
+    })
+    .await;
+    jg.wait_for_audit("the target-less login", |v| {
+        v["event"] == "login_ok" && v["reason"] == "kill_only" && v["identity"] == "alice"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_query_and_kill_connection_from_another_connection_of_the_same_identity() {
+    let (db, jg) = setup().await;
+    jg.grant("read", "10m").await;
+    let a = login_as(&jg, "alice", ALICE_SECRET).await;
+    let a_id = a.id();
+    let mut b = login_as(&jg, "alice", ALICE_SECRET).await;
+    let running = start_sleep(a);
+    wait_for_sleep(&db, "jg_read", &jg).await;
+
+    let sent = std::time::Instant::now();
+    b.query_drop(format!("KILL QUERY {a_id}"))
+        .await
+        .unwrap_or_else(|e| panic!("KILL QUERY {a_id}: {e}\n{}", jg.log()));
+    let (mut a, r) = within(Duration::from_secs(5), "the interrupted query", running)
+        .await
+        .expect("join");
+    let took = sent.elapsed();
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert_interrupted(&r);
+    assert!(!sleeping(&db, "jg_read"), "{:?}", db.threads_of("jg_read"));
+    // A's session goes on.
+    let one: Option<i64> = a.query_first("SELECT 1").await.expect("A after the kill");
+    assert_eq!(one, Some(1));
+
+    let stmt = jg
+        .wait_for_audit("the KILL QUERY", |v| {
+            v["event"] == "statement" && v["statement"] == format!("KILL QUERY {a_id}")
+        })
+        .await;
+    assert_eq!(stmt["kind"], "session");
+    jg.wait_for_audit("the KILL QUERY's outcome", |v| {
+        v["event"] == "statement_end" && v["session"] == stmt["session"] && v["seq"] == stmt["seq"]
+    })
+    .await;
+
+    // KILL CONNECTION ends A's session like an operator's kill.
+    b.query_drop(format!("kill connection {a_id};"))
+        .await
+        .expect("KILL CONNECTION");
+    let end = jg
+        .wait_for_audit("the end of A's session", |v| {
+            v["event"] == "session_end" && v["reason"] == "killed"
+        })
+        .await;
+    assert!(
+        end["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("KILL CONNECTION")),
+        "{end}"
+    );
+    let err = a
+        .query_drop("SELECT 1")
+        .await
+        .expect_err("A after KILL CONNECTION");
+    assert!(!err.to_string().is_empty());
+    // Only B's upstream connection is left, and B goes on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while db.threads_of("jg_read").len() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            db.threads_of("jg_read")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let one: Option<i64> = b.query_first("SELECT 1").await.expect("B goes on");
+    assert_eq!(one, Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_of_another_identitys_connection_is_unknown_thread() {
+    let (db, jg) = setup().await;
+    // Same level, so both sessions use the same upstream account.
+    jg.grant_to("alice", "write", "10m").await;
+    jg.grant_to("bob", "write", "10m").await;
+    let a = login_as(&jg, "alice", ALICE_SECRET).await;
+    let a_id = a.id();
+    let mut bob = login_as(&jg, "bob", BOB_SECRET).await;
+    let running = start_sleep(a);
+    wait_for_sleep(&db, "jg_write", &jg).await;
+
+    for sql in [
+        format!("KILL QUERY {a_id}"),
+        format!("KILL {a_id}"),
+        format!("KILL CONNECTION {a_id}"),
+    ] {
+        let (code, message) = expect_server_error(&mut bob, &sql).await;
+        assert_eq!(
+            (code, message.as_str()),
+            (1094, format!("Unknown thread id: {a_id}").as_str()),
+            "{sql}"
+        );
+    }
+    // An id nobody has looks the same.
+    let (code, _) = expect_server_error(&mut bob, "KILL QUERY 2147483649").await;
+    assert_eq!(code, 1094);
+    // bob goes on; alice's query still runs, her session still lives.
+    let one: Option<i64> = bob.query_first("SELECT 1").await.expect("bob goes on");
+    assert_eq!(one, Some(1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sleeping(&db, "jg_write"), "{:?}", db.threads_of("jg_write"));
+    assert!(!running.is_finished());
+    let refused = jg
+        .wait_for_audit("bob's refused KILL", |v| {
+            v["event"] == "statement_refused"
+                && v["identity"] == "bob"
+                && v["statement"] == format!("KILL QUERY {a_id}")
+        })
+        .await;
+    assert_eq!(refused["outcome"], "1094");
+    running.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_of_a_raw_number_is_refused() {
+    let (db, jg) = setup().await;
+    // A write level: without the guard, these would be forwarded.
+    jg.grant("write", "10m").await;
+    let mut a = login_as(&jg, "alice", ALICE_SECRET).await;
+    let a_id = a.id();
+    let thread: Option<u32> = a
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .expect("A's upstream thread id");
+    let thread = thread.expect("a thread id");
+    assert_ne!(thread, a_id, "clients see jitgate's id, not the upstream's");
+    let mut b = login_as(&jg, "alice", ALICE_SECRET).await;
+    let running = start_sleep(a);
+    wait_for_sleep(&db, "jg_write", &jg).await;
+
+    // The upstream's own thread id is not one of jitgate's connection ids.
+    for sql in [format!("KILL QUERY {thread}"), format!("KILL {thread}")] {
+        let (code, message) = expect_server_error(&mut b, &sql).await;
+        assert_eq!(code, 1094, "{sql}: {message}");
+        assert_eq!(message, format!("Unknown thread id: {thread}"));
+    }
+    // Any other form of KILL is refused outright, whatever id it names.
+    for sql in [
+        format!("KILL QUERY ID {thread}"),
+        format!("KILL HARD QUERY {thread}"),
+        format!("KILL QUERY {thread}+0"),
+        format!("SELECT 1; KILL QUERY {thread}"),
+        format!("SELECT 1; KILL QUERY {a_id}"),
+        format!("/*!KILL QUERY {thread}*/"),
+        "KILL USER jg_write".to_owned(),
+    ] {
+        let (code, message) = expect_server_error(&mut b, &sql).await;
+        assert_eq!(code, 1235, "{sql}: {message}");
+        assert!(
+            message.contains("KILL [QUERY | CONNECTION] <id>"),
+            "{message}"
+        );
+    }
+    let err = b
+        .exec_drop("KILL QUERY ?", (thread,))
+        .await
+        .expect_err("a prepared KILL");
+    assert_eq!(server_error(&err).map(|e| e.0), Some(1235), "{err}");
+
+    // Nothing reached the server: A still sleeps, both connections live.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sleeping(&db, "jg_write"), "{:?}", db.threads_of("jg_write"));
+    assert_eq!(db.threads_of("jg_write").len(), 2);
+    assert!(!running.is_finished());
+    let one: Option<i64> = b.query_first("SELECT 1").await.expect("B goes on");
+    assert_eq!(one, Some(1));
+    jg.wait_for_audit("the refused KILL USER", |v| {
+        v["event"] == "statement_refused" && v["statement"] == "KILL USER jg_write"
+    })
+    .await;
+    running.abort();
+}

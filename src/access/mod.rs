@@ -751,9 +751,15 @@ impl AccessModel {
     }
 
     /// Events for notifications. Lagging receivers lose old events, never block the model.
-    /// The first call also gets the events announced since the model was
-    /// built (the journal replay's expiries); later calls get new events only.
+    /// New events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<AccessEvent> {
+        self.events.subscribe()
+    }
+
+    /// Events since the model was built, the journal replay's expiries
+    /// included; for the webhook notifier, started after `open`. Only the
+    /// first call gets that backlog; later calls get new events only.
+    pub fn subscribe_from_start(&self) -> broadcast::Receiver<AccessEvent> {
         self.first_subscriber
             .lock()
             .ok()

@@ -23,6 +23,7 @@ use tempfile::TempDir;
 
 pub const ADMIN_SECRET: &str = "admin-secret";
 pub const ALICE_SECRET: &str = "alice-secret";
+pub const BOB_SECRET: &str = "bob-secret";
 pub const TARGET: &str = "demo-mysql";
 
 /// Await `fut`, or panic naming `what` once `limit` has passed: no test may hang.
@@ -287,6 +288,8 @@ impl MariaDb {
             .arg(format!("--socket={}", dir.path().join("sock").display()))
             .arg(format!("--log-error={}", log.display()))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            // Its own temporary files: servers sharing /tmp trip over each other.
+            .arg(format!("--tmpdir={}", dir.path().display()))
             .arg(format!("--port={port}"))
             .arg("--bind-address=127.0.0.1")
             .arg(format!(
@@ -374,11 +377,12 @@ impl Default for Options {
     }
 }
 
-fn verifiers() -> &'static [(String, String, String); 2] {
-    static V: OnceLock<[(String, String, String); 2]> = OnceLock::new();
+fn verifiers() -> &'static [(String, String, String); 3] {
+    static V: OnceLock<[(String, String, String); 3]> = OnceLock::new();
     V.get_or_init(|| {
         [
             ("alice", "developer", ALICE_SECRET),
+            ("bob", "developer", BOB_SECRET),
             ("admin", "admin", ADMIN_SECRET),
         ]
         .map(|(n, g, s)| {
@@ -518,12 +522,17 @@ impl Jitgate {
 
     /// A break-glass grant for alice; returns the grant JSON.
     pub async fn grant(&self, level: &str, duration: &str) -> Value {
+        self.grant_to("alice", level, duration).await
+    }
+
+    /// A break-glass grant for `identity`; returns the grant JSON.
+    pub async fn grant_to(&self, identity: &str, level: &str, duration: &str) -> Value {
         let (status, grant) = self
             .api(
                 reqwest::Method::POST,
                 "/v1/grants",
                 Some(json!({
-                    "identity": "alice", "target": TARGET, "level": level,
+                    "identity": identity, "target": TARGET, "level": level,
                     "duration": duration, "reason": "integration test",
                 })),
             )
@@ -602,10 +611,15 @@ impl Jitgate {
 
     /// mysql_async options for alice through jitgate (TLS, any certificate).
     pub fn async_opts(&self, secret: &str) -> mysql_async::Opts {
+        self.async_opts_as("alice", secret)
+    }
+
+    /// mysql_async options for `user` through jitgate (TLS, any certificate).
+    pub fn async_opts_as(&self, user: &str, secret: &str) -> mysql_async::Opts {
         mysql_async::OptsBuilder::default()
             .ip_or_hostname("127.0.0.1")
             .tcp_port(self.mysql_port)
-            .user(Some("alice"))
+            .user(Some(user))
             .pass(Some(secret))
             .db_name(Some(TARGET))
             .prefer_socket(false)

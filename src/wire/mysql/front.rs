@@ -7,6 +7,13 @@
 //! timeout and a cap on pending handshakes; sessions are capped too. The
 //! database a client names at login (`mariadb … demo-mysql`) is the target;
 //! the session lands in the target's configured database.
+//!
+//! The connection id in the greeting is jitgate's own (see `kill.rs`). A
+//! login that names no target is refused, except while the identity has a
+//! live session here: the `mariadb` CLI sends its Ctrl-C `KILL QUERY` on
+//! such a connection. That connection reaches no upstream by itself, may
+//! only `KILL` its identity's own connections, and lives at most
+//! `limits.handshake_timeout` under the pending-handshake cap.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,11 +25,13 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::auth::{self, CACHING_SHA2, Sha2Cache};
+use super::kill::{self, ConnectionId, KillEntry, KillRegistry, KillResult, KillStatement};
 use super::packet::{
-    self, ClientHello, HandshakeResponse, PacketError, PacketReader, caps, code, frame,
+    self, ClientHello, HandshakeResponse, PacketError, PacketReader, caps, code, command, frame,
+    status,
 };
 use super::relay::{self, SessionCtx, SessionEnd};
-use super::upstream::{self, ClientTerms};
+use super::upstream::{self, ClientTerms, KillScope};
 use crate::access::AuthorizeError;
 use crate::audit::AuditEvent;
 use crate::config::Protocol;
@@ -46,6 +55,7 @@ pub struct MysqlFront {
     sessions: Arc<Semaphore>,
     limiter: LoginLimiter,
     sha2_cache: Sha2Cache,
+    kills: Arc<KillRegistry>,
 }
 
 /// A client that finished the handshake: authenticated, granted, logged in upstream.
@@ -57,6 +67,20 @@ struct Established {
     target: String,
     level: String,
     session_permit: tokio::sync::OwnedSemaphorePermit,
+    connection: ConnectionId,
+}
+
+/// A login that named no target while the identity had a live session: it
+/// may only `KILL` that identity's connections (the `mariadb` CLI's Ctrl-C).
+struct KillOnly {
+    client: PacketReader<Stream>,
+    identity: String,
+    _connection: ConnectionId,
+}
+
+enum LoggedIn {
+    Session(Box<Established>),
+    KillOnly(KillOnly),
 }
 
 /// Why a handshake stopped without a session; the client has been told.
@@ -128,6 +152,7 @@ impl MysqlFront {
             sessions: Arc::new(Semaphore::new(limits.max_sessions)),
             limiter: LoginLimiter::new(limits.max_login_failures, limits.login_failure_window),
             sha2_cache: Sha2Cache::default(),
+            kills: Arc::new(KillRegistry::new(shared.sessions.clone())),
             shared,
         })
     }
@@ -159,7 +184,12 @@ impl MysqlFront {
         };
         let limit = self.shared.config.limits.handshake_timeout;
         let established = match tokio::time::timeout(limit, self.handshake(tcp, peer)).await {
-            Ok(Ok(e)) => e,
+            Ok(Ok(LoggedIn::Session(e))) => e,
+            Ok(Ok(LoggedIn::KillOnly(k))) => {
+                // Still under the handshake cap, and as short-lived.
+                let _ = tokio::time::timeout(limit, self.run_kill_only(k, peer)).await;
+                return;
+            }
             Ok(Err(Refused)) => return,
             Err(_) => {
                 tracing::debug!(%peer, "mysql handshake timed out");
@@ -167,12 +197,12 @@ impl MysqlFront {
             }
         };
         drop(permit);
-        self.run_session(established, peer).await;
+        self.run_session(*established, peer).await;
     }
 
-    async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> Result<Established, Refused> {
+    async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> Result<LoggedIn, Refused> {
         let nonce = fresh_nonce();
-        let connection_id = rand::random::<u32>() | 0x8000_0000;
+        let connection = self.kills.reserve();
         let offered = caps::OFFERED | if self.tls.is_some() { caps::SSL } else { 0 };
         let mut conv = Conversation {
             r: PacketReader::new(Stream::Plain(tcp), MAX_AUTH_PACKET_BYTES),
@@ -180,7 +210,7 @@ impl MysqlFront {
         };
         conv.send(&packet::greeting(
             SERVER_VERSION,
-            connection_id,
+            connection.id(),
             &nonce,
             offered,
             CACHING_SHA2,
@@ -234,7 +264,8 @@ impl MysqlFront {
                 )
                 .await);
         }
-        self.login(conv, resp, &nonce, secure, peer).await
+        self.login(conv, resp, &nonce, secure, peer, connection)
+            .await
     }
 
     async fn receive_hello(
@@ -267,7 +298,8 @@ impl MysqlFront {
         nonce: &[u8; 20],
         secure: bool,
         peer: SocketAddr,
-    ) -> Result<Established, Refused> {
+        connection: ConnectionId,
+    ) -> Result<LoggedIn, Refused> {
         let user = resp.user.clone();
         let audit = &self.shared.audit;
         let peer_s = peer.to_string();
@@ -342,7 +374,29 @@ impl MysqlFront {
         };
         self.limiter.record_success(&id_key);
 
-        let Some(target) = resp.database.clone() else {
+        let Some(target) = resp.database.clone().filter(|d| !d.is_empty()) else {
+            if self.kills.has_session_of(&identity.name) {
+                if audit
+                    .record(&AuditEvent {
+                        identity: Some(&identity.name),
+                        client_addr: Some(&peer_s),
+                        reason: Some("kill_only"),
+                        detail: Some(
+                            "no target named while a session of this identity is live: the connection may only KILL the identity's own connections",
+                        ),
+                        ..AuditEvent::new("login_ok")
+                    })
+                    .is_err()
+                {
+                    return Err(conv.fail(code::UNKNOWN_ERROR, AUDIT_DOWN).await);
+                }
+                conv.send(&packet::ok(0, status::AUTOCOMMIT)).await?;
+                return Ok(LoggedIn::KillOnly(KillOnly {
+                    client: conv.r,
+                    identity: identity.name.clone(),
+                    _connection: connection,
+                }));
+            }
             login_failed("no_target");
             return Err(conv
                 .fail(
@@ -471,7 +525,7 @@ impl MysqlFront {
         }
         let mut client = conv.r;
         client.set_max(config.limits.max_message_bytes);
-        Ok(Established {
+        Ok(LoggedIn::Session(Box::new(Established {
             client,
             upstream: up,
             lease,
@@ -479,7 +533,8 @@ impl MysqlFront {
             target,
             level: grant.level.clone(),
             session_permit,
-        })
+            connection,
+        })))
     }
 
     /// The `caching_sha2_password` exchange (after switching the client to it
@@ -575,6 +630,7 @@ impl MysqlFront {
             target,
             level,
             session_permit,
+            connection,
         } = e;
         let grant = lease.grant.clone();
         let audit = &self.shared.audit;
@@ -612,6 +668,13 @@ impl MysqlFront {
             upstream::quit(&mut upstream.reader.into_parts().0).await;
             return;
         }
+        // From here on, KILL from this identity's other connections finds it.
+        let own_entry = connection.bind(KillEntry::new(
+            &info,
+            target_cfg.clone(),
+            level_cfg.clone(),
+            upstream.thread_id,
+        ));
         let ctx = SessionCtx {
             info: info.clone(),
             audit: audit.clone(),
@@ -619,6 +682,8 @@ impl MysqlFront {
             metrics: SessionMetrics::new(&target),
             target: target_cfg,
             level: level_cfg,
+            kills: self.kills.clone(),
+            connection: own_entry,
         };
         METRICS.session_outcome(&target, "started");
         let active = METRICS
@@ -632,7 +697,7 @@ impl MysqlFront {
             match &end {
                 SessionEnd::GrantEnded(crate::access::EndReason::Expired) => "killed_expired",
                 SessionEnd::GrantEnded(crate::access::EndReason::Revoked) => "killed_revoked",
-                SessionEnd::Killed => "killed",
+                SessionEnd::Killed | SessionEnd::KilledByOwner(_) => "killed",
                 _ => "closed",
             },
         );
@@ -649,10 +714,162 @@ impl MysqlFront {
         if let SessionEnd::GrantEnded(r) = end {
             tracing::info!(session = %info.id, grant = %grant.id, reason = r.as_str(), "mysql session ended with its grant");
         }
+        drop(connection);
         drop(guard);
         drop(session_permit);
     }
+
+    /// A connection without a target: answer `KILL`s of the identity's own
+    /// connections, refuse everything else, until the client quits.
+    async fn run_kill_only(&self, k: KillOnly, peer: SocketAddr) {
+        let KillOnly {
+            mut client,
+            identity,
+            _connection,
+        } = k;
+        let id = format!("k_{:016x}", rand::random::<u64>());
+        let mut seq = 0u64;
+        loop {
+            let m = match client.try_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => match client.fill().await {
+                    Ok(true) => continue,
+                    _ => break,
+                },
+                Err(e) => {
+                    let answer = frame(1, &packet::err(code::UNKNOWN_COM, &e.to_string()));
+                    let _ = client.get_mut().write_all(&answer).await;
+                    break;
+                }
+            };
+            let answer_seq = m.last_seq.wrapping_add(1);
+            let reply = match m.payload.split_first() {
+                Some((&command::QUIT, _)) => break,
+                Some((&command::PING, _)) => packet::ok(0, status::AUTOCOMMIT),
+                Some((&command::QUERY, raw)) => match kill::parse_exact(raw) {
+                    Some(k) => {
+                        seq += 1;
+                        let sql = String::from_utf8_lossy(raw);
+                        self.kill_without_target(&identity, &id, seq, &sql, &k, peer)
+                            .await
+                    }
+                    None => packet::err(code::BAD_DB, NO_TARGET_KILL_ONLY),
+                },
+                _ => packet::err(code::BAD_DB, NO_TARGET_KILL_ONLY),
+            };
+            if client
+                .get_mut()
+                .write_all(&frame(answer_seq, &reply))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            client.get_mut().shutdown(),
+        )
+        .await;
+    }
+
+    /// One `KILL` on a connection without a target, audited like a statement.
+    async fn kill_without_target(
+        &self,
+        identity: &str,
+        conn: &str,
+        seq: u64,
+        sql: &str,
+        k: &KillStatement,
+        peer: SocketAddr,
+    ) -> bytes::BytesMut {
+        let audit = &self.shared.audit;
+        let peer_s = peer.to_string();
+        let kind = crate::sql::StatementKind::Session.as_str();
+        let Some(entry) = k.id.and_then(|id| self.kills.find(id, identity)) else {
+            let outcome = code::UNKNOWN_THREAD.0.to_string();
+            let _ = audit.record(&AuditEvent {
+                session: Some(conn),
+                identity: Some(identity),
+                client_addr: Some(&peer_s),
+                statement: Some(sql),
+                kind: Some(kind),
+                outcome: Some(&outcome),
+                ..AuditEvent::new("statement_refused")
+            });
+            return packet::err(
+                code::UNKNOWN_THREAD,
+                &format!("Unknown thread id: {}", k.id_text),
+            );
+        };
+        let what = match k.scope {
+            KillScope::Query => "KILL QUERY",
+            KillScope::Connection => "KILL CONNECTION",
+        };
+        let detail = format!(
+            "{what} of jitgate connection {} (session {}), sent on a connection without a target",
+            k.id_text, entry.session
+        );
+        let event = |name: &'static str| AuditEvent {
+            session: Some(conn),
+            identity: Some(identity),
+            grant: Some(&entry.grant),
+            target: Some(&entry.target.name),
+            level: Some(&entry.level_name),
+            client_addr: Some(&peer_s),
+            seq: Some(seq),
+            ..AuditEvent::new(name)
+        };
+        let started = std::time::Instant::now();
+        if audit
+            .record(&AuditEvent {
+                statement: Some(sql),
+                kind: Some(kind),
+                detail: Some(&detail),
+                ..event("statement")
+            })
+            .is_err()
+        {
+            return packet::err(code::UNKNOWN_ERROR, AUDIT_DOWN);
+        }
+        let by = format!("KILL CONNECTION {} from connection {conn}", k.id_text);
+        let result = self.kills.kill(&entry, k.scope, &by).await;
+        let (outcome, reply) = match result {
+            KillResult::Done => ("OK".to_owned(), packet::ok(0, status::AUTOCOMMIT)),
+            KillResult::Gone => (
+                format!(
+                    "ERR {} ({})",
+                    code::UNKNOWN_THREAD.0,
+                    code::UNKNOWN_THREAD.1
+                ),
+                packet::err(
+                    code::UNKNOWN_THREAD,
+                    &format!("Unknown thread id: {}", k.id_text),
+                ),
+            ),
+            KillResult::Failed(why) => {
+                tracing::warn!(victim = %entry.session, error = %why, "KILL QUERY through a side connection failed");
+                (
+                    format!("ERR {} ({})", code::UNKNOWN_ERROR.0, code::UNKNOWN_ERROR.1),
+                    packet::err(
+                        code::UNKNOWN_ERROR,
+                        &format!("jitgate could not stop that query: {why}"),
+                    ),
+                )
+            }
+        };
+        let took = started.elapsed().as_secs_f64();
+        let _ = audit.record(&AuditEvent {
+            outcome: Some(&outcome),
+            rows: Some(0),
+            duration_ms: Some((took * 1_000_000.0).round() / 1000.0),
+            ..event("statement_end")
+        });
+        reply
+    }
 }
+
+const NO_TARGET_KILL_ONLY: &str = "this connection names no target, so it can only run `KILL [QUERY | CONNECTION] <id>` for your own jitgate connections; name the target as the database to do anything else, e.g. `mariadb -h <jitgate> -P 3307 -u alice -p --ssl demo-mysql`";
 
 pub(super) const AUDIT_DOWN: &str =
     "jitgate cannot write its audit log, so it forwards nothing; tell the jitgate operators";

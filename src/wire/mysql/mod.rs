@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod front;
+pub mod kill;
 pub mod packet;
 pub mod relay;
 pub mod upstream;

@@ -107,7 +107,10 @@ pub mod code {
     pub const BAD_DB: (u16, &str) = (1049, "42000");
     pub const HANDSHAKE: (u16, &str) = (1043, "08S01");
     pub const NET_PACKET_TOO_LARGE: (u16, &str) = (1153, "08S01");
+    pub const UNKNOWN_THREAD: (u16, &str) = (1094, "HY000");
     pub const UNKNOWN_ERROR: (u16, &str) = (1105, "HY000");
+    pub const NOT_SUPPORTED_YET: (u16, &str) = (1235, "42000");
+    pub const QUERY_INTERRUPTED: (u16, &str) = (1317, "70100");
     pub const OPTION_PREVENTS_STATEMENT: (u16, &str) = (1290, "HY000");
     pub const NOT_SUPPORTED_AUTH_MODE: (u16, &str) = (1251, "08004");
     pub const CONNECTION_KILLED: (u16, &str) = (1927, "70100");

@@ -9,6 +9,11 @@
 //! batch), watching only enough of it to know where it ends. Every wait —
 //! reads and writes alike — also watches the grant's end and an operator's
 //! kill, so a session never outlives its grant because a peer is slow.
+//!
+//! `KILL [QUERY | CONNECTION] <id>` is never forwarded: the relay answers it
+//! itself through the [`KillRegistry`] (see `kill.rs`). Its audit record has
+//! kind `session`: it stops a statement or a session of the caller's own
+//! identity, changes no data, and must work on read levels (Ctrl-C).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,11 +22,12 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
+use super::kill::{self, KillEntry, KillRegistry, KillResult};
 use super::packet::{
     self, Cursor, Message, Packet, PacketError, PacketReader, code, command, frame, parse_eof,
     parse_err, parse_ok, status,
 };
-use super::upstream::{self, Upstream};
+use super::upstream::{self, KillScope, Upstream};
 use crate::access::{EndReason, Lease};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::{LevelConfig, TargetConfig};
@@ -43,6 +49,10 @@ pub struct SessionCtx {
     pub metrics: SessionMetrics,
     pub target: TargetConfig,
     pub level: LevelConfig,
+    /// Connection id → session, for `KILL` (shared by the listener's sessions).
+    pub kills: Arc<KillRegistry>,
+    /// This session's own entry in `kills`.
+    pub connection: Arc<KillEntry>,
 }
 
 /// How a session ended.
@@ -52,6 +62,9 @@ pub enum SessionEnd {
     UpstreamClosed,
     GrantEnded(EndReason),
     Killed,
+    /// `KILL CONNECTION` by the same identity (says where from); ends the
+    /// session like an operator's kill.
+    KilledByOwner(String),
     ClientError(String),
     UpstreamError(String),
 }
@@ -63,7 +76,7 @@ impl SessionEnd {
             SessionEnd::UpstreamClosed => "upstream_closed",
             SessionEnd::GrantEnded(EndReason::Expired) => "grant_expired",
             SessionEnd::GrantEnded(EndReason::Revoked) => "grant_revoked",
-            SessionEnd::Killed => "killed",
+            SessionEnd::Killed | SessionEnd::KilledByOwner(_) => "killed",
             SessionEnd::ClientError(_) => "client_error",
             SessionEnd::UpstreamError(_) => "upstream_error",
         }
@@ -71,7 +84,9 @@ impl SessionEnd {
 
     pub fn detail(&self) -> Option<&str> {
         match self {
-            SessionEnd::ClientError(d) | SessionEnd::UpstreamError(d) => Some(d),
+            SessionEnd::ClientError(d)
+            | SessionEnd::UpstreamError(d)
+            | SessionEnd::KilledByOwner(d) => Some(d),
             _ => None,
         }
     }
@@ -146,6 +161,8 @@ struct Relay<'a> {
     statements: HashMap<u32, Arc<str>>,
     in_flight: Option<InFlight>,
     seq: u64,
+    /// The server's status flags as of its last OK/EOF (for OKs of our own).
+    status: u16,
 }
 
 /// What to do with one client command.
@@ -157,6 +174,26 @@ enum Action {
     AnswerAndEnd(Bytes, SessionEnd),
     /// Forward COM_QUIT's meaning: end the session.
     End(SessionEnd),
+    /// `KILL` of another connection of this identity: jitgate carries it
+    /// out (the statement is audited and in flight), then answers.
+    Kill(KillOrder),
+}
+
+struct KillOrder {
+    entry: Arc<KillEntry>,
+    scope: KillScope,
+    id_text: String,
+}
+
+/// Where a `KILL` is refused, the client learns what does work.
+const KILL_FORMS: &str = "through jitgate, KILL works only as `KILL [QUERY | CONNECTION] <id>` on its own, where <id> is the connection id jitgate gave one of your connections (what your client reports as its connection or thread id, e.g. Ctrl-C in the mariadb CLI); upstream thread ids, other KILL forms and KILL inside other statements are refused";
+
+/// The end of a session that an operator, or its owner, killed.
+fn killed_end(ctx: &SessionCtx) -> SessionEnd {
+    match ctx.connection.take_ended_by() {
+        Some(by) => SessionEnd::KilledByOwner(by),
+        None => SessionEnd::Killed,
+    }
 }
 
 /// A wait interrupted by the end of the session.
@@ -175,13 +212,14 @@ pub async fn run(
     let Upstream {
         reader: mut up_r,
         thread_id,
-        ..
+        status: login_status,
     } = up;
     let mut relay = Relay {
         ctx,
         statements: HashMap::new(),
         in_flight: None,
         seq: 0,
+        status: login_status,
     };
     let mut out = BytesMut::with_capacity(16 * 1024);
     // A write to the client was cut off: no packet of ours may follow it.
@@ -220,6 +258,19 @@ pub async fn run(
                 Action::Answer(a) => (None, Some(a), None),
                 Action::AnswerAndEnd(a, e) => (None, Some(a), Some(e)),
                 Action::End(e) => (None, None, Some(e)),
+                Action::Kill(order) => {
+                    let by = format!(
+                        "KILL CONNECTION {} from session {}",
+                        order.id_text, ctx.info.id
+                    );
+                    let result = tokio::select! {
+                        biased;
+                        r = lease.ended() => break 'session SessionEnd::GrantEnded(r),
+                        _ = ctx.info.killed() => break 'session killed_end(ctx),
+                        r = ctx.kills.kill(&order.entry, order.scope, &by) => r,
+                    };
+                    (None, Some(relay.kill_done(result, &order)), None)
+                }
             };
             if let Some(raw) = bytes_up {
                 ctx.metrics.bytes_up.inc_by(raw.len() as u64);
@@ -242,6 +293,8 @@ pub async fn run(
                 }
             }
             if let Some(e) = end {
+                // The answer was the last word: nothing of ours may follow it.
+                client_mid_write = true;
                 break 'session e;
             }
         }
@@ -296,7 +349,7 @@ pub async fn run(
         tokio::select! {
             biased;
             r = lease.ended() => break 'session SessionEnd::GrantEnded(r),
-            _ = ctx.info.killed() => break 'session SessionEnd::Killed,
+            _ = ctx.info.killed() => break 'session killed_end(ctx),
             r = up_r.fill(), if !idle || up_r.buffered() < READ_AHEAD_BYTES => match r {
                 Ok(true) => {}
                 Ok(false) | Err(PacketError::Io(_)) | Err(PacketError::Truncated) => {
@@ -335,7 +388,7 @@ pub async fn run(
         }
     };
     match &end {
-        SessionEnd::GrantEnded(_) | SessionEnd::Killed => {
+        SessionEnd::GrantEnded(_) | SessionEnd::Killed | SessionEnd::KilledByOwner(_) => {
             let message = match &end {
                 SessionEnd::GrantEnded(EndReason::Expired) => format!(
                     "Connection was killed: your grant {} for {} expired at {}; request a new grant with `jitgate request` to continue",
@@ -347,6 +400,7 @@ pub async fn run(
                     "Connection was killed: your grant {} for {} was revoked; request a new grant with `jitgate request` to continue",
                     ctx.info.grant, ctx.info.target
                 ),
+                SessionEnd::KilledByOwner(by) => format!("Connection was killed: {by}"),
                 _ => "Connection was killed: an administrator ended this session".to_owned(),
             };
             let tell_client = async {
@@ -409,7 +463,7 @@ async fn guarded_write(
     tokio::select! {
         biased;
         r = lease.ended() => Err(Interrupted::Ended(SessionEnd::GrantEnded(r))),
-        _ = ctx.info.killed() => Err(Interrupted::Ended(SessionEnd::Killed)),
+        _ = ctx.info.killed() => Err(Interrupted::Ended(killed_end(ctx))),
         r = w.write_all(bytes) => r.map_err(Interrupted::Io),
     }
 }
@@ -428,6 +482,9 @@ impl Relay<'_> {
             command::QUIT => Action::End(SessionEnd::ClientClosed),
             command::QUERY => {
                 let sql = String::from_utf8_lossy(args);
+                if kill::mentions_kill(args) {
+                    return self.kill_statement(&sql, m.last_seq);
+                }
                 let kind = sql::classify_cached(Dialect::Mysql, &sql);
                 if let Some(db) = use_database(&sql)
                     && db != ctx.target.database
@@ -446,6 +503,11 @@ impl Relay<'_> {
             command::STMT_PREPARE => {
                 let sql: Arc<str> = Arc::from(String::from_utf8_lossy(args));
                 let kind = sql::classify_cached(Dialect::Mysql, &sql);
+                if kill::mentions_kill(args) {
+                    // A prepared KILL would run with a raw id: never.
+                    self.record_refusal(&sql, kind, code::NOT_SUPPORTED_YET.0);
+                    return Action::Answer(answer(code::NOT_SUPPORTED_YET, KILL_FORMS));
+                }
                 if ctx.read_only && !kind.allowed_read_only() {
                     return Action::Answer(self.refusal(&sql, kind, answer_seq));
                 }
@@ -537,9 +599,124 @@ impl Relay<'_> {
         }
     }
 
+    /// A query text that uses `KILL`: carried out by jitgate if it is
+    /// exactly `KILL [QUERY | CONNECTION] <id>` naming a connection of this
+    /// identity, answered "Unknown thread id" if the id is not such a
+    /// connection, refused in any other form. Never forwarded.
+    fn kill_statement(&mut self, sql: &str, last_seq: u8) -> Action {
+        let ctx = self.ctx;
+        let answer_seq = last_seq.wrapping_add(1);
+        let Some(k) = kill::parse_exact(sql.as_bytes()) else {
+            let kind = sql::classify_cached(Dialect::Mysql, sql);
+            self.record_refusal(sql, kind, code::NOT_SUPPORTED_YET.0);
+            return Action::Answer(frame(
+                answer_seq,
+                &packet::err(code::NOT_SUPPORTED_YET, KILL_FORMS),
+            ));
+        };
+        let Some(entry) = k.id.and_then(|id| ctx.kills.find(id, &ctx.info.identity)) else {
+            self.record_refusal(sql, StatementKind::Session, code::UNKNOWN_THREAD.0);
+            return Action::Answer(unknown_thread(answer_seq, &k.id_text));
+        };
+        let detail = format!(
+            "{} of jitgate connection {} (session {})",
+            match k.scope {
+                KillScope::Query => "KILL QUERY",
+                KillScope::Connection => "KILL CONNECTION",
+            },
+            k.id_text,
+            entry.session
+        );
+        let pending = match self.admit_with(sql, StatementKind::Session, Some(&detail), answer_seq)
+        {
+            Ok(p) => p,
+            Err(e) => return Action::Answer(e),
+        };
+        if Arc::ptr_eq(&entry, &ctx.connection) {
+            // This connection: the only statement it runs is this KILL.
+            let (code, message, end) = match k.scope {
+                KillScope::Query => (
+                    code::QUERY_INTERRUPTED,
+                    "Query execution was interrupted",
+                    None,
+                ),
+                KillScope::Connection => (
+                    code::CONNECTION_KILLED,
+                    "Connection was killed",
+                    Some(SessionEnd::KilledByOwner(format!(
+                        "KILL CONNECTION {} of its own connection",
+                        k.id_text
+                    ))),
+                ),
+            };
+            self.audit_end(&pending, &format!("ERR {} ({})", code.0, code.1), 0);
+            let a = frame(answer_seq, &packet::err(code, message));
+            return match end {
+                Some(e) => Action::AnswerAndEnd(a, e),
+                None => Action::Answer(a),
+            };
+        }
+        self.in_flight = Some(InFlight::new(Stage::Single, Some(pending), last_seq));
+        Action::Kill(KillOrder {
+            entry,
+            scope: k.scope,
+            id_text: k.id_text,
+        })
+    }
+
+    /// A KILL jitgate carried out: close its audit record, build the answer.
+    fn kill_done(&mut self, result: KillResult, order: &KillOrder) -> Bytes {
+        let f = self.in_flight.take();
+        let answer_seq = f.as_ref().map_or(1, |f| f.next_seq);
+        let (outcome, answer) = match &result {
+            KillResult::Done => (
+                "OK".to_owned(),
+                frame(
+                    answer_seq,
+                    &packet::ok(0, self.status & !status::MORE_RESULTS_EXISTS),
+                ),
+            ),
+            KillResult::Gone => (
+                format!(
+                    "ERR {} ({})",
+                    code::UNKNOWN_THREAD.0,
+                    code::UNKNOWN_THREAD.1
+                ),
+                unknown_thread(answer_seq, &order.id_text),
+            ),
+            KillResult::Failed(why) => {
+                tracing::warn!(session = %self.ctx.info.id, victim = %order.entry.session, error = %why, "KILL QUERY through a side connection failed");
+                (
+                    format!("ERR {} ({})", code::UNKNOWN_ERROR.0, code::UNKNOWN_ERROR.1),
+                    frame(
+                        answer_seq,
+                        &packet::err(
+                            code::UNKNOWN_ERROR,
+                            &format!("jitgate could not stop that query: {why}"),
+                        ),
+                    ),
+                )
+            }
+        };
+        if let Some(p) = f.as_ref().and_then(|f| f.pending.as_ref()) {
+            self.audit_end(p, &outcome, 0);
+        }
+        answer
+    }
+
     /// Check a statement against the level and write its audit record; it
     /// may be forwarded only if this returns `Ok`.
     fn admit(&mut self, sql: &str, kind: StatementKind, answer_seq: u8) -> Result<Pending, Bytes> {
+        self.admit_with(sql, kind, None, answer_seq)
+    }
+
+    fn admit_with(
+        &mut self,
+        sql: &str,
+        kind: StatementKind,
+        detail: Option<&str>,
+        answer_seq: u8,
+    ) -> Result<Pending, Bytes> {
         let ctx = self.ctx;
         if ctx.read_only && !kind.allowed_read_only() {
             return Err(self.refusal(sql, kind, answer_seq));
@@ -555,6 +732,7 @@ impl Relay<'_> {
             seq: Some(self.seq),
             statement: Some(sql),
             kind: Some(kind.as_str()),
+            detail,
             ..AuditEvent::new("statement")
         });
         match written {
@@ -692,7 +870,8 @@ impl Relay<'_> {
         let result = match stage {
             Stage::Single => Observed::Done,
             Stage::First if first == 0x00 => {
-                let (affected, flags) = parse_ok(b).unwrap_or((0, 0));
+                let (affected, flags) = parse_ok(b).unwrap_or((0, self.status));
+                self.status = flags;
                 f.rows += affected;
                 f.outcome = "OK".to_owned();
                 done_unless_more(flags).unwrap_or(Observed::More)
@@ -741,13 +920,16 @@ impl Relay<'_> {
                 None => return Some(Observed::Violation("missing EOF after column definitions")),
             },
             Stage::Rows => match parse_eof(b) {
-                Some(flags) => match done_unless_more(flags) {
-                    Some(done) => done,
-                    None => {
-                        stage = Stage::First;
-                        Observed::More
+                Some(flags) => {
+                    self.status = flags;
+                    match done_unless_more(flags) {
+                        Some(done) => done,
+                        None => {
+                            stage = Stage::First;
+                            Observed::More
+                        }
                     }
-                },
+                }
                 None => {
                     f.rows += 1;
                     Observed::More
@@ -792,6 +974,14 @@ impl Relay<'_> {
         }
         Some(result)
     }
+}
+
+/// MySQL's own answer for a connection id that is not (one of yours).
+fn unknown_thread(answer_seq: u8, id: &str) -> Bytes {
+    frame(
+        answer_seq,
+        &packet::err(code::UNKNOWN_THREAD, &format!("Unknown thread id: {id}")),
+    )
 }
 
 /// The database a `USE db` statement switches to, if the text is one.

@@ -123,6 +123,15 @@ pub async fn connect(
         })?
 }
 
+/// Which `KILL` to send upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillScope {
+    /// `KILL QUERY`: stop the running statement, keep the connection.
+    Query,
+    /// `KILL CONNECTION`: stop the statement and end the connection.
+    Connection,
+}
+
 /// Stop whatever upstream thread `thread_id` is doing and end it: a side
 /// connection as the same level account runs `KILL CONNECTION <id>` (a user
 /// may always kill its own threads).
@@ -132,16 +141,26 @@ pub async fn kill_connection(
     level: &LevelConfig,
     thread_id: u32,
 ) -> Result<(), UpstreamError> {
+    kill(target, level_name, level, thread_id, KillScope::Connection).await
+}
+
+/// `KILL QUERY` or `KILL CONNECTION` of upstream thread `thread_id`, sent on
+/// a side connection as the level's account.
+pub async fn kill(
+    target: &TargetConfig,
+    level_name: &str,
+    level: &LevelConfig,
+    thread_id: u32,
+    scope: KillScope,
+) -> Result<(), UpstreamError> {
     let timeout = target.connect_timeout;
+    let sql = match scope {
+        KillScope::Query => format!("KILL QUERY {thread_id}"),
+        KillScope::Connection => format!("KILL CONNECTION {thread_id}"),
+    };
     let fut = async {
         let mut side = login(target, level_name, level, ClientTerms::internal()).await?;
-        let r = simple_query(
-            &mut side.reader,
-            target,
-            level_name,
-            &format!("KILL CONNECTION {thread_id}"),
-        )
-        .await;
+        let r = simple_query(&mut side.reader, target, level_name, &sql).await;
         quit(side.reader.get_mut()).await;
         r.map(|_| ())
     };
