@@ -84,6 +84,7 @@ pub struct Metrics {
     process_resident_memory_bytes: Gauge,
     process_open_fds: Gauge,
     process_cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    known_targets: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 /// The process-wide metrics.
@@ -108,6 +109,7 @@ impl Metrics {
             process_resident_memory_bytes: Gauge::default(),
             process_open_fds: Gauge::default(),
             process_cpu_seconds: Gauge::default(),
+            known_targets: Default::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -235,13 +237,27 @@ impl Metrics {
         }
     }
 
+    /// Count a session attempt. `target` may be whatever the client asked
+    /// for, so names that are not configured targets count as "unknown":
+    /// a client must not be able to create label values.
     pub fn session_outcome(&self, target: &str, outcome: &'static str) {
+        let known = self
+            .known_targets
+            .read()
+            .is_ok_and(|known| known.contains(target));
         self.sessions_total
             .get_or_create(&TargetOutcome {
-                target: target.to_owned(),
+                target: if known { target } else { "unknown" }.to_owned(),
                 outcome,
             })
             .inc();
+    }
+
+    /// The configured target names (see [`Metrics::session_outcome`]).
+    pub fn add_known_targets<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        if let Ok(mut known) = self.known_targets.write() {
+            known.extend(names.into_iter().map(str::to_owned));
+        }
     }
 
     pub fn auth_failure(&self, reason: &'static str) {

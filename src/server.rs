@@ -61,6 +61,7 @@ impl Shared {
             source,
         })?;
         let audit = AuditLog::open(&config.audit)?;
+        crate::metrics::METRICS.add_known_targets(config.targets.iter().map(|t| t.name.as_str()));
         let config = Arc::new(config);
         let access = AccessModel::open(config.clone(), audit.clone())?;
         Ok(Arc::new(Shared {

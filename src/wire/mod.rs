@@ -5,3 +5,81 @@
 pub mod mysql;
 pub mod pg;
 pub mod stream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::access::EndReason;
+
+/// Accept connections until the listener fails, each on its own task. An
+/// accept error (out of file descriptors, say) is logged and retried after
+/// a short pause; it never stops the listener.
+pub async fn accept_loop<F, Fut>(listener: TcpListener, handle: F) -> std::io::Result<()>
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(handle(tcp, peer));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// How a proxied session ended, whatever its protocol.
+#[derive(Debug)]
+pub enum SessionEnd {
+    ClientClosed,
+    UpstreamClosed,
+    GrantEnded(EndReason),
+    /// An operator ended it (`POST /v1/sessions/{id}/kill`).
+    Killed,
+    /// The same identity ended it from another of its connections (MySQL
+    /// `KILL CONNECTION`); says where from.
+    KilledByOwner(String),
+    ClientError(String),
+    UpstreamError(String),
+}
+
+impl SessionEnd {
+    /// The `reason` of the `session_end` audit record.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SessionEnd::ClientClosed => "client_closed",
+            SessionEnd::UpstreamClosed => "upstream_closed",
+            SessionEnd::GrantEnded(EndReason::Expired) => "grant_expired",
+            SessionEnd::GrantEnded(EndReason::Revoked) => "grant_revoked",
+            SessionEnd::Killed | SessionEnd::KilledByOwner(_) => "killed",
+            SessionEnd::ClientError(_) => "client_error",
+            SessionEnd::UpstreamError(_) => "upstream_error",
+        }
+    }
+
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            SessionEnd::ClientError(d)
+            | SessionEnd::UpstreamError(d)
+            | SessionEnd::KilledByOwner(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The `outcome` label of `jitgate_sessions_total` for this end.
+    pub fn metric_outcome(&self) -> &'static str {
+        match self {
+            SessionEnd::GrantEnded(EndReason::Expired) => "killed_expired",
+            SessionEnd::GrantEnded(EndReason::Revoked) => "killed_revoked",
+            SessionEnd::Killed | SessionEnd::KilledByOwner(_) => "killed",
+            _ => "closed",
+        }
+    }
+}

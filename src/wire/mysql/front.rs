@@ -158,19 +158,7 @@ impl MysqlFront {
     }
 
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
-        loop {
-            match listener.accept().await {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    tokio::spawn(self.clone().handle(tcp, peer));
-                }
-                // Out of file descriptors and the like: back off, keep serving.
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
+        crate::wire::accept_loop(listener, |tcp, peer| self.clone().handle(tcp, peer)).await
     }
 
     async fn handle(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
@@ -692,15 +680,7 @@ impl MysqlFront {
         active.inc();
         let end = relay::run(&ctx, client, upstream, lease).await;
         active.dec();
-        METRICS.session_outcome(
-            &target,
-            match &end {
-                SessionEnd::GrantEnded(crate::access::EndReason::Expired) => "killed_expired",
-                SessionEnd::GrantEnded(crate::access::EndReason::Revoked) => "killed_revoked",
-                SessionEnd::Killed | SessionEnd::KilledByOwner(_) => "killed",
-                _ => "closed",
-            },
-        );
+        METRICS.session_outcome(&target, end.metric_outcome());
         let _ = audit.record(&AuditEvent {
             session: Some(&info.id),
             identity: Some(&identity),

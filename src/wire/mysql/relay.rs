@@ -34,6 +34,7 @@ use crate::config::{LevelConfig, TargetConfig};
 use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
 use crate::sql::{self, Dialect, StatementKind};
+pub use crate::wire::SessionEnd;
 use crate::wire::stream::Stream;
 
 /// Write to the client once this much is batched.
@@ -53,43 +54,6 @@ pub struct SessionCtx {
     pub kills: Arc<KillRegistry>,
     /// This session's own entry in `kills`.
     pub connection: Arc<KillEntry>,
-}
-
-/// How a session ended.
-#[derive(Debug)]
-pub enum SessionEnd {
-    ClientClosed,
-    UpstreamClosed,
-    GrantEnded(EndReason),
-    Killed,
-    /// `KILL CONNECTION` by the same identity (says where from); ends the
-    /// session like an operator's kill.
-    KilledByOwner(String),
-    ClientError(String),
-    UpstreamError(String),
-}
-
-impl SessionEnd {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            SessionEnd::ClientClosed => "client_closed",
-            SessionEnd::UpstreamClosed => "upstream_closed",
-            SessionEnd::GrantEnded(EndReason::Expired) => "grant_expired",
-            SessionEnd::GrantEnded(EndReason::Revoked) => "grant_revoked",
-            SessionEnd::Killed | SessionEnd::KilledByOwner(_) => "killed",
-            SessionEnd::ClientError(_) => "client_error",
-            SessionEnd::UpstreamError(_) => "upstream_error",
-        }
-    }
-
-    pub fn detail(&self) -> Option<&str> {
-        match self {
-            SessionEnd::ClientError(d)
-            | SessionEnd::UpstreamError(d)
-            | SessionEnd::KilledByOwner(d) => Some(d),
-            _ => None,
-        }
-    }
 }
 
 /// A statement whose outcome the server still owes.

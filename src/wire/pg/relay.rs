@@ -25,6 +25,7 @@ use crate::audit::{AuditEvent, AuditLog};
 use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
 use crate::sql::{self, Dialect, StatementKind};
+pub use crate::wire::SessionEnd;
 use crate::wire::stream::Stream;
 
 /// Write to the peer once this much is batched, even if more frames are buffered.
@@ -35,38 +36,6 @@ pub struct SessionCtx {
     pub audit: Arc<AuditLog>,
     pub read_only: bool,
     pub metrics: SessionMetrics,
-}
-
-/// How a session ended.
-#[derive(Debug)]
-pub enum SessionEnd {
-    ClientClosed,
-    UpstreamClosed,
-    GrantEnded(EndReason),
-    Killed,
-    ClientError(String),
-    UpstreamError(String),
-}
-
-impl SessionEnd {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            SessionEnd::ClientClosed => "client_closed",
-            SessionEnd::UpstreamClosed => "upstream_closed",
-            SessionEnd::GrantEnded(EndReason::Expired) => "grant_expired",
-            SessionEnd::GrantEnded(EndReason::Revoked) => "grant_revoked",
-            SessionEnd::Killed => "killed",
-            SessionEnd::ClientError(_) => "client_error",
-            SessionEnd::UpstreamError(_) => "upstream_error",
-        }
-    }
-
-    pub fn detail(&self) -> Option<&str> {
-        match self {
-            SessionEnd::ClientError(d) | SessionEnd::UpstreamError(d) => Some(d),
-            _ => None,
-        }
-    }
 }
 
 /// A statement whose outcome the server still owes.
@@ -190,7 +159,7 @@ pub async fn run(
 
     let mid_write = shared.writing_to_client.load(Ordering::Acquire);
     match &end {
-        SessionEnd::GrantEnded(_) | SessionEnd::Killed => {
+        SessionEnd::GrantEnded(_) | SessionEnd::Killed | SessionEnd::KilledByOwner(_) => {
             // Stop the query on the server first, then tell the client and close both sides.
             let cancel = upstream::send_cancel(&cancel_address, pid, &key);
             let message = match &end {
