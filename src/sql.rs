@@ -170,6 +170,46 @@ pub fn classify_cached(dialect: Dialect, sql: &str) -> StatementKind {
     cache.get_or_classify(dialect, sql)
 }
 
+/// `sql` with every standalone run of digits replaced by `1`: the cache key,
+/// and the text that is classified. No statement's kind depends on which
+/// number it holds, with one exception that this makes more cautious, not
+/// less: `EXPLAIN (ANALYZE 0) <write>` becomes `ANALYZE 1`, a write. Digits
+/// inside names (`t2`, `$1`) or stuck to letters (`0x1F`, `1e5`) stay.
+fn number_shape(sql: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = sql.as_bytes();
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let standalone = bytes[i].is_ascii_digit() && (i == 0 || !is_word(bytes[i - 1]));
+        if !standalone {
+            i += 1;
+            continue;
+        }
+        let end = bytes[i..]
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .map_or(bytes.len(), |n| i + n);
+        let stuck = end < bytes.len() && (bytes[end].is_ascii_alphabetic() || bytes[end] == b'_');
+        if !stuck && &bytes[i..end] != b"1" {
+            let o = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
+            o.extend_from_slice(&bytes[copied..i]);
+            o.push(b'1');
+            copied = end;
+        }
+        i = end;
+    }
+    match out {
+        None => std::borrow::Cow::Borrowed(sql),
+        Some(mut o) => {
+            o.extend_from_slice(&bytes[copied..]);
+            // Only ASCII digits were replaced, so the text is still UTF-8.
+            String::from_utf8(o).map_or(std::borrow::Cow::Borrowed(sql), std::borrow::Cow::Owned)
+        }
+    }
+}
+
 /// Entries kept per dialect by [`classify_cached`] before it starts over.
 pub const CACHE_MAX_ENTRIES: usize = 4096;
 
@@ -196,6 +236,10 @@ impl KindCache {
         if sql.len() >= CACHE_MAX_SQL_BYTES {
             return classify(dialect, sql);
         }
+        // Statements that differ only in their numbers share an entry, so a
+        // client sending `... WHERE id = 1`, `... id = 2`... parses once.
+        let shape = number_shape(sql);
+        let sql: &str = &shape;
         if let Some(kind) = self.kinds.get(sql) {
             return *kind;
         }
@@ -728,6 +772,37 @@ mod tests {
 
     fn pg(sql: &str) -> StatementKind {
         classify(Dialect::Postgres, sql)
+    }
+
+    #[test]
+    fn numbers_share_a_cache_shape_but_names_do_not() {
+        assert_eq!(
+            number_shape("SELECT abalance FROM a WHERE aid = 73412;"),
+            "SELECT abalance FROM a WHERE aid = 1;"
+        );
+        assert_eq!(
+            number_shape("SELECT $1, t2.c FROM t2"),
+            "SELECT $1, t2.c FROM t2"
+        );
+        assert_eq!(
+            number_shape("SELECT 0x1F, 1e5, 2.50"),
+            "SELECT 0x1F, 1e5, 1.1"
+        );
+        assert_eq!(number_shape("SELECT 'ü', 42"), "SELECT 'ü', 1");
+        // Cautious where the number matters.
+        let analyze0 = "EXPLAIN (ANALYZE 0) DELETE FROM t";
+        assert_eq!(classify_cached(Dialect::Postgres, analyze0), Write);
+        assert_eq!(
+            classify_cached(
+                Dialect::Postgres,
+                "SELECT * FROM t WHERE id = 99 FOR UPDATE"
+            ),
+            Write
+        );
+        assert_eq!(
+            classify_cached(Dialect::Postgres, "SELECT * FROM t WHERE id = 98"),
+            Read
+        );
     }
 
     #[test]

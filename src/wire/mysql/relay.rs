@@ -787,7 +787,7 @@ impl Relay<'_> {
                 "ok"
             },
         );
-        let _ = ctx.audit.record(&AuditEvent {
+        let _ = ctx.audit.record_later(&AuditEvent {
             session: Some(&info.id),
             identity: Some(&info.identity),
             grant: Some(&info.grant),

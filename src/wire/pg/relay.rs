@@ -86,7 +86,7 @@ impl Shared<'_> {
         self.ctx
             .metrics
             .statement(p.kind.as_str(), if ok { "ok" } else { "error" });
-        let _ = self.ctx.audit.record(&AuditEvent {
+        let _ = self.ctx.audit.record_later(&AuditEvent {
             session: Some(&info.id),
             identity: Some(&info.identity),
             grant: Some(&info.grant),
