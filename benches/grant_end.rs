@@ -22,11 +22,22 @@
 //! `postgres` user when we are root) with `max_connections` sized for N when N
 //! is at most `--direct-max` (default 1000): there "upstream gone" is the
 //! backend leaving `pg_stat_activity`. Larger N do not fit as real backends,
-//! so jitgate's target is a pgbouncer in transaction mode (pool of 20) in
-//! front of that server, and "upstream gone" is jitgate's connection leaving
-//! pgbouncer's `SHOW CLIENTS`; only the 20 `pg_sleep`s that hold a pooled
-//! server connection are really running there (the others queue in
-//! pgbouncer), so "query stopped" counts those.
+//! so jitgate's target is a pgbouncer in transaction mode (pool of 20,
+//! `listen_backlog` 4096) in front of that server, and "upstream gone" is
+//! jitgate's connection leaving pgbouncer's pools (`SHOW POOLS` client
+//! counts); only the 20 `pg_sleep`s that hold a pooled server connection are
+//! really running there (the others queue in pgbouncer), so "query stopped"
+//! counts those. A queued query that pgbouncer hands to a server connection
+//! freed by another session's cancel, after that session's own cancel found
+//! nothing to cancel, keeps running once its client is gone (PostgreSQL only
+//! notices a vanished client between queries, unless
+//! `client_connection_check_interval` is set): the report counts those
+//! orphans, and the bench terminates them before the next scenario.
+//!
+//! The upstream is polled every 5 ms on a thread of its own, by counts: the
+//! k-th connection to go is stamped with the first poll that saw at most
+//! `initial - k` left, which gives the same percentiles as following each
+//! connection to within the polling interval.
 //!
 //! **Memory.** With `--memory-sessions` M (default 10000; 0 skips): a fresh
 //! jitgate's resident memory (`VmRSS`) before and after M idle sessions, per
@@ -38,7 +49,8 @@
 //!
 //! Other options: `--upstream auto|postgres|pgbouncer`, `--concurrency 64`
 //! (logins in flight while opening), `--grant-secs S` (the expiring grant's
-//! duration; by default enough to open N sessions), `--sleep-secs 3600`.
+//! duration; by default enough to open N sessions), `--sleep-secs 3600`;
+//! `JITGATE_BIN=path` measures another jitgate binary (a patched copy, say).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -285,7 +297,7 @@ async fn grant_end_scenario(
     // enough time to open everything, plus a margin.
     let grant_secs = args
         .grant_secs
-        .unwrap_or(30 + (n as u64 * 12).div_ceil(1000));
+        .unwrap_or(20 + (n as u64 * 5).div_ceil(1000));
     let duration = match end {
         End::Revoke => "1h".to_owned(),
         End::Expire => format!("{grant_secs}s"),
@@ -568,8 +580,12 @@ async fn open_sessions(
             Ok(s) => sessions.push(s),
             Err(e) => {
                 tasks.abort_all();
+                let why = match e.as_db_error() {
+                    Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+                    None => e.to_string(),
+                };
                 return Err(anyhow!(
-                    "a login through jitgate failed after {} sessions: {e}\n--- jitgate log (tail)\n{}",
+                    "a login through jitgate failed after {} sessions: {why}\n--- jitgate log (tail)\n{}",
                     sessions.len(),
                     jitgate.log_tail()
                 ));
@@ -659,7 +675,10 @@ user = "{UPSTREAM_USER}"
         std::fs::write(&config_path, config)?;
         let log_path = dir.path().join("jitgate.log");
         let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_jitgate"))
+        let exe = std::env::var_os("JITGATE_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_jitgate")));
+        let child = Command::new(exe)
             .arg("serve")
             .arg("-c")
             .arg(&config_path)
@@ -1313,7 +1332,7 @@ impl Pgbouncer {
                 "[databases]\nbench = host=127.0.0.1 port={pg_port} dbname=postgres\n\n\
                  [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
                  auth_type = trust\nauth_file = {dir}/userlist.txt\nadmin_users = postgres\n\
-                 pool_mode = transaction\nmax_client_conn = {max_client_conn}\n\
+                 pool_mode = transaction\nmax_client_conn = {max_client_conn}\nlisten_backlog = 4096\n\
                  default_pool_size = {PGBOUNCER_POOL}\nquery_wait_timeout = 0\n\
                  ignore_startup_parameters = extra_float_digits\n\
                  log_connections = 0\nlog_disconnections = 0\n\
@@ -1324,12 +1343,17 @@ impl Pgbouncer {
             ),
         )?;
         hand_to_postgres(dir.path())?;
+        // runuser starts a PAM session, which puts the soft open-files limit
+        // back to 1024; pgbouncer needs one per client.
+        let raise_and_exec = r#"ulimit -n "$(ulimit -Hn)" && exec "$0" "$1""#;
         let mut cmd = if running_as_root() {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", exe]);
+            c.args(["-u", "postgres", "--", "sh", "-c", raise_and_exec, exe]);
             c
         } else {
-            Command::new(exe)
+            let mut c = Command::new("sh");
+            c.args(["-c", raise_and_exec, exe]);
+            c
         };
         let child = cmd
             .arg(dir.path().join("pgbouncer.ini"))

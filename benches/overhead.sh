@@ -31,6 +31,9 @@
 #   BENCH_DB=jitgate_bench   database created there and filled by `pgbench -i`
 #   AUDIT_FSYNC=100ms jitgate's audit.fsync ("always" for the strict setting)
 #   SKIP_BUILD=1      use the existing target/release/jitgate
+#   JITGATE_BIN=path  measure this jitgate binary instead (no build; e.g. a patched copy)
+#   JITGATE_ALT_BIN=path  also measure this second binary, TLS off, as target
+#                     "jitgate_alt" interleaved with the others (before/after comparisons)
 #   KEEP=1            keep the work directory (configs, logs, audit logs, raw results)
 #   OUT=path          also write the final report to this file
 #
@@ -48,6 +51,9 @@ THREADS=${THREADS:-2}
 SCALE=${SCALE:-1}
 MODES=${MODES:-"simple extended connect"}
 TARGETS=${TARGETS:-"direct pgbouncer jitgate jitgate_tls"}
+if [[ -n ${JITGATE_ALT_BIN:-} && " $TARGETS " != *" jitgate_alt "* ]]; then
+    TARGETS="$TARGETS jitgate_alt"
+fi
 PGHOST_DIRECT=${PGHOST_DIRECT:-127.0.0.1}
 PGPORT_DIRECT=${PGPORT_DIRECT:-5432}
 PGUSER_DIRECT=${PGUSER_DIRECT:-postgres}
@@ -56,7 +62,7 @@ AUDIT_FSYNC=${AUDIT_FSYNC:-100ms}
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-JITGATE=$ROOT/target/release/jitgate
+JITGATE=${JITGATE_BIN:-$ROOT/target/release/jitgate}
 
 die() {
     echo "overhead.sh: $*" >&2
@@ -68,6 +74,7 @@ die() {
 WORK=
 PIDS=()
 PGB_PIDFILE=
+PGB_PID=
 cleanup() {
     local status=$?
     set +e
@@ -111,11 +118,11 @@ if [[ -z $PGBOUNCER && " $TARGETS " == *" pgbouncer "* ]]; then
     [[ -x $PGBOUNCER ]] || die "pgbouncer installed but not found"
 fi
 
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+if [[ ${SKIP_BUILD:-0} != 1 && -z ${JITGATE_BIN:-} ]]; then
     echo "overhead.sh: cargo build --release" >&2
     cargo build --release --quiet --bin jitgate || die "cargo build --release failed"
 fi
-[[ -x $JITGATE ]] || die "$JITGATE is missing (build it or unset SKIP_BUILD)"
+[[ -x $JITGATE ]] || die "$JITGATE is missing (build it, or unset SKIP_BUILD / JITGATE_BIN)"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/jitgate-overhead.XXXXXX")
 chmod 755 "$WORK"
@@ -200,6 +207,8 @@ EOF
     PIDS+=($!)
     wait_port "$PGB_PORT" 10 ||
         { cat "$WORK/pgbouncer/"*.log >&2; die "pgbouncer did not start"; }
+    for _ in $(seq 1 50); do [[ -s $PGB_PIDFILE ]] && break; sleep 0.1; done
+    PGB_PID=$(cat "$PGB_PIDFILE")
 fi
 
 # ---- jitgate, TLS off and TLS on ----------------------------------------------
@@ -210,9 +219,9 @@ ADMIN_SECRET=$(random_secret)
 ALICE_VERIFIER=$(printf '%s\n' "$ALICE_SECRET" | "$JITGATE" passwd)
 ADMIN_VERIFIER=$(printf '%s\n' "$ADMIN_SECRET" | "$JITGATE" passwd)
 
-declare -A JG_PORT JG_ADMIN
-start_jitgate() { # name require_tls
-    local name=$1 require=$2 dir=$WORK/$1
+declare -A JG_PORT JG_ADMIN PROXY_PID
+start_jitgate() { # name require_tls binary
+    local name=$1 require=$2 exe=$3 dir=$WORK/$1
     JG_PORT[$name]=$(free_port)
     JG_ADMIN[$name]=$(free_port)
     mkdir -p "$dir"
@@ -257,8 +266,9 @@ tls = "disable"
 [targets.levels.write]
 user = "$PGUSER_DIRECT"
 EOF
-    (cd "$dir" && exec "$JITGATE" serve -c jitgate.toml) >"$dir/jitgate.log" 2>&1 &
+    (cd "$dir" && exec "$exe" serve -c jitgate.toml) >"$dir/jitgate.log" 2>&1 &
     PIDS+=($!)
+    PROXY_PID[$name]=$!
     wait_port "${JG_ADMIN[$name]}" 20 && wait_port "${JG_PORT[$name]}" 5 ||
         { cat "$dir/jitgate.log" >&2; die "jitgate ($name) did not start"; }
     # A break-glass write grant for alice that outlasts the bench.
@@ -274,10 +284,20 @@ EOF
         -c 'SELECT count(*) FROM pgbench_branches' >/dev/null ||
         { cat "$dir/jitgate.log" >&2; die "psql through jitgate ($name) failed"; }
 }
-[[ " $TARGETS " == *" jitgate "* ]] && start_jitgate jitgate false
-[[ " $TARGETS " == *" jitgate_tls "* ]] && start_jitgate jitgate_tls true
+if [[ " $TARGETS " == *" jitgate "* ]]; then start_jitgate jitgate false "$JITGATE"; fi
+if [[ " $TARGETS " == *" jitgate_tls "* ]]; then start_jitgate jitgate_tls true "$JITGATE"; fi
+if [[ " $TARGETS " == *" jitgate_alt "* ]]; then
+    [[ -x ${JITGATE_ALT_BIN:-} ]] || die "target jitgate_alt needs JITGATE_ALT_BIN=path to a jitgate binary"
+    start_jitgate jitgate_alt false "$JITGATE_ALT_BIN"
+fi
 
 # ---- the runs -----------------------------------------------------------------
+
+# CPU time (user + system, in clock ticks) a process has used so far.
+proc_ticks() {
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+CLK_TCK=$(getconf CLK_TCK)
 
 # Busy and total jiffies of all CPUs, from /proc/stat.
 cpu_jiffies() {
@@ -285,7 +305,7 @@ cpu_jiffies() {
 }
 
 RESULTS=$WORK/results.tsv
-printf 'rep\tmode\ttarget\ttps\tlatency_ms\tcpu_busy_pct\n' >"$RESULTS"
+printf 'rep\tmode\ttarget\ttps\tlatency_ms\tcpu_busy_pct\tproxy_cpu_us_per_txn\n' >"$RESULTS"
 
 run_pgbench() { # rep mode target
     local rep=$1 mode=$2 target=$3
@@ -295,6 +315,7 @@ run_pgbench() { # rep mode target
     pgbouncer) port=$PGB_PORT ;;
     jitgate) port=${JG_PORT[jitgate]} user=alice db=bench password=$ALICE_SECRET ;;
     jitgate_tls) port=${JG_PORT[jitgate_tls]} user=alice db=bench password=$ALICE_SECRET sslmode=require ;;
+    jitgate_alt) port=${JG_PORT[jitgate_alt]} user=alice db=bench password=$ALICE_SECRET ;;
     *) die "unknown target $target" ;;
     esac
     local args=(-n -S -c "$CLIENTS" -j "$THREADS" -T "$SECS")
@@ -304,7 +325,12 @@ run_pgbench() { # rep mode target
     connect) args+=(-M simple -C) ;;
     *) die "unknown mode $mode" ;;
     esac
-    local log=$WORK/run-$rep-$mode-$target.log before after
+    local log=$WORK/run-$rep-$mode-$target.log before after proxy_pid='' proxy_before=0
+    case $target in
+    pgbouncer) proxy_pid=$PGB_PID ;;
+    jitgate*) proxy_pid=${PROXY_PID[$target]} ;;
+    esac
+    [[ -n $proxy_pid ]] && proxy_before=$(proc_ticks "$proxy_pid")
     before=$(cpu_jiffies)
     if ! PGHOST=$host PGPORT=$port PGUSER=$user PGDATABASE=$db PGSSLMODE=$sslmode \
         PGPASSWORD=$password PGPASSFILE=/dev/null PGAPPNAME=overhead.sh \
@@ -313,7 +339,9 @@ run_pgbench() { # rep mode target
         die "pgbench failed: $mode against $target (rep $rep); see above"
     fi
     after=$(cpu_jiffies)
-    local tps lat failed busy
+    local proxy_after=0
+    [[ -n $proxy_pid ]] && proxy_after=$(proc_ticks "$proxy_pid")
+    local tps lat failed busy txns proxy_us=-
     tps=$(awk '/^tps = / { print $3; exit }' "$log")
     lat=$(awk '/^latency average = / { print $4; exit }' "$log")
     failed=$(awk '/^number of failed transactions: / { print $5; exit }' "$log")
@@ -323,8 +351,14 @@ run_pgbench() { # rep mode target
     fi
     busy=$(awk -v b="$before" -v a="$after" 'BEGIN { split(b, x, " "); split(a, y, " ");
         d = y[2] - x[2]; printf "%.0f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$mode" "$target" "$tps" "$lat" "$busy" >>"$RESULTS"
-    printf '  rep %s %-8s %-11s %10.1f tps %7.3f ms  cpu %s%%\n' "$rep" "$mode" "$target" "$tps" "$lat" "$busy" >&2
+    txns=$(awk '/^number of transactions actually processed: / { print $6; exit }' "$log")
+    if [[ -n $proxy_pid && ${txns:-0} -gt 0 ]]; then
+        proxy_us=$(awk -v t=$((proxy_after - proxy_before)) -v hz="$CLK_TCK" -v n="$txns" \
+            'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$mode" "$target" "$tps" "$lat" "$busy" "$proxy_us" >>"$RESULTS"
+    printf '  rep %s %-8s %-11s %10.1f tps %7.3f ms  cpu %s%%  proxy %s cpu-us/txn\n' \
+        "$rep" "$mode" "$target" "$tps" "$lat" "$busy" "$proxy_us" >&2
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -346,13 +380,14 @@ cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 report() {
     echo "jitgate overhead bench — $STARTED"
     echo "machine: $CORES cores ($cpu_model), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr)"
+    [[ -n ${JITGATE_ALT_BIN:-} ]] && echo "jitgate_alt: $JITGATE_ALT_BIN (TLS off, audit on)"
     echo "versions: $(direct_psql -d postgres -c 'SHOW server_version' | cut -d' ' -f1) (server), $(pgbench --version), $("$PGBOUNCER" --version 2>/dev/null | head -1), jitgate $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo '+dirty'), $(rustc --version | cut -d' ' -f1-2)"
     echo "setup: pgbench -n -S -c $CLIENTS -j $THREADS -T $SECS, scale $SCALE; $REPS interleaved repetitions; jitgate audit on (fsync $AUDIT_FSYNC), upstream without TLS; pgbouncer session mode"
     echo "load average (1/5/15 min): $LOAD_BEFORE before, $LOAD_AFTER after"
     echo
     awk -F'\t' -v cores="$CORES" -v modes="$MODES" -v targets="$TARGETS" '
         NR == 1 { next }
-        { key = $2 SUBSEP $3; n[key]++; tps[key, n[key]] = $4; lat[key, n[key]] = $5; cpu[key, n[key]] = $6 }
+        { key = $2 SUBSEP $3; n[key]++; tps[key, n[key]] = $4; lat[key, n[key]] = $5; cpu[key, n[key]] = $6; pcpu[key, n[key]] = $7 }
         function median(arr, key, count,    i, j, t, v) {
             for (i = 1; i <= count; i++) v[i] = arr[key, i]
             for (i = 2; i <= count; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
@@ -360,7 +395,7 @@ report() {
         }
         END {
             nm = split(modes, M, " "); nt = split(targets, T, " ")
-            printf "%-9s %-12s %10s %8s %9s %8s %10s %14s %6s\n", "mode", "target", "tps", "lat_ms", "vs_direct", "vs_pgb", "tps_range", "extra_cpu_us", "cpu%"
+            printf "%-9s %-12s %10s %8s %9s %8s %12s %13s %10s %6s\n", "mode", "target", "tps", "lat_ms", "vs_direct", "vs_pgb", "tps_range", "extra_cpu_us", "proxy_cpu", "cpu%"
             for (i = 1; i <= nm; i++) {
                 d = (M[i] SUBSEP "direct") in n ? median(tps, M[i] SUBSEP "direct", n[M[i] SUBSEP "direct"]) : 0
                 b = (M[i] SUBSEP "pgbouncer") in n ? median(tps, M[i] SUBSEP "pgbouncer", n[M[i] SUBSEP "pgbouncer"]) : 0
@@ -368,19 +403,22 @@ report() {
                     key = M[i] SUBSEP T[j]
                     if (!(key in n)) continue
                     t = median(tps, key, n[key]); l = median(lat, key, n[key]); c = median(cpu, key, n[key])
+                    p = (pcpu[key, 1] == "-") ? "-" : sprintf("%.1f", median(pcpu, key, n[key]))
                     lo = hi = tps[key, 1]
                     for (k = 2; k <= n[key]; k++) { if (tps[key, k] < lo) lo = tps[key, k]; if (tps[key, k] > hi) hi = tps[key, k] }
                     vd = d > 0 ? sprintf("%.2fx", t / d) : "-"
                     vb = b > 0 ? sprintf("%.2fx", t / b) : "-"
                     extra = (d > 0 && T[j] != "direct") ? sprintf("%+.1f", (1 / t - 1 / d) * cores * 1e6) : "-"
                     range = sprintf("%.0f-%.0f", lo, hi)
-                    printf "%-9s %-12s %10.0f %8.3f %9s %8s %10s %14s %5.0f%%\n", M[i], T[j], t, l, vd, vb, range, extra, c
+                    printf "%-9s %-12s %10.0f %8.3f %9s %8s %12s %13s %10s %5.0f%%\n", M[i], T[j], t, l, vd, vb, range, extra, p, c
                 }
             }
         }' "$RESULTS"
     echo
     echo "tps and lat_ms are medians over the repetitions (tps_range: min-max); vs_direct / vs_pgb: median tps"
-    echo "ratios; extra_cpu_us = (1/tps - 1/tps_direct) x $CORES cores x 1e6 (meaningful when cpu% is ~100)."
+    echo "ratios; extra_cpu_us = (1/tps - 1/tps_direct) x $CORES cores x 1e6 (meaningful when cpu% is ~100);"
+    echo "proxy_cpu = the proxy process's own CPU time (user + system, /proc/<pid>/stat) per transaction;"
+    echo "cpu% = the whole machine's busy share during the runs."
     echo "connect mode: every transaction opens a new connection; through jitgate that is a TLS (jitgate_tls)"
     echo "and SCRAM-SHA-256 login (client-side PBKDF2, 4096 iterations) plus an upstream login, where direct"
     echo "and pgbouncer use trust authentication."

@@ -161,7 +161,22 @@ pub async fn run(
     match &end {
         SessionEnd::GrantEnded(_) | SessionEnd::Killed | SessionEnd::KilledByOwner(_) => {
             // Stop the query on the server first, then tell the client and close both sides.
-            let cancel = upstream::send_cancel(&cancel_address, pid, &key);
+            // An idle backend ends on our Terminate; only a busy one needs a
+            // cancel request (a new connection and a process on the server,
+            // which thousands of sessions ending at once cannot afford).
+            let in_flight = unfinished
+                .iter()
+                .any(|e| !matches!(e, Expect::Local { .. }));
+            let cancel = async {
+                if !in_flight {
+                    return true;
+                }
+                let send = upstream::send_cancel(&cancel_address, pid, &key);
+                matches!(
+                    tokio::time::timeout(std::time::Duration::from_secs(2), send).await,
+                    Ok(Ok(()))
+                )
+            };
             let message = match &end {
                 SessionEnd::GrantEnded(EndReason::Expired) => format!(
                     "terminating connection: your grant {} for {} expired at {}",
@@ -188,10 +203,10 @@ pub async fn run(
                 let _ = client_w.shutdown().await;
             };
             let (cancelled, _) = tokio::join!(
-                tokio::time::timeout(std::time::Duration::from_secs(2), cancel),
+                cancel,
                 tokio::time::timeout(std::time::Duration::from_secs(1), tell_client),
             );
-            if !matches!(cancelled, Ok(Ok(()))) {
+            if !cancelled {
                 tracing::warn!(session = %ctx.info.id, "could not deliver the cancel request upstream");
             }
             terminate_upstream(&mut up_w).await;
