@@ -103,6 +103,13 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
 
 /// A connector for an upstream server, or `None` when TLS is disabled.
 pub fn connector(mode: &UpstreamTls) -> Result<Option<TlsConnector>, TlsError> {
+    Ok(client_config(mode)?.map(TlsConnector::from))
+}
+
+/// The client-side TLS settings for `mode`, or `None` when TLS is disabled.
+/// `Require` encrypts without checking the certificate, like libpq's
+/// `sslmode=require` (the tests use it to reach self-signed listeners).
+pub fn client_config(mode: &UpstreamTls) -> Result<Option<Arc<rustls::ClientConfig>>, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?;
     let config = match mode {
@@ -119,7 +126,7 @@ pub fn connector(mode: &UpstreamTls) -> Result<Option<TlsConnector>, TlsError> {
             builder.with_root_certificates(roots).with_no_client_auth()
         }
     };
-    Ok(Some(TlsConnector::from(Arc::new(config))))
+    Ok(Some(Arc::new(config)))
 }
 
 pub fn server_name(name: &str) -> Option<ServerName<'static>> {
