@@ -11,7 +11,12 @@
 #   jitgate     jitgate, TLS off (sslmode=disable), audit on
 #   jitgate_tls jitgate, TLS on (sslmode=require), audit on
 # in three modes: simple protocol, extended protocol, and connect-per-transaction
-# (-C, simple protocol). Runs are interleaved (direct, pgbouncer, jitgate,
+# (-C, simple protocol). The same three modes run against MySQL/MariaDB with
+# benches/mysql_load.rs (a pgbench -S lookalike on mysql_async: text queries,
+# prepared statements, a new connection per transaction) as targets
+#   mysql         MariaDB/MySQL itself (MYSQL_HOST:MYSQL_PORT as MYSQL_USER, no password)
+#   jitgate_mysql jitgate's MySQL front, TLS off, audit on
+# whose ratios are to `mysql` (vs_direct) rather than to PostgreSQL. Runs are interleaved (direct, pgbouncer, jitgate,
 # jitgate_tls, direct, …) and repeated, and one table is printed with the
 # median TPS and latency of each mode x target, its ratio to direct and to
 # pgbouncer, and the extra CPU time per transaction,
@@ -25,10 +30,15 @@
 #   THREADS=2         pgbench -j
 #   SCALE=1           pgbench scale factor of the bench database
 #   MODES="simple extended connect"
-#   TARGETS="direct pgbouncer jitgate jitgate_tls"
+#   TARGETS="direct pgbouncer jitgate jitgate_tls mysql jitgate_mysql"
+#                     (the MySQL pair is left out when nothing answers at MYSQL_HOST:MYSQL_PORT
+#                     and TARGETS is not set)
 #   PGHOST_DIRECT=127.0.0.1 PGPORT_DIRECT=5432 PGUSER_DIRECT=postgres
 #                     the PostgreSQL to measure (trust auth for this user on TCP)
 #   BENCH_DB=jitgate_bench   database created there and filled by `pgbench -i`
+#                     (and on MySQL, with a 100 000-row table jg_accounts)
+#   MYSQL_HOST=127.0.0.1 MYSQL_PORT=3306 MYSQL_USER=root
+#                     the MySQL/MariaDB to measure (this user without a password over TCP)
 #   AUDIT_FSYNC=100ms jitgate's audit.fsync ("always" for the strict setting)
 #   SKIP_BUILD=1      use the existing target/release/jitgate
 #   JITGATE_BIN=path  measure this jitgate binary instead (no build; e.g. a patched copy)
@@ -50,7 +60,17 @@ CLIENTS=${CLIENTS:-8}
 THREADS=${THREADS:-2}
 SCALE=${SCALE:-1}
 MODES=${MODES:-"simple extended connect"}
-TARGETS=${TARGETS:-"direct pgbouncer jitgate jitgate_tls"}
+MYSQL_HOST=${MYSQL_HOST:-127.0.0.1}
+MYSQL_PORT=${MYSQL_PORT:-3306}
+MYSQL_USER=${MYSQL_USER:-root}
+if [[ -z ${TARGETS:-} ]]; then
+    TARGETS="direct pgbouncer jitgate jitgate_tls"
+    if (exec 3<>"/dev/tcp/$MYSQL_HOST/$MYSQL_PORT") 2>/dev/null; then
+        TARGETS="$TARGETS mysql jitgate_mysql"
+    else
+        echo "overhead.sh: nothing answers at $MYSQL_HOST:$MYSQL_PORT; MySQL targets skipped" >&2
+    fi
+fi
 if [[ -n ${JITGATE_ALT_BIN:-} && " $TARGETS " != *" jitgate_alt "* ]]; then
     TARGETS="$TARGETS jitgate_alt"
 fi
@@ -124,6 +144,15 @@ if [[ ${SKIP_BUILD:-0} != 1 && -z ${JITGATE_BIN:-} ]]; then
 fi
 [[ -x $JITGATE ]] || die "$JITGATE is missing (build it, or unset SKIP_BUILD / JITGATE_BIN)"
 
+WANT_MYSQL=0
+if [[ " $TARGETS " == *" mysql "* || " $TARGETS " == *" jitgate_mysql "* ]]; then
+    WANT_MYSQL=1
+    # The load driver: built as a bench target, run as a plain program.
+    MYSQL_LOAD=$(cargo bench --quiet --bench mysql_load --no-run --message-format=json 2>/dev/null |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    [[ -n $MYSQL_LOAD && -x $MYSQL_LOAD ]] || die "could not build benches/mysql_load.rs (cargo bench --bench mysql_load --no-run)"
+fi
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/jitgate-overhead.XXXXXX")
 chmod 755 "$WORK"
 
@@ -169,6 +198,16 @@ if [[ $branches != "$SCALE" ]]; then
         { cat "$WORK/pgbench-init.log" >&2; die "pgbench -i failed"; }
 fi
 direct_psql -d "$BENCH_DB" -c 'VACUUM ANALYZE' >/dev/null
+
+if [[ $WANT_MYSQL == 1 ]]; then
+    command -v mariadb >/dev/null || command -v mysql >/dev/null || die "the mariadb (or mysql) client is not installed"
+    MYSQL_CLI=$(command -v mariadb || command -v mysql)
+    "$MYSQL_CLI" -h "$MYSQL_HOST" -P "$MYSQL_PORT" -u "$MYSQL_USER" --skip-ssl \
+        -e "CREATE DATABASE IF NOT EXISTS $BENCH_DB" ||
+        die "cannot connect to MySQL at $MYSQL_HOST:$MYSQL_PORT as $MYSQL_USER (no password expected)"
+    "$MYSQL_LOAD" --init --host "$MYSQL_HOST" --port "$MYSQL_PORT" --user "$MYSQL_USER" --db "$BENCH_DB" ||
+        die "filling jg_accounts on MySQL failed"
+fi
 
 # ---- pgbouncer, session mode --------------------------------------------------
 
@@ -220,16 +259,20 @@ ALICE_VERIFIER=$(printf '%s\n' "$ALICE_SECRET" | "$JITGATE" passwd)
 ADMIN_VERIFIER=$(printf '%s\n' "$ADMIN_SECRET" | "$JITGATE" passwd)
 
 declare -A JG_PORT JG_ADMIN PROXY_PID
-start_jitgate() { # name require_tls binary
-    local name=$1 require=$2 exe=$3 dir=$WORK/$1
+start_jitgate() { # name require_tls binary [protocol]
+    local name=$1 require=$2 exe=$3 protocol=${4:-postgres} dir=$WORK/$1
     JG_PORT[$name]=$(free_port)
     JG_ADMIN[$name]=$(free_port)
     mkdir -p "$dir"
+    local upstream="$PGHOST_DIRECT:$PGPORT_DIRECT" upstream_user=$PGUSER_DIRECT
+    if [[ $protocol == mysql ]]; then
+        upstream="$MYSQL_HOST:$MYSQL_PORT" upstream_user=$MYSQL_USER
+    fi
     cat >"$dir/jitgate.toml" <<EOF
 data_dir = "data"
 
 [listen]
-postgres = "127.0.0.1:${JG_PORT[$name]}"
+$protocol = "127.0.0.1:${JG_PORT[$name]}"
 admin = "127.0.0.1:${JG_ADMIN[$name]}"
 
 [tls]
@@ -258,13 +301,13 @@ secret = "$ADMIN_VERIFIER"
 
 [[targets]]
 name = "bench"
-protocol = "postgres"
-address = "$PGHOST_DIRECT:$PGPORT_DIRECT"
+protocol = "$protocol"
+address = "$upstream"
 database = "$BENCH_DB"
 tls = "disable"
 
 [targets.levels.write]
-user = "$PGUSER_DIRECT"
+user = "$upstream_user"
 EOF
     (cd "$dir" && exec "$exe" serve -c jitgate.toml) >"$dir/jitgate.log" 2>&1 &
     PIDS+=($!)
@@ -277,6 +320,17 @@ EOF
         -X POST "http://127.0.0.1:${JG_ADMIN[$name]}/v1/grants" \
         -d '{"identity":"alice","target":"bench","level":"write","duration":"24h","reason":"benches/overhead.sh"}') ||
         die "granting alice on jitgate ($name) failed: $answer"
+    if [[ $protocol == mysql ]]; then
+        # The first login after jitgate starts is a full caching_sha2_password
+        # authentication, which needs TLS; the bench's plaintext logins then
+        # take the fast path.
+        MYSQL_PWD=$ALICE_SECRET "$MYSQL_CLI" -h 127.0.0.1 -P "${JG_PORT[$name]}" -u alice --ssl \
+            --ssl-verify-server-cert=0 bench -e 'SELECT count(*) FROM jg_accounts' >/dev/null 2>"$dir/mysql.err" ||
+            MYSQL_PWD=$ALICE_SECRET "$MYSQL_CLI" -h 127.0.0.1 -P "${JG_PORT[$name]}" -u alice --ssl \
+                bench -e 'SELECT count(*) FROM jg_accounts' >/dev/null 2>>"$dir/mysql.err" ||
+            { cat "$dir/mysql.err" "$dir/jitgate.log" >&2; die "mariadb through jitgate ($name) failed"; }
+        return
+    fi
     local sslmode=disable
     [[ $require == true ]] && sslmode=require
     PGPASSWORD=$ALICE_SECRET psql -X -At -v ON_ERROR_STOP=1 \
@@ -290,6 +344,7 @@ if [[ " $TARGETS " == *" jitgate_alt "* ]]; then
     [[ -x ${JITGATE_ALT_BIN:-} ]] || die "target jitgate_alt needs JITGATE_ALT_BIN=path to a jitgate binary"
     start_jitgate jitgate_alt false "$JITGATE_ALT_BIN"
 fi
+if [[ " $TARGETS " == *" jitgate_mysql "* ]]; then start_jitgate jitgate_mysql false "$JITGATE" mysql; fi
 
 # ---- the runs -----------------------------------------------------------------
 
@@ -316,6 +371,8 @@ run_pgbench() { # rep mode target
     jitgate) port=${JG_PORT[jitgate]} user=alice db=bench password=$ALICE_SECRET ;;
     jitgate_tls) port=${JG_PORT[jitgate_tls]} user=alice db=bench password=$ALICE_SECRET sslmode=require ;;
     jitgate_alt) port=${JG_PORT[jitgate_alt]} user=alice db=bench password=$ALICE_SECRET ;;
+    mysql) host=$MYSQL_HOST port=$MYSQL_PORT user=$MYSQL_USER ;;
+    jitgate_mysql) port=${JG_PORT[jitgate_mysql]} user=alice db=bench password=$ALICE_SECRET ;;
     *) die "unknown target $target" ;;
     esac
     local args=(-n -S -c "$CLIENTS" -j "$THREADS" -T "$SECS")
@@ -332,7 +389,15 @@ run_pgbench() { # rep mode target
     esac
     [[ -n $proxy_pid ]] && proxy_before=$(proc_ticks "$proxy_pid")
     before=$(cpu_jiffies)
-    if ! PGHOST=$host PGPORT=$port PGUSER=$user PGDATABASE=$db PGSSLMODE=$sslmode \
+    if [[ $target == *mysql ]]; then
+        local margs=(--host "$host" --port "$port" --user "$user" --db "$db" --mode "$mode"
+            --clients "$CLIENTS" --threads "$THREADS" --secs "$SECS")
+        [[ -n $password ]] && margs+=(--password "$password")
+        if ! "$MYSQL_LOAD" "${margs[@]}" >"$log" 2>&1; then
+            cat "$log" >&2
+            die "mysql_load failed: $mode against $target (rep $rep); see above"
+        fi
+    elif ! PGHOST=$host PGPORT=$port PGUSER=$user PGDATABASE=$db PGSSLMODE=$sslmode \
         PGPASSWORD=$password PGPASSFILE=/dev/null PGAPPNAME=overhead.sh \
         pgbench "${args[@]}" >"$log" 2>&1; then
         cat "$log" >&2
@@ -382,6 +447,9 @@ report() {
     echo "machine: $CORES cores ($cpu_model), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr)"
     [[ -n ${JITGATE_ALT_BIN:-} ]] && echo "jitgate_alt: $JITGATE_ALT_BIN (TLS off, audit on)"
     echo "versions: $(direct_psql -d postgres -c 'SHOW server_version' | cut -d' ' -f1) (server), $(pgbench --version), $("$PGBOUNCER" --version 2>/dev/null | head -1), jitgate $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo '+dirty'), $(rustc --version | cut -d' ' -f1-2)"
+    if [[ $WANT_MYSQL == 1 ]]; then
+        echo "mysql: $("$MYSQL_CLI" -h "$MYSQL_HOST" -P "$MYSQL_PORT" -u "$MYSQL_USER" --skip-ssl -N -e 'SELECT VERSION()'), benches/mysql_load.rs (mysql_async) with the same clients, threads and seconds; simple = text queries, extended = prepared statements, connect = a login per transaction"
+    fi
     echo "setup: pgbench -n -S -c $CLIENTS -j $THREADS -T $SECS, scale $SCALE; $REPS interleaved repetitions; jitgate audit on (fsync $AUDIT_FSYNC), upstream without TLS; pgbouncer session mode"
     echo "load average (1/5/15 min): $LOAD_BEFORE before, $LOAD_AFTER after"
     echo
@@ -397,18 +465,21 @@ report() {
             nm = split(modes, M, " "); nt = split(targets, T, " ")
             printf "%-9s %-12s %10s %8s %9s %8s %12s %13s %10s %6s\n", "mode", "target", "tps", "lat_ms", "vs_direct", "vs_pgb", "tps_range", "extra_cpu_us", "proxy_cpu", "cpu%"
             for (i = 1; i <= nm; i++) {
-                d = (M[i] SUBSEP "direct") in n ? median(tps, M[i] SUBSEP "direct", n[M[i] SUBSEP "direct"]) : 0
-                b = (M[i] SUBSEP "pgbouncer") in n ? median(tps, M[i] SUBSEP "pgbouncer", n[M[i] SUBSEP "pgbouncer"]) : 0
+                pd = (M[i] SUBSEP "direct") in n ? median(tps, M[i] SUBSEP "direct", n[M[i] SUBSEP "direct"]) : 0
+                pb = (M[i] SUBSEP "pgbouncer") in n ? median(tps, M[i] SUBSEP "pgbouncer", n[M[i] SUBSEP "pgbouncer"]) : 0
+                md = (M[i] SUBSEP "mysql") in n ? median(tps, M[i] SUBSEP "mysql", n[M[i] SUBSEP "mysql"]) : 0
                 for (j = 1; j <= nt; j++) {
                     key = M[i] SUBSEP T[j]
                     if (!(key in n)) continue
+                    # MySQL rows compare with MySQL itself; there is no pgbouncer for them.
+                    if (T[j] ~ /mysql$/) { d = md; b = 0; ref = "mysql" } else { d = pd; b = pb; ref = "direct" }
                     t = median(tps, key, n[key]); l = median(lat, key, n[key]); c = median(cpu, key, n[key])
                     p = (pcpu[key, 1] == "-") ? "-" : sprintf("%.1f", median(pcpu, key, n[key]))
                     lo = hi = tps[key, 1]
                     for (k = 2; k <= n[key]; k++) { if (tps[key, k] < lo) lo = tps[key, k]; if (tps[key, k] > hi) hi = tps[key, k] }
                     vd = d > 0 ? sprintf("%.2fx", t / d) : "-"
                     vb = b > 0 ? sprintf("%.2fx", t / b) : "-"
-                    extra = (d > 0 && T[j] != "direct") ? sprintf("%+.1f", (1 / t - 1 / d) * cores * 1e6) : "-"
+                    extra = (d > 0 && T[j] != ref) ? sprintf("%+.1f", (1 / t - 1 / d) * cores * 1e6) : "-"
                     range = sprintf("%.0f-%.0f", lo, hi)
                     printf "%-9s %-12s %10.0f %8.3f %9s %8s %12s %13s %10s %5.0f%%\n", M[i], T[j], t, l, vd, vb, range, extra, p, c
                 }
@@ -416,7 +487,7 @@ report() {
         }' "$RESULTS"
     echo
     echo "tps and lat_ms are medians over the repetitions (tps_range: min-max); vs_direct / vs_pgb: median tps"
-    echo "ratios; extra_cpu_us = (1/tps - 1/tps_direct) x $CORES cores x 1e6 (meaningful when cpu% is ~100);"
+    echo "ratios (for the MySQL rows, vs_direct is to MySQL itself: the mysql row); extra_cpu_us = (1/tps - 1/tps_direct) x $CORES cores x 1e6 (meaningful when cpu% is ~100);"
     echo "proxy_cpu = the proxy process's own CPU time (user + system, /proc/<pid>/stat) per transaction;"
     echo "cpu% = the whole machine's busy share during the runs."
     echo "connect mode: every transaction opens a new connection; through jitgate that is a TLS (jitgate_tls)"
