@@ -6,8 +6,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use serde::Serialize;
@@ -30,6 +30,30 @@ pub struct SessionInfo {
     pub statements: AtomicU64,
     #[serde(skip)]
     kill: Notify,
+    /// The live sessions of the same grant.
+    #[serde(skip)]
+    gate: Arc<GrantGate>,
+    /// This session has told its client that it ends (or has gone).
+    #[serde(skip)]
+    told: AtomicBool,
+}
+
+/// The sessions of one grant, counted so that when the grant ends each can
+/// wait for all of them to have told their clients before it ends its
+/// upstream side.
+///
+/// Why: a grant's sessions all wake at the same instant when it ends. Ending
+/// an upstream connection makes the server's process exit (or fork, for a
+/// cancel request); a thousand of those at once compete with jitgate for the
+/// CPU, and a client told after they started waits behind them all. Told
+/// first, every client learns of the end within milliseconds.
+#[derive(Debug, Default)]
+struct GrantGate {
+    /// Registered sessions of the grant.
+    live: AtomicUsize,
+    /// Registered sessions that have not yet told their client.
+    untold: AtomicUsize,
+    all_told: Notify,
 }
 
 fn atomic<S: serde::Serializer>(v: &AtomicU64, s: S) -> Result<S::Ok, S::Error> {
@@ -45,6 +69,34 @@ impl SessionInfo {
     pub async fn killed(&self) {
         self.kill.notified().await
     }
+
+    /// This session has told its client that it ends (called once it has
+    /// written its last error and closed the client side, or given up on it).
+    pub fn client_told(&self) {
+        if !self.told.swap(true, Ordering::AcqRel)
+            && self.gate.untold.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.gate.all_told.notify_waiters();
+        }
+    }
+
+    /// Wait until every session of this session's grant has told its client,
+    /// or at most `cap` (a client that never reads must not hold up the end
+    /// of another session's upstream side for long).
+    pub async fn grant_clients_told(&self, cap: Duration) {
+        let deadline = tokio::time::Instant::now() + cap;
+        loop {
+            let all_told = self.gate.all_told.notified();
+            tokio::pin!(all_told);
+            all_told.as_mut().enable();
+            if self.gate.untold.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, all_told).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 pub struct NewSession<'a> {
@@ -58,10 +110,20 @@ pub struct NewSession<'a> {
 #[derive(Default)]
 pub struct Sessions {
     by_id: DashMap<String, Arc<SessionInfo>>,
+    /// Grant id -> its sessions' gate, while it has registered sessions.
+    gates: DashMap<String, Arc<GrantGate>>,
 }
 
 impl Sessions {
     pub fn register(self: &Arc<Self>, s: NewSession<'_>) -> SessionGuard {
+        // Counted under the map's lock, so a gate is never removed while a
+        // session of its grant is being registered.
+        let gate = {
+            let entry = self.gates.entry(s.grant.to_owned()).or_default();
+            entry.live.fetch_add(1, Ordering::AcqRel);
+            entry.untold.fetch_add(1, Ordering::AcqRel);
+            entry.clone()
+        };
         let info = Arc::new(SessionInfo {
             id: format!("s_{:016x}", rand::random::<u64>()),
             identity: s.identity.to_owned(),
@@ -72,6 +134,8 @@ impl Sessions {
             started_at: SystemTime::now(),
             statements: AtomicU64::new(0),
             kill: Notify::new(),
+            gate,
+            told: AtomicBool::new(false),
         });
         self.by_id.insert(info.id.clone(), info.clone());
         SessionGuard {
@@ -111,5 +175,89 @@ pub struct SessionGuard {
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.registry.by_id.remove(&self.info.id);
+        // A session that ends without telling (its client went first) no
+        // longer holds up the others.
+        self.info.client_told();
+        if self.info.gate.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.registry
+                .gates
+                .remove_if(&self.info.grant, |_, g| g.live.load(Ordering::Acquire) == 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session<'a>(grant: &'a str) -> NewSession<'a> {
+        NewSession {
+            identity: "alice",
+            target: "db",
+            level: "read",
+            grant,
+            client_addr: "127.0.0.1:1".parse().unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_grant_gate_opens_once_every_session_of_the_grant_told_its_client() {
+        let sessions = Arc::new(Sessions::default());
+        let a = sessions.register(session("g1"));
+        let b = sessions.register(session("g1"));
+        let other = sessions.register(session("g2"));
+        let cap = Duration::from_secs(30);
+
+        let waiting = {
+            let a = a.info.clone();
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                a.grant_clients_told(cap).await;
+                started.elapsed()
+            })
+        };
+        a.info.client_told();
+        a.info.client_told(); // twice counts once
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "b has not told its client yet");
+        b.info.client_told();
+        let waited = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the gate opened")
+            .unwrap();
+        assert!(waited < cap);
+        // Another grant's session is not part of it.
+        assert_eq!(other.info.gate.untold.load(Ordering::Acquire), 1);
+    }
+
+    #[tokio::test]
+    async fn a_session_that_goes_without_telling_does_not_hold_the_gate() {
+        let sessions = Arc::new(Sessions::default());
+        let a = sessions.register(session("g1"));
+        let b = sessions.register(session("g1"));
+        drop(b);
+        a.info.client_told();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            a.info.grant_clients_told(Duration::from_secs(30)),
+        )
+        .await
+        .expect("b's departure counted as told");
+        drop(a);
+        assert!(
+            sessions.gates.is_empty(),
+            "the gate goes with the grant's last session"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_holds_the_gate_only_until_the_cap() {
+        let sessions = Arc::new(Sessions::default());
+        let a = sessions.register(session("g1"));
+        let _stuck = sessions.register(session("g1"));
+        a.info.client_told();
+        let started = std::time::Instant::now();
+        a.info.grant_clients_told(Duration::from_millis(50)).await;
+        assert!(started.elapsed() >= Duration::from_millis(50));
     }
 }

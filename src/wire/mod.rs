@@ -13,6 +13,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::access::EndReason;
 
+/// When a grant ends, how long a session waits for the grant's other
+/// sessions to tell their clients before it ends its upstream side anyway
+/// (see `SessionInfo::grant_clients_told`).
+pub const TELL_CLIENTS_FIRST_FOR: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Accept connections until the listener fails, each on its own task. An
 /// accept error (out of file descriptors, say) is logged and retried after
 /// a short pause; it never stops the listener.

@@ -374,14 +374,28 @@ pub async fn run(
                 }
                 let _ = client.get_mut().shutdown().await;
             };
-            let _ = tokio::join!(
-                tokio::time::timeout(std::time::Duration::from_secs(3), stop_upstream_thread()),
-                tokio::time::timeout(std::time::Duration::from_secs(1), tell_client),
-            );
+            let tell_client = async {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tell_client).await;
+                ctx.info.client_told();
+            };
+            // When a grant ends, every client of the grant is told before any
+            // of its upstream threads is killed (see
+            // `SessionInfo::grant_clients_told`).
+            let end_upstream = async {
+                if let SessionEnd::GrantEnded(_) = &end {
+                    ctx.info
+                        .grant_clients_told(crate::wire::TELL_CLIENTS_FIRST_FOR)
+                        .await;
+                }
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(3), stop_upstream_thread())
+                        .await;
+            };
+            tokio::join!(tell_client, end_upstream);
             upstream::quit(&mut up_stream).await;
-            if let SessionEnd::GrantEnded(EndReason::Expired) = &end {
+            if let SessionEnd::GrantEnded(reason) = &end {
                 let lag = std::time::SystemTime::now()
-                    .duration_since(lease.grant.expires_at)
+                    .duration_since(lease.ended_at(*reason))
                     .unwrap_or_default();
                 METRICS.grant_end_lag_seconds.observe(lag.as_secs_f64());
             }

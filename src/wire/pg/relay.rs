@@ -160,23 +160,16 @@ pub async fn run(
     let mid_write = shared.writing_to_client.load(Ordering::Acquire);
     match &end {
         SessionEnd::GrantEnded(_) | SessionEnd::Killed | SessionEnd::KilledByOwner(_) => {
-            // Stop the query on the server first, then tell the client and close both sides.
+            // Tell the client, stop the query on the server, close both sides.
+            // When a grant ends, every client of the grant is told before
+            // any of its upstream connections is ended (see
+            // `SessionInfo::grant_clients_told`).
+            //
             // An idle backend ends on our Terminate; only a busy one needs a
-            // cancel request (a new connection and a process on the server,
-            // which thousands of sessions ending at once cannot afford).
+            // cancel request (a new connection and a process on the server).
             let in_flight = unfinished
                 .iter()
                 .any(|e| !matches!(e, Expect::Local { .. }));
-            let cancel = async {
-                if !in_flight {
-                    return true;
-                }
-                let send = upstream::send_cancel(&cancel_address, pid, &key);
-                matches!(
-                    tokio::time::timeout(std::time::Duration::from_secs(2), send).await,
-                    Ok(Ok(()))
-                )
-            };
             let message = match &end {
                 SessionEnd::GrantEnded(EndReason::Expired) => format!(
                     "terminating connection: your grant {} for {} expired at {}",
@@ -202,14 +195,31 @@ pub async fn run(
                 }
                 let _ = client_w.shutdown().await;
             };
-            let (cancelled, _) = tokio::join!(
-                cancel,
-                tokio::time::timeout(std::time::Duration::from_secs(1), tell_client),
-            );
-            if !cancelled {
-                tracing::warn!(session = %ctx.info.id, "could not deliver the cancel request upstream");
-            }
-            terminate_upstream(&mut up_w).await;
+            let tell_client = async {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tell_client).await;
+                ctx.info.client_told();
+            };
+            let end_upstream = async {
+                if let SessionEnd::GrantEnded(_) = &end {
+                    ctx.info
+                        .grant_clients_told(crate::wire::TELL_CLIENTS_FIRST_FOR)
+                        .await;
+                }
+                let cancelled = !in_flight
+                    || matches!(
+                        tokio::time::timeout(
+                            std::time::Duration::from_secs(2),
+                            upstream::send_cancel(&cancel_address, pid, &key),
+                        )
+                        .await,
+                        Ok(Ok(()))
+                    );
+                if !cancelled {
+                    tracing::warn!(session = %ctx.info.id, "could not deliver the cancel request upstream");
+                }
+                terminate_upstream(&mut up_w).await;
+            };
+            tokio::join!(tell_client, end_upstream);
             if let SessionEnd::GrantEnded(reason) = &end {
                 let lag = std::time::SystemTime::now()
                     .duration_since(lease.ended_at(*reason))
