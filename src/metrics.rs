@@ -83,7 +83,11 @@ pub struct Metrics {
     pub audit_errors_total: Counter,
     process_resident_memory_bytes: Gauge,
     process_open_fds: Gauge,
-    process_cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// A counter (exposed as `process_cpu_seconds_total`, as Prometheus's
+    /// own clients name it), advanced to what /proc says at each scrape.
+    process_cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Serialises scrapes' reading of /proc, so two cannot both add the same delta.
+    process_refresh: std::sync::Mutex<()>,
     known_targets: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
@@ -108,7 +112,8 @@ impl Metrics {
             audit_errors_total: Counter::default(),
             process_resident_memory_bytes: Gauge::default(),
             process_open_fds: Gauge::default(),
-            process_cpu_seconds: Gauge::default(),
+            process_cpu_seconds: Counter::default(),
+            process_refresh: std::sync::Mutex::new(()),
             known_targets: Default::default(),
             registry: Registry::default(),
         };
@@ -189,7 +194,7 @@ impl Metrics {
         );
         r.register(
             "process_cpu_seconds",
-            "User and system CPU time spent, in seconds",
+            "Total user and system CPU time spent, in seconds",
             m.process_cpu_seconds.clone(),
         );
         Metrics { registry: r, ..m }
@@ -205,6 +210,7 @@ impl Metrics {
     }
 
     fn refresh_process(&self) {
+        let _one_at_a_time = self.process_refresh.lock();
         let page = 4096i64;
         if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
             && let Some(rss) = statm
@@ -225,7 +231,11 @@ impl Metrics {
             if let (Some(u), Some(s)) = (f.get(11), f.get(12))
                 && let (Ok(u), Ok(s)) = (u.parse::<f64>(), s.parse::<f64>())
             {
-                self.process_cpu_seconds.set((u + s) / 100.0);
+                let now = (u + s) / 100.0;
+                let before = self.process_cpu_seconds.get();
+                if now > before {
+                    self.process_cpu_seconds.inc_by(now - before);
+                }
             }
         }
     }

@@ -382,6 +382,7 @@ async fn metrics_endpoint_serves_valid_openmetrics_text() {
         ("jitgate_audit_errors", "counter"),
         ("process_resident_memory_bytes", "gauge"),
         ("process_open_fds", "gauge"),
+        ("process_cpu_seconds", "counter"),
     ];
     for (family, kind) in expected {
         assert_eq!(
@@ -401,6 +402,7 @@ async fn metrics_endpoint_serves_valid_openmetrics_text() {
     }
     assert!(exp.sum("process_resident_memory_bytes", &[]) > 1_000_000.0);
     assert!(exp.sum("process_open_fds", &[]) >= 3.0);
+    assert!(exp.sum("process_cpu_seconds_total", &[]) > 0.0);
     assert_eq!(exp.sum("jitgate_audit_errors_total", &[]), 0.0);
 
     // Label values stay bounded: no identity, session id or statement text.
