@@ -230,11 +230,15 @@ async fn request_approve_connect_expire_end_to_end() {
         "the backend outlived the grant by {:?}",
         later_by(gone_at, deadline)
     );
-    eventually(secs(3), "the server log to show the cancel", || async {
-        pg.log()
-            .contains("canceling statement due to user request")
-            .then_some(())
-    })
+    eventually(
+        secs(3),
+        "the server log to show the busy backend terminated by the reaper",
+        || async {
+            pg.log()
+                .contains("terminating connection due to administrator command")
+                .then_some(())
+        },
+    )
     .await;
 
     jg.wait_for_audit("grant_expired", |v| {
@@ -530,11 +534,15 @@ async fn revoke_by_approver_kills_live_sessions() {
         "{}",
         describe_error(&err)
     );
-    eventually(secs(3), "the server log to show the cancel", || async {
-        pg.log()
-            .contains("canceling statement due to user request")
-            .then_some(())
-    })
+    eventually(
+        secs(3),
+        "the server log to show the busy backend terminated by the reaper",
+        || async {
+            pg.log()
+                .contains("terminating connection due to administrator command")
+                .then_some(())
+        },
+    )
     .await;
     let record = jg
         .wait_for_audit("grant_revoked", |v| {

@@ -16,6 +16,15 @@ impl Stream {
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
+
+    /// The local port of the TCP connection underneath.
+    pub fn local_port(&self) -> Option<u16> {
+        let tcp = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        };
+        tcp.local_addr().ok().map(|a| a.port())
+    }
 }
 
 impl AsyncRead for Stream {

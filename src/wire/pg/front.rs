@@ -37,6 +37,7 @@ pub struct PgFront {
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
     cancel_keys: Arc<CancelKeys>,
+    reapers: super::reaper::Reapers,
     handshakes: Arc<Semaphore>,
     sessions: Arc<Semaphore>,
     limiter: LoginLimiter,
@@ -53,6 +54,7 @@ struct Established {
     level: String,
     read_only: bool,
     session_permit: tokio::sync::OwnedSemaphorePermit,
+    reaper: Option<super::reaper::Reaper>,
 }
 
 /// Why a handshake stopped without a session; the client has been told.
@@ -64,6 +66,7 @@ impl PgFront {
         Arc::new(PgFront {
             tls,
             cancel_keys: Arc::default(),
+            reapers: Default::default(),
             handshakes: Arc::new(Semaphore::new(limits.max_pending_handshakes)),
             sessions: Arc::new(Semaphore::new(limits.max_sessions)),
             limiter: LoginLimiter::new(limits.max_login_failures, limits.login_failure_window),
@@ -396,7 +399,16 @@ impl PgFront {
             }
         };
         let r = r.with_max(config.limits.max_message_bytes);
+        let reaper = up.local_port.map(|_| {
+            self.reapers.for_level(
+                target_cfg,
+                &grant.level,
+                level,
+                config.limits.max_message_bytes,
+            )
+        });
         Ok(Some(Established {
+            reaper,
             client_r: r,
             client_w: w,
             upstream: up,
@@ -469,6 +481,7 @@ impl PgFront {
             level,
             read_only,
             session_permit,
+            reaper,
         } = e;
         let grant = lease.grant.clone();
         let audit = &self.shared.audit;
@@ -527,6 +540,7 @@ impl PgFront {
             audit: audit.clone(),
             read_only,
             metrics: SessionMetrics::new(&target),
+            reaper,
         };
         METRICS.session_outcome(&target, "started");
         let active = METRICS

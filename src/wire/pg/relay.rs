@@ -36,6 +36,8 @@ pub struct SessionCtx {
     pub audit: Arc<AuditLog>,
     pub read_only: bool,
     pub metrics: SessionMetrics,
+    /// Ends this level's busy backends in batches when a grant ends.
+    pub reaper: Option<super::reaper::Reaper>,
 }
 
 /// A statement whose outcome the server still owes.
@@ -115,6 +117,7 @@ pub async fn run(
         key,
         cancel_address,
         status,
+        local_port,
         ..
     } = up;
     let (up_stream, up_buf) = reader.into_parts();
@@ -165,8 +168,11 @@ pub async fn run(
             // any of its upstream connections is ended (see
             // `SessionInfo::grant_clients_told`).
             //
-            // An idle backend ends on our Terminate; only a busy one needs a
-            // cancel request (a new connection and a process on the server).
+            // An idle backend ends on our Terminate; only a busy one needs to
+            // be stopped: when a grant ends, by the level's reaper (one
+            // statement for all the grant's busy backends), otherwise, or if
+            // the reaper could not, by a cancel request (a new connection and
+            // a process on the server).
             let in_flight = unfinished
                 .iter()
                 .any(|e| !matches!(e, Expect::Local { .. }));
@@ -201,11 +207,21 @@ pub async fn run(
             };
             let end_upstream = async {
                 if let SessionEnd::GrantEnded(_) = &end {
+                    if let (true, Some(reaper)) = (in_flight, &ctx.reaper) {
+                        reaper.prepare();
+                    }
                     ctx.info
                         .grant_clients_told(crate::wire::TELL_CLIENTS_FIRST_FOR)
                         .await;
                 }
+                let reaped = match (&end, &ctx.reaper, local_port) {
+                    (SessionEnd::GrantEnded(_), Some(reaper), Some(port)) if in_flight => {
+                        reaper.end_backend(pid, port).await
+                    }
+                    _ => false,
+                };
                 let cancelled = !in_flight
+                    || reaped
                     || matches!(
                         tokio::time::timeout(
                             std::time::Duration::from_secs(2),

@@ -66,6 +66,8 @@ pub struct Upstream {
     pub cancel_address: String,
     /// Transaction status from the first ReadyForQuery.
     pub status: u8,
+    /// jitgate's local port on this connection (what the server sees as the client port).
+    pub local_port: Option<u16>,
 }
 
 /// Startup parameters the client may not choose: jitgate sets them.
@@ -193,6 +195,7 @@ pub async fn connect(
     let timeout = target.connect_timeout;
     let fut = async {
         let mut stream = open(target).await?;
+        let local_port = stream.local_port();
         let params = upstream_params(
             client_params,
             &level.user,
@@ -219,6 +222,7 @@ pub async fn connect(
             key: Vec::new(),
             cancel_address: target.address.clone(),
             status: b'I',
+            local_port,
         };
         loop {
             let f = next(&mut up.reader, target).await?;

@@ -1,0 +1,318 @@
+//! Stopping the busy upstream backends of an ended grant, many at once.
+//!
+//! A cancel request is a new connection, and on the server a new process,
+//! per backend: when a grant with hundreds of running queries ends, the
+//! server forks hundreds of times while those queries keep running. Instead,
+//! the sessions of one target and level hand their busy backends to that
+//! level's reaper, which logs in once as the level's own account and ends
+//! them all with one `pg_terminate_backend` statement (a role may always
+//! signal its own backends), then serves whatever arrived meanwhile on the
+//! same connection.
+//!
+//! A backend is only signalled if both its pid and its client port (the
+//! local port of jitgate's own upstream connection) match what the session
+//! knows, and it runs as the same account: a pooler in front of the server
+//! hands out pids that are not the server's, and those must never end
+//! somebody else's backend. Whatever is not matched (a pooler, a backend
+//! that has just gone, a failed login) is left to the caller, which falls
+//! back to a cancel request; after [`MISSES_BEFORE_GIVING_UP`] batches in a
+//! row in which nothing matched, the reaper stops trying and answers "not
+//! done" at once.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use dashmap::DashMap;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::upstream::{self, Upstream};
+use crate::config::{LevelConfig, TargetConfig};
+
+/// Backends ended per statement (keeps the statement text to some 30 KB).
+const BATCH: usize = 1000;
+/// Batches in a row that matched nothing before the reaper gives up.
+pub const MISSES_BEFORE_GIVING_UP: u32 = 3;
+/// How long a session waits for its reaper before it falls back.
+const WAIT: Duration = Duration::from_secs(3);
+/// How long the reaper keeps its connection for more work.
+const LINGER: Duration = Duration::from_millis(250);
+
+/// One busy upstream backend to end.
+struct Job {
+    pid: u32,
+    port: u16,
+    done: oneshot::Sender<bool>,
+}
+
+enum Msg {
+    /// Log in now: busy backends are about to come.
+    Prepare,
+    End(Job),
+}
+
+/// The reapers of one front, one per target and level, started on first use.
+#[derive(Default)]
+pub struct Reapers {
+    by_level: DashMap<(String, String), Reaper>,
+}
+
+impl Reapers {
+    pub fn for_level(
+        &self,
+        target: &TargetConfig,
+        level_name: &str,
+        level: &LevelConfig,
+        max_message_bytes: usize,
+    ) -> Reaper {
+        self.by_level
+            .entry((target.name.clone(), level_name.to_owned()))
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run(
+                    target.clone(),
+                    level_name.to_owned(),
+                    level.clone(),
+                    max_message_bytes,
+                    rx,
+                ));
+                Reaper { jobs: Arc::new(tx) }
+            })
+            .clone()
+    }
+}
+
+/// A handle on one level's reaper.
+#[derive(Clone)]
+pub struct Reaper {
+    jobs: Arc<mpsc::UnboundedSender<Msg>>,
+}
+
+impl Reaper {
+    /// Log in ahead of [`Reaper::end_backend`], while the clients are being told.
+    pub fn prepare(&self) {
+        let _ = self.jobs.send(Msg::Prepare);
+    }
+
+    /// End the backend `pid` whose client side is jitgate's local `port`.
+    /// True once the server has signalled it; false if the caller must fall
+    /// back to a cancel request.
+    pub async fn end_backend(&self, pid: u32, port: u16) -> bool {
+        let (done, answer) = oneshot::channel();
+        if self.jobs.send(Msg::End(Job { pid, port, done })).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(WAIT, answer).await, Ok(Ok(true)))
+    }
+}
+
+async fn run(
+    target: TargetConfig,
+    level_name: String,
+    level: LevelConfig,
+    max_message_bytes: usize,
+    mut msgs: mpsc::UnboundedReceiver<Msg>,
+) {
+    let mut misses = 0u32;
+    while let Some(first) = msgs.recv().await {
+        let mut batch = Vec::new();
+        take(first, &mut batch);
+        drain(&mut msgs, &mut batch);
+        if misses >= MISSES_BEFORE_GIVING_UP {
+            answer(batch, &HashSet::new());
+            continue;
+        }
+        let mut up = match upstream::connect(&target, &level_name, &level, &[], max_message_bytes)
+            .await
+        {
+            Ok(up) => up,
+            Err(e) => {
+                tracing::warn!(target = %target.name, level = %level_name, error = %e, "cannot log in to end busy backends; sending cancel requests instead");
+                drain(&mut msgs, &mut batch);
+                answer(batch, &HashSet::new());
+                continue;
+            }
+        };
+        // Serve batches on this connection until nothing comes for LINGER.
+        loop {
+            drain(&mut msgs, &mut batch);
+            if batch.is_empty() {
+                match tokio::time::timeout(LINGER, msgs.recv()).await {
+                    Ok(Some(m)) => {
+                        take(m, &mut batch);
+                        continue;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            if misses >= MISSES_BEFORE_GIVING_UP {
+                answer(std::mem::take(&mut batch), &HashSet::new());
+                continue;
+            }
+            let rest = batch.split_off(batch.len().min(BATCH));
+            let this = std::mem::replace(&mut batch, rest);
+            match terminate(&mut up, &this).await {
+                Ok(ended) => {
+                    misses = if ended.is_empty() { misses + 1 } else { 0 };
+                    tracing::info!(target = %target.name, level = %level_name, asked = this.len(), ended = ended.len(), "ended busy upstream backends in one statement");
+                    if misses == MISSES_BEFORE_GIVING_UP {
+                        tracing::info!(target = %target.name, level = %level_name, "no backend matched {MISSES_BEFORE_GIVING_UP} times in a row (a pooler in front of the server?): busy sessions get cancel requests from now on");
+                    }
+                    answer(this, &ended);
+                }
+                Err(e) => {
+                    tracing::warn!(target = %target.name, level = %level_name, error = %e, "could not end busy backends; sending cancel requests instead");
+                    answer(this, &HashSet::new());
+                    answer(std::mem::take(&mut batch), &HashSet::new());
+                    break;
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let stream = up.reader.get_mut();
+            let _ = stream.write_all(&[b'X', 0, 0, 0, 4]).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+    }
+}
+
+fn take(m: Msg, batch: &mut Vec<Job>) {
+    if let Msg::End(j) = m {
+        batch.push(j);
+    }
+}
+
+fn drain(msgs: &mut mpsc::UnboundedReceiver<Msg>, batch: &mut Vec<Job>) {
+    while let Ok(m) = msgs.try_recv() {
+        take(m, batch);
+    }
+}
+
+fn answer(batch: Vec<Job>, ended: &HashSet<u32>) {
+    for j in batch {
+        let _ = j.done.send(ended.contains(&j.pid));
+    }
+}
+
+/// The statement that ends the backends of `batch` that match, returning their pids.
+fn statement(batch: &[Job]) -> String {
+    let mut values = String::with_capacity(batch.len() * 20);
+    for (i, j) in batch.iter().enumerate() {
+        if i > 0 {
+            values.push(',');
+        }
+        // Integers only: nothing from outside the proxy reaches the text.
+        let _ = write!(values, "({}::int,{}::int)", j.pid, j.port);
+    }
+    format!(
+        "WITH mine AS MATERIALIZED (SELECT a.pid FROM pg_stat_activity a \
+         JOIN (VALUES {values}) AS t(pid, port) ON a.pid = t.pid AND a.client_port = t.port \
+         WHERE a.usename = current_user AND a.pid <> pg_backend_pid()) \
+         SELECT pid FROM mine WHERE pg_terminate_backend(pid)"
+    )
+}
+
+/// Run [`statement`] over the simple query protocol and collect the pids it ended.
+async fn terminate(up: &mut Upstream, batch: &[Job]) -> Result<HashSet<u32>, String> {
+    let sql = statement(batch);
+    let mut q = BytesMut::with_capacity(sql.len() + 6);
+    q.put_u8(b'Q');
+    q.put_u32(sql.len() as u32 + 5);
+    q.put_slice(sql.as_bytes());
+    q.put_u8(0);
+    let exchange = async {
+        up.reader
+            .get_mut()
+            .write_all(&q)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut ended = HashSet::new();
+        let mut error = None;
+        loop {
+            let f = match up.reader.next().await {
+                Ok(Some(f)) => f,
+                Ok(None) => return Err("the server closed the connection".to_owned()),
+                Err(e) => return Err(e.to_string()),
+            };
+            match f.tag() {
+                b'D' => {
+                    if let Some(pid) = first_column_u32(f.body()) {
+                        ended.insert(pid);
+                    }
+                }
+                b'E' => {
+                    let body = f.body();
+                    error = Some(format!(
+                        "{} ({})",
+                        super::messages::error_message(body).unwrap_or("no message"),
+                        super::messages::error_code(body).unwrap_or("?????")
+                    ));
+                }
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(ended),
+        }
+    };
+    tokio::time::timeout(WAIT, exchange)
+        .await
+        .map_err(|_| "the server did not answer in time".to_owned())?
+}
+
+/// The first column of a DataRow, as an unsigned integer in text.
+fn first_column_u32(body: &[u8]) -> Option<u32> {
+    let count = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    if count == 0 {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    std::str::from_utf8(body.get(6..6 + len)?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(pid: u32, port: u16) -> Job {
+        Job {
+            pid,
+            port,
+            done: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn the_statement_matches_pid_port_and_account() {
+        let sql = statement(&[job(4242, 50001), job(7, 65535)]);
+        assert!(
+            sql.contains("(4242::int,50001::int),(7::int,65535::int)"),
+            "{sql}"
+        );
+        assert!(sql.contains("a.client_port = t.port"));
+        assert!(sql.contains("a.usename = current_user"));
+        // The filter is materialised before anything is signalled.
+        assert!(sql.contains("AS MATERIALIZED"));
+    }
+
+    #[test]
+    fn data_rows_are_read_defensively() {
+        let mut row = vec![0, 1, 0, 0, 0, 4];
+        row.extend_from_slice(b"4242");
+        assert_eq!(first_column_u32(&row), Some(4242));
+        assert_eq!(first_column_u32(&[0, 1, 0, 0, 0, 9, b'1']), None);
+        assert_eq!(first_column_u32(&[0, 1, 255, 255, 255, 255]), None);
+        assert_eq!(first_column_u32(&[0, 0]), None);
+        assert_eq!(first_column_u32(&[]), None);
+    }
+}
