@@ -16,7 +16,7 @@
 //! somebody else's backend. Whatever is not matched (a pooler, a backend
 //! that has just gone, a failed login) is left to the caller, which falls
 //! back to a cancel request; after [`MISSES_BEFORE_GIVING_UP`] batches in a
-//! row in which nothing matched, the reaper stops trying and answers "not
+//! row in which nothing matched (or that failed), the reaper stops trying and answers "not
 //! done" at once.
 
 use std::collections::HashSet;
@@ -36,7 +36,12 @@ use crate::config::{LevelConfig, TargetConfig};
 const BATCH: usize = 1000;
 /// Batches in a row that matched nothing before the reaper gives up.
 pub const MISSES_BEFORE_GIVING_UP: u32 = 3;
-/// How long a session waits for its reaper before it falls back.
+/// How long a session waits for its reaper before it falls back to a
+/// cancel request. Short: behind a transaction-mode pooler whose server
+/// connections are all busy with the very queries to stop, the reaper's own
+/// statement waits in the pooler's queue.
+const PATIENCE: Duration = Duration::from_millis(500);
+/// How long the reaper waits for its statement's answer.
 const WAIT: Duration = Duration::from_secs(3);
 /// How long the reaper keeps its connection for more work.
 const LINGER: Duration = Duration::from_millis(250);
@@ -105,7 +110,7 @@ impl Reaper {
         if self.jobs.send(Msg::End(Job { pid, port, done })).is_err() {
             return false;
         }
-        matches!(tokio::time::timeout(WAIT, answer).await, Ok(Ok(true)))
+        matches!(tokio::time::timeout(PATIENCE, answer).await, Ok(Ok(true)))
     }
 }
 
@@ -164,6 +169,7 @@ async fn run(
                     answer(this, &ended);
                 }
                 Err(e) => {
+                    misses += 1;
                     tracing::warn!(target = %target.name, level = %level_name, error = %e, "could not end busy backends; sending cancel requests instead");
                     answer(this, &HashSet::new());
                     answer(std::mem::take(&mut batch), &HashSet::new());
