@@ -17,6 +17,15 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// The remote address of the TCP connection underneath.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        let tcp = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        };
+        tcp.peer_addr().ok()
+    }
+
     /// The local port of the TCP connection underneath.
     pub fn local_port(&self) -> Option<u16> {
         let tcp = match self {

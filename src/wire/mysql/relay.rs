@@ -401,6 +401,8 @@ pub async fn run(
             }
         }
         SessionEnd::ClientClosed | SessionEnd::ClientError(_) => {
+            // The client is gone: nothing holds up the grant's other sessions.
+            ctx.info.client_told();
             let _ = tokio::time::timeout(std::time::Duration::from_secs(3), stop_upstream_thread())
                 .await;
             upstream::quit(&mut up_stream).await;
@@ -425,6 +427,7 @@ pub async fn run(
                 let _ = client.get_mut().shutdown().await;
             })
             .await;
+            ctx.info.client_told();
         }
     }
     end

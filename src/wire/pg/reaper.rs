@@ -9,20 +9,24 @@
 //! signal its own backends), then serves whatever arrived meanwhile on the
 //! same connection.
 //!
-//! A backend is only signalled if both its pid and its client port (the
-//! local port of jitgate's own upstream connection) match what the session
-//! knows, and it runs as the same account: a pooler in front of the server
-//! hands out pids that are not the server's, and those must never end
-//! somebody else's backend. Whatever is not matched (a pooler, a backend
-//! that has just gone, a failed login) is left to the caller, which falls
-//! back to a cancel request; after [`MISSES_BEFORE_GIVING_UP`] batches in a
-//! row in which nothing matched (or that failed), the reaper stops trying and answers "not
-//! done" at once.
+//! A backend is only signalled if the reaper's connection reached the same
+//! server address as the session's, and the backend's pid, its client port
+//! (the local port of jitgate's own upstream connection) and its account
+//! all match: a pooler in front of the server hands out pids that are not
+//! the server's, and those must never end somebody else's backend.
+//! Whatever is not matched (a pooler, a backend that has just gone, another
+//! server behind the same name, a failed login) is left to the caller,
+//! which falls back to a cancel request. After [`MISSES_BEFORE_GIVING_UP`]
+//! statements in a row that matched none of the live sessions asked for,
+//! the reaper answers "not done" at once for [`GIVE_UP_FOR`]; after a
+//! failed login, for [`REST_AFTER_FAILED_LOGIN`]. Needs PostgreSQL 12 or
+//! later (`MATERIALIZED`); older servers get cancel requests.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use dashmap::DashMap;
@@ -34,8 +38,12 @@ use crate::config::{LevelConfig, TargetConfig};
 
 /// Backends ended per statement (keeps the statement text to some 30 KB).
 const BATCH: usize = 1000;
-/// Batches in a row that matched nothing before the reaper gives up.
+/// Statements in a row that matched nothing before the reaper gives up.
 pub const MISSES_BEFORE_GIVING_UP: u32 = 3;
+/// How long it then leaves busy sessions to cancel requests.
+pub const GIVE_UP_FOR: Duration = Duration::from_secs(600);
+/// How long it leaves them to cancel requests after a failed login.
+pub const REST_AFTER_FAILED_LOGIN: Duration = Duration::from_secs(30);
 /// How long a session waits for its reaper before it falls back to a
 /// cancel request. Short: behind a transaction-mode pooler whose server
 /// connections are all busy with the very queries to stop, the reaper's own
@@ -50,6 +58,8 @@ const LINGER: Duration = Duration::from_millis(250);
 struct Job {
     pid: u32,
     port: u16,
+    /// The server address the session's upstream connection reached.
+    server: SocketAddr,
     done: oneshot::Sender<bool>,
 }
 
@@ -102,12 +112,18 @@ impl Reaper {
         let _ = self.jobs.send(Msg::Prepare);
     }
 
-    /// End the backend `pid` whose client side is jitgate's local `port`.
-    /// True once the server has signalled it; false if the caller must fall
-    /// back to a cancel request.
-    pub async fn end_backend(&self, pid: u32, port: u16) -> bool {
+    /// End the backend `pid` on `server` whose client side is jitgate's
+    /// local `port`. True once the server has signalled it; false if the
+    /// caller must fall back to a cancel request.
+    pub async fn end_backend(&self, server: SocketAddr, pid: u32, port: u16) -> bool {
         let (done, answer) = oneshot::channel();
-        if self.jobs.send(Msg::End(Job { pid, port, done })).is_err() {
+        let job = Job {
+            pid,
+            port,
+            server,
+            done,
+        };
+        if self.jobs.send(Msg::End(job)).is_err() {
             return false;
         }
         matches!(tokio::time::timeout(PATIENCE, answer).await, Ok(Ok(true)))
@@ -122,25 +138,30 @@ async fn run(
     mut msgs: mpsc::UnboundedReceiver<Msg>,
 ) {
     let mut misses = 0u32;
+    // While set and in the future, every job is answered "not done" at once.
+    let mut off_until: Option<Instant> = None;
     while let Some(first) = msgs.recv().await {
         let mut batch = Vec::new();
         take(first, &mut batch);
         drain(&mut msgs, &mut batch);
-        if misses >= MISSES_BEFORE_GIVING_UP {
+        if off_until.is_some_and(|t| Instant::now() < t) {
             answer(batch, &HashSet::new());
             continue;
         }
+        off_until = None;
         let mut up = match upstream::connect(&target, &level_name, &level, &[], max_message_bytes)
             .await
         {
             Ok(up) => up,
             Err(e) => {
-                tracing::warn!(target = %target.name, level = %level_name, error = %e, "cannot log in to end busy backends; sending cancel requests instead");
+                tracing::warn!(target = %target.name, level = %level_name, error = %e, "cannot log in to end busy backends; sending cancel requests instead for {}s", REST_AFTER_FAILED_LOGIN.as_secs());
+                off_until = Some(Instant::now() + REST_AFTER_FAILED_LOGIN);
                 drain(&mut msgs, &mut batch);
                 answer(batch, &HashSet::new());
                 continue;
             }
         };
+        let server = up.reader.get_mut().peer_addr();
         // Serve batches on this connection until nothing comes for LINGER.
         loop {
             drain(&mut msgs, &mut batch);
@@ -153,23 +174,34 @@ async fn run(
                     Ok(None) | Err(_) => break,
                 }
             }
-            if misses >= MISSES_BEFORE_GIVING_UP {
+            if off_until.is_some() {
                 answer(std::mem::take(&mut batch), &HashSet::new());
                 continue;
             }
-            let rest = batch.split_off(batch.len().min(BATCH));
-            let this = std::mem::replace(&mut batch, rest);
+            // Sessions that stopped waiting are not asked about; a session
+            // on another server (a name with several addresses) or a pid no
+            // server uses (a pooler's) cannot be matched here.
+            let (mut this, others): (Vec<Job>, Vec<Job>) = std::mem::take(&mut batch)
+                .into_iter()
+                .filter(|j| !j.done.is_closed())
+                .partition(|j| Some(j.server) == server && i32::try_from(j.pid).is_ok());
+            answer(others, &HashSet::new());
+            if this.is_empty() {
+                continue;
+            }
+            batch = this.split_off(this.len().min(BATCH));
             match terminate(&mut up, &this).await {
                 Ok(ended) => {
                     misses = if ended.is_empty() { misses + 1 } else { 0 };
                     tracing::info!(target = %target.name, level = %level_name, asked = this.len(), ended = ended.len(), "ended busy upstream backends in one statement");
-                    if misses == MISSES_BEFORE_GIVING_UP {
-                        tracing::info!(target = %target.name, level = %level_name, "no backend matched {MISSES_BEFORE_GIVING_UP} times in a row (a pooler in front of the server?): busy sessions get cancel requests from now on");
+                    if misses >= MISSES_BEFORE_GIVING_UP {
+                        misses = 0;
+                        off_until = Some(Instant::now() + GIVE_UP_FOR);
+                        tracing::info!(target = %target.name, level = %level_name, "no backend matched {MISSES_BEFORE_GIVING_UP} times in a row (a pooler in front of the server?): busy sessions get cancel requests for the next {}s", GIVE_UP_FOR.as_secs());
                     }
                     answer(this, &ended);
                 }
                 Err(e) => {
-                    misses += 1;
                     tracing::warn!(target = %target.name, level = %level_name, error = %e, "could not end busy backends; sending cancel requests instead");
                     answer(this, &HashSet::new());
                     answer(std::mem::take(&mut batch), &HashSet::new());
@@ -217,7 +249,7 @@ fn statement(batch: &[Job]) -> String {
     format!(
         "WITH mine AS MATERIALIZED (SELECT a.pid FROM pg_stat_activity a \
          JOIN (VALUES {values}) AS t(pid, port) ON a.pid = t.pid AND a.client_port = t.port \
-         WHERE a.usename = current_user AND a.pid <> pg_backend_pid()) \
+         WHERE a.usename = session_user AND a.pid <> pg_backend_pid()) \
          SELECT pid FROM mine WHERE pg_terminate_backend(pid)"
     )
 }
@@ -294,6 +326,7 @@ mod tests {
         Job {
             pid,
             port,
+            server: "127.0.0.1:5432".parse().unwrap(),
             done: oneshot::channel().0,
         }
     }
@@ -306,7 +339,7 @@ mod tests {
             "{sql}"
         );
         assert!(sql.contains("a.client_port = t.port"));
-        assert!(sql.contains("a.usename = current_user"));
+        assert!(sql.contains("a.usename = session_user"));
         // The filter is materialised before anything is signalled.
         assert!(sql.contains("AS MATERIALIZED"));
     }

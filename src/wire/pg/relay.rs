@@ -118,6 +118,7 @@ pub async fn run(
         cancel_address,
         status,
         local_port,
+        server,
         ..
     } = up;
     let (up_stream, up_buf) = reader.into_parts();
@@ -214,9 +215,11 @@ pub async fn run(
                         .grant_clients_told(crate::wire::TELL_CLIENTS_FIRST_FOR)
                         .await;
                 }
-                let reaped = match (&end, &ctx.reaper, local_port) {
-                    (SessionEnd::GrantEnded(_), Some(reaper), Some(port)) if in_flight => {
-                        reaper.end_backend(pid, port).await
+                let reaped = match (&end, &ctx.reaper, server, local_port) {
+                    (SessionEnd::GrantEnded(_), Some(reaper), Some(server), Some(port))
+                        if in_flight =>
+                    {
+                        reaper.end_backend(server, pid, port).await
                     }
                     _ => false,
                 };
@@ -244,6 +247,8 @@ pub async fn run(
             }
         }
         SessionEnd::ClientClosed | SessionEnd::ClientError(_) => {
+            // The client is gone: nothing holds up the grant's other sessions.
+            ctx.info.client_told();
             terminate_upstream(&mut up_w).await;
             let _ = client_w.shutdown().await;
         }
@@ -263,6 +268,7 @@ pub async fn run(
             }
             let _ =
                 tokio::time::timeout(std::time::Duration::from_secs(1), client_w.shutdown()).await;
+            ctx.info.client_told();
         }
     }
     end

@@ -68,6 +68,8 @@ pub struct Upstream {
     pub status: u8,
     /// jitgate's local port on this connection (what the server sees as the client port).
     pub local_port: Option<u16>,
+    /// The server address this connection reached.
+    pub server: Option<std::net::SocketAddr>,
 }
 
 /// Startup parameters the client may not choose: jitgate sets them.
@@ -196,6 +198,7 @@ pub async fn connect(
     let fut = async {
         let mut stream = open(target).await?;
         let local_port = stream.local_port();
+        let server = stream.peer_addr();
         let params = upstream_params(
             client_params,
             &level.user,
@@ -223,6 +226,7 @@ pub async fn connect(
             cancel_address: target.address.clone(),
             status: b'I',
             local_port,
+            server,
         };
         loop {
             let f = next(&mut up.reader, target).await?;
