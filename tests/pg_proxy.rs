@@ -425,6 +425,91 @@ async fn large_result_arrives_whole_and_is_audited_with_its_row_count() {
     assert_eq!(end["rows"], 20_000, "{end}");
 }
 
+/// A TCP hop that passes client bytes up at once but reads the proxy's
+/// answers slowly (16 KiB per millisecond), so that jitgate's socket to the
+/// client is full most of the time. Returns the port to connect to.
+async fn slow_reader_in_front_of(port: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hop = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let Ok((client, _)) = listener.accept().await else {
+            return;
+        };
+        // A small receive window, so that jitgate's own send buffer fills.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        let _ = socket.set_recv_buffer_size(32 * 1024);
+        let Ok(proxy) = socket
+            .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+        else {
+            return;
+        };
+        let (mut client_r, mut client_w) = client.into_split();
+        let (mut proxy_r, mut proxy_w) = proxy.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut client_r, &mut proxy_w).await;
+        });
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match proxy_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if client_w.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    hop
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_over_tls_gets_the_end_of_a_large_result() {
+    // Through TLS a write can leave its last records queued in rustls when
+    // the socket is full; unless jitgate flushes, the end of the answer
+    // (and its ReadyForQuery) waits there until something else is written,
+    // and the client waits for ever.
+    let (_pg, jg) = setup().await;
+    jg.grant("alice", TARGET, READ, "2m").await;
+    let hop = slow_reader_in_front_of(jg.pg_port()).await;
+    let login = Login::alice();
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(hop)
+        .user(&login.user)
+        .password(&login.password)
+        .dbname(&login.dbname)
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let (client, connection) = within(secs(20), "login through the slow hop", async {
+        config.connect(AnyCertTls::new()).await
+    })
+    .await
+    .unwrap_or_else(|e| panic!("login: {}\n{}", describe_error(&e), jg.log()));
+    tokio::spawn(connection);
+    for round in 0..3 {
+        let rows = within(
+            secs(60),
+            "8 MB of rows through a slow reader",
+            client.query(
+                "SELECT repeat('x', 1000) FROM generate_series(1, 8000)",
+                &[],
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: {}", describe_error(&e)));
+        assert_eq!(rows.len(), 8000);
+    }
+    let one: i32 = within(secs(10), "a query after", client.query_one("SELECT 1", &[]))
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
+}
+
 // ---- who gets in ----------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

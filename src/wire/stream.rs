@@ -4,8 +4,18 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+
+/// Write all of `bytes`, then flush. Through TLS, a write can return with
+/// the encrypted records still queued in rustls (the socket was full), and
+/// nothing sends them until the next write or flush: a relay that then
+/// waits for the peer's next message would wait for ever, the peer for the
+/// rest of this one. A flush of plain TCP does nothing.
+pub async fn send<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
 
 pub enum Stream {
     Plain(TcpStream),

@@ -737,9 +737,7 @@ impl MysqlFront {
                 },
                 _ => packet::err(code::BAD_DB, NO_TARGET_KILL_ONLY),
             };
-            if client
-                .get_mut()
-                .write_all(&frame(answer_seq, &reply))
+            if crate::wire::stream::send(client.get_mut(), &frame(answer_seq, &reply))
                 .await
                 .is_err()
             {

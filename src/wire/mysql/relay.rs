@@ -445,7 +445,7 @@ async fn guarded_write(
         biased;
         r = lease.ended() => Err(Interrupted::Ended(SessionEnd::GrantEnded(r))),
         _ = ctx.info.killed() => Err(Interrupted::Ended(killed_end(ctx))),
-        r = w.write_all(bytes) => r.map_err(Interrupted::Io),
+        r = crate::wire::stream::send(w, bytes) => r.map_err(Interrupted::Io),
     }
 }
 

@@ -531,7 +531,10 @@ impl PgFront {
         }
         hello.extend_from_slice(&messages::backend_key_data(key_guard.pid, key_guard.key));
         hello.extend_from_slice(&messages::ready_for_query(upstream.status));
-        if client_w.write_all(&hello).await.is_err() {
+        if crate::wire::stream::send(&mut client_w, &hello)
+            .await
+            .is_err()
+        {
             return;
         }
 

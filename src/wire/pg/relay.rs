@@ -336,7 +336,7 @@ async fn client_to_upstream(
         }
         if !out.is_empty() {
             shared.ctx.metrics.bytes_up.inc_by(out.len() as u64);
-            if let Err(e) = up_w.write_all(&out).await {
+            if let Err(e) = crate::wire::stream::send(up_w, &out).await {
                 return SessionEnd::UpstreamError(e.to_string());
             }
             out.clear();
@@ -626,7 +626,7 @@ async fn upstream_to_client(
         if !out.is_empty() {
             shared.ctx.metrics.bytes_down.inc_by(out.len() as u64);
             shared.writing_to_client.store(true, Ordering::Release);
-            let r = client_w.write_all(&out).await;
+            let r = crate::wire::stream::send(client_w, &out).await;
             shared.writing_to_client.store(false, Ordering::Release);
             if r.is_err() {
                 return SessionEnd::ClientClosed;
