@@ -230,16 +230,7 @@ async fn request_approve_connect_expire_end_to_end() {
         "the backend outlived the grant by {:?}",
         later_by(gone_at, deadline)
     );
-    eventually(
-        secs(3),
-        "the server log to show the busy backend terminated by the reaper",
-        || async {
-            pg.log()
-                .contains("terminating connection due to administrator command")
-                .then_some(())
-        },
-    )
-    .await;
+    wait_for_reaper_termination(&pg).await;
 
     jg.wait_for_audit("grant_expired", |v| {
         v["event"] == "grant_expired" && id_string(&v["grant"]) == grant_id
@@ -534,16 +525,7 @@ async fn revoke_by_approver_kills_live_sessions() {
         "{}",
         describe_error(&err)
     );
-    eventually(
-        secs(3),
-        "the server log to show the busy backend terminated by the reaper",
-        || async {
-            pg.log()
-                .contains("terminating connection due to administrator command")
-                .then_some(())
-        },
-    )
-    .await;
+    wait_for_reaper_termination(&pg).await;
     let record = jg
         .wait_for_audit("grant_revoked", |v| {
             v["event"] == "grant_revoked" && id_string(&v["grant"]) == grant_id

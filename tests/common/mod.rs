@@ -695,6 +695,22 @@ pub struct Backend {
 
 /// Watch `pg_stat_activity` from now on and report the first moment the server
 /// has no backend for `user` (polled every 20 ms, for at most `limit`).
+/// Wait (up to 3 s) for the server's own log to show a backend ended by
+/// `pg_terminate_backend`, as jitgate's reaper ends busy backends when a
+/// grant ends.
+pub async fn wait_for_reaper_termination(pg: &PgServer) {
+    eventually(
+        Duration::from_secs(3),
+        "the server log to show the busy backend terminated by the reaper",
+        || async {
+            pg.log()
+                .contains("terminating connection due to administrator command")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 pub async fn watch_backends_gone(
     pg: &PgServer,
     user: &'static str,
@@ -1410,6 +1426,17 @@ impl Jitgate {
             let _ = connection.await;
         });
         Ok(client)
+    }
+
+    /// jitgate's log says its reaper ended exactly the one busy backend it
+    /// was asked for (not a cancel request).
+    pub fn assert_reaper_ended_one(&self) {
+        let log = self.log();
+        assert!(
+            log.contains("ended busy upstream backends in one statement")
+                && log.contains("asked=1 ended=1"),
+            "the running query should be ended by the level's reaper, not a cancel request:\n{log}"
+        );
     }
 
     /// Like [`Jitgate::connect`], panicking with the proxy's log on failure.
