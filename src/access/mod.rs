@@ -71,6 +71,12 @@ pub enum GrantError {
     /// The audit log or the journal cannot be written.
     #[error("the audit log or the journal cannot be written, so nothing was changed: {0}")]
     Audit(#[from] StoreError),
+    /// The grant has ended (its sessions are closed), but the revoke could
+    /// not be made durable: a restart would restore the grant.
+    #[error(
+        "grant \"{id}\" has ended and its sessions are closed, but the revoke could not be recorded, so a restart would restore the grant until it expires: {cause}"
+    )]
+    RevokeNotRecorded { id: String, cause: StoreError },
 }
 
 /// The audit log or the journal failed: a change could not be made durable,
@@ -339,9 +345,14 @@ impl AccessModel {
     /// is the caller's question ([`AccessModel::may_revoke`]).
     pub fn revoke(&self, grant_id: &str, by: &str) -> Result<Arc<Grant>, GrantError> {
         let mut book = self.book();
+        // End the grant first and record it after. Writing the journal means
+        // an fsync, milliseconds on a busy disk, and there is nothing to gain
+        // by letting the grant's sessions run through it: a revoke is the
+        // safe direction. If the record then fails, the grant stays ended in
+        // this process, and the error says that a restart would restore it.
         let grant = self
             .grants
-            .get(grant_id)
+            .end(grant_id, EndReason::Revoked)
             .ok_or_else(|| GrantError::NotFound(grant_id.to_owned()))?;
         self.commit(
             &mut book,
@@ -353,11 +364,18 @@ impl AccessModel {
                 by: Some(by),
                 ..grant_record("grant_revoked", &grant)
             }],
-        )?;
-        let grant = self
-            .grants
-            .end(grant_id, EndReason::Revoked)
-            .ok_or_else(|| GrantError::NotFound(grant_id.to_owned()))?;
+        )
+        .map_err(|cause| {
+            tracing::error!(
+                grant = %grant.id,
+                error = %cause,
+                "a revoked grant's sessions were ended, but the revoke could not be recorded; a restart would restore the grant until it expires"
+            );
+            GrantError::RevokeNotRecorded {
+                id: grant.id.clone(),
+                cause,
+            }
+        })?;
         self.announce(AccessEvent {
             event: "grant_revoked",
             request: None,

@@ -643,6 +643,42 @@ async fn nothing_changes_when_the_audit_log_cannot_be_written() {
     assert_eq!(std::fs::read(w.journal()).unwrap(), journal_before);
 }
 
+#[tokio::test]
+async fn a_revoke_that_cannot_be_recorded_still_ends_the_grant_and_says_so() {
+    let w = World::new();
+    let model = w.open();
+    let grant_id = model
+        .request(&olga(), ask("demo-pg", "read", "10m"))
+        .unwrap()
+        .grant
+        .unwrap();
+    // Same journal, restored into a model whose audit log is on a full disk.
+    drop(model);
+    let mut config = (*w.config).clone();
+    config.audit.path = PathBuf::from("/dev/full");
+    let broken = AuditLog::open(&config.audit).unwrap();
+    let model = AccessModel::open(Arc::new(config), broken).unwrap();
+    let mut lease = model.authorize("olga", "demo-pg").unwrap();
+
+    let err = model.revoke(&grant_id, "olga").unwrap_err();
+    assert!(
+        matches!(&err, GrantError::RevokeNotRecorded { id, .. } if *id == grant_id),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("a restart would restore the grant")
+    );
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(1), lease.ended())
+            .await
+            .expect("the session's lease ends at once"),
+        EndReason::Revoked
+    );
+    assert!(model.authorize("olga", "demo-pg").is_err());
+    assert!(model.grants.get(&grant_id).is_none());
+}
+
 // ---- the journal across restarts ---------------------------------------
 
 #[tokio::test]

@@ -133,6 +133,16 @@ impl From<GrantError> for ApiError {
                 format!("{e}; list active grants with GET /v1/grants"),
             ),
             GrantError::Audit(cause) => ApiError::audit_unavailable(cause),
+            // The model logged the cause; it may name a server path.
+            GrantError::RevokeNotRecorded { id, .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "revoke not recorded",
+                format!(
+                    "grant {id} has ended and its sessions are closed, but the audit log or the journal \
+                     cannot be written, so a restart would restore the grant until it expires; an operator \
+                     must check the proxy's log and disk before restarting it"
+                ),
+            ),
         }
     }
 }
