@@ -36,6 +36,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{AuditConfig, FsyncPolicy};
 
+mod json;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit log {path}: cannot {action}: {source}")]
@@ -49,8 +51,6 @@ pub enum AuditError {
         "audit log {0} is locked by another process; is another jitgate running with the same audit.path?"
     )]
     Locked(PathBuf),
-    #[error("cannot encode an audit record as JSON: {0}")]
-    Encode(#[from] serde_json::Error),
     #[error(
         "audit log is unavailable after an earlier write error; refusing to continue (see the earlier error, fix its cause and restart jitgate)"
     )]
@@ -285,7 +285,7 @@ impl AuditLog {
         }
         let started = std::time::Instant::now();
         let result = LINE.with_borrow_mut(|line| {
-            encode_line(line, event, SystemTime::now())?;
+            encode_line(line, event, SystemTime::now());
             let written = self.append(line);
             if line.capacity() > KEPT_LINE_CAPACITY {
                 *line = Vec::new();
@@ -310,7 +310,7 @@ impl AuditLog {
             return Err(AuditError::Poisoned);
         }
         LINE.with_borrow_mut(|line| {
-            encode_line(line, event, SystemTime::now())?;
+            encode_line(line, event, SystemTime::now());
             let mut chain = self.chain.lock().map_err(|_| AuditError::Poisoned)?;
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(AuditError::Poisoned);
@@ -445,24 +445,16 @@ async fn fsync_in_groups(log: Weak<AuditLog>, every: Duration) {
 
 /// Fill `line` with `{"prev":"<zeros>","time":"…",<event fields>}\n`.
 /// [`seal_line`] fills in `prev` later, under the lock.
-fn encode_line(
-    line: &mut Vec<u8>,
-    event: &AuditEvent<'_>,
-    time: SystemTime,
-) -> Result<(), AuditError> {
+fn encode_line(line: &mut Vec<u8>, event: &AuditEvent<'_>, time: SystemTime) {
     line.clear();
     line.extend_from_slice(PREV_OPENING);
     line.extend_from_slice(&[b'0'; 64]);
     line.extend_from_slice(br#"","time":""#);
     // Writing into a Vec cannot fail.
     let _ = write!(line, "{}", humantime::format_rfc3339_millis(time));
-    line.extend_from_slice(b"\"");
-    let event_start = line.len();
-    serde_json::to_writer(&mut *line, event)?;
-    // The event's own `{` becomes the comma after `time` (it always has `event`).
-    line[event_start] = b',';
-    line.push(b'\n');
-    Ok(())
+    line.extend_from_slice(b"\",");
+    event.write_members(line);
+    line.extend_from_slice(b"}\n");
 }
 
 /// Write `prev` into an encoded line and return the line's own hash (of its
@@ -566,7 +558,7 @@ fn seal_torn_line(
             ..AuditEvent::new(RECOVERED_EVENT)
         },
         SystemTime::now(),
-    )?;
+    );
     let hash = seal_line(&mut record, &torn_hash);
     line.extend_from_slice(&record);
     let err = |action| {
