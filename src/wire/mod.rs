@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::access::EndReason;
+use crate::access::{EndReason, Grant};
 
 /// When a grant ends, how long a session waits for the grant's other
 /// sessions to tell their clients before it ends its upstream side anyway
@@ -76,6 +76,26 @@ impl SessionEnd {
             | SessionEnd::KilledByOwner(d) => Some(d),
             _ => None,
         }
+    }
+
+    /// Why the proxy ended the session, in words for the person at the
+    /// client ("your grant g_… for prod-pg was revoked"); `None` when the
+    /// proxy did not end it. Each protocol wraps it in its own error.
+    pub fn told_to_user(&self, grant: &Grant) -> Option<String> {
+        Some(match self {
+            SessionEnd::GrantEnded(EndReason::Expired) => format!(
+                "your grant {} for {} expired at {}",
+                grant.id,
+                grant.target,
+                humantime::format_rfc3339_seconds(grant.expires_at)
+            ),
+            SessionEnd::GrantEnded(EndReason::Revoked) => {
+                format!("your grant {} for {} was revoked", grant.id, grant.target)
+            }
+            SessionEnd::Killed => "an administrator ended this session".to_owned(),
+            SessionEnd::KilledByOwner(by) => by.clone(),
+            _ => return None,
+        })
     }
 
     /// The `outcome` label of `jitgate_sessions_total` for this end.

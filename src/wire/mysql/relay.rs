@@ -28,7 +28,7 @@ use super::packet::{
     parse_err, parse_ok, status,
 };
 use super::upstream::{self, KillScope, Upstream};
-use crate::access::{EndReason, Lease};
+use crate::access::Lease;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::{LevelConfig, TargetConfig};
 use crate::metrics::{METRICS, SessionMetrics};
@@ -353,20 +353,16 @@ pub async fn run(
     };
     match &end {
         SessionEnd::GrantEnded(_) | SessionEnd::Killed | SessionEnd::KilledByOwner(_) => {
-            let message = match &end {
-                SessionEnd::GrantEnded(EndReason::Expired) => format!(
-                    "Connection was killed: your grant {} for {} expired at {}; request a new grant with `jitgate request` to continue",
-                    ctx.info.grant,
-                    ctx.info.target,
-                    humantime::format_rfc3339_seconds(lease.grant.expires_at)
-                ),
-                SessionEnd::GrantEnded(EndReason::Revoked) => format!(
-                    "Connection was killed: your grant {} for {} was revoked; request a new grant with `jitgate request` to continue",
-                    ctx.info.grant, ctx.info.target
-                ),
-                SessionEnd::KilledByOwner(by) => format!("Connection was killed: {by}"),
-                _ => "Connection was killed: an administrator ended this session".to_owned(),
+            let hint = match &end {
+                SessionEnd::GrantEnded(_) => {
+                    "; request a new grant with `jitgate request` to continue"
+                }
+                _ => "",
             };
+            let message = format!(
+                "Connection was killed: {}{hint}",
+                end.told_to_user(&lease.grant).unwrap_or_default()
+            );
             let tell_client = async {
                 if !client_mid_write {
                     let e = frame(answer_seq, &packet::err(code::CONNECTION_KILLED, &message));

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use super::framing::{Frame, FrameError, FrameReader, take_cstr_bytes};
 use super::messages::{self, Severity, sqlstate};
 use super::upstream::{self, Upstream};
-use crate::access::{EndReason, Lease};
+use crate::access::Lease;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
@@ -177,19 +177,10 @@ pub async fn run(
             let in_flight = unfinished
                 .iter()
                 .any(|e| !matches!(e, Expect::Local { .. }));
-            let message = match &end {
-                SessionEnd::GrantEnded(EndReason::Expired) => format!(
-                    "terminating connection: your grant {} for {} expired at {}",
-                    ctx.info.grant,
-                    ctx.info.target,
-                    humantime::format_rfc3339_seconds(lease.grant.expires_at)
-                ),
-                SessionEnd::GrantEnded(EndReason::Revoked) => format!(
-                    "terminating connection: your grant {} for {} was revoked",
-                    ctx.info.grant, ctx.info.target
-                ),
-                _ => "terminating connection: an administrator ended this session".to_owned(),
-            };
+            let message = format!(
+                "terminating connection: {}",
+                end.told_to_user(&lease.grant).unwrap_or_default()
+            );
             let tell_client = async {
                 if !mid_write {
                     let fatal = messages::error(
