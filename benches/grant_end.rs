@@ -981,6 +981,19 @@ impl Upstream {
     }
 }
 
+/// The first two columns of `sql`'s first row, as counts.
+async fn count_pair(client: &tokio_postgres::Client, sql: &str) -> anyhow::Result<(usize, usize)> {
+    for m in client.simple_query(sql).await? {
+        if let SimpleQueryMessage::Row(r) = m {
+            return Ok((
+                r.get(0).unwrap_or("0").parse()?,
+                r.get(1).unwrap_or("0").parse()?,
+            ));
+        }
+    }
+    bail!("no row from {sql}")
+}
+
 async fn count(client: &tokio_postgres::Client, sql: &str) -> anyhow::Result<usize> {
     for m in client.simple_query(sql).await? {
         if let SimpleQueryMessage::Row(r) = m {
@@ -1100,18 +1113,18 @@ async fn poll_upstream(
         Some(port) => Some(connect_pgbouncer_admin(port).await?),
         None => None,
     };
-    let connections_sql =
-        format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{UPSTREAM_USER}'");
-    let queries_sql = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{UPSTREAM_USER}' \
-         AND state = 'active' AND query LIKE 'SELECT pg_sleep%'"
+    // One statement for both counts: with a thousand backends each scan of
+    // pg_stat_activity costs the server real time, on the cores being measured.
+    let counts_sql = format!(
+        "SELECT count(*), count(*) FILTER (WHERE state = 'active' AND query LIKE 'SELECT pg_sleep%') \
+         FROM pg_stat_activity WHERE usename = '{UPSTREAM_USER}'"
     );
     let sample = || async {
+        let (conns, queries) = count_pair(&pg, &counts_sql).await?;
         let conns = match &bouncer {
             Some(b) => pgbouncer_client_count(b, UPSTREAM_USER).await?,
-            None => count(&pg, &connections_sql).await?,
+            None => conns,
         };
-        let queries = count(&pg, &queries_sql).await?;
         anyhow::Ok((conns, queries))
     };
     let (conns, queries) = sample().await?;
