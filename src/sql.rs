@@ -175,10 +175,13 @@ pub fn classify_cached(dialect: Dialect, sql: &str) -> StatementKind {
 /// number it holds, with one exception that this makes more cautious, not
 /// less: `EXPLAIN (ANALYZE 0) <write>` becomes `ANALYZE 1`, a write. Digits
 /// inside names (`t2`, `$1`) or stuck to letters (`0x1F`, `1e5`) stay.
-fn number_shape(sql: &str) -> std::borrow::Cow<'_, str> {
+///
+/// Writes into `out` (cleared first) only when something changes, so the
+/// cache lookup of a statement allocates nothing once `out` has grown.
+fn number_shape<'a>(sql: &'a str, out: &'a mut String) -> &'a str {
     let bytes = sql.as_bytes();
     let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
-    let mut out: Option<Vec<u8>> = None;
+    let mut changed = false;
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
@@ -193,21 +196,22 @@ fn number_shape(sql: &str) -> std::borrow::Cow<'_, str> {
             .map_or(bytes.len(), |n| i + n);
         let stuck = end < bytes.len() && (bytes[end].is_ascii_alphabetic() || bytes[end] == b'_');
         if !stuck && &bytes[i..end] != b"1" {
-            let o = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
-            o.extend_from_slice(&bytes[copied..i]);
-            o.push(b'1');
+            if !changed {
+                out.clear();
+                changed = true;
+            }
+            // `i` and `end` are at ASCII digits or the end: char boundaries.
+            out.push_str(&sql[copied..i]);
+            out.push('1');
             copied = end;
         }
         i = end;
     }
-    match out {
-        None => std::borrow::Cow::Borrowed(sql),
-        Some(mut o) => {
-            o.extend_from_slice(&bytes[copied..]);
-            // Only ASCII digits were replaced, so the text is still UTF-8.
-            String::from_utf8(o).map_or(std::borrow::Cow::Borrowed(sql), std::borrow::Cow::Owned)
-        }
+    if !changed {
+        return sql;
     }
+    out.push_str(&sql[copied..]);
+    out
 }
 
 /// Entries kept per dialect by [`classify_cached`] before it starts over.
@@ -216,6 +220,11 @@ pub const CACHE_MAX_ENTRIES: usize = 4096;
 /// Texts this long or longer bypass the cache: long texts are rarely repeated
 /// verbatim, and keeping them would let one client pin megabytes of memory.
 pub const CACHE_MAX_SQL_BYTES: usize = 4096;
+
+thread_local! {
+    /// [`number_shape`]'s output, reused (it stays below `CACHE_MAX_SQL_BYTES`).
+    static SHAPE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
 
 /// One dialect's statement-text → kind cache (the text alone is the key, so a
 /// cache must never be shared between dialects).
@@ -238,19 +247,20 @@ impl KindCache {
         }
         // Statements that differ only in their numbers share an entry, so a
         // client sending `... WHERE id = 1`, `... id = 2`... parses once.
-        let shape = number_shape(sql);
-        let sql: &str = &shape;
-        if let Some(kind) = self.kinds.get(sql) {
-            return *kind;
-        }
-        let kind = classify(dialect, sql);
-        // Two sessions may both see a full cache and both clear it; that only
-        // costs a few extra parses.
-        if self.kinds.len() >= self.max_entries {
-            self.kinds.clear();
-        }
-        self.kinds.insert(sql.into(), kind);
-        kind
+        SHAPE.with_borrow_mut(|buffer| {
+            let sql = number_shape(sql, buffer);
+            if let Some(kind) = self.kinds.get(sql) {
+                return *kind;
+            }
+            let kind = classify(dialect, sql);
+            // Two sessions may both see a full cache and both clear it; that
+            // only costs a few extra parses.
+            if self.kinds.len() >= self.max_entries {
+                self.kinds.clear();
+            }
+            self.kinds.insert(sql.into(), kind);
+            kind
+        })
     }
 }
 
@@ -777,18 +787,24 @@ mod tests {
     #[test]
     fn numbers_share_a_cache_shape_but_names_do_not() {
         assert_eq!(
-            number_shape("SELECT abalance FROM a WHERE aid = 73412;"),
+            number_shape(
+                "SELECT abalance FROM a WHERE aid = 73412;",
+                &mut String::new()
+            ),
             "SELECT abalance FROM a WHERE aid = 1;"
         );
         assert_eq!(
-            number_shape("SELECT $1, t2.c FROM t2"),
+            number_shape("SELECT $1, t2.c FROM t2", &mut String::new()),
             "SELECT $1, t2.c FROM t2"
         );
         assert_eq!(
-            number_shape("SELECT 0x1F, 1e5, 2.50"),
+            number_shape("SELECT 0x1F, 1e5, 2.50", &mut String::new()),
             "SELECT 0x1F, 1e5, 1.1"
         );
-        assert_eq!(number_shape("SELECT 'ü', 42"), "SELECT 'ü', 1");
+        assert_eq!(
+            number_shape("SELECT 'ü', 42", &mut String::new()),
+            "SELECT 'ü', 1"
+        );
         // Cautious where the number matters.
         let analyze0 = "EXPLAIN (ANALYZE 0) DELETE FROM t";
         assert_eq!(classify_cached(Dialect::Postgres, analyze0), Write);

@@ -664,9 +664,11 @@ fn observe(shared: &Shared<'_>, f: &Frame) -> bool {
     if !matches!(tag, b'C' | b'I' | b's' | b'E' | b'Z') {
         return true;
     }
-    let mut finished: Vec<(Pending, String)> = Vec::new();
     let mut forward = true;
     {
+        // Finished statements are audited under the lock: both directions
+        // run in the session's one task, so nobody waits for it, and no list
+        // of them is allocated per message.
         let Ok(mut p) = shared.pipe.lock() else {
             return true;
         };
@@ -685,7 +687,7 @@ fn observe(shared: &Shared<'_>, f: &Frame) -> bool {
                     Some(Expect::Execute(_)) => {
                         if let Some(Expect::Execute(mut pe)) = p.expect.pop_front() {
                             pe.rows = rows;
-                            finished.push((pe, outcome));
+                            shared.audit_end(&pe, &outcome);
                         }
                     }
                     Some(Expect::Query(q)) => {
@@ -700,7 +702,7 @@ fn observe(shared: &Shared<'_>, f: &Frame) -> bool {
                 match p.expect.front_mut() {
                     Some(Expect::Execute(_)) => {
                         if let Some(Expect::Execute(pe)) = p.expect.pop_front() {
-                            finished.push((pe, code));
+                            shared.audit_end(&pe, &code);
                         }
                     }
                     Some(Expect::Query(q)) => q.outcome = Some(code),
@@ -712,13 +714,12 @@ fn observe(shared: &Shared<'_>, f: &Frame) -> bool {
                 // Executes before this sync point never ran (an earlier message failed).
                 while let Some(Expect::Execute(_)) = p.expect.front() {
                     if let Some(Expect::Execute(pe)) = p.expect.pop_front() {
-                        finished.push((pe, "skipped".to_owned()));
+                        shared.audit_end(&pe, "skipped");
                     }
                 }
                 match p.expect.pop_front() {
                     Some(Expect::Query(q)) => {
-                        let outcome = q.outcome.clone().unwrap_or_else(|| "EMPTY".to_owned());
-                        finished.push((q, outcome));
+                        shared.audit_end(&q, q.outcome.as_deref().unwrap_or("EMPTY"));
                     }
                     Some(Expect::Sync { forward_ready }) => forward = forward_ready,
                     Some(other) => p.expect.push_front(other),
@@ -727,9 +728,6 @@ fn observe(shared: &Shared<'_>, f: &Frame) -> bool {
             }
             _ => {}
         }
-    }
-    for (p, outcome) in finished {
-        shared.audit_end(&p, &outcome);
     }
     forward
 }
