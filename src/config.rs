@@ -129,6 +129,9 @@ pub struct Limits {
     /// Failed logins allowed per identity and per client address in `login_failure_window`.
     pub max_login_failures: u32,
     pub login_failure_window: Duration,
+    /// Threads that run the proxied sessions (see `wire::workers`); by
+    /// default half the CPUs the process may use, at least one.
+    pub session_threads: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -348,6 +351,7 @@ struct RawLimits {
     max_message_bytes: Option<usize>,
     max_login_failures: Option<u32>,
     login_failure_window: Option<String>,
+    session_threads: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +389,17 @@ struct RawLevel {
 }
 
 /// The longest duration a policy or the request timeout may name.
+/// Half the CPUs this process may use, at least one: the database, the
+/// clients and jitgate's own control plane usually share the machine, and on
+/// two cores one session thread gave more throughput than two (see
+/// `wire::workers`).
+fn default_session_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// More session threads than this is a typo, not a machine.
+const MAX_SESSION_THREADS: usize = 1024;
+
 const LONGEST_SPAN: Duration = Duration::from_secs(365 * 24 * 3600);
 
 struct Validator<'a> {
@@ -499,7 +514,14 @@ impl Validator<'_> {
                 l.login_failure_window.as_deref(),
                 Duration::from_secs(60),
             )?,
+            session_threads: l.session_threads.unwrap_or_else(default_session_threads),
         };
+        if !(1..=MAX_SESSION_THREADS).contains(&limits.session_threads) {
+            return Err(self.invalid(
+                "limits.session_threads",
+                format!("must be between 1 and {MAX_SESSION_THREADS}"),
+            ));
+        }
         if limits.max_pending_handshakes == 0 || limits.max_sessions == 0 {
             return Err(self.invalid(
                 "limits",
@@ -769,5 +791,39 @@ impl Validator<'_> {
             requests,
             webhooks,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_limits(limits: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "data_dir = \"data\"\n[listen]\npostgres = \"127.0.0.1:6432\"\n\
+             [tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[limits]\n{limits}\n"
+        );
+        Config::from_toml(&text, Path::new("/etc/jitgate/jitgate.toml"))
+    }
+
+    #[test]
+    fn session_threads_default_to_half_the_cpus_and_can_be_set() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let c = with_limits("").unwrap();
+        assert_eq!(c.limits.session_threads, (cpus / 2).max(1));
+        let c = with_limits("session_threads = 3").unwrap();
+        assert_eq!(c.limits.session_threads, 3);
+    }
+
+    #[test]
+    fn zero_or_absurd_session_threads_are_refused_by_key() {
+        for bad in ["session_threads = 0", "session_threads = 100000"] {
+            let e = with_limits(bad).expect_err(bad).to_string();
+            assert_eq!(
+                e,
+                "/etc/jitgate/jitgate.toml: `limits.session_threads`: must be between 1 and 1024",
+                "{bad}"
+            );
+        }
     }
 }

@@ -13,6 +13,7 @@ use crate::session::Sessions;
 use crate::tls::TlsError;
 use crate::wire::mysql::MysqlFront;
 use crate::wire::pg::PgFront;
+use crate::wire::workers::Workers;
 
 /// Everything the listeners share.
 pub struct Shared {
@@ -45,6 +46,8 @@ pub enum ServeError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("cannot start the session threads: {0}")]
+    SessionThreads(std::io::Error),
     #[error("the {what} listener stopped: {source}")]
     Listener {
         what: &'static str,
@@ -89,18 +92,23 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         config.webhooks.clone(),
         shared.access.subscribe_from_start(),
     );
+    let workers = Arc::new(
+        Workers::start(config.limits.session_threads).map_err(ServeError::SessionThreads)?,
+    );
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = config.listen.postgres {
         let listener = bind(addr, "postgres").await?;
         let front = PgFront::new(shared.clone(), Some(tls.clone()));
+        let workers = workers.clone();
         tracing::info!(%addr, "postgres listener ready");
-        tasks.spawn(async move { ("postgres", front.serve(listener).await) });
+        tasks.spawn(async move { ("postgres", front.serve(listener, &workers).await) });
     }
     if let Some(addr) = config.listen.mysql {
         let listener = bind(addr, "mysql").await?;
         let front = MysqlFront::new(shared.clone(), Some(tls.clone()));
+        let workers = workers.clone();
         tracing::info!(%addr, "mysql listener ready");
-        tasks.spawn(async move { ("mysql", front.serve(listener).await) });
+        tasks.spawn(async move { ("mysql", front.serve(listener, &workers).await) });
     }
     if let Some(addr) = config.listen.admin {
         let listener = bind(addr, "admin").await?;
@@ -109,9 +117,11 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         tasks.spawn(async move { ("admin", crate::admin::serve(listener, state).await) });
     }
     eprintln!(
-        "jitgate is running (config {}, audit log {})",
+        "jitgate is running (config {}, audit log {}, {} session thread{})",
         config.source.display(),
-        config.audit.path.display()
+        config.audit.path.display(),
+        workers.threads(),
+        if workers.threads() == 1 { "" } else { "s" }
     );
     match tasks.join_next().await {
         Some(Ok((what, Err(source)))) => Err(ServeError::Listener { what, source }),

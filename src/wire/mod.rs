@@ -5,9 +5,11 @@
 pub mod mysql;
 pub mod pg;
 pub mod stream;
+pub mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 
@@ -18,19 +20,27 @@ use crate::access::{EndReason, Grant};
 /// (see `SessionInfo::grant_clients_told`).
 pub const TELL_CLIENTS_FIRST_FOR: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Accept connections until the listener fails, each on its own task. An
-/// accept error (out of file descriptors, say) is logged and retried after
-/// a short pause; it never stops the listener.
-pub async fn accept_loop<F, Fut>(listener: TcpListener, handle: F) -> std::io::Result<()>
+/// Accept connections until the listener fails; each one becomes a task
+/// `handle(front, tcp, peer)` on one of the session threads. An accept error
+/// (out of file descriptors, say) is logged and retried after a short
+/// pause; it never stops the listener.
+pub async fn accept_loop<T, H, Fut>(
+    listener: TcpListener,
+    workers: &workers::Workers,
+    front: Arc<T>,
+    handle: H,
+) -> std::io::Result<()>
 where
-    F: Fn(TcpStream, SocketAddr) -> Fut,
+    T: Send + Sync + 'static,
+    H: Fn(Arc<T>, TcpStream, SocketAddr) -> Fut + Copy + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                tokio::spawn(handle(tcp, peer));
+                let front = front.clone();
+                workers.spawn_session(tcp, move |tcp| handle(front, tcp, peer));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");

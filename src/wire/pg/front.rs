@@ -74,8 +74,12 @@ impl PgFront {
         })
     }
 
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
-        crate::wire::accept_loop(listener, |tcp, peer| self.clone().handle(tcp, peer)).await
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        workers: &crate::wire::workers::Workers,
+    ) -> std::io::Result<()> {
+        crate::wire::accept_loop(listener, workers, self, Self::handle).await
     }
 
     async fn handle(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
