@@ -15,7 +15,6 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::Notify;
 
 use super::framing::{Frame, FrameError, FrameReader, take_cstr_bytes};
 use super::messages::{self, Severity, sqlstate};
@@ -71,8 +70,11 @@ struct Pipeline {
 struct Shared<'a> {
     ctx: &'a SessionCtx,
     pipe: Mutex<Pipeline>,
-    /// Wakes the downward direction when a Local answer was queued.
-    wake: Notify,
+    /// A Local answer was queued since the downward direction last looked.
+    /// Only the upward direction queues them, and it is polled just before
+    /// the downward one in the same task (see `run`), so a flag is enough:
+    /// no waker, no lock.
+    local_queued: AtomicBool,
     /// True while a write to the client is in progress (a FATAL must not be spliced into it).
     writing_to_client: AtomicBool,
     seq: AtomicU64,
@@ -133,7 +135,7 @@ pub async fn run(
             expect: VecDeque::new(),
             status,
         }),
-        wake: Notify::new(),
+        local_queued: AtomicBool::new(false),
         writing_to_client: AtomicBool::new(false),
         seq: AtomicU64::new(0),
     };
@@ -141,7 +143,10 @@ pub async fn run(
     let end = {
         let upward = client_to_upstream(&shared, &mut client_r, &mut up_w);
         let downward = upstream_to_client(&shared, &mut up_r, &mut client_w);
+        // Biased: the upward direction is polled first, then the downward
+        // one, every time the task wakes. `LocalQueued` relies on it.
         tokio::select! {
+            biased;
             e = upward => e,
             e = downward => e,
             r = lease.ended() => SessionEnd::GrantEnded(r),
@@ -359,7 +364,7 @@ fn queue_local(shared: &Shared<'_>, error: Option<Bytes>, ready: bool) {
     if let Ok(mut p) = shared.pipe.lock() {
         p.expect.push_back(Expect::Local { error, ready });
     }
-    shared.wake.notify_one();
+    shared.local_queued.store(true, Ordering::Release);
 }
 
 fn push_expect(shared: &Shared<'_>, e: Expect) {
@@ -630,13 +635,32 @@ async fn upstream_to_client(
         }
         tokio::select! {
             biased;
-            _ = shared.wake.notified() => {}
+            _ = LocalQueued(&shared.local_queued) => {}
             r = up_r.fill() => match r {
                 Ok(true) => {}
                 Ok(false) => return SessionEnd::UpstreamClosed,
                 Err(FrameError::Io(_)) | Err(FrameError::Truncated) => return SessionEnd::UpstreamClosed,
                 Err(e) => return SessionEnd::UpstreamError(e.to_string()),
             },
+        }
+    }
+}
+
+/// Ready once a Local answer was queued (and clears the flag).
+///
+/// It registers no waker: the flag is only set by the upward direction,
+/// which `run` polls just before the downward one in the same task, so a
+/// queued answer is seen in the same poll that queued it.
+struct LocalQueued<'a>(&'a AtomicBool);
+
+impl std::future::Future for LocalQueued<'_> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0.swap(false, Ordering::AcqRel) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
         }
     }
 }
