@@ -450,8 +450,7 @@ fn encode_line(line: &mut Vec<u8>, event: &AuditEvent<'_>, time: SystemTime) {
     line.extend_from_slice(PREV_OPENING);
     line.extend_from_slice(&[b'0'; 64]);
     line.extend_from_slice(br#"","time":""#);
-    // Writing into a Vec cannot fail.
-    let _ = write!(line, "{}", humantime::format_rfc3339_millis(time));
+    json::push_rfc3339_millis(line, time);
     line.extend_from_slice(b"\",");
     event.write_members(line);
     line.extend_from_slice(b"}\n");

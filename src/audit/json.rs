@@ -55,10 +55,7 @@ impl AuditEvent<'_> {
             push_key(out, "expires_at");
             out.push(b'"');
             // RFC 3339 needs no escaping.
-            let _ = std::io::Write::write_fmt(
-                out,
-                format_args!("{}", humantime::format_rfc3339_millis(t)),
-            );
+            push_rfc3339_millis(out, t);
             out.push(b'"');
         }
         push_str_members(
@@ -88,8 +85,63 @@ fn push_str_members(out: &mut Vec<u8>, members: &[(&str, Option<&str>)]) {
     }
 }
 
-fn push_u64(out: &mut Vec<u8>, n: u64) {
-    let _ = std::io::Write::write_fmt(out, format_args!("{n}"));
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// The last instant RFC 3339 (and humantime) can write: 9999-12-31T23:59:59.999Z.
+const LAST_INSTANT: std::time::Duration = std::time::Duration::from_millis(253_402_300_799_999);
+
+/// Append `t` as `humantime::format_rfc3339_millis` does
+/// (`2026-11-29T10:39:53.123Z`). Every record carries its time, so the
+/// part up to the second is formatted once per second per thread and
+/// reused; only the milliseconds are written each time.
+pub(super) fn push_rfc3339_millis(out: &mut Vec<u8>, t: std::time::SystemTime) {
+    use std::cell::Cell;
+    /// `YYYY-MM-DDTHH:MM:SS` of the second last formatted on this thread.
+    const PREFIX: usize = 19;
+    thread_local! {
+        static SECOND: Cell<Option<(u64, [u8; PREFIX])>> = const { Cell::new(None) };
+    }
+    // humantime panics before 1970 and fails after 9999: a clock that far
+    // off is clamped rather than allowed to break the record.
+    let since_epoch = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(LAST_INSTANT);
+    let t = std::time::UNIX_EPOCH + since_epoch;
+    let secs = since_epoch.as_secs();
+    let prefix = match SECOND.get() {
+        Some((s, prefix)) if s == secs => prefix,
+        _ => {
+            let whole = humantime::format_rfc3339_seconds(t).to_string();
+            let mut prefix = [b'0'; PREFIX];
+            if let Some(p) = whole.as_bytes().get(..PREFIX) {
+                prefix.copy_from_slice(p);
+            }
+            SECOND.set(Some((secs, prefix)));
+            prefix
+        }
+    };
+    let ms = since_epoch.subsec_millis();
+    out.extend_from_slice(&prefix);
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ]);
 }
 
 /// Append `s` as a JSON string, quotes included, escaped as serde_json does:
@@ -186,6 +238,61 @@ mod tests {
         let mut out = Vec::new();
         event.write_members(&mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn times_are_written_as_humantime_writes_them() {
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut times = vec![
+            SystemTime::UNIX_EPOCH,
+            SystemTime::UNIX_EPOCH + Duration::from_millis(999),
+            SystemTime::UNIX_EPOCH + super::LAST_INSTANT,
+            SystemTime::now(),
+        ];
+        // Neighbouring instants (the cache is per second) and random ones up to year 9999.
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        for ms in (0..5_000).step_by(7) {
+            times.push(base + Duration::from_millis(ms));
+        }
+        for _ in 0..2_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            times.push(SystemTime::UNIX_EPOCH + Duration::from_millis(rng % 253_402_300_799_000));
+        }
+        // A clock before 1970 or after 9999 (where humantime panics or fails) is clamped.
+        for (t, clamped) in [
+            (
+                SystemTime::UNIX_EPOCH - Duration::from_millis(1500),
+                "1970-01-01T00:00:00.000Z",
+            ),
+            (
+                SystemTime::UNIX_EPOCH + super::LAST_INSTANT + Duration::from_secs(86_400),
+                "9999-12-31T23:59:59.999Z",
+            ),
+        ] {
+            let mut out = Vec::new();
+            super::push_rfc3339_millis(&mut out, t);
+            assert_eq!(String::from_utf8(out).unwrap(), clamped);
+        }
+        for t in times {
+            let mut out = Vec::new();
+            super::push_rfc3339_millis(&mut out, t);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                humantime::format_rfc3339_millis(t).to_string(),
+                "{t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX - 1, u64::MAX] {
+            let mut out = Vec::new();
+            super::push_u64(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
     }
 
     #[test]
