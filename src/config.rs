@@ -388,7 +388,6 @@ struct RawLevel {
     read_only: bool,
 }
 
-/// The longest duration a policy or the request timeout may name.
 /// Half the CPUs this process may use, at least one: the database, the
 /// clients and jitgate's own control plane usually share the machine, and on
 /// two cores one session thread gave more throughput than two (see
@@ -400,6 +399,7 @@ fn default_session_threads() -> usize {
 /// More session threads than this is a typo, not a machine.
 const MAX_SESSION_THREADS: usize = 1024;
 
+/// The longest duration a policy or the request timeout may name.
 const LONGEST_SPAN: Duration = Duration::from_secs(365 * 24 * 3600);
 
 struct Validator<'a> {

@@ -12,6 +12,12 @@
 //! The price is that a session stays on the thread it was given: a thread
 //! whose sessions are all busy cannot hand work to an idle one. Each new
 //! session therefore goes to the thread with the fewest live sessions.
+//! Synchronous work in a session holds up every session of its thread: a
+//! TLS handshake (about a millisecond of CPU), and with `audit.fsync =
+//! "always"` each statement's `fdatasync`. Deployments that want that
+//! setting under concurrent load should give `limits.session_threads` more
+//! threads. A level's reaper (`wire::pg::reaper`) is started lazily and
+//! lives on the session thread that first needed it.
 //!
 //! Accepting, the admin API and the grant and audit machinery stay on the
 //! runtime that called [`Workers::start`]; only sessions move here.
@@ -53,19 +59,33 @@ impl Workers {
     pub fn start(threads: usize) -> std::io::Result<Workers> {
         let mut workers = Vec::with_capacity(threads.max(1));
         for n in 0..threads.max(1) {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .thread_name(format!("jitgate-session-{n}"))
-                .build()?;
-            let handle = runtime.handle().clone();
+            // The runtime is built on its own thread and only its handle comes
+            // back: a runtime must not be dropped inside another one, which is
+            // where `start` is called from.
+            let (started, handle) = std::sync::mpsc::channel();
             let (stop, stopped) = oneshot::channel::<()>();
             let thread = std::thread::Builder::new()
                 .name(format!("jitgate-session-{n}"))
                 .spawn(move || {
-                    // Runs every task spawned on `handle` until told to stop
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .thread_name(format!("jitgate-session-{n}-blocking"))
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            let _ = started.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = started.send(Ok(runtime.handle().clone()));
+                    // Runs every task spawned on the handle until told to stop
                     // (or until the sender is dropped).
                     let _ = runtime.block_on(stopped);
                 })?;
+            let handle = handle.recv().map_err(|_| {
+                std::io::Error::other("a session thread ended before its runtime started")
+            })??;
             workers.push(Worker {
                 handle,
                 sessions: Arc::default(),
