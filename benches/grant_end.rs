@@ -50,7 +50,8 @@
 //! Other options: `--upstream auto|postgres|pgbouncer`, `--concurrency 64`
 //! (logins in flight while opening), `--grant-secs S` (the expiring grant's
 //! duration; by default enough to open N sessions), `--sleep-secs 3600`;
-//! `JITGATE_BIN=path` measures another jitgate binary (a patched copy, say).
+//! `JITGATE_BIN=path` measures another jitgate binary (a patched copy, say);
+//! `SESSION_THREADS=n` sets its `limits.session_threads` (default: jitgate's own).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -254,8 +255,11 @@ fn machine_line() -> String {
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let threads = std::env::var("SESSION_THREADS")
+        .map(|n| format!("session_threads = {}", n.trim()))
+        .unwrap_or_else(|_| "jitgate's default session_threads".to_owned());
     format!(
-        "grant_end bench, {} — {cores} cores ({cpu}), load average {}",
+        "grant_end bench, {} — {cores} cores ({cpu}), load average {}; {threads}",
         humantime::format_rfc3339_seconds(SystemTime::now()),
         load.split_whitespace()
             .take(3)
@@ -622,6 +626,10 @@ impl Jitgate {
         let admin_port = free_port()?;
         let alice_secret = random_hex(16);
         let admin_secret = random_hex(16);
+        let session_threads = match std::env::var("SESSION_THREADS") {
+            Ok(n) => format!("session_threads = {}", n.trim()),
+            Err(_) => String::new(),
+        };
         let config = format!(
             r#"data_dir = "data"
 
@@ -644,6 +652,7 @@ handshake_timeout = "60s"
 max_pending_handshakes = 1024
 max_sessions = {max_sessions}
 max_login_failures = 100000
+{session_threads}
 
 [[identities]]
 name = "alice"
