@@ -649,8 +649,10 @@ async fn upstream_to_client(
 /// Ready once a Local answer was queued (and clears the flag).
 ///
 /// It registers no waker: the flag is only set by the upward direction,
-/// which `run` polls just before the downward one in the same task, so a
-/// queued answer is seen in the same poll that queued it.
+/// which `run` polls just before the downward one in the same task. So a
+/// queued answer is seen in the same poll that queued it, or, if the
+/// downward direction is in the middle of a write to the client, when that
+/// write is done (it then drains the queue before waiting again).
 struct LocalQueued<'a>(&'a AtomicBool);
 
 impl std::future::Future for LocalQueued<'_> {
