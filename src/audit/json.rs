@@ -119,12 +119,12 @@ pub(super) fn push_rfc3339_millis(out: &mut Vec<u8>, t: std::time::SystemTime) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .min(LAST_INSTANT);
-    let t = std::time::UNIX_EPOCH + since_epoch;
     let secs = since_epoch.as_secs();
     let prefix = match SECOND.get() {
         Some((s, prefix)) if s == secs => prefix,
         _ => {
-            let whole = humantime::format_rfc3339_seconds(t).to_string();
+            let whole =
+                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + since_epoch).to_string();
             let mut prefix = [b'0'; PREFIX];
             if let Some(p) = whole.as_bytes().get(..PREFIX) {
                 prefix.copy_from_slice(p);

@@ -57,8 +57,9 @@ impl Drop for Live {
 impl Workers {
     /// Start `threads` session threads (at least one), named `jitgate-session-N`.
     pub fn start(threads: usize) -> std::io::Result<Workers> {
-        let mut workers = Vec::with_capacity(threads.max(1));
-        for n in 0..threads.max(1) {
+        let threads = threads.max(1);
+        let mut workers = Vec::with_capacity(threads);
+        for n in 0..threads {
             // The runtime is built on its own thread and only its handle comes
             // back: a runtime must not be dropped inside another one, which is
             // where `start` is called from.
@@ -102,7 +103,8 @@ impl Workers {
     }
 
     /// Live sessions on each thread, in thread order.
-    pub fn sessions_per_thread(&self) -> Vec<usize> {
+    #[cfg(test)]
+    fn sessions_per_thread(&self) -> Vec<usize> {
         self.workers
             .iter()
             .map(|w| w.sessions.load(Ordering::Acquire))
