@@ -71,7 +71,8 @@ impl SessionInfo {
     }
 
     /// This session has told its client that it ends (called once it has
-    /// written its last error and closed the client side, or given up on it).
+    /// written its last error, closed the client side and seen the client
+    /// close its own, or given up waiting for that).
     pub fn client_told(&self) {
         if !self.told.swap(true, Ordering::AcqRel)
             && self.gate.untold.fetch_sub(1, Ordering::AcqRel) == 1

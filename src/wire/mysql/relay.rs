@@ -364,14 +364,21 @@ pub async fn run(
                 end.told_to_user(&lease.grant).unwrap_or_default()
             );
             let tell_client = async {
-                if !client_mid_write {
-                    let e = frame(answer_seq, &packet::err(code::CONNECTION_KILLED, &message));
-                    let _ = client.get_mut().write_all(&e).await;
-                }
-                let _ = client.get_mut().shutdown().await;
-            };
-            let tell_client = async {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tell_client).await;
+                let e = if client_mid_write {
+                    Bytes::new()
+                } else {
+                    frame(answer_seq, &packet::err(code::CONNECTION_KILLED, &message))
+                };
+                let client = client.get_mut();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.finish(&e))
+                    .await;
+                // Told once the client has closed its side too (see the
+                // Postgres relay).
+                let _ = tokio::time::timeout(
+                    crate::wire::TELL_CLIENTS_FIRST_FOR,
+                    client.until_closed(),
+                )
+                .await;
                 ctx.info.client_told();
             };
             // When a grant ends, every client of the grant is told before any
@@ -409,19 +416,21 @@ pub async fn run(
             .await;
         }
         SessionEnd::UpstreamClosed | SessionEnd::UpstreamError(_) => {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-                if !client_mid_write {
-                    let e = frame(
-                        answer_seq,
-                        &packet::err(
-                            code::SERVER_LOST,
-                            "Lost connection to server: the target database closed the connection",
-                        ),
-                    );
-                    let _ = client.get_mut().write_all(&e).await;
-                }
-                let _ = client.get_mut().shutdown().await;
-            })
+            let e = if client_mid_write {
+                Bytes::new()
+            } else {
+                frame(
+                    answer_seq,
+                    &packet::err(
+                        code::SERVER_LOST,
+                        "Lost connection to server: the target database closed the connection",
+                    ),
+                )
+            };
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                client.get_mut().finish(&e),
+            )
             .await;
             ctx.info.client_told();
         }

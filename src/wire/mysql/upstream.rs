@@ -175,10 +175,10 @@ pub async fn kill(
 
 /// Send COM_QUIT and close (bounded: a dead peer cannot hold us).
 pub async fn quit(stream: &mut Stream) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-        let _ = stream.write_all(&frame(0, &[packet::command::QUIT])).await;
-        let _ = stream.shutdown().await;
-    })
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        stream.finish(&frame(0, &[packet::command::QUIT])),
+    )
     .await;
 }
 

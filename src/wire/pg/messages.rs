@@ -1,10 +1,11 @@
 //! The backend messages jitgate writes itself (errors, authentication,
-//! keys, ready-for-query), encoded with pgwire's message types. Everything
+//! keys, ready-for-query), encoded with pgwire's message types (errors
+//! directly, byte for byte the same). Everything
 //! the server sends is forwarded as the original bytes instead.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use pgwire::messages::Message;
-use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{
     Authentication, BackendKeyData, NegotiateProtocolVersion, SecretKey,
 };
@@ -49,17 +50,43 @@ fn encode<M: Message>(m: &M) -> Bytes {
 }
 
 /// An ErrorResponse: severity, SQLSTATE, message and an optional hint.
+/// Encoded straight into one buffer: when a grant ends, every session
+/// builds one of these before its client can be told.
 pub fn error(severity: Severity, code: &str, message: &str, hint: Option<&str>) -> Bytes {
-    let mut fields = vec![
-        (b'S', severity.as_str().to_owned()),
-        (b'V', severity.as_str().to_owned()),
-        (b'C', code.to_owned()),
-        (b'M', message.to_owned()),
+    let severity = severity.as_str();
+    let mut fields: [(u8, &str); 5] = [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', message),
+        (b'H', ""),
     ];
-    if let Some(h) = hint {
-        fields.push((b'H', h.to_owned()));
+    let count = match hint {
+        Some(h) => {
+            fields[4].1 = h;
+            5
+        }
+        None => 4,
+    };
+    let fields = &fields[..count];
+    // Tag, length, each field as its code and a C string, the final NUL.
+    let body_len = 4 + fields.iter().map(|(_, v)| 2 + v.len()).sum::<usize>() + 1;
+    let mut buf = BytesMut::with_capacity(1 + body_len);
+    buf.put_u8(b'E');
+    buf.put_u32(u32::try_from(body_len).unwrap_or(u32::MAX));
+    for (code, value) in fields {
+        buf.put_u8(*code);
+        if value.contains('\0') {
+            // A NUL would end the field early; the length counted it, so
+            // it becomes a space rather than disappearing.
+            buf.extend(value.bytes().map(|b| if b == 0 { b' ' } else { b }));
+        } else {
+            buf.put_slice(value.as_bytes());
+        }
+        buf.put_u8(0);
     }
-    encode(&ErrorResponse::new(fields))
+    buf.put_u8(0);
+    buf.freeze()
 }
 
 pub fn ready_for_query(status: u8) -> Bytes {
@@ -136,6 +163,7 @@ pub fn error_message(body: &[u8]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pgwire::messages::response::ErrorResponse;
 
     #[test]
     fn error_fields_round_trip() {
@@ -143,6 +171,31 @@ mod tests {
         assert_eq!(e[0], b'E');
         assert_eq!(error_code(&e[5..]), Some("28000"));
         assert_eq!(error_message(&e[5..]), Some("no grant"));
+    }
+
+    #[test]
+    fn error_bytes_are_what_pgwire_encodes() {
+        for hint in [None, Some("request a new grant")] {
+            let ours = error(Severity::Fatal, "57P01", "terminating connection", hint);
+            let mut fields = vec![
+                (b'S', "FATAL".to_owned()),
+                (b'V', "FATAL".to_owned()),
+                (b'C', "57P01".to_owned()),
+                (b'M', "terminating connection".to_owned()),
+            ];
+            if let Some(h) = hint {
+                fields.push((b'H', h.to_owned()));
+            }
+            assert_eq!(ours, encode(&ErrorResponse::new(fields)));
+        }
+    }
+
+    #[test]
+    fn a_nul_in_an_error_field_does_not_cut_the_message() {
+        let e = error(Severity::Error, "42000", "a\0b", None);
+        let len = u32::from_be_bytes([e[1], e[2], e[3], e[4]]) as usize;
+        assert_eq!(len + 1, e.len(), "the length counts every byte");
+        assert_eq!(error_message(&e[5..]), Some("a b"));
     }
 
     #[test]

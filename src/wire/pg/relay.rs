@@ -154,17 +154,22 @@ pub async fn run(
         }
     };
 
-    // Statements still running get their closing record.
     let unfinished: Vec<Expect> = shared
         .pipe
         .lock()
         .map(|mut p| p.expect.drain(..).collect())
         .unwrap_or_default();
-    for e in &unfinished {
-        if let Expect::Query(p) | Expect::Execute(p) = e {
-            shared.audit_end(p, end.reason());
+    // Statements still running get their closing record (after the client
+    // has been told, when there is one to tell).
+    let audit_unfinished = || {
+        for e in &unfinished {
+            if let Expect::Query(p) | Expect::Execute(p) = e {
+                shared.audit_end(p, end.reason());
+            }
         }
-    }
+    };
+    let mut client = client_r.into_parts().0.unsplit(client_w);
+    let mut upstream = up_r.into_parts().0.unsplit(up_w);
 
     let mid_write = shared.writing_to_client.load(Ordering::Acquire);
     match &end {
@@ -187,20 +192,30 @@ pub async fn run(
                 end.told_to_user(&lease.grant).unwrap_or_default()
             );
             let tell_client = async {
-                if !mid_write {
-                    let fatal = messages::error(
+                let fatal = if mid_write {
+                    Bytes::new()
+                } else {
+                    messages::error(
                         Severity::Fatal,
                         sqlstate::ADMIN_SHUTDOWN,
                         &message,
                         Some("request a new grant with `jitgate request` to continue"),
-                    );
-                    let _ = client_w.write_all(&fatal).await;
-                }
-                let _ = client_w.shutdown().await;
-            };
-            let tell_client = async {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tell_client).await;
+                    )
+                };
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), client.finish(&fatal))
+                        .await;
+                // Told once the client has closed its side too, so that on a
+                // machine the clients share with the server, a grant's
+                // upstream backends only start to exit once its clients are
+                // gone (still at most `TELL_CLIENTS_FIRST_FOR` after the end).
+                let _ = tokio::time::timeout(
+                    crate::wire::TELL_CLIENTS_FIRST_FOR,
+                    client.until_closed(),
+                )
+                .await;
                 ctx.info.client_told();
+                audit_unfinished();
             };
             let end_upstream = async {
                 if let SessionEnd::GrantEnded(_) = &end {
@@ -232,7 +247,7 @@ pub async fn run(
                 if !cancelled {
                     tracing::warn!(session = %ctx.info.id, "could not deliver the cancel request upstream");
                 }
-                terminate_upstream(&mut up_w).await;
+                terminate_upstream(&mut upstream).await;
             };
             tokio::join!(tell_client, end_upstream);
             if let SessionEnd::GrantEnded(reason) = &end {
@@ -245,36 +260,35 @@ pub async fn run(
         SessionEnd::ClientClosed | SessionEnd::ClientError(_) => {
             // The client is gone: nothing holds up the grant's other sessions.
             ctx.info.client_told();
-            terminate_upstream(&mut up_w).await;
-            let _ = client_w.shutdown().await;
+            audit_unfinished();
+            terminate_upstream(&mut upstream).await;
+            let _ = client.shutdown().await;
         }
         SessionEnd::UpstreamClosed | SessionEnd::UpstreamError(_) => {
-            if !mid_write {
-                let fatal = messages::error(
+            audit_unfinished();
+            let fatal = if mid_write {
+                Bytes::new()
+            } else {
+                messages::error(
                     Severity::Fatal,
                     sqlstate::CONNECTION_FAILURE,
                     "the target database closed the connection",
                     None,
-                );
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(1),
-                    client_w.write_all(&fatal),
                 )
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.finish(&fatal))
                 .await;
-            }
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(1), client_w.shutdown()).await;
             ctx.info.client_told();
         }
     }
     end
 }
 
-async fn terminate_upstream(up_w: &mut WriteHalf<Stream>) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-        let _ = up_w.write_all(&[b'X', 0, 0, 0, 4]).await;
-        let _ = up_w.shutdown().await;
-    })
+async fn terminate_upstream(upstream: &mut Stream) {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        upstream.finish(&[b'X', 0, 0, 0, 4]),
+    )
     .await;
 }
 
