@@ -159,8 +159,8 @@ pub async fn run(
         .lock()
         .map(|mut p| p.expect.drain(..).collect())
         .unwrap_or_default();
-    // Statements still running get their closing record (after the client
-    // has been told, when there is one to tell).
+    // Statements still running get their closing record (when a grant
+    // ends, once all its clients have been told: they wait for nothing else).
     let audit_unfinished = || {
         for e in &unfinished {
             if let Expect::Query(p) | Expect::Execute(p) = e {
@@ -215,7 +215,6 @@ pub async fn run(
                 )
                 .await;
                 ctx.info.client_told();
-                audit_unfinished();
             };
             let end_upstream = async {
                 if let SessionEnd::GrantEnded(_) = &end {
@@ -226,6 +225,7 @@ pub async fn run(
                         .grant_clients_told(crate::wire::TELL_CLIENTS_FIRST_FOR)
                         .await;
                 }
+                audit_unfinished();
                 let reaped = match (&end, &ctx.reaper, server, local_port) {
                     (SessionEnd::GrantEnded(_), Some(reaper), Some(server), Some(port))
                         if in_flight =>
