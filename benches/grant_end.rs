@@ -16,7 +16,11 @@
 //! - until each upstream connection is gone, as the upstream itself sees it,
 //! - until each running `pg_sleep` has stopped on the server,
 //!
-//! and it reads jitgate's own `jitgate_grant_end_lag_seconds` histogram.
+//! and it reads jitgate's own `jitgate_grant_end_lag_seconds` histogram. It
+//! also reports the CPU time jitgate and the bench itself (whose clients
+//! must read each FATAL and close) used until the last client saw its end:
+//! on a small machine they share the cores, and the second bounds what
+//! the first can reach.
 //!
 //! The upstream is a throwaway PostgreSQL (initdb in a temp dir, run as the
 //! `postgres` user when we are root) with `max_connections` sized for N when N
@@ -366,6 +370,7 @@ async fn grant_end_scenario(
 
     let mut client_lags = Vec::with_capacity(n);
     let mut early = 0;
+    let cpu_before = (jitgate.cpu_time(), cpu_time_of("self"));
     let mut stuck = 0;
     let deadline = tokio::time::Instant::now() + END_TIMEOUT;
     for handle in closed {
@@ -377,6 +382,8 @@ async fn grant_end_scenario(
             Ok(Err(_)) | Err(_) => stuck += 1,
         }
     }
+    let cpu_jitgate = jitgate.cpu_time().saturating_sub(cpu_before.0);
+    let cpu_bench = cpu_time_of("self").saturating_sub(cpu_before.1);
     let upstream = poller.finish(t0, END_TIMEOUT).await?;
     drop(idle);
     for s in sleeping {
@@ -429,6 +436,13 @@ async fn grant_end_scenario(
         upstream.queries,
     );
     out += &format!(
+        "   CPU used until every client had seen the end: jitgate {:.1} ms ({:.1} µs per session), \
+         this bench (its clients and poller) {:.1} ms\n",
+        ms(cpu_jitgate),
+        cpu_jitgate.as_secs_f64() * 1e6 / n as f64,
+        ms(cpu_bench)
+    );
+    out += &format!(
         "   jitgate_grant_end_lag_seconds: {} sessions, mean {:.1} ms, p99 ≤ {} (histogram bucket)\n",
         jitgate_lag.count,
         if jitgate_lag.count > 0 {
@@ -456,6 +470,21 @@ async fn grant_end_scenario(
     stack.terminate_running_sleeps().await?;
     stack.wait_upstream_empty(Duration::from_secs(30)).await?;
     Ok(out)
+}
+
+/// CPU time the live threads of process `pid` ("self" for this one) have
+/// used: the sum of their scheduler run times (nanoseconds, unlike the
+/// clock ticks of `/proc/<pid>/stat`).
+fn cpu_time_of(pid: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -795,6 +824,11 @@ user = "{UPSTREAM_USER}"
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .ok_or_else(|| anyhow!("no VmRSS in /proc/{}/status", self.child.id()))
+    }
+
+    /// CPU time jitgate's threads have used so far.
+    fn cpu_time(&self) -> Duration {
+        cpu_time_of(&self.child.id().to_string())
     }
 
     fn open_fds(&self) -> usize {
