@@ -71,8 +71,11 @@ impl SessionInfo {
     }
 
     /// This session has told its client that it ends (called once it has
-    /// written its last error, closed the client side and seen the client
-    /// close its own, or given up waiting for that).
+    /// written its last error and closed the client side, or given up on it).
+    ///
+    /// Not "once the client has closed its side as well": psql idle at its
+    /// prompt reads nothing until the next command, so waiting for that
+    /// would hold up the cancel of every running query of the grant.
     pub fn client_told(&self) {
         if !self.told.swap(true, Ordering::AcqRel)
             && self.gate.untold.fetch_sub(1, Ordering::AcqRel) == 1

@@ -4,7 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Write all of `bytes`, then flush. Through TLS, a write can return with
@@ -70,15 +70,6 @@ impl Stream {
                 tls.shutdown().await
             }
         }
-    }
-
-    /// Read and drop whatever the peer still sends until it closes its side
-    /// or the connection fails. After [`Stream::finish`], this is how a
-    /// session learns that its client has taken in the end: psql and the
-    /// drivers close the connection when they read a fatal error.
-    pub async fn until_closed(&mut self) {
-        let mut scrap = [0u8; 512];
-        while let Ok(1..) = self.read(&mut scrap).await {}
     }
 
     /// The local port of the TCP connection underneath.
@@ -153,6 +144,7 @@ impl AsyncWrite for Stream {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     async fn pair() -> (Stream, TcpStream) {
@@ -209,21 +201,5 @@ mod tests {
             .expect("the peer got everything")
             .unwrap();
         assert!(got == big, "{} bytes arrived of {}", got.len(), big.len());
-    }
-
-    #[tokio::test]
-    async fn until_closed_drops_what_the_peer_sends_and_returns_when_it_closes() {
-        let (mut ours, mut peer) = pair().await;
-        peer.write_all(b"SELECT 1; SELECT 2;").await.unwrap();
-        let waiting = tokio::spawn(async move {
-            ours.until_closed().await;
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished(), "the peer has not closed yet");
-        drop(peer);
-        tokio::time::timeout(Duration::from_secs(1), waiting)
-            .await
-            .expect("until_closed returned once the peer closed")
-            .unwrap();
     }
 }

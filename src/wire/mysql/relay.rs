@@ -369,14 +369,9 @@ pub async fn run(
                 } else {
                     frame(answer_seq, &packet::err(code::CONNECTION_KILLED, &message))
                 };
-                let client = client.get_mut();
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.finish(&e))
-                    .await;
-                // Told once the client has closed its side too (see the
-                // Postgres relay).
                 let _ = tokio::time::timeout(
-                    crate::wire::TELL_CLIENTS_FIRST_FOR,
-                    client.until_closed(),
+                    std::time::Duration::from_secs(1),
+                    client.get_mut().finish(&e),
                 )
                 .await;
                 ctx.info.client_told();

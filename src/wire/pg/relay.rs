@@ -205,15 +205,6 @@ pub async fn run(
                 let _ =
                     tokio::time::timeout(std::time::Duration::from_secs(1), client.finish(&fatal))
                         .await;
-                // Told once the client has closed its side too, so that on a
-                // machine the clients share with the server, a grant's
-                // upstream backends only start to exit once its clients are
-                // gone (still at most `TELL_CLIENTS_FIRST_FOR` after the end).
-                let _ = tokio::time::timeout(
-                    crate::wire::TELL_CLIENTS_FIRST_FOR,
-                    client.until_closed(),
-                )
-                .await;
                 ctx.info.client_told();
             };
             let end_upstream = async {
