@@ -346,8 +346,12 @@ async fn grant_end_scenario(
     let mut poller = stack.start_poller();
     poller.wait_first_snapshot().await?;
 
+    // CPU counters are read just before the end: the bench's poller keeps
+    // its thread busy while it waits.
+    let cpu_before;
     let (t0, revoke_took) = match end {
         End::Revoke => {
+            cpu_before = (jitgate.cpu_time(), cpu_time_of("self"));
             let t0 = Instant::now();
             jitgate.revoke(&grant.id).await?;
             (t0, Some(t0.elapsed()))
@@ -363,6 +367,8 @@ async fn grant_end_scenario(
                     )
                 })?;
             let t0 = Instant::now() + until;
+            tokio::time::sleep_until((t0 - Duration::from_millis(5).min(until)).into()).await;
+            cpu_before = (jitgate.cpu_time(), cpu_time_of("self"));
             tokio::time::sleep_until(t0.into()).await;
             (t0, None)
         }
@@ -370,7 +376,6 @@ async fn grant_end_scenario(
 
     let mut client_lags = Vec::with_capacity(n);
     let mut early = 0;
-    let cpu_before = (jitgate.cpu_time(), cpu_time_of("self"));
     let mut stuck = 0;
     let deadline = tokio::time::Instant::now() + END_TIMEOUT;
     for handle in closed {
@@ -389,8 +394,14 @@ async fn grant_end_scenario(
     for s in sleeping {
         s.abort();
     }
-    let metrics_after = jitgate.end_lag_histogram().await?;
-    let jitgate_lag = metrics_after.minus(&metrics_before);
+    // A session observes its lag once it has ended both sides, which can be
+    // after the server saw its backend go: wait (a little) for all of them.
+    let mut jitgate_lag = jitgate.end_lag_histogram().await?.minus(&metrics_before);
+    let counted_by = tokio::time::Instant::now() + Duration::from_secs(10);
+    while jitgate_lag.count < n as u64 && tokio::time::Instant::now() < counted_by {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        jitgate_lag = jitgate.end_lag_histogram().await?.minus(&metrics_before);
+    }
 
     let mut out = String::new();
     let upstream_name = if stack.pgbouncer.is_some() {
