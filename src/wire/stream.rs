@@ -166,6 +166,11 @@ mod tests {
     #[tokio::test]
     async fn finish_delivers_the_last_bytes_then_end_of_file() {
         let (mut ours, mut peer) = pair().await;
+        // Writable readiness known to tokio, so the MSG_MORE path is taken
+        // (a fresh socket's is not, and would take the ordinary write).
+        if let Stream::Plain(tcp) = &ours {
+            tcp.writable().await.unwrap();
+        }
         ours.finish(b"last words").await.unwrap();
         // Sent with MSG_MORE, the bytes must not wait for more: the FIN
         // takes them along at once.
