@@ -54,28 +54,21 @@ fn encode<M: Message>(m: &M) -> Bytes {
 /// builds one of these before its client can be told.
 pub fn error(severity: Severity, code: &str, message: &str, hint: Option<&str>) -> Bytes {
     let severity = severity.as_str();
-    let mut fields: [(u8, &str); 5] = [
+    let fields = [
         (b'S', severity),
         (b'V', severity),
         (b'C', code),
         (b'M', message),
-        (b'H', ""),
-    ];
-    let count = match hint {
-        Some(h) => {
-            fields[4].1 = h;
-            5
-        }
-        None => 4,
-    };
-    let fields = &fields[..count];
+    ]
+    .into_iter()
+    .chain(hint.map(|h| (b'H', h)));
     // Tag, length, each field as its code and a C string, the final NUL.
-    let body_len = 4 + fields.iter().map(|(_, v)| 2 + v.len()).sum::<usize>() + 1;
+    let body_len = 4 + fields.clone().map(|(_, v)| 2 + v.len()).sum::<usize>() + 1;
     let mut buf = BytesMut::with_capacity(1 + body_len);
     buf.put_u8(b'E');
     buf.put_u32(u32::try_from(body_len).unwrap_or(u32::MAX));
     for (code, value) in fields {
-        buf.put_u8(*code);
+        buf.put_u8(code);
         if value.contains('\0') {
             // A NUL would end the field early; the length counted it, so
             // it becomes a space rather than disappearing.
