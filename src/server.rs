@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::identity::Identities;
 use crate::session::Sessions;
 use crate::tls::TlsError;
+use crate::wire::accept_loop;
 use crate::wire::mysql::MysqlFront;
 use crate::wire::pg::PgFront;
 use crate::wire::workers::Workers;
@@ -101,14 +102,20 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         let front = PgFront::new(shared.clone(), Some(tls.clone()));
         let workers = workers.clone();
         tracing::info!(%addr, "postgres listener ready");
-        tasks.spawn(async move { ("postgres", front.serve(listener, &workers).await) });
+        tasks.spawn(async move {
+            let served = accept_loop(listener, &workers, front, PgFront::handle).await;
+            ("postgres", served)
+        });
     }
     if let Some(addr) = config.listen.mysql {
         let listener = bind(addr, "mysql").await?;
         let front = MysqlFront::new(shared.clone(), Some(tls.clone()));
         let workers = workers.clone();
         tracing::info!(%addr, "mysql listener ready");
-        tasks.spawn(async move { ("mysql", front.serve(listener, &workers).await) });
+        tasks.spawn(async move {
+            let served = accept_loop(listener, &workers, front, MysqlFront::handle).await;
+            ("mysql", served)
+        });
     }
     if let Some(addr) = config.listen.admin {
         let listener = bind(addr, "admin").await?;

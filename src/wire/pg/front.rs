@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
@@ -74,15 +74,9 @@ impl PgFront {
         })
     }
 
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        workers: &crate::wire::workers::Workers,
-    ) -> std::io::Result<()> {
-        crate::wire::accept_loop(listener, workers, self, Self::handle).await
-    }
-
-    async fn handle(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
+    /// One accepted connection, from first byte to the session's end
+    /// (run by `wire::accept_loop` on a session thread).
+    pub async fn handle(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
         let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
             let msg = messages::error(
                 Severity::Fatal,
