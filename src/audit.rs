@@ -106,6 +106,55 @@ pub struct AuditEvent<'a> {
     /// What an approver or denier wrote with their decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<&'a str>,
+    /// The same `session`, `identity`, `grant`, `target` and `level` as the
+    /// fields above, already encoded: set by [`SessionMembers::event`].
+    #[serde(skip)]
+    pub encoded: Option<&'a SessionMembers>,
+}
+
+/// The five members every statement record of a session repeats
+/// (`session`, `identity`, `grant`, `target`, `level`), JSON-encoded once
+/// when the session starts instead of escaped again for every record.
+#[derive(Debug)]
+pub struct SessionMembers {
+    session: String,
+    identity: String,
+    grant: String,
+    target: String,
+    level: String,
+    /// `,"session":"…",…,"level":"…"`, as [`AuditEvent`] writes them.
+    json: Box<[u8]>,
+}
+
+impl SessionMembers {
+    pub fn new(session: &str, identity: &str, grant: &str, target: &str, level: &str) -> Self {
+        let mut members = SessionMembers {
+            session: session.to_owned(),
+            identity: identity.to_owned(),
+            grant: grant.to_owned(),
+            target: target.to_owned(),
+            level: level.to_owned(),
+            json: Box::default(),
+        };
+        let mut json = Vec::new();
+        members.event("").write_session_members(&mut json);
+        members.json = json.into_boxed_slice();
+        members
+    }
+
+    /// A record of this session: its five members set, the rest empty.
+    pub fn event<'a>(&'a self, event: &'a str) -> AuditEvent<'a> {
+        AuditEvent {
+            event,
+            session: Some(&self.session),
+            identity: Some(&self.identity),
+            grant: Some(&self.grant),
+            target: Some(&self.target),
+            level: Some(&self.level),
+            encoded: (!self.json.is_empty()).then_some(self),
+            ..Default::default()
+        }
+    }
 }
 
 fn opt_rfc3339<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {

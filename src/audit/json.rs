@@ -19,15 +19,21 @@ impl AuditEvent<'_> {
     pub(super) fn write_members(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"\"event\":");
         push_str(out, self.event);
-        let strings = [
-            ("session", self.session),
-            ("identity", self.identity),
-            ("grant", self.grant),
-            ("target", self.target),
-            ("level", self.level),
-            ("client_addr", self.client_addr),
-        ];
-        push_str_members(out, &strings);
+        match self.encoded {
+            Some(members) => {
+                debug_assert!(
+                    {
+                        let mut fresh = Vec::new();
+                        self.write_session_members(&mut fresh);
+                        fresh[..] == members.json[..]
+                    },
+                    "pre-encoded session members differ from the event's own"
+                );
+                out.extend_from_slice(&members.json);
+            }
+            None => self.write_session_members(out),
+        }
+        push_str_members(out, &[("client_addr", self.client_addr)]);
         if let Some(seq) = self.seq {
             push_key(out, "seq");
             push_u64(out, seq);
@@ -65,6 +71,20 @@ impl AuditEvent<'_> {
                 ("request", self.request),
                 ("policy", self.policy),
                 ("comment", self.comment),
+            ],
+        );
+    }
+
+    /// Append `session`, `identity`, `grant`, `target` and `level` (those set).
+    pub(super) fn write_session_members(&self, out: &mut Vec<u8>) {
+        push_str_members(
+            out,
+            &[
+                ("session", self.session),
+                ("identity", self.identity),
+                ("grant", self.grant),
+                ("target", self.target),
+                ("level", self.level),
             ],
         );
     }
@@ -227,6 +247,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
+    use crate::audit::SessionMembers;
 
     /// What serde_json writes for the event, without its braces.
     fn by_serde(event: &AuditEvent<'_>) -> String {
@@ -238,6 +259,28 @@ mod tests {
         let mut out = Vec::new();
         event.write_members(&mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn pre_encoded_session_members_write_what_the_fields_would() {
+        let members = SessionMembers::new("s-1", "al\"ice\n", "g-1", "t\\x", "read");
+        let encoded = AuditEvent {
+            seq: Some(3),
+            statement: Some("SELECT 1"),
+            ..members.event("statement")
+        };
+        assert!(encoded.encoded.is_some());
+        let plain = AuditEvent {
+            seq: Some(3),
+            statement: Some("SELECT 1"),
+            encoded: None,
+            ..members.event("statement")
+        };
+        assert_eq!(by_hand(&encoded), by_hand(&plain));
+        assert_eq!(by_hand(&encoded), by_serde(&encoded));
+        assert!(by_hand(&encoded).contains(
+            r#","identity":"al\"ice\n","grant":"g-1","target":"t\\x","level":"read","seq":3"#
+        ));
     }
 
     #[test]
@@ -388,6 +431,8 @@ mod tests {
             request: Some("r_3"),
             policy: Some("p"),
             comment: Some("ok\r\n"),
+            // Not a member of its own; its test is the one below.
+            encoded: None,
         };
         assert_eq!(by_hand(&full), by_serde(&full));
         assert_eq!(

@@ -4,6 +4,7 @@
 
 pub mod mysql;
 pub mod pg;
+pub mod quiet;
 pub mod stream;
 pub mod workers;
 
@@ -19,6 +20,17 @@ use crate::access::{EndReason, Grant};
 /// sessions to tell their clients before it ends its upstream side anyway
 /// (see `SessionInfo::grant_clients_told`).
 pub const TELL_CLIENTS_FIRST_FOR: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Statement text from the wire as a `str`, invalid UTF-8 replaced by U+FFFD.
+///
+/// The same as `String::from_utf8_lossy`, which checks byte by byte; valid
+/// text (nearly all of it) takes `str::from_utf8`'s word-at-a-time path.
+pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
 
 /// Accept connections until the listener fails; each one becomes a task
 /// `handle(front, tcp, peer)` on one of the session threads. An accept error
@@ -116,5 +128,29 @@ impl SessionEnd {
             SessionEnd::Killed | SessionEnd::KilledByOwner(_) => "killed",
             _ => "closed",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    #[test]
+    fn text_is_what_from_utf8_lossy_gives() {
+        let samples: [&[u8]; 5] = [
+            b"SELECT 1",
+            b"SELECT 'caf\xc3\xa9'",
+            b"bad \xff\xfe end",
+            b"cut short \xe2\x82",
+            b"",
+        ];
+        for bytes in samples {
+            assert_eq!(
+                super::text(bytes),
+                String::from_utf8_lossy(bytes),
+                "{bytes:?}"
+            );
+        }
+        assert!(matches!(super::text(b"SELECT 1"), Cow::Borrowed(_)));
     }
 }

@@ -29,7 +29,7 @@ use super::packet::{
 };
 use super::upstream::{self, KillScope, Upstream};
 use crate::access::Lease;
-use crate::audit::{AuditEvent, AuditLog};
+use crate::audit::{AuditEvent, AuditLog, SessionMembers};
 use crate::config::{LevelConfig, TargetConfig};
 use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
@@ -46,6 +46,8 @@ const READ_AHEAD_BYTES: usize = 64 * 1024;
 pub struct SessionCtx {
     pub info: Arc<SessionInfo>,
     pub audit: Arc<AuditLog>,
+    /// `info`'s members of every audit record, encoded once.
+    pub members: SessionMembers,
     pub read_only: bool,
     pub metrics: SessionMetrics,
     pub target: TargetConfig,
@@ -462,7 +464,7 @@ impl Relay<'_> {
         match cmd {
             command::QUIT => Action::End(SessionEnd::ClientClosed),
             command::QUERY => {
-                let sql = String::from_utf8_lossy(args);
+                let sql = crate::wire::text(args);
                 if kill::mentions_kill(args) {
                     return self.kill_statement(&sql, m.last_seq);
                 }
@@ -705,16 +707,11 @@ impl Relay<'_> {
         self.seq += 1;
         let info = &ctx.info;
         let written = ctx.audit.record(&AuditEvent {
-            session: Some(&info.id),
-            identity: Some(&info.identity),
-            grant: Some(&info.grant),
-            target: Some(&info.target),
-            level: Some(&info.level),
             seq: Some(self.seq),
             statement: Some(sql),
             kind: Some(kind.as_str()),
             detail,
-            ..AuditEvent::new("statement")
+            ..ctx.members.event("statement")
         });
         match written {
             Ok(()) => {
@@ -739,19 +736,13 @@ impl Relay<'_> {
     }
 
     fn record_refusal(&self, sql: &str, kind: StatementKind, code: u16) {
-        let info = &self.ctx.info;
         self.ctx.metrics.statement(kind.as_str(), "refused");
         let code = code.to_string();
         let _ = self.ctx.audit.record(&AuditEvent {
-            session: Some(&info.id),
-            identity: Some(&info.identity),
-            grant: Some(&info.grant),
-            target: Some(&info.target),
-            level: Some(&info.level),
             statement: Some(sql),
             kind: Some(kind.as_str()),
             outcome: Some(&code),
-            ..AuditEvent::new("statement_refused")
+            ..self.ctx.members.event("statement_refused")
         });
     }
 
@@ -793,7 +784,6 @@ impl Relay<'_> {
 
     fn audit_end(&self, p: &Pending, outcome: &str, rows: u64) {
         let ctx = self.ctx;
-        let info = &ctx.info;
         let took = p.started.elapsed().as_secs_f64();
         ctx.metrics.duration.observe(took);
         ctx.metrics.statement(
@@ -805,16 +795,11 @@ impl Relay<'_> {
             },
         );
         let _ = ctx.audit.record_later(&AuditEvent {
-            session: Some(&info.id),
-            identity: Some(&info.identity),
-            grant: Some(&info.grant),
-            target: Some(&info.target),
-            level: Some(&info.level),
             seq: Some(p.seq),
             outcome: Some(outcome),
             rows: Some(rows),
             duration_ms: Some((took * 1_000_000.0).round() / 1000.0),
-            ..AuditEvent::new("statement_end")
+            ..ctx.members.event("statement_end")
         });
     }
 

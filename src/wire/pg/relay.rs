@@ -11,6 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -20,11 +21,12 @@ use super::framing::{Frame, FrameError, FrameReader, take_cstr_bytes};
 use super::messages::{self, Severity, sqlstate};
 use super::upstream::{self, Upstream};
 use crate::access::Lease;
-use crate::audit::{AuditEvent, AuditLog};
+use crate::audit::{AuditEvent, AuditLog, SessionMembers};
 use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
 use crate::sql::{self, Dialect, StatementKind};
 pub use crate::wire::SessionEnd;
+use crate::wire::quiet::Quiet;
 use crate::wire::stream::Stream;
 
 /// Write to the peer once this much is batched, even if more frames are buffered.
@@ -33,6 +35,8 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 pub struct SessionCtx {
     pub info: Arc<SessionInfo>,
     pub audit: Arc<AuditLog>,
+    /// `info`'s members of every audit record, encoded once.
+    pub members: SessionMembers,
     pub read_only: bool,
     pub metrics: SessionMetrics,
     /// Ends this level's busy backends in batches when a grant ends.
@@ -82,7 +86,6 @@ struct Shared<'a> {
 
 impl Shared<'_> {
     fn audit_end(&self, p: &Pending, outcome: &str) {
-        let info = &self.ctx.info;
         let took = p.started.elapsed().as_secs_f64();
         let duration_ms = took * 1000.0;
         let ok = !is_sqlstate(outcome);
@@ -91,16 +94,11 @@ impl Shared<'_> {
             .metrics
             .statement(p.kind.as_str(), if ok { "ok" } else { "error" });
         let _ = self.ctx.audit.record_later(&AuditEvent {
-            session: Some(&info.id),
-            identity: Some(&info.identity),
-            grant: Some(&info.grant),
-            target: Some(&info.target),
-            level: Some(&info.level),
             seq: Some(p.seq),
             outcome: Some(outcome),
             rows: Some(p.rows),
             duration_ms: Some((duration_ms * 1000.0).round() / 1000.0),
-            ..AuditEvent::new("statement_end")
+            ..self.ctx.members.event("statement_end")
         });
     }
 }
@@ -141,17 +139,28 @@ pub async fn run(
     };
 
     let end = {
-        let upward = client_to_upstream(&shared, &mut client_r, &mut up_w);
-        let downward = upstream_to_client(&shared, &mut up_r, &mut client_w);
-        // Biased: the upward direction is polled first, then the downward
-        // one, every time the task wakes. `LocalQueued` relies on it.
-        tokio::select! {
-            biased;
-            e = upward => e,
-            e = downward => e,
-            r = lease.ended() => SessionEnd::GrantEnded(r),
-            _ = ctx.info.killed() => SessionEnd::Killed,
-        }
+        // Each branch is polled only when its own waker fired (see
+        // `wire::quiet`), in this order: the upward direction first, then
+        // the downward one, which is also polled whenever the upward one
+        // has just queued a Local answer for it to write (`LocalQueued`).
+        let mut upward = Quiet::new(client_to_upstream(&shared, &mut client_r, &mut up_w));
+        let mut downward = Quiet::new(upstream_to_client(&shared, &mut up_r, &mut client_w));
+        let mut ended = Quiet::new(lease.ended());
+        let mut killed = Quiet::new(ctx.info.killed());
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(e) = upward.poll_woken(cx, false) {
+                return Poll::Ready(e);
+            }
+            let local = shared.local_queued.load(Ordering::Acquire);
+            if let Poll::Ready(e) = downward.poll_woken(cx, local) {
+                return Poll::Ready(e);
+            }
+            if let Poll::Ready(r) = ended.poll_woken(cx, false) {
+                return Poll::Ready(SessionEnd::GrantEnded(r));
+            }
+            killed.poll_woken(cx, false).map(|()| SessionEnd::Killed)
+        })
+        .await
     };
 
     let unfinished: Vec<Expect> = shared
@@ -396,7 +405,7 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
         b'Q' => {
             let mut b = f.body();
             let sql_bytes = take_cstr_bytes(&mut b).unwrap_or(b"");
-            let sql = String::from_utf8_lossy(sql_bytes);
+            let sql = crate::wire::text(sql_bytes);
             let kind = sql::classify_cached(Dialect::Postgres, &sql);
             match admit(shared, &sql, kind) {
                 Ok(seq) => {
@@ -413,7 +422,7 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             let mut b = f.body();
             let name = take_cstr_bytes(&mut b).unwrap_or(b"");
             let sql_bytes = take_cstr_bytes(&mut b).unwrap_or(b"");
-            let sql: Arc<str> = Arc::from(String::from_utf8_lossy(sql_bytes));
+            let sql: Arc<str> = Arc::from(crate::wire::text(sql_bytes));
             let kind = sql::classify_cached(Dialect::Postgres, &sql);
             if shared.ctx.read_only && !kind.allowed_read_only() {
                 let error = refusal(shared, &sql, kind);
@@ -526,15 +535,10 @@ fn admit(shared: &Shared<'_>, sql: &str, kind: StatementKind) -> Result<u64, Byt
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let info = &ctx.info;
     let written = ctx.audit.record(&AuditEvent {
-        session: Some(&info.id),
-        identity: Some(&info.identity),
-        grant: Some(&info.grant),
-        target: Some(&info.target),
-        level: Some(&info.level),
         seq: Some(seq),
         statement: Some(sql),
         kind: Some(kind.as_str()),
-        ..AuditEvent::new("statement")
+        ..ctx.members.event("statement")
     });
     match written {
         Ok(()) => {
@@ -558,15 +562,10 @@ fn refusal(shared: &Shared<'_>, sql: &str, kind: StatementKind) -> Bytes {
     let info = &shared.ctx.info;
     shared.ctx.metrics.statement(kind.as_str(), "refused");
     let _ = shared.ctx.audit.record(&AuditEvent {
-        session: Some(&info.id),
-        identity: Some(&info.identity),
-        grant: Some(&info.grant),
-        target: Some(&info.target),
-        level: Some(&info.level),
         statement: Some(sql),
         kind: Some(kind.as_str()),
         outcome: Some(sqlstate::READ_ONLY_TRANSACTION),
-        ..AuditEvent::new("statement_refused")
+        ..shared.ctx.members.event("statement_refused")
     });
     let what = match kind {
         StatementKind::Unknown => "jitgate could not classify this statement, so it is not allowed",
@@ -654,10 +653,10 @@ async fn upstream_to_client(
 /// Ready once a Local answer was queued (and clears the flag).
 ///
 /// It registers no waker: the flag is only set by the upward direction,
-/// which `run` polls just before the downward one in the same task. So a
-/// queued answer is seen in the same poll that queued it, or, if the
-/// downward direction is in the middle of a write to the client, when that
-/// write is done (it then drains the queue before waiting again).
+/// and `run` polls the downward one right after it whenever the flag is
+/// set. So a queued answer is seen in the same poll that queued it, or, if
+/// the downward direction is in the middle of a write to the client, when
+/// that write is done (it then drains the queue before waiting again).
 struct LocalQueued<'a>(&'a AtomicBool);
 
 impl std::future::Future for LocalQueued<'_> {
@@ -708,7 +707,7 @@ fn observe(shared: &Shared<'_>, f: &Frame) -> bool {
                 let outcome = match tag {
                     b'C' => {
                         let mut b = f.body();
-                        String::from_utf8_lossy(take_cstr_bytes(&mut b).unwrap_or(b"")).into_owned()
+                        crate::wire::text(take_cstr_bytes(&mut b).unwrap_or(b"")).into_owned()
                     }
                     b'I' => "EMPTY".to_owned(),
                     _ => "SUSPENDED".to_owned(),
