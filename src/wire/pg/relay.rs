@@ -9,7 +9,7 @@
 //! front.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Instant;
@@ -79,6 +79,9 @@ struct Shared<'a> {
     /// the downward one in the same task (see `run`), so a flag is enough:
     /// no waker, no lock.
     local_queued: AtomicBool,
+    /// Local answers in the queue: `drain_locals` takes the lock only if
+    /// there are any.
+    locals: AtomicUsize,
     /// True while a write to the client is in progress (a FATAL must not be spliced into it).
     writing_to_client: AtomicBool,
     seq: AtomicU64,
@@ -134,6 +137,7 @@ pub async fn run(
             status,
         }),
         local_queued: AtomicBool::new(false),
+        locals: AtomicUsize::new(0),
         writing_to_client: AtomicBool::new(false),
         seq: AtomicU64::new(0),
     };
@@ -295,14 +299,21 @@ async fn terminate_upstream(upstream: &mut Stream) {
 /// State of the upward direction that only it touches.
 #[derive(Default)]
 struct Upward {
-    /// Prepared statement name -> SQL text (for auditing Execute as SQL).
-    statements: HashMap<Bytes, Arc<str>>,
-    /// Portal name -> SQL text of its statement.
-    portals: HashMap<Bytes, Arc<str>>,
+    /// Prepared statement name -> SQL text (for auditing Execute as SQL)
+    /// and its kind, classified once at Parse.
+    statements: HashMap<Bytes, Prepared>,
+    /// Portal name -> its statement.
+    portals: HashMap<Bytes, Prepared>,
     /// Extended-protocol messages were forwarded since the last Sync.
     unsynced: bool,
     /// After a refused extended-protocol message: drop everything until Sync.
     discarding: bool,
+}
+
+#[derive(Clone)]
+struct Prepared {
+    sql: Arc<str>,
+    kind: StatementKind,
 }
 
 enum Verdict {
@@ -377,6 +388,7 @@ async fn refuse_client(shared: &Shared<'_>, e: FrameError) -> SessionEnd {
 fn queue_local(shared: &Shared<'_>, error: Option<Bytes>, ready: bool) {
     if let Ok(mut p) = shared.pipe.lock() {
         p.expect.push_back(Expect::Local { error, ready });
+        shared.locals.fetch_add(1, Ordering::AcqRel);
     }
     shared.local_queued.store(true, Ordering::Release);
 }
@@ -429,7 +441,8 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
                 refuse_extended(shared, st, error, out);
                 return Verdict::Drop;
             }
-            st.statements.insert(Bytes::copy_from_slice(name), sql);
+            st.statements
+                .insert(Bytes::copy_from_slice(name), Prepared { sql, kind });
             st.unsynced = true;
             Verdict::Forward
         }
@@ -438,9 +451,9 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             let portal = take_cstr_bytes(&mut b).unwrap_or(b"");
             let stmt = take_cstr_bytes(&mut b).unwrap_or(b"");
             match st.statements.get(stmt) {
-                Some(sql) => {
+                Some(prepared) => {
                     st.portals
-                        .insert(Bytes::copy_from_slice(portal), sql.clone());
+                        .insert(Bytes::copy_from_slice(portal), prepared.clone());
                 }
                 None => {
                     st.portals.remove(portal);
@@ -452,13 +465,13 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
         b'E' => {
             let mut b = f.body();
             let portal = take_cstr_bytes(&mut b).unwrap_or(b"");
-            let sql = st.portals.get(portal).cloned();
-            let text: &str = sql
-                .as_deref()
-                .unwrap_or("-- execute of a statement jitgate did not see prepared");
-            let kind = match &sql {
-                Some(s) => sql::classify_cached(Dialect::Postgres, s),
-                None => StatementKind::Unknown,
+            let prepared = st.portals.get(portal).cloned();
+            let (text, kind): (&str, _) = match &prepared {
+                Some(p) => (&p.sql, p.kind),
+                None => (
+                    "-- execute of a statement jitgate did not see prepared",
+                    StatementKind::Unknown,
+                ),
             };
             match admit(shared, text, kind) {
                 Ok(seq) => {
@@ -673,11 +686,15 @@ impl std::future::Future for LocalQueued<'_> {
 
 /// Write queued Local answers that have reached the front of the queue.
 fn drain_locals(shared: &Shared<'_>, out: &mut BytesMut) {
+    if shared.locals.load(Ordering::Acquire) == 0 {
+        return;
+    }
     let Ok(mut p) = shared.pipe.lock() else {
         return;
     };
     while let Some(Expect::Local { .. }) = p.expect.front() {
         if let Some(Expect::Local { error, ready }) = p.expect.pop_front() {
+            shared.locals.fetch_sub(1, Ordering::AcqRel);
             if let Some(e) = error {
                 out.extend_from_slice(&e);
             }
