@@ -142,6 +142,19 @@ impl SessionMembers {
         members
     }
 
+    /// Whether `event`'s five members are this session's own strings (the
+    /// same pointers, not merely equal text: a cheap check).
+    fn encodes(&self, event: &AuditEvent<'_>) -> bool {
+        let same = |field: Option<&str>, ours: &String| {
+            field.is_some_and(|f| std::ptr::eq(f, ours.as_str()))
+        };
+        same(event.session, &self.session)
+            && same(event.identity, &self.identity)
+            && same(event.grant, &self.grant)
+            && same(event.target, &self.target)
+            && same(event.level, &self.level)
+    }
+
     /// A record of this session: its five members set, the rest empty.
     pub fn event<'a>(&'a self, event: &'a str) -> AuditEvent<'a> {
         AuditEvent {
@@ -151,7 +164,7 @@ impl SessionMembers {
             grant: Some(&self.grant),
             target: Some(&self.target),
             level: Some(&self.level),
-            encoded: (!self.json.is_empty()).then_some(self),
+            encoded: Some(self),
             ..Default::default()
         }
     }

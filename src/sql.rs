@@ -261,16 +261,14 @@ thread_local! {
 /// One dialect's statement-text → kind cache (the text alone is the key, so a
 /// cache must never be shared between dialects).
 struct KindCache {
-    /// foldhash rather than SipHash: keyed per process like SipHash, and
-    /// a quarter of the cost on a statement-sized key.
-    kinds: DashMap<Box<str>, StatementKind, foldhash::fast::RandomState>,
+    kinds: DashMap<Box<str>, StatementKind>,
     max_entries: usize,
 }
 
 impl KindCache {
     fn new(max_entries: usize) -> KindCache {
         KindCache {
-            kinds: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            kinds: DashMap::new(),
             max_entries,
         }
     }

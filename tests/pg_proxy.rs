@@ -1545,6 +1545,31 @@ async fn oversize_message_is_refused() {
     );
     jg.assert_alive().await;
 
+    // A Query and, in the same write, a header over the cap: the Query was
+    // audited as forwarded, so it runs and its answer comes before the error.
+    let mut conn = RawConn::tls(jg.pg_port()).await;
+    conn.login("alice", ALICE_SECRET, TARGET)
+        .await
+        .unwrap_or_else(|e| panic!("raw SCRAM login failed: {e}\n--- jitgate log\n{}", jg.log()));
+    let mut both = vec![b'Q'];
+    let query = b"SELECT 40 + 2\0";
+    both.extend_from_slice(&(4 + query.len() as u32).to_be_bytes());
+    both.extend_from_slice(query);
+    both.extend_from_slice(&claim);
+    let _ = conn.send(&both).await;
+    let ending = conn
+        .until_closed(secs(5), "a Query, then a 200 MiB header")
+        .await;
+    let tags: Vec<u8> = ending.messages.iter().map(|m| m.tag).collect();
+    let complete = tags.iter().position(|&t| t == b'C');
+    let error = tags.iter().position(|&t| t == b'E');
+    assert!(
+        matches!((complete, error), (Some(c), Some(e)) if c < e),
+        "the Query's CommandComplete, then the error: {}",
+        ending.describe()
+    );
+    jg.assert_alive().await;
+
     // tokio-postgres: a 2 MiB query string is over the 1 MiB cap…
     let client = jg.connect_ok(&Login::alice()).await;
     let big = format!("SELECT length('{}')", "x".repeat(2 << 20));

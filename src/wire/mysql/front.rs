@@ -734,7 +734,7 @@ impl MysqlFront {
                 Some((&command::QUERY, raw)) => match kill::parse_exact(raw) {
                     Some(k) => {
                         seq += 1;
-                        let sql = String::from_utf8_lossy(raw);
+                        let sql = crate::wire::text(raw);
                         self.kill_without_target(&identity, &id, seq, &sql, &k, peer)
                             .await
                     }

@@ -484,7 +484,7 @@ impl Relay<'_> {
                 }
             }
             command::STMT_PREPARE => {
-                let sql: Arc<str> = Arc::from(String::from_utf8_lossy(args));
+                let sql: Arc<str> = Arc::from(crate::wire::text(args));
                 let kind = sql::classify_cached(Dialect::Mysql, &sql);
                 if kill::mentions_kill(args) {
                     // A prepared KILL would run with a raw id: never.

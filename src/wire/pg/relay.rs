@@ -75,9 +75,9 @@ struct Shared<'a> {
     ctx: &'a SessionCtx,
     pipe: Mutex<Pipeline>,
     /// A Local answer was queued since the downward direction last looked.
-    /// Only the upward direction queues them, and it is polled just before
-    /// the downward one in the same task (see `run`), so a flag is enough:
-    /// no waker, no lock.
+    /// Only the upward direction queues them, and `run` polls the downward
+    /// one right after it whenever this is set, so a flag is enough: no
+    /// waker, no lock.
     local_queued: AtomicBool,
     /// Local answers in the queue: `drain_locals` takes the lock only if
     /// there are any.
@@ -310,6 +310,8 @@ struct Upward {
     discarding: bool,
 }
 
+/// A prepared statement (or a portal bound to one): its text for the audit
+/// record of each Execute, and its kind, classified once at Parse.
 #[derive(Clone)]
 struct Prepared {
     sql: Arc<str>,
@@ -338,6 +340,7 @@ async fn client_to_upstream(
         };
         let mut frame = Some(first);
         let mut terminate = false;
+        let mut bad = None;
         while let Some(f) = frame.take() {
             match inspect(shared, &mut st, &f, &mut out) {
                 Verdict::Forward => out.extend_from_slice(&f.bytes),
@@ -352,7 +355,13 @@ async fn client_to_upstream(
             }
             frame = match client_r.try_frame() {
                 Ok(f) => f,
-                Err(e) => return refuse_client(shared, e).await,
+                Err(e) => {
+                    // What came before the bad frame was audited as
+                    // forwarded: it still goes up, and its answers come
+                    // back before the error.
+                    bad = Some(e);
+                    None
+                }
             };
         }
         if !out.is_empty() {
@@ -361,6 +370,9 @@ async fn client_to_upstream(
                 return SessionEnd::UpstreamError(e.to_string());
             }
             out.clear();
+        }
+        if let Some(e) = bad {
+            return refuse_client(shared, e).await;
         }
         if terminate {
             return SessionEnd::ClientClosed;
