@@ -74,51 +74,22 @@ fi
 if [[ -n ${JITGATE_ALT_BIN:-} && " $TARGETS " != *" jitgate_alt "* ]]; then
     TARGETS="$TARGETS jitgate_alt"
 fi
-PGHOST_DIRECT=${PGHOST_DIRECT:-127.0.0.1}
-PGPORT_DIRECT=${PGPORT_DIRECT:-5432}
-PGUSER_DIRECT=${PGUSER_DIRECT:-postgres}
-BENCH_DB=${BENCH_DB:-jitgate_bench}
-AUDIT_FSYNC=${AUDIT_FSYNC:-100ms}
-
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-JITGATE=${JITGATE_BIN:-$ROOT/target/release/jitgate}
+NAME=overhead.sh
+# die, cleanup, free_port, wait_port, direct_psql, bench_database,
+# write_jitgate_config, grant_alice; PG*_DIRECT, BENCH_DB, AUDIT_FSYNC, JITGATE.
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
 
-die() {
-    echo "overhead.sh: $*" >&2
-    exit 1
-}
-
-# ---- cleanup: every process started here is stopped on exit -------------------
-
-WORK=
-PIDS=()
+# pgbouncer runs as another user: stopped through its pid file.
 PGB_PIDFILE=
 PGB_PID=
-cleanup() {
-    local status=$?
-    set +e
+cleanup_extra() {
     if [[ -n $PGB_PIDFILE && -s $PGB_PIDFILE ]]; then
         kill "$(cat "$PGB_PIDFILE")" 2>/dev/null
     fi
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null
-    done
-    if [[ -n $WORK && -d $WORK ]]; then
-        if [[ ${KEEP:-0} == 1 || $status != 0 ]]; then
-            echo "overhead.sh: work directory kept: $WORK" >&2
-        else
-            rm -rf "$WORK"
-        fi
-    fi
-    exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---- tools --------------------------------------------------------------------
 
@@ -138,66 +109,23 @@ if [[ -z $PGBOUNCER && " $TARGETS " == *" pgbouncer "* ]]; then
     [[ -x $PGBOUNCER ]] || die "pgbouncer installed but not found"
 fi
 
-if [[ ${SKIP_BUILD:-0} != 1 && -z ${JITGATE_BIN:-} ]]; then
-    echo "overhead.sh: cargo build --release" >&2
-    cargo build --release --quiet --bin jitgate || die "cargo build --release failed"
-fi
-[[ -x $JITGATE ]] || die "$JITGATE is missing (build it, or unset SKIP_BUILD / JITGATE_BIN)"
+build_jitgate
 
 WANT_MYSQL=0
 if [[ " $TARGETS " == *" mysql "* || " $TARGETS " == *" jitgate_mysql "* ]]; then
     WANT_MYSQL=1
     # The load driver: built as a bench target, run as a plain program.
+    # (Picked by name: cargo also reports the jitgate binary, in no fixed order.)
     MYSQL_LOAD=$(cargo bench --quiet --bench mysql_load --no-run --message-format=json 2>/dev/null |
-        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+        grep '"name":"mysql_load"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
     [[ -n $MYSQL_LOAD && -x $MYSQL_LOAD ]] || die "could not build benches/mysql_load.rs (cargo bench --bench mysql_load --no-run)"
 fi
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/jitgate-overhead.XXXXXX")
-chmod 755 "$WORK"
-
-# A TCP port on 127.0.0.1 that nothing listens on.
-free_port() {
-    local port
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 10000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    die "no free TCP port found"
-}
-
-# Wait until something accepts TCP connections on $1, at most $2 seconds.
-wait_port() {
-    local deadline=$((SECONDS + $2))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.1
-    done
-}
-
-direct_psql() {
-    PGSSLMODE=disable psql -X -q -At -v ON_ERROR_STOP=1 \
-        -h "$PGHOST_DIRECT" -p "$PGPORT_DIRECT" -U "$PGUSER_DIRECT" "$@"
-}
+make_work_dir
 
 # ---- the bench database -------------------------------------------------------
 
-direct_psql -d postgres -c 'SELECT 1' >/dev/null ||
-    die "cannot connect to PostgreSQL at $PGHOST_DIRECT:$PGPORT_DIRECT as $PGUSER_DIRECT (trust auth expected)"
-if [[ -z $(direct_psql -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$BENCH_DB'") ]]; then
-    direct_psql -d postgres -c "CREATE DATABASE $BENCH_DB" >/dev/null
-fi
-branches=$(direct_psql -d "$BENCH_DB" -c 'SELECT count(*) FROM pgbench_branches' 2>/dev/null || echo 0)
-if [[ $branches != "$SCALE" ]]; then
-    echo "overhead.sh: pgbench -i -s $SCALE $BENCH_DB (directly on PostgreSQL)" >&2
-    PGSSLMODE=disable pgbench -i -q -s "$SCALE" -h "$PGHOST_DIRECT" -p "$PGPORT_DIRECT" \
-        -U "$PGUSER_DIRECT" "$BENCH_DB" >"$WORK/pgbench-init.log" 2>&1 ||
-        { cat "$WORK/pgbench-init.log" >&2; die "pgbench -i failed"; }
-fi
-direct_psql -d "$BENCH_DB" -c 'VACUUM ANALYZE' >/dev/null
+bench_database "$SCALE"
 
 if [[ $WANT_MYSQL == 1 ]]; then
     command -v mariadb >/dev/null || command -v mysql >/dev/null || die "the mariadb (or mysql) client is not installed"
@@ -252,12 +180,6 @@ fi
 
 # ---- jitgate, TLS off and TLS on ----------------------------------------------
 
-random_secret() { head -c 18 /dev/urandom | base64 | tr -d '+/='; }
-ALICE_SECRET=$(random_secret)
-ADMIN_SECRET=$(random_secret)
-ALICE_VERIFIER=$(printf '%s\n' "$ALICE_SECRET" | "$JITGATE" passwd)
-ADMIN_VERIFIER=$(printf '%s\n' "$ADMIN_SECRET" | "$JITGATE" passwd)
-
 declare -A JG_PORT JG_ADMIN PROXY_PID
 start_jitgate() { # name require_tls binary [protocol]
     local name=$1 require=$2 exe=$3 protocol=${4:-postgres} dir=$WORK/$1
@@ -268,58 +190,13 @@ start_jitgate() { # name require_tls binary [protocol]
     if [[ $protocol == mysql ]]; then
         upstream="$MYSQL_HOST:$MYSQL_PORT" upstream_user=$MYSQL_USER
     fi
-    cat >"$dir/jitgate.toml" <<EOF
-data_dir = "data"
-
-[listen]
-$protocol = "127.0.0.1:${JG_PORT[$name]}"
-admin = "127.0.0.1:${JG_ADMIN[$name]}"
-
-[tls]
-cert = "tls/cert.pem"
-key = "tls/key.pem"
-self_signed_if_missing = true
-require = $require
-
-[audit]
-path = "data/audit.log"
-fsync = "$AUDIT_FSYNC"
-
-[limits]
-max_sessions = 10000
-max_pending_handshakes = 256
-
-[[identities]]
-name = "alice"
-groups = ["developer"]
-secret = "$ALICE_VERIFIER"
-
-[[identities]]
-name = "admin"
-groups = ["admin"]
-secret = "$ADMIN_VERIFIER"
-
-[[targets]]
-name = "bench"
-protocol = "$protocol"
-address = "$upstream"
-database = "$BENCH_DB"
-tls = "disable"
-
-[targets.levels.write]
-user = "$upstream_user"
-EOF
+    write_jitgate_config "$dir" "${JG_PORT[$name]}" "${JG_ADMIN[$name]}" "$require" "$protocol" "$upstream" "$upstream_user"
     (cd "$dir" && exec "$exe" serve -c jitgate.toml) >"$dir/jitgate.log" 2>&1 &
     PIDS+=($!)
     PROXY_PID[$name]=$!
     wait_port "${JG_ADMIN[$name]}" 20 && wait_port "${JG_PORT[$name]}" 5 ||
         { cat "$dir/jitgate.log" >&2; die "jitgate ($name) did not start"; }
-    # A break-glass write grant for alice that outlasts the bench.
-    local answer
-    answer=$(curl -sS --fail-with-body -H "Authorization: Bearer $ADMIN_SECRET" \
-        -X POST "http://127.0.0.1:${JG_ADMIN[$name]}/v1/grants" \
-        -d '{"identity":"alice","target":"bench","level":"write","duration":"24h","reason":"benches/overhead.sh"}') ||
-        die "granting alice on jitgate ($name) failed: $answer"
+    grant_alice "${JG_ADMIN[$name]}"
     if [[ $protocol == mysql ]]; then
         # The first login after jitgate starts is a full caching_sha2_password
         # authentication, which needs TLS; the bench's plaintext logins then
