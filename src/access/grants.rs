@@ -5,6 +5,7 @@
 //! session holds a [`Lease`] with a receiver, sleeps until the grant's absolute
 //! `expires_at` and wakes at once when the grant is revoked.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -128,6 +129,7 @@ impl GrantTable {
             .map(|e| Lease {
                 grant: e.grant.clone(),
                 ended: e.ended.subscribe(),
+                deadline: None,
             })
     }
 
@@ -151,17 +153,31 @@ impl GrantTable {
 }
 
 /// What a session holds: its grant and a watch on the grant's end.
-#[derive(Debug, Clone)]
 pub struct Lease {
     pub grant: Arc<Grant>,
     ended: watch::Receiver<Option<Ended>>,
+    /// The timer for the grant's deadline, made by the first `ended()` and
+    /// kept: the MySQL relay waits on a fresh `ended()` for every packet,
+    /// and would otherwise register (and drop) a timer each time.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Lease {
     /// Resolves when the grant ends: at `expires_at` or on revoke, whichever is first.
     /// Cancel-safe: it can sit in a `select!` and be polled again.
     pub async fn ended(&mut self) -> EndReason {
-        let deadline = instant_for(self.grant.expires_at);
+        let expires_at = self.grant.expires_at;
+        let deadline = self.deadline.get_or_insert_with(|| {
+            Box::pin(tokio::time::sleep_until(instant_for(expires_at).into()))
+        });
         tokio::select! {
             biased;
             r = self.ended.wait_for(Option::is_some) => match r {
@@ -169,7 +185,8 @@ impl Lease {
                 // The table dropped the grant without a reason: treat as revoked.
                 Err(_) => EndReason::Revoked,
             },
-            _ = tokio::time::sleep_until(deadline.into()) => EndReason::Expired,
+            // Once elapsed, a Sleep stays ready: a later call ends at once.
+            _ = deadline.as_mut() => EndReason::Expired,
         }
     }
 
@@ -198,5 +215,71 @@ pub fn instant_for(at: SystemTime) -> Instant {
     match at.duration_since(SystemTime::now()) {
         Ok(d) => now + d,
         Err(_) => now - Duration::ZERO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant_for(lasting: Duration) -> Grant {
+        let now = SystemTime::now();
+        Grant {
+            id: new_grant_id(),
+            identity: "alice".into(),
+            target: "t".into(),
+            level: "read".into(),
+            created_at: now,
+            expires_at: now + lasting,
+            reason: "test".into(),
+            granted_by: "admin".into(),
+            approved_by: Vec::new(),
+            policy: None,
+            request: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn ended_waited_on_afresh_many_times_still_ends_at_the_deadline() {
+        let table = GrantTable::default();
+        table.insert(grant_for(Duration::from_millis(300)));
+        let mut lease = table.lease_for("alice", "t", SystemTime::now()).unwrap();
+        let started = Instant::now();
+        // As the MySQL relay does: a new `ended()` per wait, dropped when
+        // something else finishes first.
+        let mut waits = 0;
+        let reason = loop {
+            waits += 1;
+            match tokio::time::timeout(Duration::from_millis(10), lease.ended()).await {
+                Ok(reason) => break reason,
+                Err(_) => continue,
+            }
+        };
+        assert_eq!(reason, EndReason::Expired);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(290), "{took:?}");
+        assert!(waits > 5, "{waits}");
+        // Ended for good: the next wait returns at once.
+        assert_eq!(
+            tokio::time::timeout(Duration::from_millis(50), lease.ended()).await,
+            Ok(EndReason::Expired)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revoke_ends_a_lease_before_its_deadline() {
+        let table = GrantTable::default();
+        let grant = table.insert(grant_for(Duration::from_secs(3600)));
+        let mut lease = table.lease_for("alice", "t", SystemTime::now()).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), lease.ended())
+                .await
+                .is_err()
+        );
+        table.end(&grant.id, EndReason::Revoked);
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(1), lease.ended()).await,
+            Ok(EndReason::Revoked)
+        );
     }
 }
