@@ -5,8 +5,10 @@
 //! (the client, the upstream, the end of its grant, a kill) and every
 //! statement wakes it twice, so most of those polls find nothing: the idle
 //! direction's socket, a `watch` and a `Notify` (each polled under a lock)
-//! and a timer. Each [`Quiet`] branch gets a waker of its own that marks it,
-//! and a branch that was not marked is skipped.
+//! and a timer. Each [`Quiet`] branch gets a waker of its own that marks
+//! it, and a branch that was not marked is skipped. The MySQL relay, which
+//! builds a new `select!` for every packet, keeps its grant-end and kill
+//! waits in one `Quiet` for the whole session.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -69,6 +71,12 @@ impl<F: Future> Quiet<F> {
         self.fut
             .as_mut()
             .poll(&mut Context::from_waker(&self.waker))
+    }
+
+    /// [`Quiet::poll_woken`] as a future, for a branch of `select!`. Once it
+    /// has completed, it must not be awaited again.
+    pub fn woken(&mut self) -> impl Future<Output = F::Output> + '_ {
+        std::future::poll_fn(move |cx| self.poll_woken(cx, false))
     }
 }
 

@@ -35,6 +35,7 @@ use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
 use crate::sql::{self, Dialect, StatementKind};
 pub use crate::wire::SessionEnd;
+use crate::wire::quiet::Quiet;
 use crate::wire::stream::Stream;
 
 /// Write to the client once this much is batched.
@@ -191,6 +192,17 @@ pub async fn run(
     // A write to the client was cut off: no packet of ours may follow it.
     let mut client_mid_write = false;
 
+    // The grant's end and an operator's kill, waited on once for the whole
+    // session and polled only when one of them fires (`wire::quiet`),
+    // rather than set up afresh around every packet.
+    let mut stop = Quiet::new(async {
+        tokio::select! {
+            biased;
+            r = lease.ended() => SessionEnd::GrantEnded(r),
+            _ = ctx.info.killed() => killed_end(ctx),
+        }
+    });
+
     let end = 'session: loop {
         // Commands, one at a time, only while nothing is in flight.
         while relay.in_flight.is_none() {
@@ -231,8 +243,7 @@ pub async fn run(
                     );
                     let result = tokio::select! {
                         biased;
-                        r = lease.ended() => break 'session SessionEnd::GrantEnded(r),
-                        _ = ctx.info.killed() => break 'session killed_end(ctx),
+                        e = stop.woken() => break 'session e,
                         r = ctx.kills.kill(&order.entry, order.scope, &by) => r,
                     };
                     (None, Some(relay.kill_done(result, &order)), None)
@@ -240,7 +251,7 @@ pub async fn run(
             };
             if let Some(raw) = bytes_up {
                 ctx.metrics.bytes_up.inc_by(raw.len() as u64);
-                match guarded_write(up_r.get_mut(), &raw, &mut lease, ctx).await {
+                match guarded_write(up_r.get_mut(), &raw, &mut stop).await {
                     Ok(()) => {}
                     Err(Interrupted::Io(e)) => {
                         break 'session SessionEnd::UpstreamError(e.to_string());
@@ -249,7 +260,7 @@ pub async fn run(
                 }
             }
             if let Some(a) = answer {
-                match guarded_write(client.get_mut(), &a, &mut lease, ctx).await {
+                match guarded_write(client.get_mut(), &a, &mut stop).await {
                     Ok(()) => {}
                     Err(Interrupted::Io(_)) => break 'session SessionEnd::ClientClosed,
                     Err(Interrupted::Ended(e)) => {
@@ -295,7 +306,7 @@ pub async fn run(
         }
         if !out.is_empty() {
             ctx.metrics.bytes_down.inc_by(out.len() as u64);
-            match guarded_write(client.get_mut(), &out, &mut lease, ctx).await {
+            match guarded_write(client.get_mut(), &out, &mut stop).await {
                 Ok(()) => {}
                 Err(Interrupted::Io(_)) => break 'session SessionEnd::ClientClosed,
                 Err(Interrupted::Ended(e)) => {
@@ -314,8 +325,7 @@ pub async fn run(
         let idle = relay.in_flight.is_none();
         tokio::select! {
             biased;
-            r = lease.ended() => break 'session SessionEnd::GrantEnded(r),
-            _ = ctx.info.killed() => break 'session killed_end(ctx),
+            e = stop.woken() => break 'session e,
             r = up_r.fill(), if !idle || up_r.buffered() < READ_AHEAD_BYTES => match r {
                 Ok(true) => {}
                 Ok(false) | Err(PacketError::Io(_)) | Err(PacketError::Truncated) => {
@@ -332,6 +342,8 @@ pub async fn run(
             },
         }
     };
+    // It borrows the lease, which what follows reads.
+    drop(stop);
 
     // A statement still running gets its closing record.
     let busy = relay.in_flight.is_some();
@@ -437,16 +449,14 @@ pub async fn run(
 
 /// Write all of `bytes`, unless the grant ends or an operator kills the
 /// session first (a peer that stops reading cannot hold the session open).
-async fn guarded_write(
+async fn guarded_write<F: Future<Output = SessionEnd>>(
     w: &mut Stream,
     bytes: &[u8],
-    lease: &mut Lease,
-    ctx: &SessionCtx,
+    stop: &mut Quiet<F>,
 ) -> Result<(), Interrupted> {
     tokio::select! {
         biased;
-        r = lease.ended() => Err(Interrupted::Ended(SessionEnd::GrantEnded(r))),
-        _ = ctx.info.killed() => Err(Interrupted::Ended(killed_end(ctx))),
+        e = stop.woken() => Err(Interrupted::Ended(e)),
         r = crate::wire::stream::send(w, bytes) => r.map_err(Interrupted::Io),
     }
 }
