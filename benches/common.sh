@@ -45,6 +45,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+MYSQL_HOST=${MYSQL_HOST:-127.0.0.1}
+MYSQL_PORT=${MYSQL_PORT:-3306}
+MYSQL_USER=${MYSQL_USER:-root}
+
 # Build target/release/jitgate unless told to use an existing binary.
 build_jitgate() {
     if [[ ${SKIP_BUILD:-0} != 1 && -z ${JITGATE_BIN:-} ]]; then
@@ -167,4 +171,36 @@ grant_alice() {
         -X POST "http://127.0.0.1:$1/v1/grants" \
         -d '{"identity":"alice","target":"bench","level":"write","duration":"24h","reason":"benches"}') ||
         die "granting alice on jitgate (admin port $1) failed: $answer"
+}
+
+# MYSQL_LOAD: benches/mysql_load.rs, built as a bench target and run as a
+# plain program. (Picked by name: cargo also reports the jitgate binary, in
+# no fixed order.)
+build_mysql_load() {
+    MYSQL_LOAD=$(cd "$ROOT" && cargo bench --quiet --bench mysql_load --no-run --message-format=json 2>/dev/null |
+        grep '"name":"mysql_load"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    [[ -n $MYSQL_LOAD && -x $MYSQL_LOAD ]] || die "could not build benches/mysql_load.rs (cargo bench --bench mysql_load --no-run)"
+}
+
+# BENCH_DB on the MySQL/MariaDB to measure, with mysql_load's jg_accounts;
+# MYSQL_CLI is the client program.
+mysql_bench_database() {
+    command -v mariadb >/dev/null || command -v mysql >/dev/null || die "the mariadb (or mysql) client is not installed"
+    MYSQL_CLI=$(command -v mariadb || command -v mysql)
+    "$MYSQL_CLI" -h "$MYSQL_HOST" -P "$MYSQL_PORT" -u "$MYSQL_USER" --skip-ssl \
+        -e "CREATE DATABASE IF NOT EXISTS $BENCH_DB" ||
+        die "cannot connect to MySQL at $MYSQL_HOST:$MYSQL_PORT as $MYSQL_USER (no password expected)"
+    "$MYSQL_LOAD" --init --host "$MYSQL_HOST" --port "$MYSQL_PORT" --user "$MYSQL_USER" --db "$BENCH_DB" ||
+        die "filling jg_accounts on MySQL failed"
+}
+
+# alice's first login through jitgate's MySQL front on port $1 (logs in
+# directory $2). It is a full caching_sha2_password authentication, which
+# needs TLS; the bench's plaintext logins then take the fast path.
+first_mysql_login() {
+    MYSQL_PWD=$ALICE_SECRET "$MYSQL_CLI" -h 127.0.0.1 -P "$1" -u alice --ssl \
+        --ssl-verify-server-cert=0 bench -e 'SELECT count(*) FROM jg_accounts' >/dev/null 2>"$2/mysql.err" ||
+        MYSQL_PWD=$ALICE_SECRET "$MYSQL_CLI" -h 127.0.0.1 -P "$1" -u alice --ssl \
+            bench -e 'SELECT count(*) FROM jg_accounts' >/dev/null 2>>"$2/mysql.err" ||
+        { cat "$2/mysql.err" "$2/jitgate.log" >&2; die "mariadb through jitgate (port $1) failed"; }
 }

@@ -114,11 +114,7 @@ build_jitgate
 WANT_MYSQL=0
 if [[ " $TARGETS " == *" mysql "* || " $TARGETS " == *" jitgate_mysql "* ]]; then
     WANT_MYSQL=1
-    # The load driver: built as a bench target, run as a plain program.
-    # (Picked by name: cargo also reports the jitgate binary, in no fixed order.)
-    MYSQL_LOAD=$(cargo bench --quiet --bench mysql_load --no-run --message-format=json 2>/dev/null |
-        grep '"name":"mysql_load"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
-    [[ -n $MYSQL_LOAD && -x $MYSQL_LOAD ]] || die "could not build benches/mysql_load.rs (cargo bench --bench mysql_load --no-run)"
+    build_mysql_load
 fi
 
 make_work_dir
@@ -128,13 +124,7 @@ make_work_dir
 bench_database "$SCALE"
 
 if [[ $WANT_MYSQL == 1 ]]; then
-    command -v mariadb >/dev/null || command -v mysql >/dev/null || die "the mariadb (or mysql) client is not installed"
-    MYSQL_CLI=$(command -v mariadb || command -v mysql)
-    "$MYSQL_CLI" -h "$MYSQL_HOST" -P "$MYSQL_PORT" -u "$MYSQL_USER" --skip-ssl \
-        -e "CREATE DATABASE IF NOT EXISTS $BENCH_DB" ||
-        die "cannot connect to MySQL at $MYSQL_HOST:$MYSQL_PORT as $MYSQL_USER (no password expected)"
-    "$MYSQL_LOAD" --init --host "$MYSQL_HOST" --port "$MYSQL_PORT" --user "$MYSQL_USER" --db "$BENCH_DB" ||
-        die "filling jg_accounts on MySQL failed"
+    mysql_bench_database
 fi
 
 # ---- pgbouncer, session mode --------------------------------------------------
@@ -198,14 +188,7 @@ start_jitgate() { # name require_tls binary [protocol]
         { cat "$dir/jitgate.log" >&2; die "jitgate ($name) did not start"; }
     grant_alice "${JG_ADMIN[$name]}"
     if [[ $protocol == mysql ]]; then
-        # The first login after jitgate starts is a full caching_sha2_password
-        # authentication, which needs TLS; the bench's plaintext logins then
-        # take the fast path.
-        MYSQL_PWD=$ALICE_SECRET "$MYSQL_CLI" -h 127.0.0.1 -P "${JG_PORT[$name]}" -u alice --ssl \
-            --ssl-verify-server-cert=0 bench -e 'SELECT count(*) FROM jg_accounts' >/dev/null 2>"$dir/mysql.err" ||
-            MYSQL_PWD=$ALICE_SECRET "$MYSQL_CLI" -h 127.0.0.1 -P "${JG_PORT[$name]}" -u alice --ssl \
-                bench -e 'SELECT count(*) FROM jg_accounts' >/dev/null 2>>"$dir/mysql.err" ||
-            { cat "$dir/mysql.err" "$dir/jitgate.log" >&2; die "mariadb through jitgate ($name) failed"; }
+        first_mysql_login "${JG_PORT[$name]}" "$dir"
         return
     fi
     local sslmode=disable
