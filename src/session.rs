@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::access::grants::rfc3339;
+use crate::audit::SessionMembers;
 
 #[derive(Debug, Serialize)]
 pub struct SessionInfo {
@@ -63,6 +64,17 @@ fn atomic<S: serde::Serializer>(v: &AtomicU64, s: S) -> Result<S::Ok, S::Error> 
 impl SessionInfo {
     pub fn count_statement(&self) {
         self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The members every audit record of this session repeats, encoded once.
+    pub fn audit_members(&self) -> SessionMembers {
+        SessionMembers::new(
+            &self.id,
+            &self.identity,
+            &self.grant,
+            &self.target,
+            &self.level,
+        )
     }
 
     /// Resolves once an operator killed this session (cancel-safe).

@@ -33,7 +33,7 @@ use super::packet::{
 use super::relay::{self, SessionCtx, SessionEnd};
 use super::upstream::{self, ClientTerms, KillScope};
 use crate::access::AuthorizeError;
-use crate::audit::{AuditEvent, SessionMembers};
+use crate::audit::AuditEvent;
 use crate::config::Protocol;
 use crate::identity::LoginLimiter;
 use crate::metrics::{METRICS, Metrics, SessionMetrics};
@@ -662,13 +662,7 @@ impl MysqlFront {
             upstream.thread_id,
         ));
         let ctx = SessionCtx {
-            members: SessionMembers::new(
-                &info.id,
-                &info.identity,
-                &info.grant,
-                &info.target,
-                &info.level,
-            ),
+            members: info.audit_members(),
             info: info.clone(),
             audit: audit.clone(),
             read_only: level_cfg.read_only,

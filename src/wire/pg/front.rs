@@ -22,7 +22,7 @@ use super::relay::{self, SessionEnd};
 use super::scram::{MECHANISM, ScramError, ScramServer};
 use super::upstream;
 use crate::access::AuthorizeError;
-use crate::audit::{AuditEvent, SessionMembers};
+use crate::audit::AuditEvent;
 use crate::config::Protocol;
 use crate::identity::LoginLimiter;
 use crate::metrics::{METRICS, Metrics, SessionMetrics};
@@ -537,13 +537,7 @@ impl PgFront {
         }
 
         let ctx = relay::SessionCtx {
-            members: SessionMembers::new(
-                &info.id,
-                &info.identity,
-                &info.grant,
-                &info.target,
-                &info.level,
-            ),
+            members: info.audit_members(),
             info: info.clone(),
             audit: audit.clone(),
             read_only,
