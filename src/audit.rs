@@ -27,7 +27,7 @@ use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -225,15 +225,26 @@ pub struct AuditLog {
     /// Something was written since the last fsync (grouped durability only).
     unsynced: AtomicBool,
     poisoned: AtomicBool,
+    /// How many sealed lines are in the file (and, with `fsync = "always"`,
+    /// on disk): every [`Sealed`] up to this number.
+    written: AtomicU64,
 }
+
+/// A line sealed into the chain by [`AuditLog::seal`]: its place in the
+/// chain, which [`AuditLog::write_sealed`] makes sure is in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Sealed(u64);
 
 /// What the writers' lock protects: the end of the file and of the chain.
 struct Chain {
     file: File,
     last_hash: [u8; 32],
-    /// Sealed lines from [`AuditLog::record_later`], written with the next
-    /// record or by the next group-fsync tick, whichever comes first.
+    /// Sealed lines not written yet: written with the next record, by the
+    /// next group-fsync tick, or by [`AuditLog::write_sealed`], whichever
+    /// comes first.
     held: Vec<u8>,
+    /// Lines sealed so far (the number of the last [`Sealed`]).
+    sealed: u64,
 }
 
 impl AuditLog {
@@ -321,10 +332,12 @@ impl AuditLog {
                 file,
                 last_hash,
                 held: Vec::new(),
+                sealed: 0,
             }),
             durability,
             unsynced: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
+            written: AtomicU64::new(0),
         });
         if let Durability::Grouped(every) = durability {
             tokio::spawn(fsync_in_groups(Arc::downgrade(&log), every));
@@ -342,18 +355,10 @@ impl AuditLog {
     /// This blocks the calling thread for one `write(2)` (and, with
     /// `fsync = "always"`, one `fdatasync(2)`).
     pub fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(AuditError::Poisoned);
-        }
         let started = std::time::Instant::now();
-        let result = LINE.with_borrow_mut(|line| {
-            encode_line(line, event, SystemTime::now());
-            let written = self.append(line);
-            if line.capacity() > KEPT_LINE_CAPACITY {
-                *line = Vec::new();
-            }
-            written
-        });
+        let result = self
+            .seal_line(event)
+            .and_then(|sealed| self.write_through(sealed));
         crate::metrics::METRICS.observe_audit_write(started.elapsed(), result.is_ok());
         result
     }
@@ -368,23 +373,74 @@ impl AuditLog {
         if !matches!(self.durability, Durability::Grouped(_)) {
             return self.record(event);
         }
+        self.seal(event).map(|_| ())
+    }
+
+    /// Seal a record into the chain without writing it: it is written by
+    /// [`AuditLog::write_sealed`], by the next [`AuditLog::record`], or by
+    /// the next group fsync, whichever comes first. A statement sealed here
+    /// may be forwarded only once `write_sealed` has returned `Ok` for it.
+    pub fn seal(&self, event: &AuditEvent<'_>) -> Result<Sealed, AuditError> {
+        let sealed = self.seal_line(event);
+        if sealed.is_err() {
+            crate::metrics::METRICS.audit_error();
+        }
+        sealed
+    }
+
+    /// Make sure `sealed`'s line is in the file (and fsynced, with `fsync =
+    /// "always"`) before the caller goes on.
+    ///
+    /// If it is not there yet, this first yields once, so that the other
+    /// sessions of this thread that are ready to run seal their records
+    /// too, and then writes every line sealed so far with one `write(2)`:
+    /// the sessions woken together share one write (and one fsync), and
+    /// find their own lines already written when their turn comes.
+    pub async fn write_sealed(&self, sealed: Sealed) -> Result<(), AuditError> {
+        if self.is_written(sealed) {
+            return Ok(());
+        }
+        YieldOnce(false).await;
+        if self.is_written(sealed) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let result = self.write_through(sealed);
+        crate::metrics::METRICS.observe_audit_write(started.elapsed(), result.is_ok());
+        result
+    }
+
+    /// True once `sealed`'s line is in the file (and fsynced with `fsync = "always"`).
+    pub fn is_written(&self, sealed: Sealed) -> bool {
+        self.written.load(Ordering::Acquire) >= sealed.0
+    }
+
+    /// Encode `event` and chain it behind the last sealed line.
+    fn seal_line(&self, event: &AuditEvent<'_>) -> Result<Sealed, AuditError> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(AuditError::Poisoned);
         }
         LINE.with_borrow_mut(|line| {
             encode_line(line, event, SystemTime::now());
-            let mut chain = self.chain.lock().map_err(|_| AuditError::Poisoned)?;
-            if self.poisoned.load(Ordering::Acquire) {
-                return Err(AuditError::Poisoned);
+            let sealed = {
+                let mut chain = self.chain.lock().map_err(|_| AuditError::Poisoned)?;
+                // Checked again under the lock: no line may follow a failed one.
+                if self.poisoned.load(Ordering::Acquire) {
+                    return Err(AuditError::Poisoned);
+                }
+                let hash = seal_line(line, &chain.last_hash);
+                chain.held.extend_from_slice(line);
+                chain.last_hash = hash;
+                chain.sealed += 1;
+                Sealed(chain.sealed)
+            };
+            if matches!(self.durability, Durability::Grouped(_)) {
+                self.unsynced.store(true, Ordering::Release);
             }
-            let hash = seal_line(line, &chain.last_hash);
-            chain.held.extend_from_slice(line);
-            chain.last_hash = hash;
-            self.unsynced.store(true, Ordering::Release);
             if line.capacity() > KEPT_LINE_CAPACITY {
                 *line = Vec::new();
             }
-            Ok(())
+            Ok(sealed)
         })
     }
 
@@ -398,40 +454,40 @@ impl AuditLog {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    /// Chain and write one encoded line (with its `prev` still zeros).
-    fn append(&self, line: &mut [u8]) -> Result<(), AuditError> {
-        {
+    /// Write every line sealed so far, unless `sealed`'s already is, and
+    /// fsync them with `fsync = "always"`.
+    fn write_through(&self, sealed: Sealed) -> Result<(), AuditError> {
+        if self.is_written(sealed) {
+            return Ok(());
+        }
+        let end = {
             let mut chain = self.chain.lock().map_err(|_| AuditError::Poisoned)?;
-            // Checked again under the lock: no line may follow a failed one.
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(AuditError::Poisoned);
             }
-            let hash = seal_line(line, &chain.last_hash);
-            let written = if chain.held.is_empty() {
-                chain.file.write_all(line)
-            } else {
+            if !chain.held.is_empty() {
                 let Chain { file, held, .. } = &mut *chain;
-                held.extend_from_slice(line);
-                let r = file.write_all(held);
+                let written = file.write_all(held);
                 held.clear();
-                r
-            };
-            if let Err(e) = written {
-                return Err(self.poison("write", e));
+                if held.capacity() > KEPT_LINE_CAPACITY {
+                    *held = Vec::new();
+                }
+                if let Err(e) = written {
+                    return Err(self.poison("write", e));
+                }
             }
-            chain.last_hash = hash;
-        }
+            chain.sealed
+        };
         match self.durability {
             Durability::EveryRecord => self
                 .sync_file
                 .sync_data()
-                .map_err(|e| self.poison("fsync", e)),
-            Durability::Grouped(_) => {
-                self.unsynced.store(true, Ordering::Release);
-                Ok(())
-            }
-            Durability::NotAFile => Ok(()),
+                .map_err(|e| self.poison("fsync", e))?,
+            Durability::Grouped(_) => self.unsynced.store(true, Ordering::Release),
+            Durability::NotAFile => {}
         }
+        self.written.fetch_max(end, Ordering::AcqRel);
+        Ok(())
     }
 
     /// fsync if anything was written since the last time.
@@ -447,13 +503,17 @@ impl AuditLog {
         if let Ok(mut chain) = self.chain.lock()
             && !chain.held.is_empty()
         {
-            let Chain { file, held, .. } = &mut *chain;
+            let Chain {
+                file, held, sealed, ..
+            } = &mut *chain;
             let written = file.write_all(held);
             held.clear();
             if let Err(e) = written {
                 self.poison("write", e);
                 return;
             }
+            // Not fsynced yet, but with grouped durability written is enough.
+            self.written.fetch_max(*sealed, Ordering::AcqRel);
         }
         if let Err(e) = self.sync_file.sync_data() {
             self.poison("fsync", e);
@@ -478,10 +538,35 @@ impl AuditLog {
 
 impl Drop for AuditLog {
     /// A clean shutdown leaves nothing waiting for the next group fsync.
+    /// Nor a line sealed and not yet written (by a session that ended first).
     fn drop(&mut self) {
         if matches!(self.durability, Durability::Grouped(_)) {
             self.sync_pending();
+        } else {
+            let _ = self.write_through(Sealed(u64::MAX));
         }
+    }
+}
+
+/// Pending once, having woken its own task: the task goes to the back of
+/// its thread's run queue, behind the tasks already woken (unlike
+/// `tokio::task::yield_now`, which waits for the runtime to poll its I/O
+/// driver again, one more `epoll_wait` when nothing else is ready).
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
@@ -1147,6 +1232,95 @@ mod tests {
         let report = verify(&path).unwrap();
         assert!(report.is_ok(), "{report:?}");
         assert_eq!(report.lines, 2000);
+    }
+
+    fn statement(seq: u64) -> AuditEvent<'static> {
+        AuditEvent {
+            session: Some("s-1"),
+            seq: Some(seq),
+            statement: Some("SELECT 1"),
+            ..AuditEvent::new("statement")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sealed_record_is_written_by_write_sealed_with_its_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&config(&path, LAZY)).unwrap();
+        let first = log.seal(&statement(1)).unwrap();
+        assert!(!log.is_written(first));
+        assert_eq!(lines_of(&path).len(), 0, "sealed, not written");
+        // Three sessions of one thread, woken together: whichever writes
+        // first writes all three lines, and the others find theirs written.
+        let session = |sealed: Option<Sealed>, seq| {
+            let log = &log;
+            let path = &path;
+            async move {
+                let sealed = match sealed {
+                    Some(s) => s,
+                    None => log.seal(&statement(seq)).unwrap(),
+                };
+                log.write_sealed(sealed).await.unwrap();
+                assert!(log.is_written(sealed));
+                lines_of(path).len()
+            }
+        };
+        let seen = tokio::join!(session(Some(first), 1), session(None, 2), session(None, 3));
+        assert_eq!(seen, (3, 3, 3), "each saw all three lines once it went on");
+        let report = verify(&path).unwrap();
+        assert!(report.is_ok(), "{report:?}");
+        let lines = lines_of(&path);
+        for (i, line) in lines.iter().enumerate() {
+            assert!(line.contains(&format!("\"seq\":{}", i + 1)), "{line}");
+        }
+        // Written already: no wait, no write.
+        log.write_sealed(first).await.unwrap();
+        assert_eq!(lines_of(&path).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_sealed_record_is_not_lost_when_the_log_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        for fsync in [FsyncPolicy::Always, LAZY] {
+            let path = dir.path().join(format!("{fsync:?}.log"));
+            let log = AuditLog::open(&config(&path, fsync)).unwrap();
+            log.record(&statement(1)).unwrap();
+            log.seal(&statement(2)).unwrap();
+            drop(log);
+            let report = verify(&path).unwrap();
+            assert!(report.is_ok() && report.lines == 2, "{fsync:?}: {report:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn when_a_shared_write_fails_no_record_of_it_counts_as_written() {
+        let full = Path::new("/dev/full");
+        if OpenOptions::new().append(true).open(full).is_err() {
+            eprintln!("skipped: /dev/full is not available");
+            return;
+        }
+        let log = AuditLog::open(&config(full, LAZY)).unwrap();
+        let first = log.seal(&statement(1)).unwrap();
+        let second = log.seal(&statement(2)).unwrap();
+        let err = log.write_sealed(first).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AuditError::Io {
+                    action: "write",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // The second line went down with the first: its session must not go on.
+        assert!(!log.is_written(second));
+        assert!(matches!(
+            log.write_sealed(second).await,
+            Err(AuditError::Poisoned)
+        ));
+        assert!(matches!(log.seal(&statement(3)), Err(AuditError::Poisoned)));
     }
 
     #[tokio::test]

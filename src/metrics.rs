@@ -174,7 +174,7 @@ impl Metrics {
         );
         r.register(
             "jitgate_audit_write_seconds",
-            "Time to write one audit record",
+            "Time to write audit records: one write(2), and its fsync with fsync = \"always\" (records sealed together share one)",
             m.audit_write_seconds.clone(),
         );
         r.register(
@@ -274,6 +274,11 @@ impl Metrics {
         self.auth_failures_total
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// An audit record that could not even be sealed (the log is broken).
+    pub fn audit_error(&self) {
+        self.audit_errors_total.inc();
     }
 
     pub fn observe_audit_write(&self, took: Duration, ok: bool) {

@@ -1265,6 +1265,101 @@ async fn statement_is_audited_before_it_is_forwarded() {
     );
 }
 
+/// A tmpfs mounted for one test; unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` where mounting is not allowed (not root, no CAP_SYS_ADMIN).
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        let mounted = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "jitgate-test",
+            ])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status();
+        matches!(mounted, Ok(s) if s.success()).then(|| Tmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The audit log's disk fills up mid-session: the statement whose record
+/// could not be written is not forwarded, the client is told why, and the
+/// session ends (jitgate fails closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_audit_disk_ends_the_session_and_forwards_nothing() {
+    let disk = tempfile::tempdir().expect("tempdir");
+    let Some(_tmpfs) = Tmpfs::mount(disk.path(), "1m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let (pg, jg) = setup_with(JitgateOptions {
+        audit_path: Some(disk.path().join("audit.log")),
+        ..JitgateOptions::default()
+    })
+    .await;
+    jg.grant("alice", TARGET, WRITE, "2m").await;
+    let client = jg.connect_ok(&Login::alice()).await;
+    let table = format!("audit_full_{}", rand::random::<u32>());
+    within(
+        secs(10),
+        "CREATE TABLE with room on the disk",
+        client.simple_query(&format!("CREATE TABLE {table}_before (x int)")),
+    )
+    .await
+    .expect("a write level can create a table");
+
+    // Fill the disk; the next record needs several new pages.
+    let mut filler = std::fs::File::create(disk.path().join("filler")).expect("filler");
+    let page = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut filler, &page).is_ok() {}
+    let sql = format!("CREATE TABLE {table} (x int) -- {}", "x".repeat(32 * 1024));
+    let err = within(
+        secs(10),
+        "CREATE TABLE with the audit disk full",
+        client.simple_query(&sql),
+    )
+    .await
+    .expect_err("nothing may be forwarded without its audit record");
+    let said = describe_error(&err);
+    assert!(said.contains("cannot write its audit log"), "{said}");
+
+    let superuser = pg.superuser_client("app").await;
+    let exists = |name: String| {
+        let superuser = &superuser;
+        async move {
+            superuser
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+                .await
+                .expect("to_regclass")
+                .get::<_, bool>(0)
+        }
+    };
+    assert!(exists(format!("{table}_before")).await);
+    assert!(
+        !exists(table.clone()).await,
+        "the statement whose record failed reached the server"
+    );
+    within(secs(10), "the session's end", async {
+        while !client.is_closed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
 // ---- bad input ----------------------------------------------------------------------
 
 /// Send `bytes` as the first thing on a connection and check the proxy answers

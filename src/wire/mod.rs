@@ -75,6 +75,9 @@ pub enum SessionEnd {
     KilledByOwner(String),
     ClientError(String),
     UpstreamError(String),
+    /// The audit log could not be written: what the client sent last was
+    /// not forwarded, and nothing more will be (jitgate fails closed).
+    AuditFailed,
 }
 
 impl SessionEnd {
@@ -88,6 +91,7 @@ impl SessionEnd {
             SessionEnd::Killed | SessionEnd::KilledByOwner(_) => "killed",
             SessionEnd::ClientError(_) => "client_error",
             SessionEnd::UpstreamError(_) => "upstream_error",
+            SessionEnd::AuditFailed => "audit_failed",
         }
     }
 
@@ -116,6 +120,11 @@ impl SessionEnd {
             }
             SessionEnd::Killed => "an administrator ended this session".to_owned(),
             SessionEnd::KilledByOwner(by) => by.clone(),
+            SessionEnd::AuditFailed => {
+                "jitgate cannot write its audit log, so it did not forward your last statements \
+                 (none of them ran) and forwards nothing more; tell the jitgate operators"
+                    .to_owned()
+            }
             _ => return None,
         })
     }

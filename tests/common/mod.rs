@@ -776,6 +776,8 @@ pub struct JitgateOptions {
     pub pending_timeout: Option<String>,
     /// One `[[webhooks]]` table per URL.
     pub webhooks: Vec<String>,
+    /// `audit.path`, instead of `data/audit.log` in jitgate's directory.
+    pub audit_path: Option<PathBuf>,
 }
 
 impl Default for JitgateOptions {
@@ -793,6 +795,7 @@ impl Default for JitgateOptions {
             policies: String::new(),
             pending_timeout: None,
             webhooks: Vec::new(),
+            audit_path: None,
         }
     }
 }
@@ -842,7 +845,10 @@ impl Jitgate {
         let admin_port = free_port();
         let config_path = dir.path().join("jitgate.toml");
         let log_path = dir.path().join("jitgate.log");
-        let audit_path = dir.path().join("data").join("audit.log");
+        let audit_path = opts
+            .audit_path
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data").join("audit.log"));
         jitgate::tls::generate_self_signed(
             &dir.path().join("tls/cert.pem"),
             &dir.path().join("tls/key.pem"),
@@ -872,7 +878,7 @@ impl Jitgate {
             "data_dir = \"data\"\n\
              \n[listen]\npostgres = \"127.0.0.1:{pg_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n\
              \n[tls]\ncert = \"tls/cert.pem\"\nkey = \"tls/key.pem\"\nrequire = {require}\nself_signed_if_missing = true\n\
-             \n[audit]\npath = \"data/audit.log\"\nfsync = \"{fsync}\"\n\
+             \n[audit]\npath = \"{audit}\"\nfsync = \"{fsync}\"\n\
              \n[limits]\n{limits}\n\
              {identities}\
              [[targets]]\nname = \"{TARGET}\"\nprotocol = \"postgres\"\naddress = \"127.0.0.1:{upstream_port}\"\n\
@@ -880,6 +886,7 @@ impl Jitgate {
              \n[targets.levels.read]\nuser = \"jg_read\"\npassword_env = \"JG_TEST_READ_PW\"\nread_only = true\n\
              \n[targets.levels.write]\nuser = \"jg_write\"\npassword_env = \"JG_TEST_WRITE_PW\"\n",
             require = opts.tls_require,
+            audit = audit_path.display(),
             fsync = opts.audit_fsync.as_deref().unwrap_or("100ms"),
         );
         if let Some(timeout) = &opts.pending_timeout {

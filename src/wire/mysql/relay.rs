@@ -29,7 +29,7 @@ use super::packet::{
 };
 use super::upstream::{self, KillScope, Upstream};
 use crate::access::Lease;
-use crate::audit::{AuditEvent, AuditLog, SessionMembers};
+use crate::audit::{AuditEvent, AuditLog, Sealed, SessionMembers};
 use crate::config::{LevelConfig, TargetConfig};
 use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
@@ -130,6 +130,9 @@ struct Relay<'a> {
     seq: u64,
     /// The server's status flags as of its last OK/EOF (for OKs of our own).
     status: u16,
+    /// The audit record of the command about to go up, sealed into the
+    /// chain: it goes up only once that is written (`AuditLog::write_sealed`).
+    unwritten: Option<Sealed>,
 }
 
 /// What to do with one client command.
@@ -187,6 +190,7 @@ pub async fn run(
         in_flight: None,
         seq: 0,
         status: login_status,
+        unwritten: None,
     };
     let mut out = BytesMut::with_capacity(16 * 1024);
     // A write to the client was cut off: no packet of ours may follow it.
@@ -231,6 +235,15 @@ pub async fn run(
                 }
             };
             let action = relay.command(&message);
+            // Nothing audited goes up, or is carried out (a KILL), before
+            // its record is written.
+            if let Some(sealed) = relay.unwritten.take()
+                && let Err(e) = ctx.audit.write_sealed(sealed).await
+            {
+                // The command was neither forwarded nor carried out: fail closed.
+                tracing::error!(error = %e, "audit log write failed; ending the session unforwarded");
+                break 'session SessionEnd::AuditFailed;
+            }
             let (bytes_up, answer, end) = match action {
                 Action::Forward => (Some(message.raw), None, None),
                 Action::Answer(a) => (None, Some(a), None),
@@ -366,7 +379,10 @@ pub async fn run(
         }
     };
     match &end {
-        SessionEnd::GrantEnded(_) | SessionEnd::Killed | SessionEnd::KilledByOwner(_) => {
+        SessionEnd::GrantEnded(_)
+        | SessionEnd::Killed
+        | SessionEnd::KilledByOwner(_)
+        | SessionEnd::AuditFailed => {
             let hint = match &end {
                 SessionEnd::GrantEnded(_) => {
                     "; request a new grant with `jitgate request` to continue"
@@ -697,8 +713,9 @@ impl Relay<'_> {
         answer
     }
 
-    /// Check a statement against the level and write its audit record; it
-    /// may be forwarded only if this returns `Ok`.
+    /// Check a statement against the level and seal its audit record into
+    /// the chain; it may be forwarded only if this returns `Ok`, and only
+    /// once `self.unwritten` is written.
     fn admit(&mut self, sql: &str, kind: StatementKind, answer_seq: u8) -> Result<Pending, Bytes> {
         self.admit_with(sql, kind, None, answer_seq)
     }
@@ -716,15 +733,16 @@ impl Relay<'_> {
         }
         self.seq += 1;
         let info = &ctx.info;
-        let written = ctx.audit.record(&AuditEvent {
+        let sealed = ctx.audit.seal(&AuditEvent {
             seq: Some(self.seq),
             statement: Some(sql),
             kind: Some(kind.as_str()),
             detail,
             ..ctx.members.event("statement")
         });
-        match written {
-            Ok(()) => {
+        match sealed {
+            Ok(sealed) => {
+                self.unwritten = Some(sealed);
                 info.count_statement();
                 Ok(Pending {
                     seq: self.seq,

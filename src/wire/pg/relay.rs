@@ -21,7 +21,7 @@ use super::framing::{Frame, FrameError, FrameReader, take_cstr_bytes};
 use super::messages::{self, Severity, sqlstate};
 use super::upstream::{self, Upstream};
 use crate::access::Lease;
-use crate::audit::{AuditEvent, AuditLog, SessionMembers};
+use crate::audit::{AuditEvent, AuditLog, Sealed, SessionMembers};
 use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
 use crate::sql::{self, Dialect, StatementKind};
@@ -186,7 +186,10 @@ pub async fn run(
 
     let mid_write = shared.writing_to_client.load(Ordering::Acquire);
     match &end {
-        SessionEnd::GrantEnded(_) | SessionEnd::Killed | SessionEnd::KilledByOwner(_) => {
+        SessionEnd::GrantEnded(_)
+        | SessionEnd::Killed
+        | SessionEnd::KilledByOwner(_)
+        | SessionEnd::AuditFailed => {
             // Tell the client, stop the query on the server, close both sides.
             // When a grant ends, every client of the grant is told before
             // any of its upstream connections is ended (see
@@ -308,6 +311,9 @@ struct Upward {
     unsynced: bool,
     /// After a refused extended-protocol message: drop everything until Sync.
     discarding: bool,
+    /// The last audit record sealed for the batch being read: the batch goes
+    /// up only once it is written (see `AuditLog::write_sealed`).
+    unwritten: Option<Sealed>,
 }
 
 /// A prepared statement (or a portal bound to one): its text for the audit
@@ -363,6 +369,13 @@ async fn client_to_upstream(
                     None
                 }
             };
+        }
+        if let Some(sealed) = st.unwritten.take()
+            && let Err(e) = shared.ctx.audit.write_sealed(sealed).await
+        {
+            // Its statements were not forwarded: fail closed.
+            tracing::error!(error = %e, "audit log write failed; ending the session unforwarded");
+            return SessionEnd::AuditFailed;
         }
         if !out.is_empty() {
             shared.ctx.metrics.bytes_up.inc_by(out.len() as u64);
@@ -431,7 +444,7 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             let sql_bytes = take_cstr_bytes(&mut b).unwrap_or(b"");
             let sql = crate::wire::text(sql_bytes);
             let kind = sql::classify_cached(Dialect::Postgres, &sql);
-            match admit(shared, &sql, kind) {
+            match admit(shared, st, &sql, kind) {
                 Ok(seq) => {
                     push_expect(shared, Expect::Query(pending(seq, kind)));
                     Verdict::Forward
@@ -485,7 +498,7 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
                     StatementKind::Unknown,
                 ),
             };
-            match admit(shared, text, kind) {
+            match admit(shared, st, text, kind) {
                 Ok(seq) => {
                     push_expect(shared, Expect::Execute(pending(seq, kind)));
                     st.unsynced = true;
@@ -510,7 +523,12 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
         b'F' => {
             // FunctionCall runs a function by OID: nothing to classify, so it is
             // refused on read-only levels and audited as unknown elsewhere.
-            match admit(shared, "-- fastpath function call", StatementKind::Unknown) {
+            match admit(
+                shared,
+                st,
+                "-- fastpath function call",
+                StatementKind::Unknown,
+            ) {
                 Ok(seq) => {
                     push_expect(shared, Expect::Query(pending(seq, StatementKind::Unknown)));
                     Verdict::Forward
@@ -550,23 +568,30 @@ fn pending(seq: u64, kind: StatementKind) -> Pending {
     }
 }
 
-/// Check a statement against the level and write its audit record; the
-/// statement may be forwarded only if this returns `Ok` (its sequence number).
-fn admit(shared: &Shared<'_>, sql: &str, kind: StatementKind) -> Result<u64, Bytes> {
+/// Check a statement against the level and seal its audit record into the
+/// chain; the statement may be forwarded only if this returns `Ok` (its
+/// sequence number), and only once `st.unwritten` is written.
+fn admit(
+    shared: &Shared<'_>,
+    st: &mut Upward,
+    sql: &str,
+    kind: StatementKind,
+) -> Result<u64, Bytes> {
     let ctx = shared.ctx;
     if ctx.read_only && !kind.allowed_read_only() {
         return Err(refusal(shared, sql, kind));
     }
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let info = &ctx.info;
-    let written = ctx.audit.record(&AuditEvent {
+    let sealed = ctx.audit.seal(&AuditEvent {
         seq: Some(seq),
         statement: Some(sql),
         kind: Some(kind.as_str()),
         ..ctx.members.event("statement")
     });
-    match written {
-        Ok(()) => {
+    match sealed {
+        Ok(sealed) => {
+            st.unwritten = Some(sealed);
             info.count_statement();
             Ok(seq)
         }
