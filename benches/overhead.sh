@@ -43,7 +43,8 @@
 #   SKIP_BUILD=1      use the existing target/release/jitgate
 #   JITGATE_BIN=path  measure this jitgate binary instead (no build; e.g. a patched copy)
 #   JITGATE_ALT_BIN=path  also measure this second binary, TLS off, as target
-#                     "jitgate_alt" interleaved with the others (before/after comparisons)
+#                     "jitgate_alt" interleaved with the others (before/after comparisons),
+#                     and as "jitgate_mysql_alt" when jitgate_mysql is measured
 #   KEEP=1            keep the work directory (configs, logs, audit logs, raw results)
 #   OUT=path          also write the final report to this file
 #
@@ -71,8 +72,13 @@ if [[ -z ${TARGETS:-} ]]; then
         echo "overhead.sh: nothing answers at $MYSQL_HOST:$MYSQL_PORT; MySQL targets skipped" >&2
     fi
 fi
-if [[ -n ${JITGATE_ALT_BIN:-} && " $TARGETS " != *" jitgate_alt "* ]]; then
-    TARGETS="$TARGETS jitgate_alt"
+if [[ -n ${JITGATE_ALT_BIN:-} ]]; then
+    if [[ " $TARGETS " == *" jitgate "* && " $TARGETS " != *" jitgate_alt "* ]]; then
+        TARGETS="$TARGETS jitgate_alt"
+    fi
+    if [[ " $TARGETS " == *" jitgate_mysql "* && " $TARGETS " != *" jitgate_mysql_alt "* ]]; then
+        TARGETS="$TARGETS jitgate_mysql_alt"
+    fi
 fi
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -112,7 +118,7 @@ fi
 build_jitgate
 
 WANT_MYSQL=0
-if [[ " $TARGETS " == *" mysql "* || " $TARGETS " == *" jitgate_mysql "* ]]; then
+if [[ " $TARGETS " == *" mysql "* || " $TARGETS " == *" jitgate_mysql"* ]]; then
     WANT_MYSQL=1
     build_mysql_load
 fi
@@ -205,6 +211,10 @@ if [[ " $TARGETS " == *" jitgate_alt "* ]]; then
     start_jitgate jitgate_alt false "$JITGATE_ALT_BIN"
 fi
 if [[ " $TARGETS " == *" jitgate_mysql "* ]]; then start_jitgate jitgate_mysql false "$JITGATE" mysql; fi
+if [[ " $TARGETS " == *" jitgate_mysql_alt "* ]]; then
+    [[ -x ${JITGATE_ALT_BIN:-} ]] || die "target jitgate_mysql_alt needs JITGATE_ALT_BIN=path to a jitgate binary"
+    start_jitgate jitgate_mysql_alt false "$JITGATE_ALT_BIN" mysql
+fi
 
 # ---- the runs -----------------------------------------------------------------
 
@@ -232,7 +242,7 @@ run_pgbench() { # rep mode target
     jitgate_tls) port=${JG_PORT[jitgate_tls]} user=alice db=bench password=$ALICE_SECRET sslmode=require ;;
     jitgate_alt) port=${JG_PORT[jitgate_alt]} user=alice db=bench password=$ALICE_SECRET ;;
     mysql) host=$MYSQL_HOST port=$MYSQL_PORT user=$MYSQL_USER ;;
-    jitgate_mysql) port=${JG_PORT[jitgate_mysql]} user=alice db=bench password=$ALICE_SECRET ;;
+    jitgate_mysql | jitgate_mysql_alt) port=${JG_PORT[$target]} user=alice db=bench password=$ALICE_SECRET ;;
     *) die "unknown target $target" ;;
     esac
     local args=(-n -S -c "$CLIENTS" -j "$THREADS" -T "$SECS")
@@ -249,7 +259,7 @@ run_pgbench() { # rep mode target
     esac
     [[ -n $proxy_pid ]] && proxy_before=$(proc_ticks "$proxy_pid")
     before=$(cpu_jiffies)
-    if [[ $target == *mysql ]]; then
+    if [[ $target == *mysql* ]]; then
         local margs=(--host "$host" --port "$port" --user "$user" --db "$db" --mode "$mode"
             --clients "$CLIENTS" --threads "$THREADS" --secs "$SECS")
         [[ -n $password ]] && margs+=(--password "$password")
@@ -282,7 +292,7 @@ run_pgbench() { # rep mode target
             'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$mode" "$target" "$tps" "$lat" "$busy" "$proxy_us" >>"$RESULTS"
-    printf '  rep %s %-8s %-11s %10.1f tps %7.3f ms  cpu %s%%  proxy %s cpu-us/txn\n' \
+    printf '  rep %s %-8s %-17s %10.1f tps %7.3f ms  cpu %s%%  proxy %s cpu-us/txn\n' \
         "$rep" "$mode" "$target" "$tps" "$lat" "$busy" "$proxy_us" >&2
 }
 
@@ -305,7 +315,7 @@ cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 report() {
     echo "jitgate overhead bench — $STARTED"
     echo "machine: $CORES cores ($cpu_model), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr)"
-    [[ -n ${JITGATE_ALT_BIN:-} ]] && echo "jitgate_alt: $JITGATE_ALT_BIN (TLS off, audit on)"
+    [[ -n ${JITGATE_ALT_BIN:-} ]] && echo "jitgate_alt, jitgate_mysql_alt: $JITGATE_ALT_BIN (TLS off, audit on)"
     echo "versions: $(direct_psql -d postgres -c 'SHOW server_version' | cut -d' ' -f1) (server), $(pgbench --version), $("$PGBOUNCER" --version 2>/dev/null | head -1), jitgate $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo '+dirty'), $(rustc --version | cut -d' ' -f1-2)"
     if [[ $WANT_MYSQL == 1 ]]; then
         echo "mysql: $("$MYSQL_CLI" -h "$MYSQL_HOST" -P "$MYSQL_PORT" -u "$MYSQL_USER" --skip-ssl -N -e 'SELECT VERSION()'), benches/mysql_load.rs (mysql_async) with the same clients, threads and seconds; simple = text queries, extended = prepared statements, connect = a login per transaction"
@@ -323,7 +333,7 @@ report() {
         }
         END {
             nm = split(modes, M, " "); nt = split(targets, T, " ")
-            printf "%-9s %-12s %10s %8s %9s %8s %12s %13s %10s %6s\n", "mode", "target", "tps", "lat_ms", "vs_direct", "vs_pgb", "tps_range", "extra_cpu_us", "proxy_cpu", "cpu%"
+            printf "%-9s %-17s %10s %8s %9s %8s %12s %13s %10s %6s\n", "mode", "target", "tps", "lat_ms", "vs_direct", "vs_pgb", "tps_range", "extra_cpu_us", "proxy_cpu", "cpu%"
             for (i = 1; i <= nm; i++) {
                 pd = (M[i] SUBSEP "direct") in n ? median(tps, M[i] SUBSEP "direct", n[M[i] SUBSEP "direct"]) : 0
                 pb = (M[i] SUBSEP "pgbouncer") in n ? median(tps, M[i] SUBSEP "pgbouncer", n[M[i] SUBSEP "pgbouncer"]) : 0
@@ -332,7 +342,7 @@ report() {
                     key = M[i] SUBSEP T[j]
                     if (!(key in n)) continue
                     # MySQL rows compare with MySQL itself; there is no pgbouncer for them.
-                    if (T[j] ~ /mysql$/) { d = md; b = 0; ref = "mysql" } else { d = pd; b = pb; ref = "direct" }
+                    if (T[j] ~ /mysql/) { d = md; b = 0; ref = "mysql" } else { d = pd; b = pb; ref = "direct" }
                     t = median(tps, key, n[key]); l = median(lat, key, n[key]); c = median(cpu, key, n[key])
                     p = (pcpu[key, 1] == "-") ? "-" : sprintf("%.1f", median(pcpu, key, n[key]))
                     lo = hi = tps[key, 1]
@@ -341,7 +351,7 @@ report() {
                     vb = b > 0 ? sprintf("%.2fx", t / b) : "-"
                     extra = (d > 0 && T[j] != ref) ? sprintf("%+.1f", (1 / t - 1 / d) * cores * 1e6) : "-"
                     range = sprintf("%.0f-%.0f", lo, hi)
-                    printf "%-9s %-12s %10.0f %8.3f %9s %8s %12s %13s %10s %5.0f%%\n", M[i], T[j], t, l, vd, vb, range, extra, p, c
+                    printf "%-9s %-17s %10.0f %8.3f %9s %8s %12s %13s %10s %5.0f%%\n", M[i], T[j], t, l, vd, vb, range, extra, p, c
                 }
             }
         }' "$RESULTS"

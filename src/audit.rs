@@ -228,6 +228,8 @@ pub struct AuditLog {
     /// How many sealed lines are in the file (and, with `fsync = "always"`,
     /// on disk): every [`Sealed`] up to this number.
     written: AtomicU64,
+    /// Held while fsyncing with `fsync = "always"` (see `write_through`).
+    syncing: Mutex<()>,
 }
 
 /// A line sealed into the chain by [`AuditLog::seal`]: its place in the
@@ -338,6 +340,7 @@ impl AuditLog {
             unsynced: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             written: AtomicU64::new(0),
+            syncing: Mutex::new(()),
         });
         if let Durability::Grouped(every) = durability {
             tokio::spawn(fsync_in_groups(Arc::downgrade(&log), every));
@@ -476,17 +479,34 @@ impl AuditLog {
                     return Err(self.poison("write", e));
                 }
             }
+            match self.durability {
+                Durability::EveryRecord => {}
+                Durability::Grouped(_) => {
+                    self.unsynced.store(true, Ordering::Release);
+                    self.written.fetch_max(chain.sealed, Ordering::AcqRel);
+                }
+                Durability::NotAFile => {
+                    self.written.fetch_max(chain.sealed, Ordering::AcqRel);
+                }
+            }
             chain.sealed
         };
-        match self.durability {
-            Durability::EveryRecord => self
-                .sync_file
+        if self.durability == Durability::EveryRecord {
+            // One fsync at a time, and none after a failed one: the kernel
+            // reports a writeback error to one fsync only, so a second one
+            // racing it could return Ok for lines that never reached the disk.
+            let _syncing = self.syncing.lock().map_err(|_| AuditError::Poisoned)?;
+            if self.is_written(sealed) {
+                return Ok(());
+            }
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(AuditError::Poisoned);
+            }
+            self.sync_file
                 .sync_data()
-                .map_err(|e| self.poison("fsync", e))?,
-            Durability::Grouped(_) => self.unsynced.store(true, Ordering::Release),
-            Durability::NotAFile => {}
+                .map_err(|e| self.poison("fsync", e))?;
+            self.written.fetch_max(end, Ordering::AcqRel);
         }
-        self.written.fetch_max(end, Ordering::AcqRel);
         Ok(())
     }
 

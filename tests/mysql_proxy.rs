@@ -6,6 +6,8 @@
 //! own processlist as the witness.
 
 mod mysql_common;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 
 use std::time::{Duration, SystemTime};
 
@@ -376,6 +378,7 @@ async fn malformed_handshakes_and_oversize_packets_get_errors_not_crashes() {
     let (_db, mut jg) = setup_with(Options {
         tls_require: false,
         max_message_bytes: Some(1 << 20),
+        ..Options::default()
     })
     .await;
     jg.grant("write", "10m").await;
@@ -716,4 +719,64 @@ async fn kill_of_a_raw_number_is_refused() {
     })
     .await;
     running.abort();
+}
+
+/// The audit log's disk fills up mid-session: the command whose record could
+/// not be written is not forwarded, the client is told why, and the session
+/// ends (jitgate fails closed).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_audit_disk_ends_the_session_and_forwards_nothing() {
+    let disk = tempfile::tempdir().expect("tempdir");
+    let Some(_tmpfs) = tmpfs::Tmpfs::mount(disk.path(), "1m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    // "always": no group-fsync tick writes held records behind our back, so
+    // the first write to fail is the command's.
+    let (db, jg) = setup_with(Options {
+        audit_path: Some(disk.path().join("audit.log")),
+        audit_fsync: Some("always".into()),
+        ..Options::default()
+    })
+    .await;
+    jg.grant("write", "10m").await;
+    let mut conn = login_as(&jg, "alice", ALICE_SECRET).await;
+    let name = format!("full-disk-{}", rand::random::<u32>());
+    conn.query_drop(format!("INSERT INTO items (name) VALUES ('{name}-before')"))
+        .await
+        .unwrap_or_else(|e| panic!("INSERT with room on the disk: {e}\n{}", jg.log()));
+
+    tmpfs::fill(disk.path());
+    let padding = "x".repeat(32 * 1024);
+    let err = within(
+        Duration::from_secs(10),
+        "INSERT with the audit disk full",
+        conn.query_drop(format!(
+            "INSERT INTO items (name) VALUES ('{name}') -- {padding}"
+        )),
+    )
+    .await
+    .expect_err("nothing may be forwarded without its audit record");
+    let said = err.to_string();
+    assert!(said.contains("cannot write its audit log"), "{said}");
+    let count = |n: String| {
+        db.root_query(&format!(
+            "SELECT count(*) FROM app.items WHERE name = '{n}'"
+        ))
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(count(format!("{name}-before")), "1");
+    assert_eq!(
+        count(name.clone()),
+        "0",
+        "the command whose record failed reached the server"
+    );
+    let next = within(
+        Duration::from_secs(10),
+        "a command after the session ended",
+        conn.query_drop("SELECT 1"),
+    )
+    .await;
+    assert!(next.is_err(), "the session must have ended");
 }

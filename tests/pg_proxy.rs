@@ -6,6 +6,8 @@
 //! takes the server's own view (`pg_stat_activity`, its log) as the witness.
 
 mod common;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -1265,48 +1267,21 @@ async fn statement_is_audited_before_it_is_forwarded() {
     );
 }
 
-/// A tmpfs mounted for one test; unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    /// `None` where mounting is not allowed (not root, no CAP_SYS_ADMIN).
-    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
-        let mounted = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "jitgate-test",
-            ])
-            .arg(dir)
-            .stderr(std::process::Stdio::null())
-            .status();
-        matches!(mounted, Ok(s) if s.success()).then(|| Tmpfs(dir.to_owned()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// The audit log's disk fills up mid-session: the statement whose record
 /// could not be written is not forwarded, the client is told why, and the
 /// session ends (jitgate fails closed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_audit_disk_ends_the_session_and_forwards_nothing() {
     let disk = tempfile::tempdir().expect("tempdir");
-    let Some(_tmpfs) = Tmpfs::mount(disk.path(), "1m") else {
+    let Some(_tmpfs) = tmpfs::Tmpfs::mount(disk.path(), "1m") else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
+    // "always": no group-fsync tick writes held records behind our back, so
+    // the first write to fail is the statement's.
     let (pg, jg) = setup_with(JitgateOptions {
         audit_path: Some(disk.path().join("audit.log")),
+        audit_fsync: Some("always".into()),
         ..JitgateOptions::default()
     })
     .await;
@@ -1322,9 +1297,7 @@ async fn a_full_audit_disk_ends_the_session_and_forwards_nothing() {
     .expect("a write level can create a table");
 
     // Fill the disk; the next record needs several new pages.
-    let mut filler = std::fs::File::create(disk.path().join("filler")).expect("filler");
-    let page = vec![0u8; 4096];
-    while std::io::Write::write_all(&mut filler, &page).is_ok() {}
+    tmpfs::fill(disk.path());
     let sql = format!("CREATE TABLE {table} (x int) -- {}", "x".repeat(32 * 1024));
     let err = within(
         secs(10),

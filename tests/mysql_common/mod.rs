@@ -366,6 +366,10 @@ impl Drop for MariaDb {
 pub struct Options {
     pub tls_require: bool,
     pub max_message_bytes: Option<usize>,
+    /// `audit.path`, instead of `data/audit.log` in jitgate's directory.
+    pub audit_path: Option<PathBuf>,
+    /// `audit.fsync`: "always" or an interval.
+    pub audit_fsync: Option<String>,
 }
 
 impl Default for Options {
@@ -373,6 +377,8 @@ impl Default for Options {
         Options {
             tls_require: true,
             max_message_bytes: None,
+            audit_path: None,
+            audit_fsync: None,
         }
     }
 }
@@ -401,6 +407,7 @@ pub struct Jitgate {
     child: std::process::Child,
     pub mysql_port: u16,
     admin_port: u16,
+    audit_path: PathBuf,
     http: reqwest::Client,
     pub upstream_secrets: Vec<String>,
 }
@@ -413,6 +420,10 @@ impl Jitgate {
             .expect("proxy tempdir");
         let mysql_port = free_port();
         let admin_port = free_port();
+        let audit_path = opts
+            .audit_path
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data").join("audit.log"));
         jitgate::tls::generate_self_signed(
             &dir.path().join("tls/cert.pem"),
             &dir.path().join("tls/key.pem"),
@@ -428,7 +439,7 @@ impl Jitgate {
             "data_dir = \"data\"\n\
              \n[listen]\nmysql = \"127.0.0.1:{mysql_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n\
              \n[tls]\ncert = \"tls/cert.pem\"\nkey = \"tls/key.pem\"\nrequire = {require}\n\
-             \n[audit]\npath = \"data/audit.log\"\nfsync = \"50ms\"\n\
+             \n[audit]\npath = \"{audit}\"\nfsync = \"{fsync}\"\n\
              \n[limits]\nhandshake_timeout = \"5s\"\nmax_message_bytes = {max}\nmax_login_failures = 1000\n\n\
              {identities}\
              [[targets]]\nname = \"{TARGET}\"\nprotocol = \"mysql\"\naddress = \"127.0.0.1:{port}\"\n\
@@ -436,6 +447,8 @@ impl Jitgate {
              \n[targets.levels.read]\nuser = \"jg_read\"\npassword_env = \"JG_TEST_READ_PW\"\nread_only = true\n\
              \n[targets.levels.write]\nuser = \"jg_write\"\npassword_env = \"JG_TEST_WRITE_PW\"\n",
             require = opts.tls_require,
+            audit = audit_path.display(),
+            fsync = opts.audit_fsync.as_deref().unwrap_or("50ms"),
             max = opts.max_message_bytes.unwrap_or(64 << 20),
             port = db.port(),
         );
@@ -462,6 +475,7 @@ impl Jitgate {
             child,
             mysql_port,
             admin_port,
+            audit_path,
             http,
             upstream_secrets: vec![db.read_password.clone(), db.write_password.clone()],
         };
@@ -553,7 +567,7 @@ impl Jitgate {
     }
 
     pub fn audit_lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path().join("data/audit.log"))
+        std::fs::read_to_string(&self.audit_path)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -561,7 +575,7 @@ impl Jitgate {
     }
 
     pub fn audit_text(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("data/audit.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.audit_path).unwrap_or_default()
     }
 
     /// Wait (up to 5 s) for an audit record matching `pred`.

@@ -240,8 +240,11 @@ pub async fn run(
             if let Some(sealed) = relay.unwritten.take()
                 && let Err(e) = ctx.audit.write_sealed(sealed).await
             {
-                // The command was neither forwarded nor carried out: fail closed.
+                // The command was neither forwarded nor carried out: fail
+                // closed. Nothing runs upstream (one command at a time), so
+                // there is no thread to kill.
                 tracing::error!(error = %e, "audit log write failed; ending the session unforwarded");
+                relay.in_flight = None;
                 break 'session SessionEnd::AuditFailed;
             }
             let (bytes_up, answer, end) = match action {

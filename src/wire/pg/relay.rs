@@ -211,12 +211,11 @@ pub async fn run(
                 let fatal = if mid_write {
                     Bytes::new()
                 } else {
-                    messages::error(
-                        Severity::Fatal,
-                        sqlstate::ADMIN_SHUTDOWN,
-                        &message,
-                        Some("request a new grant with `jitgate request` to continue"),
-                    )
+                    let hint = match &end {
+                        SessionEnd::AuditFailed => None,
+                        _ => Some("request a new grant with `jitgate request` to continue"),
+                    };
+                    messages::error(Severity::Fatal, sqlstate::ADMIN_SHUTDOWN, &message, hint)
                 };
                 let _ =
                     tokio::time::timeout(std::time::Duration::from_secs(1), client.finish(&fatal))
