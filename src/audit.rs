@@ -1299,6 +1299,34 @@ mod tests {
         assert_eq!(lines_of(&path).len(), 3);
     }
 
+    /// As the relays use it: sessions are separate tasks on one
+    /// single-threaded runtime, and the yield puts each behind the others.
+    #[tokio::test(flavor = "current_thread")]
+    async fn sessions_in_separate_tasks_of_one_thread_share_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&config(&path, LAZY)).unwrap();
+        let sessions: Vec<_> = (1..=3)
+            .map(|seq| {
+                let log = log.clone();
+                let path = path.clone();
+                tokio::spawn(async move {
+                    let sealed = log.seal(&statement(seq)).unwrap();
+                    log.write_sealed(sealed).await.unwrap();
+                    lines_of(&path).len()
+                })
+            })
+            .collect();
+        for session in sessions {
+            assert_eq!(
+                session.await.unwrap(),
+                3,
+                "the first write carried all three"
+            );
+        }
+        assert!(verify(&path).unwrap().is_ok());
+    }
+
     #[tokio::test]
     async fn a_sealed_record_is_not_lost_when_the_log_closes() {
         let dir = tempfile::tempdir().unwrap();

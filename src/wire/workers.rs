@@ -14,10 +14,12 @@
 //! session therefore goes to the thread with the fewest live sessions.
 //! Synchronous work in a session holds up every session of its thread: a
 //! TLS handshake (about a millisecond of CPU), and with `audit.fsync =
-//! "always"` each statement's `fdatasync`. Deployments that want that
-//! setting under concurrent load should give `limits.session_threads` more
-//! threads. A level's reaper (`wire::pg::reaper`) is started lazily and
-//! lives on the session thread that first needed it.
+//! "always"` each `fdatasync` (one for the statements of the thread's
+//! sessions that arrived together, see `AuditLog::write_sealed`).
+//! Deployments that want that setting under concurrent load should give
+//! `limits.session_threads` more threads. A level's reaper
+//! (`wire::pg::reaper`) is started lazily and lives on the session thread
+//! that first needed it.
 //!
 //! Accepting, the admin API and the grant and audit machinery stay on the
 //! runtime that called [`Workers::start`]; only sessions move here.
