@@ -33,7 +33,7 @@ use crate::audit::{AuditEvent, AuditLog, Sealed, SessionMembers};
 use crate::config::{LevelConfig, TargetConfig};
 use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
-use crate::sql::{self, Dialect, StatementKind};
+use crate::sql::{self, Lexing, Reading, StatementKind};
 pub use crate::wire::SessionEnd;
 use crate::wire::quiet::Quiet;
 use crate::wire::stream::Stream;
@@ -98,6 +98,8 @@ struct InFlight {
     next_seq: u8,
     rows: u64,
     outcome: String,
+    /// How the server reads text once this command succeeds, if that changes.
+    lexing_after: Option<Lexing>,
 }
 
 impl InFlight {
@@ -110,6 +112,7 @@ impl InFlight {
             next_seq: last_client_seq.wrapping_add(1),
             rows: 0,
             outcome: String::new(),
+            lexing_after: None,
         }
     }
 }
@@ -133,6 +136,10 @@ struct Relay<'a> {
     /// The audit record of the command about to go up, sealed into the
     /// chain: it goes up only once that is written (`AuditLog::write_sealed`).
     unwritten: Option<Sealed>,
+    /// How the server reads this session's text now.
+    reading: Reading,
+    /// How it read it right after login (what COM_RESET_CONNECTION restores).
+    login_lexing: Lexing,
 }
 
 /// What to do with one client command.
@@ -183,6 +190,8 @@ pub async fn run(
         reader: mut up_r,
         thread_id,
         status: login_status,
+        server,
+        lexing,
     } = up;
     let mut relay = Relay {
         ctx,
@@ -191,6 +200,8 @@ pub async fn run(
         seq: 0,
         status: login_status,
         unwritten: None,
+        reading: Reading::mysql(lexing, server),
+        login_lexing: lexing,
     };
     let mut out = BytesMut::with_capacity(16 * 1024);
     // A write to the client was cut off: no packet of ours may follow it.
@@ -497,7 +508,7 @@ impl Relay<'_> {
                 if kill::mentions_kill(args) {
                     return self.kill_statement(&sql, m.last_seq);
                 }
-                let kind = sql::classify_cached(Dialect::Mysql, &sql);
+                let kind = sql::classify_for(&self.reading, args);
                 if let Some(db) = use_database(&sql)
                     && db != ctx.target.database
                 {
@@ -505,8 +516,9 @@ impl Relay<'_> {
                 }
                 match self.admit(&sql, kind, answer_seq) {
                     Ok(pending) => {
-                        self.in_flight =
-                            Some(InFlight::new(Stage::First, Some(pending), m.last_seq));
+                        let mut f = InFlight::new(Stage::First, Some(pending), m.last_seq);
+                        f.lexing_after = self.lexing_after(args);
+                        self.in_flight = Some(f);
                         Action::Forward
                     }
                     Err(e) => Action::Answer(e),
@@ -514,7 +526,7 @@ impl Relay<'_> {
             }
             command::STMT_PREPARE => {
                 let sql: Arc<str> = Arc::from(crate::wire::text(args));
-                let kind = sql::classify_cached(Dialect::Mysql, &sql);
+                let kind = sql::classify_for(&self.reading, args);
                 if kill::mentions_kill(args) {
                     // A prepared KILL would run with a raw id: never.
                     self.record_refusal(&sql, kind, code::NOT_SUPPORTED_YET.0);
@@ -537,13 +549,17 @@ impl Relay<'_> {
                     .as_deref()
                     .unwrap_or("-- execute of a statement jitgate did not see prepared");
                 let kind = match &sql {
-                    Some(s) => sql::classify_cached(Dialect::Mysql, s),
+                    Some(s) => sql::classify_for(&self.reading, s.as_bytes()),
                     None => StatementKind::Unknown,
                 };
                 match self.admit(text, kind, answer_seq) {
                     Ok(pending) => {
-                        self.in_flight =
-                            Some(InFlight::new(Stage::First, Some(pending), m.last_seq));
+                        let mut f = InFlight::new(Stage::First, Some(pending), m.last_seq);
+                        f.lexing_after = match &sql {
+                            Some(s) => self.lexing_after(s.as_bytes()),
+                            None => Some(Lexing::OPAQUE),
+                        };
+                        self.in_flight = Some(f);
                         Action::Forward
                     }
                     Err(e) => Action::Answer(e),
@@ -566,7 +582,9 @@ impl Relay<'_> {
             )),
             command::RESET_CONNECTION => {
                 self.statements.clear();
-                self.in_flight = Some(InFlight::new(Stage::Single, None, m.last_seq));
+                let mut f = InFlight::new(Stage::Single, None, m.last_seq);
+                f.lexing_after = Some(self.login_lexing);
+                self.in_flight = Some(f);
                 Action::Forward
             }
             command::STMT_RESET | command::SET_OPTION | command::PING | command::STATISTICS => {
@@ -619,7 +637,7 @@ impl Relay<'_> {
         let ctx = self.ctx;
         let answer_seq = last_seq.wrapping_add(1);
         let Some(k) = kill::parse_exact(sql.as_bytes()) else {
-            let kind = sql::classify_cached(Dialect::Mysql, sql);
+            let kind = sql::classify_for(&self.reading, sql.as_bytes());
             self.record_refusal(sql, kind, code::NOT_SUPPORTED_YET.0);
             return Action::Answer(frame(
                 answer_seq,
@@ -834,8 +852,27 @@ impl Relay<'_> {
         });
     }
 
+    /// How the server reads text after `text` runs, where that changes.
+    fn lexing_after(&self, text: &[u8]) -> Option<Lexing> {
+        let after = sql::mysql_lexing_after(text, self.reading.lexing);
+        (after != self.reading.lexing).then_some(after)
+    }
+
     /// The response in flight is complete.
     fn finish(&mut self) {
+        if let Some(after) = self.in_flight.as_ref().and_then(|f| f.lexing_after) {
+            let failed = self
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.outcome.starts_with("ERR"));
+            // A failed multi-statement text may have run its SET before the
+            // error: either reading may hold.
+            self.reading.lexing = if failed {
+                self.reading.lexing.either(after)
+            } else {
+                after
+            };
+        }
         if let Some(f) = self.in_flight.take()
             && let Some(p) = &f.pending
         {

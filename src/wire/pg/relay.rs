@@ -9,7 +9,7 @@
 //! front.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Instant;
@@ -24,7 +24,7 @@ use crate::access::Lease;
 use crate::audit::{AuditEvent, AuditLog, Sealed, SessionMembers};
 use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
-use crate::sql::{self, Dialect, StatementKind};
+use crate::sql::{self, Lexing, Reading, StatementKind};
 pub use crate::wire::SessionEnd;
 use crate::wire::quiet::Quiet;
 use crate::wire::stream::Stream;
@@ -47,6 +47,9 @@ pub struct SessionCtx {
 struct Pending {
     seq: u64,
     kind: StatementKind,
+    /// Not a plain read: it may change how the server reads later text
+    /// (`SET standard_conforming_strings`, `DISCARD ALL`, a procedure…).
+    unsettling: bool,
     started: Instant,
     rows: u64,
     outcome: Option<String>,
@@ -69,6 +72,11 @@ struct Pipeline {
     expect: VecDeque<Expect>,
     /// Transaction status from the server's last ReadyForQuery.
     status: u8,
+    /// Unsettling statements that finished since the last ReadyForQuery:
+    /// they settle at the next one, since the server reports changed
+    /// settings (ParameterStatus) just before ReadyForQuery, after the
+    /// statement's CommandComplete.
+    settled_at_ready: usize,
 }
 
 struct Shared<'a> {
@@ -85,9 +93,56 @@ struct Shared<'a> {
     /// True while a write to the client is in progress (a FATAL must not be spliced into it).
     writing_to_client: AtomicBool,
     seq: AtomicU64,
+    /// How the server reads text now, as it last reported (`Lexing` bits).
+    lexing: AtomicU8,
+    /// Forwarded statements that may change how the server reads text and
+    /// whose ReadyForQuery has not come back yet. While there are any, a
+    /// pipelined text's reading is not known.
+    unsettled: AtomicUsize,
 }
 
 impl Shared<'_> {
+    /// How the server will read the next text the client sends.
+    fn reading(&self) -> Reading {
+        // The count first: a statement settles only after its
+        // ParameterStatus was taken in, so seeing it settled means seeing
+        // what it reported.
+        let in_flux = self.unsettled.load(Ordering::Acquire) > 0;
+        let lexing = Lexing::from_bits(self.lexing.load(Ordering::Acquire));
+        Reading::postgres(if in_flux {
+            lexing.either(Lexing::POSTGRES_IN_FLUX)
+        } else {
+            lexing
+        })
+    }
+
+    /// A statement about to be forwarded, to be waited for.
+    fn pending(&self, seq: u64, kind: StatementKind) -> Pending {
+        let unsettling = kind != StatementKind::Read;
+        if unsettling {
+            self.unsettled.fetch_add(1, Ordering::AcqRel);
+        }
+        Pending {
+            seq,
+            kind,
+            unsettling,
+            started: Instant::now(),
+            rows: 0,
+            outcome: None,
+        }
+    }
+
+    /// Take in a ParameterStatus the server sent.
+    fn parameter_status(&self, body: &[u8]) {
+        let mut b = body;
+        let (Some(name), Some(value)) = (take_cstr_bytes(&mut b), take_cstr_bytes(&mut b)) else {
+            return;
+        };
+        let mut lexing = Lexing::from_bits(self.lexing.load(Ordering::Acquire));
+        lexing.postgres_parameter(name, value);
+        self.lexing.store(lexing.bits(), Ordering::Release);
+    }
+
     fn audit_end(&self, p: &Pending, outcome: &str) {
         let took = p.started.elapsed().as_secs_f64();
         let duration_ms = took * 1000.0;
@@ -116,6 +171,7 @@ pub async fn run(
 ) -> SessionEnd {
     let Upstream {
         reader,
+        parameter_status,
         pid,
         key,
         cancel_address,
@@ -135,11 +191,14 @@ pub async fn run(
         pipe: Mutex::new(Pipeline {
             expect: VecDeque::new(),
             status,
+            settled_at_ready: 0,
         }),
         local_queued: AtomicBool::new(false),
         locals: AtomicUsize::new(0),
         writing_to_client: AtomicBool::new(false),
         seq: AtomicU64::new(0),
+        lexing: AtomicU8::new(initial_lexing(&parameter_status).bits()),
+        unsettled: AtomicUsize::new(0),
     };
 
     let end = {
@@ -442,10 +501,10 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             let mut b = f.body();
             let sql_bytes = take_cstr_bytes(&mut b).unwrap_or(b"");
             let sql = crate::wire::text(sql_bytes);
-            let kind = sql::classify_cached(Dialect::Postgres, &sql);
+            let kind = sql::classify_for(&shared.reading(), sql_bytes);
             match admit(shared, st, &sql, kind) {
                 Ok(seq) => {
-                    push_expect(shared, Expect::Query(pending(seq, kind)));
+                    push_expect(shared, Expect::Query(shared.pending(seq, kind)));
                     Verdict::Forward
                 }
                 Err(error) => {
@@ -459,7 +518,7 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             let name = take_cstr_bytes(&mut b).unwrap_or(b"");
             let sql_bytes = take_cstr_bytes(&mut b).unwrap_or(b"");
             let sql: Arc<str> = Arc::from(crate::wire::text(sql_bytes));
-            let kind = sql::classify_cached(Dialect::Postgres, &sql);
+            let kind = sql::classify_for(&shared.reading(), sql_bytes);
             if shared.ctx.read_only && !kind.allowed_read_only() {
                 let error = refusal(shared, &sql, kind);
                 refuse_extended(shared, st, error, out);
@@ -499,7 +558,7 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             };
             match admit(shared, st, text, kind) {
                 Ok(seq) => {
-                    push_expect(shared, Expect::Execute(pending(seq, kind)));
+                    push_expect(shared, Expect::Execute(shared.pending(seq, kind)));
                     st.unsynced = true;
                     Verdict::Forward
                 }
@@ -529,7 +588,8 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
                 StatementKind::Unknown,
             ) {
                 Ok(seq) => {
-                    push_expect(shared, Expect::Query(pending(seq, StatementKind::Unknown)));
+                    let call = shared.pending(seq, StatementKind::Unknown);
+                    push_expect(shared, Expect::Query(call));
                     Verdict::Forward
                 }
                 Err(error) => {
@@ -557,14 +617,18 @@ fn is_sqlstate(outcome: &str) -> bool {
         && outcome.bytes().any(|b| b.is_ascii_digit())
 }
 
-fn pending(seq: u64, kind: StatementKind) -> Pending {
-    Pending {
-        seq,
-        kind,
-        started: Instant::now(),
-        rows: 0,
-        outcome: None,
+/// The server's reading of text at login, from its ParameterStatus messages.
+fn initial_lexing(parameter_status: &[Bytes]) -> Lexing {
+    let mut lexing = Lexing::DEFAULT;
+    for frame in parameter_status {
+        // Tag and length, then name and value.
+        let mut body = frame.get(5..).unwrap_or_default();
+        if let (Some(name), Some(value)) = (take_cstr_bytes(&mut body), take_cstr_bytes(&mut body))
+        {
+            lexing.postgres_parameter(name, value);
+        }
     }
+    lexing
 }
 
 /// Check a statement against the level and seal its audit record into the
@@ -744,6 +808,10 @@ fn drain_locals(shared: &Shared<'_>, out: &mut BytesMut) {
 /// Update the queue from one server frame; `false` if the frame must not reach the client.
 fn observe(shared: &Shared<'_>, f: &Frame) -> bool {
     let tag = f.tag();
+    if tag == b'S' {
+        shared.parameter_status(f.body());
+        return true;
+    }
     if !matches!(tag, b'C' | b'I' | b's' | b'E' | b'Z') {
         return true;
     }
@@ -771,6 +839,7 @@ fn observe(shared: &Shared<'_>, f: &Frame) -> bool {
                         if let Some(Expect::Execute(mut pe)) = p.expect.pop_front() {
                             pe.rows = rows;
                             shared.audit_end(&pe, &outcome);
+                            p.settled_at_ready += usize::from(pe.unsettling);
                         }
                     }
                     Some(Expect::Query(q)) => {
@@ -786,6 +855,7 @@ fn observe(shared: &Shared<'_>, f: &Frame) -> bool {
                     Some(Expect::Execute(_)) => {
                         if let Some(Expect::Execute(pe)) = p.expect.pop_front() {
                             shared.audit_end(&pe, &code);
+                            p.settled_at_ready += usize::from(pe.unsettling);
                         }
                     }
                     Some(Expect::Query(q)) => q.outcome = Some(code),
@@ -798,15 +868,22 @@ fn observe(shared: &Shared<'_>, f: &Frame) -> bool {
                 while let Some(Expect::Execute(_)) = p.expect.front() {
                     if let Some(Expect::Execute(pe)) = p.expect.pop_front() {
                         shared.audit_end(&pe, "skipped");
+                        p.settled_at_ready += usize::from(pe.unsettling);
                     }
                 }
                 match p.expect.pop_front() {
                     Some(Expect::Query(q)) => {
                         shared.audit_end(&q, q.outcome.as_deref().unwrap_or("EMPTY"));
+                        p.settled_at_ready += usize::from(q.unsettling);
                     }
                     Some(Expect::Sync { forward_ready }) => forward = forward_ready,
                     Some(other) => p.expect.push_front(other),
                     None => {}
+                }
+                // Whatever they changed was reported before this ReadyForQuery.
+                let settled = std::mem::take(&mut p.settled_at_ready);
+                if settled > 0 {
+                    shared.unsettled.fetch_sub(settled, Ordering::AcqRel);
                 }
             }
             _ => {}

@@ -10,6 +10,9 @@
 //! So the classifier is conservative: what it cannot parse, or parses but does
 //! not know, is [`StatementKind::Unknown`], never [`StatementKind::Read`].
 
+mod lexing;
+pub(crate) mod mysql_lex;
+
 use std::ops::ControlFlow;
 use std::sync::LazyLock;
 
@@ -84,6 +87,188 @@ impl StatementKind {
 pub enum Dialect {
     Postgres,
     Mysql,
+}
+
+pub use lexing::{Lexing, MysqlServer};
+
+/// How one session's server will read the text it is sent: the dialect, the
+/// session's lexing settings, and for MySQL-family servers which executable
+/// comments they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    pub dialect: Dialect,
+    pub lexing: Lexing,
+    pub mysql_server: MysqlServer,
+}
+
+impl Reading {
+    pub fn postgres(lexing: Lexing) -> Reading {
+        Reading {
+            dialect: Dialect::Postgres,
+            lexing,
+            mysql_server: MysqlServer::default(),
+        }
+    }
+
+    pub fn mysql(lexing: Lexing, server: MysqlServer) -> Reading {
+        Reading {
+            dialect: Dialect::Mysql,
+            lexing,
+            mysql_server: server,
+        }
+    }
+}
+
+/// Classify the exact bytes a client sent, as this session's server will
+/// read them: what the relays call for every statement.
+///
+/// Text that is not UTF-8 is [`StatementKind::Unknown`] (sqlparser reads
+/// UTF-8 only, and a lossy decoding would classify other text than the
+/// server runs), and so is text whose reading depends on a session setting
+/// the classifier does not model (see [`Lexing`]). Executable comments are
+/// opened as the MySQL-family server opens them before parsing.
+pub fn classify_for(reading: &Reading, bytes: &[u8]) -> StatementKind {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return StatementKind::Unknown;
+    };
+    if reading.lexing.reads_differently(bytes) {
+        return StatementKind::Unknown;
+    }
+    match reading.dialect {
+        Dialect::Postgres => classify_cached(Dialect::Postgres, text),
+        Dialect::Mysql => match lexing::open_executable_comments(text, reading.mysql_server) {
+            Some(code) => classify_cached(Dialect::Mysql, &code),
+            None => StatementKind::Unknown,
+        },
+    }
+}
+
+/// Does this MySQL text, run successfully, leave the session reading text
+/// differently? The session's [`Lexing`] after it: the settings it assigns
+/// from literals are applied, and a change jitgate cannot follow (a value
+/// computed on the server, a form sqlparser does not parse such as `SET
+/// CHARACTER SET`, an `EXECUTE` of a prepared text) makes the reading
+/// [`Lexing::OPAQUE`].
+pub fn mysql_lexing_after(text: &[u8], before: Lexing) -> Lexing {
+    const WORDS: [&[u8]; 5] = [b"sql_mode", b"names", b"character", b"charset", b"execute"];
+    let mentions = |word: &[u8]| {
+        text.windows(word.len())
+            .any(|window| window.eq_ignore_ascii_case(word))
+    };
+    if !WORDS.iter().any(|word| mentions(word)) {
+        return before;
+    }
+    let Ok(text) = std::str::from_utf8(text) else {
+        return Lexing::OPAQUE;
+    };
+    let Ok(statements) = Parser::parse_sql(&MySqlDialect {}, text) else {
+        return Lexing::OPAQUE;
+    };
+    let mut after = before;
+    for statement in &statements {
+        // A prepared text may set anything.
+        if matches!(statement, Statement::Execute { .. }) {
+            return Lexing::OPAQUE;
+        }
+        let Statement::Set(set) = statement else {
+            continue;
+        };
+        let assignments: Vec<(Option<ContextModifier>, &ObjectName, &[Expr])> = match set {
+            Set::SingleAssignment {
+                scope,
+                variable,
+                values,
+                ..
+            } => vec![(*scope, variable, values.as_slice())],
+            Set::MultipleAssignments { assignments } => assignments
+                .iter()
+                .map(|a| (a.scope, &a.name, std::slice::from_ref(&a.value)))
+                .collect(),
+            Set::SetNames { charset_name, .. } => {
+                after.mysql_client_charset(&charset_name.value);
+                continue;
+            }
+            // Back to the server's default character set: not known here.
+            Set::SetNamesDefault {} => return Lexing::OPAQUE,
+            _ => continue,
+        };
+        for (scope, name, values) in assignments {
+            let Some(setting) = mysql_session_setting(scope, name) else {
+                continue;
+            };
+            let literal = match values {
+                [Expr::Value(v)] => match &v.value {
+                    Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.as_str()),
+                    _ => None,
+                },
+                [Expr::Identifier(ident)] if !ident.value.starts_with('@') => {
+                    Some(ident.value.as_str())
+                }
+                _ => None,
+            };
+            match (setting.as_str(), literal) {
+                ("sql_mode", Some(mode)) if !mode.eq_ignore_ascii_case("default") => {
+                    after.mysql_sql_mode(mode)
+                }
+                ("character_set_client", Some(charset))
+                    if !charset.eq_ignore_ascii_case("default") =>
+                {
+                    after.mysql_client_charset(charset)
+                }
+                ("sql_mode" | "character_set_client", _) => return Lexing::OPAQUE,
+                _ => {}
+            }
+        }
+    }
+    after
+}
+
+/// The lower-case name of a session setting assigned by `SET`, or `None`
+/// for a global one (which does not change this session) or a user variable.
+fn mysql_session_setting(scope: Option<ContextModifier>, name: &ObjectName) -> Option<String> {
+    if scope == Some(ContextModifier::Global) {
+        return None;
+    }
+    let parts: Vec<&str> = name
+        .0
+        .iter()
+        .map(|part| part.as_ident().map_or("", |ident| ident.value.as_str()))
+        .collect();
+    let (setting, qualifiers) = parts.split_last()?;
+    if qualifiers
+        .iter()
+        .any(|q| !q.eq_ignore_ascii_case("@@session") && !q.eq_ignore_ascii_case("@@local"))
+    {
+        return None;
+    }
+    if setting.starts_with('@') && !setting.starts_with("@@") {
+        return None;
+    }
+    Some(setting.trim_start_matches('@').to_ascii_lowercase())
+}
+
+/// A MySQL statement after which the server reads the rest of the same text
+/// differently: MySQL parses a multi-statement text one statement at a time,
+/// so a `SET sql_mode`/`SET NAMES` changes how the statements after it are
+/// lexed, which a parse of the whole text up front cannot know.
+fn changes_mysql_lexing(statement: &Statement) -> bool {
+    let Statement::Set(set) = statement else {
+        return false;
+    };
+    let touches = |scope: Option<ContextModifier>, name: &ObjectName| {
+        mysql_session_setting(scope, name)
+            .is_some_and(|s| s == "sql_mode" || s.starts_with("character_set") || s == "names")
+    };
+    match set {
+        Set::SingleAssignment {
+            scope, variable, ..
+        } => touches(*scope, variable),
+        Set::MultipleAssignments { assignments } => {
+            assignments.iter().any(|a| touches(a.scope, &a.name))
+        }
+        Set::SetNames { .. } | Set::SetNamesDefault {} => true,
+        _ => false,
+    }
 }
 
 /// Classify a query string, which may hold several statements: the result is
@@ -302,6 +487,12 @@ fn parse_and_classify(dialect: Dialect, sql: &str) -> StatementKind {
         Dialect::Mysql => Parser::parse_sql(&MySqlDialect {}, sql),
     };
     match parsed {
+        Ok(statements)
+            if dialect == Dialect::Mysql
+                && statements.iter().rev().skip(1).any(changes_mysql_lexing) =>
+        {
+            StatementKind::Unknown
+        }
         Ok(statements) => statements
             .iter()
             .map(|statement| classify_statement(dialect, sql, statement))
@@ -1681,5 +1872,76 @@ ORDER BY attnum
         cache.kinds.clear();
         assert_eq!(cache.get_or_classify(Dialect::Postgres, &long), Read);
         assert!(cache.kinds.is_empty());
+    }
+
+    const MARIADB: MysqlServer = MysqlServer {
+        mariadb: true,
+        version_id: 101119,
+    };
+
+    #[test]
+    fn executable_comment_bodies_are_classified_as_code() {
+        let reading = Reading::mysql(Lexing::DEFAULT, MARIADB);
+        for sql in [
+            "SELECT 1 /*M! ; DELETE FROM t */",
+            "SELECT 1 /*M!100000 ; DELETE FROM t */",
+            "SELECT 1 /*!50000 ; DELETE FROM t */",
+            "SELECT 1 /*! ; DELETE FROM t */",
+        ] {
+            assert_eq!(classify_for(&reading, sql.as_bytes()), Write, "{sql}");
+        }
+        assert_eq!(
+            classify_for(&reading, b"SELECT 1 /*m! ; DELETE FROM t */"),
+            Unknown
+        );
+        assert_eq!(
+            classify_for(&reading, b"SELECT /*!40001 SQL_NO_CACHE */ * FROM t"),
+            Read
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_unknown() {
+        let reading = Reading::postgres(Lexing::DEFAULT);
+        assert_eq!(classify_for(&reading, "SELECT 'é'".as_bytes()), Read);
+        assert_eq!(classify_for(&reading, b"SELECT '\xe9'"), Unknown);
+    }
+
+    #[test]
+    fn a_mysql_lexing_change_makes_the_rest_of_its_text_unknown() {
+        let reading = Reading::mysql(Lexing::DEFAULT, MARIADB);
+        for sql in [
+            "SET sql_mode = 'NO_BACKSLASH_ESCAPES'; SELECT 1",
+            "SET NAMES gbk; SELECT 1",
+            "SET @@session.character_set_client = 'gbk'; SELECT 1",
+        ] {
+            assert_eq!(classify_for(&reading, sql.as_bytes()), Unknown, "{sql}");
+        }
+        assert_eq!(
+            classify_for(&reading, b"SELECT 1; SET NAMES utf8mb4"),
+            Session
+        );
+        assert_eq!(classify_for(&reading, b"SET @mode = 1; SELECT 1"), Session);
+    }
+
+    #[test]
+    fn mysql_lexing_follows_literal_settings_and_gives_up_on_computed_ones() {
+        let default = Lexing::DEFAULT;
+        let after = |sql: &str| mysql_lexing_after(sql.as_bytes(), default);
+        assert_eq!(after("SELECT 1"), default);
+        assert_eq!(after("SET NAMES utf8mb4"), default);
+        assert!(after("SET NAMES gbk").reads_differently(&[0xbf]));
+        assert!(after("SET sql_mode = 'NO_BACKSLASH_ESCAPES'").reads_differently(b"\\"));
+        assert!(after("SET SESSION sql_mode = 'ANSI_QUOTES'").reads_differently(b"\""));
+        assert_eq!(after("SET GLOBAL sql_mode = 'ANSI_QUOTES'"), default);
+        assert_eq!(
+            after("SET sql_mode = CONCAT(@@sql_mode, ',ANSI')"),
+            Lexing::OPAQUE
+        );
+        assert_eq!(after("SET CHARACTER SET gbk"), Lexing::OPAQUE);
+        assert_eq!(after("EXECUTE s"), Lexing::OPAQUE);
+        let mut ansi = Lexing::DEFAULT;
+        ansi.mysql_sql_mode("ANSI_QUOTES");
+        assert_eq!(mysql_lexing_after(b"SET sql_mode = ''", ansi), default);
     }
 }
