@@ -143,6 +143,71 @@ pub fn classify_for(reading: &Reading, bytes: &[u8]) -> StatementKind {
     }
 }
 
+/// The kind of a PostgreSQL startup parameter: the same as the `SET` of the
+/// same setting, since the server applies it as one. `options` holds
+/// command-line switches; each `-c name=value` / `--name=value` in it is
+/// judged as that `SET`, and any other switch is unknown.
+pub fn postgres_startup_parameter_kind(name: &str, value: &str) -> StatementKind {
+    if name.eq_ignore_ascii_case("options") {
+        return postgres_options_kind(value);
+    }
+    let sql = format!(
+        "SET \"{}\" TO '{}'",
+        name.replace('"', "\"\""),
+        value.replace('\'', "''")
+    );
+    classify(Dialect::Postgres, &sql)
+}
+
+/// The `options` startup parameter, split as the server splits it
+/// (whitespace separates words; a backslash takes the next byte literally).
+fn postgres_options_kind(options: &str) -> StatementKind {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_whitespace() {
+            if in_word {
+                words.push(std::mem::take(&mut word));
+                in_word = false;
+            }
+            continue;
+        }
+        in_word = true;
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                word.push(next);
+            }
+        } else {
+            word.push(c);
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    let mut kind = StatementKind::Session;
+    let mut words = words.into_iter();
+    while let Some(word) = words.next() {
+        let setting = if word == "-c" {
+            words.next()
+        } else {
+            word.strip_prefix("-c")
+                .or_else(|| word.strip_prefix("--"))
+                .map(str::to_owned)
+        };
+        let this = match setting.as_deref().and_then(|s| s.split_once('=')) {
+            Some((name, value)) if !name.is_empty() => {
+                // The server reads `-` in a switch's name as `_`.
+                postgres_startup_parameter_kind(&name.replace('-', "_"), value)
+            }
+            _ => StatementKind::Unknown,
+        };
+        kind = kind.most_dangerous(this);
+    }
+    kind
+}
+
 /// Does this MySQL text, run successfully, leave the session reading text
 /// differently? The session's [`Lexing`] after it: the settings it assigns
 /// from literals are applied, and a change jitgate cannot follow (a value
@@ -543,6 +608,38 @@ fn options_request_analyze(options: Option<&[UtilityOption]>) -> bool {
     })
 }
 
+/// `SET default_transaction_read_only = on` (or `transaction_read_only`):
+/// what jitgate itself sets on a read-only level, so no more than
+/// housekeeping.
+fn turns_read_only_on(variable: &ObjectName, values: &[Expr]) -> bool {
+    let [name] = &variable.0[..] else {
+        return false;
+    };
+    let read_only_setting = name.as_ident().is_some_and(|ident| {
+        ident
+            .value
+            .eq_ignore_ascii_case("default_transaction_read_only")
+            || ident.value.eq_ignore_ascii_case("transaction_read_only")
+    });
+    read_only_setting && matches!(values, [value] if is_true_literal(value))
+}
+
+fn is_true_literal(expr: &Expr) -> bool {
+    let word = match expr {
+        Expr::Value(value) => match &value.value {
+            Value::Boolean(b) => return *b,
+            Value::Number(n, _) => n.as_str(),
+            Value::SingleQuotedString(s) => s.as_str(),
+            _ => return false,
+        },
+        Expr::Identifier(ident) => ident.value.as_str(),
+        _ => return false,
+    };
+    ["true", "on", "yes", "1"]
+        .iter()
+        .any(|truthy| word.eq_ignore_ascii_case(truthy))
+}
+
 fn is_false_literal(expr: &Expr) -> bool {
     let word = match expr {
         Expr::Value(value) => match &value.value {
@@ -757,8 +854,17 @@ fn transaction_modes_kind(modes: &[TransactionMode]) -> StatementKind {
 fn set_kind(dialect: Dialect, sql: &str, set: &Set) -> StatementKind {
     match set {
         Set::SingleAssignment {
-            scope, variable, ..
-        } => setting_kind(*scope, variable),
+            scope,
+            variable,
+            values,
+            ..
+        } => {
+            if dialect == Dialect::Postgres && turns_read_only_on(variable, values) {
+                StatementKind::Session
+            } else {
+                setting_kind(*scope, variable)
+            }
+        }
         Set::MultipleAssignments { assignments } => assignments
             .iter()
             .map(|assignment| setting_kind(assignment.scope, &assignment.name))
@@ -1624,7 +1730,6 @@ ORDER BY attnum
             Write,
             &[
                 "SET default_transaction_read_only = off",
-                "SET default_transaction_read_only = on",
                 "SET SESSION default_transaction_read_only TO DEFAULT",
                 "SET transaction_read_only = 'off'",
                 "SET LOCAL transaction_read_only = off",
@@ -1943,5 +2048,51 @@ ORDER BY attnum
         let mut ansi = Lexing::DEFAULT;
         ansi.mysql_sql_mode("ANSI_QUOTES");
         assert_eq!(mysql_lexing_after(b"SET sql_mode = ''", ansi), default);
+    }
+
+    #[test]
+    fn startup_parameters_get_the_verdict_of_their_set() {
+        let kind = postgres_startup_parameter_kind;
+        assert_eq!(kind("application_name", "psql"), Session);
+        assert_eq!(kind("client_encoding", "UTF8"), Session);
+        assert_eq!(kind("search_path", "\"$user\", public"), Session);
+        assert_eq!(kind("DateStyle", "ISO, MDY"), Session);
+        assert_eq!(kind("role", "postgres"), Write);
+        assert_eq!(kind("session_authorization", "postgres"), Write);
+        assert_eq!(kind("default_transaction_read_only", "off"), Write);
+        assert_eq!(kind("default_transaction_read_only", "on"), Session);
+        assert_eq!(kind("session_replication_role", "replica"), Write);
+        assert_eq!(kind("x\"; DROP TABLE t; --", "1"), Session);
+        assert_eq!(kind("a", "'; DROP TABLE t; --"), Session);
+        assert_eq!(kind("options", ""), Session);
+        assert_eq!(kind("options", "-c statement_timeout=5s"), Session);
+        assert_eq!(
+            kind("options", "--search-path=a\\ b -cwork_mem=4MB"),
+            Session
+        );
+        assert_eq!(kind("options", "-c role=postgres"), Write);
+        assert_eq!(
+            kind("options", "-c default_transaction_read_only=off"),
+            Write
+        );
+        assert_eq!(
+            kind("options", "-c application_name=a\\ -c\\ role=x"),
+            Session
+        );
+        assert_eq!(kind("options", "-e"), Unknown);
+        assert_eq!(kind("options", "-c"), Unknown);
+    }
+
+    #[test]
+    fn turning_read_only_on_is_housekeeping() {
+        assert_pg(
+            Session,
+            &[
+                "SET default_transaction_read_only = on",
+                "SET transaction_read_only TO true",
+                "SET SESSION default_transaction_read_only = 'on'",
+            ],
+        );
+        assert_pg(Write, &["SET default_transaction_read_only = off"]);
     }
 }

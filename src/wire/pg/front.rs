@@ -335,6 +335,22 @@ impl PgFront {
             )
             .await);
         };
+        if level.read_only
+            && let Some(name) = upstream::refused_on_read_only(&params)
+        {
+            login_failed("read_only_startup_parameter");
+            METRICS.session_outcome(&target, "refused_startup_parameter");
+            return Err(fail(
+                &mut w,
+                sqlstate::READ_ONLY_TRANSACTION,
+                &format!(
+                    "startup parameter \"{name}\" is not allowed on your read-only grant for {target} (level {}): it does what SET {name} does, which a read-only grant refuses",
+                    grant.level
+                ),
+                Some("leave it out of the connection string and PGOPTIONS, or request a level that allows writes with `jitgate request`"),
+            )
+            .await);
+        }
         if audit
             .record(&AuditEvent {
                 identity: Some(&identity.name),

@@ -74,12 +74,26 @@ pub struct Upstream {
 
 /// Startup parameters the client may not choose: jitgate sets them.
 const RESERVED_PARAMS: &[&str] = &["user", "database", "replication"];
-/// Settings that would lift a read-only level's protection.
-const READ_ONLY_GUARDED: &[&str] = &[
-    "default_transaction_read_only",
-    "transaction_read_only",
-    "options",
-];
+/// On a read-only level: the parameter jitgate sets itself.
+const READ_ONLY_SET_BY_JITGATE: &[&str] =
+    &["default_transaction_read_only", "transaction_read_only"];
+
+/// A client startup parameter that a read-only level refuses: it does what
+/// a `SET` of the same setting would, and that `SET` is refused there. The
+/// front refuses such a login with this parameter's name; `upstream_params`
+/// also leaves them out, as a second line.
+pub fn refused_on_read_only(client: &[(String, String)]) -> Option<&str> {
+    client
+        .iter()
+        .filter(|(k, _)| !reserved(k))
+        .find(|(k, v)| !crate::sql::postgres_startup_parameter_kind(k, v).allowed_read_only())
+        .map(|(k, _)| k.as_str())
+}
+
+fn reserved(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    RESERVED_PARAMS.contains(&lower.as_str()) || lower.starts_with("_pq_.")
+}
 
 /// Build the upstream startup parameters from the client's.
 pub fn upstream_params(
@@ -93,11 +107,13 @@ pub fn upstream_params(
         ("database".to_owned(), database.to_owned()),
     ];
     for (k, v) in client {
-        let k_lower = k.to_ascii_lowercase();
-        if RESERVED_PARAMS.contains(&k_lower.as_str()) || k_lower.starts_with("_pq_.") {
+        if reserved(k) {
             continue;
         }
-        if read_only && READ_ONLY_GUARDED.contains(&k_lower.as_str()) {
+        if read_only
+            && (READ_ONLY_SET_BY_JITGATE.contains(&k.to_ascii_lowercase().as_str())
+                || !crate::sql::postgres_startup_parameter_kind(k, v).allowed_read_only())
+        {
             continue;
         }
         out.push((k.clone(), v.clone()));
@@ -465,6 +481,20 @@ mod tests {
                 ("default_transaction_read_only".to_owned(), "on".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn read_level_refuses_what_set_would_refuse_and_keeps_the_rest() {
+        let client = vec![
+            ("user".to_owned(), "alice".to_owned()),
+            ("options".to_owned(), "-c statement_timeout=5s".to_owned()),
+            ("role".to_owned(), "postgres".to_owned()),
+        ];
+        assert_eq!(refused_on_read_only(&client), Some("role"));
+        assert_eq!(refused_on_read_only(&client[..2]), None);
+        let p = upstream_params(&client, "jg_read", "app", true);
+        assert!(p.contains(&("options".to_owned(), "-c statement_timeout=5s".to_owned())));
+        assert!(!p.iter().any(|(k, _)| k == "role"));
     }
 
     #[test]

@@ -1,0 +1,255 @@
+//! A read grant on PostgreSQL cannot hide a statement from the classifier by
+//! changing how the server reads text: `standard_conforming_strings`, client
+//! encodings whose characters swallow a backslash, startup parameters.
+//!
+//! The hidden statement in each attack is a `set_config` with a marker only
+//! that test uses, and the server logs every statement it receives
+//! (`log_statement = all`): the witness that nothing hidden reached it is
+//! the server's own log, not jitgate's word.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const READ: &str = "read";
+const WRITE: &str = "write";
+
+/// Under `standard_conforming_strings = off`, `'x\'` does not end the
+/// string, so the server runs the `set_config`; read with it on (jitgate's
+/// default reading) the `set_config` sits inside a dollar-quoted string.
+fn backslash_attack(marker: &str) -> String {
+    format!(r"SELECT 'x\' , $$' ; SELECT set_config('application_name', '{marker}', false); -- $$")
+}
+
+async fn setup() -> (PgServer, Jitgate) {
+    let pg = PgServer::start().await;
+    let su = pg.superuser_client("postgres").await;
+    for sql in [
+        "ALTER SYSTEM SET log_statement = 'all'",
+        "SELECT pg_reload_conf()",
+    ] {
+        su.simple_query(sql).await.expect("log every statement");
+    }
+    let jg = Jitgate::start(&pg, JitgateOptions::default()).await;
+    (pg, jg)
+}
+
+/// The statement was refused by jitgate as one it cannot classify.
+fn assert_refused_unknown(
+    jg: &Jitgate,
+    result: Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error>,
+    what: &str,
+) {
+    let err = result.expect_err(&format!("{what} must be refused on a read grant"));
+    assert_sqlstate(&err, "25006");
+    assert!(
+        describe_error(&err).contains("could not classify"),
+        "{what}: {}",
+        describe_error(&err)
+    );
+    let refused = jg
+        .audit_lines()
+        .into_iter()
+        .filter(|v| v["event"] == "statement_refused")
+        .count();
+    assert!(refused > 0, "{what}: no statement_refused record");
+}
+
+/// The server never saw the marker: it logs every statement it receives.
+async fn assert_server_never_saw(pg: &PgServer, marker: &str) {
+    // Let the log catch up with anything already sent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !pg.log().contains(marker),
+        "the server received the hidden statement `{marker}`:\n{}",
+        pg.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_conforming_strings_off_cannot_hide_a_statement() {
+    let (pg, jg) = setup().await;
+    jg.grant("alice", TARGET, READ, "2m").await;
+    let client = jg.connect_ok(&Login::alice()).await;
+
+    client
+        .simple_query("SET standard_conforming_strings = off")
+        .await
+        .expect("changing the setting is housekeeping");
+    let attack = backslash_attack("pwned-scs-set");
+    let result = client.simple_query(&attack).await;
+    assert_refused_unknown(
+        &jg,
+        result,
+        "a backslash text with standard_conforming_strings off",
+    );
+    // Text without a backslash reads the same either way, and still runs.
+    let rows = client
+        .simple_query("SELECT 'plain', 1")
+        .await
+        .expect("a plain read");
+    assert!(!rows.is_empty());
+    assert_server_never_saw(&pg, "pwned-scs-set").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_setting_change_makes_the_next_text_unknown() {
+    let (pg, jg) = setup().await;
+    jg.grant("alice", TARGET, READ, "2m").await;
+    let client = jg.connect_ok(&Login::alice()).await;
+
+    // Both queries leave the client before the server answers the first:
+    // when jitgate reads the second, the server has not yet said that the
+    // setting changed.
+    let attack = backslash_attack("pwned-scs-pipelined");
+    let (set, hidden) = tokio::join!(
+        client.simple_query("SET standard_conforming_strings = off"),
+        client.simple_query(&attack),
+    );
+    set.expect("the SET itself runs");
+    assert_refused_unknown(&jg, hidden, "a pipelined backslash text");
+    assert_server_never_saw(&pg, "pwned-scs-pipelined").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_conforming_strings_off_from_the_startup_packet_is_followed() {
+    let (pg, jg) = setup().await;
+    jg.grant("alice", TARGET, READ, "2m").await;
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(jg.pg_port())
+        .user("alice")
+        .password(ALICE_SECRET)
+        .dbname(TARGET)
+        .options("-c standard_conforming_strings=off")
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let (client, connection) = config
+        .connect(AnyCertTls::new())
+        .await
+        .expect("standard_conforming_strings is a harmless startup parameter");
+    tokio::spawn(connection);
+    let result = client
+        .simple_query(&backslash_attack("pwned-scs-startup"))
+        .await;
+    assert_refused_unknown(
+        &jg,
+        result,
+        "a backslash text after a startup -c standard_conforming_strings=off",
+    );
+    assert_server_never_saw(&pg, "pwned-scs-startup").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_encoding_that_swallows_backslashes_makes_non_ascii_text_unknown() {
+    let (pg, jg) = setup().await;
+    jg.grant("alice", TARGET, READ, "2m").await;
+    let client = jg.connect_ok(&Login::alice()).await;
+
+    client
+        .simple_query("SET client_encoding = 'SJIS'")
+        .await
+        .expect("changing the encoding is housekeeping");
+    // "ā\" is C4 81 5C in UTF-8, valid to jitgate; in SJIS 81 5C is one
+    // character, so the server sees E'ﾄ―' end at the next quote and runs
+    // the set_config.
+    // The hidden statement quotes with dollars: to jitgate it is inside
+    // the E'' string.
+    let attack =
+        "SELECT E'ā\\' ; SELECT set_config($a$application_name$a$, $b$pwned-sjis$b$, false); -- '";
+    let result = client.simple_query(attack).await;
+    assert_refused_unknown(&jg, result, "non-ASCII text in SJIS");
+    client
+        .simple_query("SELECT 'ascii only'")
+        .await
+        .expect("ASCII text reads the same in every encoding");
+    assert_server_never_saw(&pg, "pwned-sjis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_startup_parameter_gets_the_verdict_of_its_set() {
+    let (pg, jg) = setup().await;
+    jg.grant("alice", TARGET, READ, "2m").await;
+    for options in [
+        "-c role=postgres",
+        "-c default_transaction_read_only=off",
+        "-e",
+    ] {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(jg.pg_port())
+            .user("alice")
+            .password(ALICE_SECRET)
+            .dbname(TARGET)
+            .options(options)
+            .ssl_mode(tokio_postgres::config::SslMode::Require);
+        let err = match config.connect(AnyCertTls::new()).await {
+            Ok(_) => panic!("startup options `{options}` must be refused on a read grant"),
+            Err(e) => e,
+        };
+        assert_sqlstate(&err, "25006");
+        assert!(
+            describe_error(&err).contains("startup parameter \"options\""),
+            "{options}: {}",
+            describe_error(&err)
+        );
+    }
+    // Never logged in upstream.
+    assert!(pg.backends_of("jg_read").await.is_empty());
+    // Harmless options still pass, and reach the server.
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(jg.pg_port())
+        .user("alice")
+        .password(ALICE_SECRET)
+        .dbname(TARGET)
+        .options("-c statement_timeout=4321")
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let (client, connection) = config
+        .connect(AnyCertTls::new())
+        .await
+        .expect("harmless options");
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT current_setting('statement_timeout'), current_user",
+            &[],
+        )
+        .await
+        .expect("read the settings");
+    assert_eq!(row.get::<_, String>(0), "4321ms");
+    assert_eq!(row.get::<_, String>(1), "jg_read");
+}
+
+/// On a write level the statement runs (the grant allows writes), and the
+/// audit record must say what the server ran: not a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_write_on_a_write_level_is_not_audited_as_a_read() {
+    let (pg, jg) = setup().await;
+    jg.grant("bob", TARGET, WRITE, "2m").await;
+    let client = jg.connect_ok(&Login::new("bob", BOB_SECRET)).await;
+    let attack = r"SELECT 'x\' , $$' ; DELETE FROM items WHERE id = 1; -- $$";
+    let (set, hidden) = tokio::join!(
+        client.simple_query("SET standard_conforming_strings = off"),
+        client.simple_query(attack),
+    );
+    set.expect("SET");
+    hidden.expect("the write level runs it");
+    let su = pg.superuser_client("app").await;
+    let left: i64 = su
+        .query_one("SELECT count(*) FROM items WHERE id = 1", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0, "the server ran the hidden DELETE");
+    let record = jg
+        .wait_for_audit("the attack's statement record", |v| {
+            v["event"] == "statement" && v["statement"].as_str() == Some(attack)
+        })
+        .await;
+    assert_eq!(record["kind"], "unknown", "{record}");
+}
