@@ -143,6 +143,23 @@ impl Lexing {
         self.set(EVERYTHING, unknown);
     }
 
+    /// This reading with the `sql_mode` part of `other`'s (for `SET
+    /// sql_mode = DEFAULT`, which returns to the mode the session started
+    /// with; the character set part stays).
+    pub fn with_sql_mode_of(self, other: Lexing) -> Lexing {
+        const MODE: u8 = BACKSLASH | DOUBLE_QUOTE | EVERYTHING;
+        Lexing {
+            unmodelled: (self.unmodelled & !MODE) | (other.unmodelled & MODE),
+        }
+    }
+
+    /// This reading with the character set unknown.
+    pub fn with_unknown_charset(self) -> Lexing {
+        Lexing {
+            unmodelled: self.unmodelled | HIGH_BYTES,
+        }
+    }
+
     /// Take in the session's `character_set_client` (MySQL/MariaDB name).
     pub fn mysql_client_charset(&mut self, charset: &str) {
         let safe = MYSQL_ASCII_SAFE_CHARSETS

@@ -214,7 +214,10 @@ fn postgres_options_kind(options: &str) -> StatementKind {
 /// computed on the server, a form sqlparser does not parse such as `SET
 /// CHARACTER SET`, an `EXECUTE` of a prepared text) makes the reading
 /// [`Lexing::OPAQUE`].
-pub fn mysql_lexing_after(text: &[u8], before: Lexing) -> Lexing {
+///
+/// `SET sql_mode = DEFAULT` returns to `login`'s mode: the session's default
+/// is the server's global mode, which jitgate read at login.
+pub fn mysql_lexing_after(text: &[u8], before: Lexing, login: Lexing) -> Lexing {
     const WORDS: [&[u8]; 5] = [b"sql_mode", b"names", b"character", b"charset", b"execute"];
     let mentions = |word: &[u8]| {
         text.windows(word.len())
@@ -254,7 +257,10 @@ pub fn mysql_lexing_after(text: &[u8], before: Lexing) -> Lexing {
                 continue;
             }
             // Back to the server's default character set: not known here.
-            Set::SetNamesDefault {} => return Lexing::OPAQUE,
+            Set::SetNamesDefault {} => {
+                after = after.with_unknown_charset();
+                continue;
+            }
             _ => continue,
         };
         for (scope, name, values) in assignments {
@@ -272,15 +278,17 @@ pub fn mysql_lexing_after(text: &[u8], before: Lexing) -> Lexing {
                 _ => None,
             };
             match (setting.as_str(), literal) {
-                ("sql_mode", Some(mode)) if !mode.eq_ignore_ascii_case("default") => {
-                    after.mysql_sql_mode(mode)
+                ("sql_mode", Some(mode)) if mode.eq_ignore_ascii_case("default") => {
+                    after = after.with_sql_mode_of(login)
                 }
+                ("sql_mode", Some(mode)) => after.mysql_sql_mode(mode),
                 ("character_set_client", Some(charset))
                     if !charset.eq_ignore_ascii_case("default") =>
                 {
                     after.mysql_client_charset(charset)
                 }
-                ("sql_mode" | "character_set_client", _) => return Lexing::OPAQUE,
+                ("character_set_client", _) => after = after.with_unknown_charset(),
+                ("sql_mode", _) => return Lexing::OPAQUE,
                 _ => {}
             }
         }
@@ -2032,7 +2040,7 @@ ORDER BY attnum
     #[test]
     fn mysql_lexing_follows_literal_settings_and_gives_up_on_computed_ones() {
         let default = Lexing::DEFAULT;
-        let after = |sql: &str| mysql_lexing_after(sql.as_bytes(), default);
+        let after = |sql: &str| mysql_lexing_after(sql.as_bytes(), default, default);
         assert_eq!(after("SELECT 1"), default);
         assert_eq!(after("SET NAMES utf8mb4"), default);
         assert!(after("SET NAMES gbk").reads_differently(&[0xbf]));
@@ -2047,7 +2055,18 @@ ORDER BY attnum
         assert_eq!(after("EXECUTE s"), Lexing::OPAQUE);
         let mut ansi = Lexing::DEFAULT;
         ansi.mysql_sql_mode("ANSI_QUOTES");
-        assert_eq!(mysql_lexing_after(b"SET sql_mode = ''", ansi), default);
+        assert_eq!(
+            mysql_lexing_after(b"SET sql_mode = ''", ansi, default),
+            default
+        );
+        assert_eq!(
+            mysql_lexing_after(b"SET sql_mode = DEFAULT", ansi, default),
+            default
+        );
+        assert_eq!(
+            mysql_lexing_after(b"SET sql_mode = DEFAULT", default, ansi),
+            ansi
+        );
     }
 
     #[test]

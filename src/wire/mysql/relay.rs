@@ -854,7 +854,7 @@ impl Relay<'_> {
 
     /// How the server reads text after `text` runs, where that changes.
     fn lexing_after(&self, text: &[u8]) -> Option<Lexing> {
-        let after = sql::mysql_lexing_after(text, self.reading.lexing);
+        let after = sql::mysql_lexing_after(text, self.reading.lexing, self.login_lexing);
         (after != self.reading.lexing).then_some(after)
     }
 
