@@ -78,6 +78,11 @@ pub struct AuditEvent<'a> {
     pub seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub statement: Option<&'a str>,
+    /// The statement's exact bytes, base64, when they are not UTF-8:
+    /// `statement` then shows them decoded lossily, and this is what was
+    /// forwarded (or refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement_base64: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -253,3 +253,46 @@ async fn a_hidden_write_on_a_write_level_is_not_audited_as_a_read() {
         .await;
     assert_eq!(record["kind"], "unknown", "{record}");
 }
+
+/// Text in another client encoding is not UTF-8: jitgate cannot classify it
+/// (a read level refuses it), and the audit record keeps its exact bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_that_is_not_utf8_is_audited_byte_for_byte() {
+    use base64::Engine;
+    let (_pg, jg) = setup().await;
+    jg.grant("bob", TARGET, WRITE, "2m").await;
+    jg.grant("alice", TARGET, READ, "2m").await;
+    let statement: &[u8] = b"SELECT 'caf\xe9' AS latin1";
+    let file = jg.dir().join("latin1.sql");
+    let mut script = b"\\encoding LATIN1\n".to_vec();
+    script.extend_from_slice(statement);
+    script.extend_from_slice(b";\n");
+    std::fs::write(&file, &script).expect("write the script");
+    let path = file.to_str().expect("a UTF-8 path");
+
+    let bob = jg
+        .psql_as(&Login::new("bob", BOB_SECRET), &["-f", path], None)
+        .await;
+    bob.assert_ok(&jg);
+    let mut sent = statement.to_vec();
+    sent.push(b';');
+    let exact = base64::engine::general_purpose::STANDARD.encode(&sent);
+    let record = jg
+        .wait_for_audit("the LATIN1 statement", |v| {
+            v["event"] == "statement" && v["statement_base64"] == exact.as_str()
+        })
+        .await;
+    assert_eq!(record["kind"], "unknown", "{record}");
+
+    let alice = jg.psql_as(&Login::alice(), &["-f", path], None).await;
+    alice.assert_failed();
+    assert!(
+        alice.stderr.contains("could not classify"),
+        "{}",
+        alice.stderr
+    );
+    jg.wait_for_audit("the refused LATIN1 statement", |v| {
+        v["event"] == "statement_refused" && v["statement_base64"] == exact.as_str()
+    })
+    .await;
+}

@@ -34,6 +34,7 @@ impl AuditEvent<'_> {
             out,
             &[
                 ("statement", self.statement),
+                ("statement_base64", self.statement_base64),
                 ("kind", self.kind),
                 ("outcome", self.outcome),
             ],
@@ -419,6 +420,7 @@ mod tests {
             client_addr: Some("10.0.0.1:5000"),
             seq: Some(u64::MAX),
             statement: Some(statement),
+            statement_base64: Some("U0VMRUNUIOk="),
             kind: Some("read"),
             outcome: Some("SELECT 1"),
             rows: Some(0),

@@ -25,6 +25,15 @@ pub const TELL_CLIENTS_FIRST_FOR: std::time::Duration = std::time::Duration::fro
 ///
 /// The same as `String::from_utf8_lossy`, which checks byte by byte; valid
 /// text (nearly all of it) takes `str::from_utf8`'s word-at-a-time path.
+/// A statement's exact bytes for its audit record, base64, when they are
+/// not UTF-8 (and so not what [`text`] shows).
+pub fn exact_bytes(bytes: &[u8]) -> Option<String> {
+    use base64::Engine;
+    std::str::from_utf8(bytes)
+        .is_err()
+        .then(|| base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
 pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     match std::str::from_utf8(bytes) {
         Ok(s) => std::borrow::Cow::Borrowed(s),

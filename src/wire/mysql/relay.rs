@@ -91,7 +91,7 @@ struct InFlight {
     stage: Stage,
     pending: Option<Pending>,
     /// SQL of a COM_STMT_PREPARE, kept once the server names the statement.
-    prepare_sql: Option<Arc<str>>,
+    prepare_sql: Option<Arc<[u8]>>,
     /// The last packet was full size: the next one continues it, unparsed.
     continuation: bool,
     /// Sequence id a packet of ours would carry next in this exchange.
@@ -128,7 +128,7 @@ enum Observed {
 struct Relay<'a> {
     ctx: &'a SessionCtx,
     /// Prepared statement id -> SQL text (to audit COM_STMT_EXECUTE as SQL).
-    statements: HashMap<u32, Arc<str>>,
+    statements: HashMap<u32, Arc<[u8]>>,
     in_flight: Option<InFlight>,
     seq: u64,
     /// The server's status flags as of its last OK/EOF (for OKs of our own).
@@ -140,6 +140,9 @@ struct Relay<'a> {
     reading: Reading,
     /// How it read it right after login (what COM_RESET_CONNECTION restores).
     login_lexing: Lexing,
+    /// The command's statement bytes, base64, when they are not UTF-8 (for
+    /// its audit records; see `wire::exact_bytes`).
+    exact: Option<String>,
 }
 
 /// What to do with one client command.
@@ -202,6 +205,7 @@ pub async fn run(
         unwritten: None,
         reading: Reading::mysql(lexing, server),
         login_lexing: lexing,
+        exact: None,
     };
     let mut out = BytesMut::with_capacity(16 * 1024);
     // A write to the client was cut off: no packet of ours may follow it.
@@ -501,10 +505,12 @@ impl Relay<'_> {
             return Action::Answer(answer(code::UNKNOWN_COM, "empty command packet"));
         };
         let ctx = self.ctx;
+        self.exact = None;
         match cmd {
             command::QUIT => Action::End(SessionEnd::ClientClosed),
             command::QUERY => {
                 let sql = crate::wire::text(args);
+                self.exact = crate::wire::exact_bytes(args);
                 if kill::mentions_kill(args) {
                     return self.kill_statement(&sql, m.last_seq);
                 }
@@ -525,7 +531,8 @@ impl Relay<'_> {
                 }
             }
             command::STMT_PREPARE => {
-                let sql: Arc<str> = Arc::from(crate::wire::text(args));
+                let sql = crate::wire::text(args);
+                self.exact = crate::wire::exact_bytes(args);
                 let kind = sql::classify_for(&self.reading, args);
                 if kill::mentions_kill(args) {
                     // A prepared KILL would run with a raw id: never.
@@ -536,7 +543,7 @@ impl Relay<'_> {
                     return Action::Answer(self.refusal(&sql, kind, answer_seq));
                 }
                 let mut f = InFlight::new(Stage::PrepareFirst, None, m.last_seq);
-                f.prepare_sql = Some(sql);
+                f.prepare_sql = Some(Arc::from(args));
                 self.in_flight = Some(f);
                 Action::Forward
             }
@@ -545,18 +552,20 @@ impl Relay<'_> {
                     return Action::Answer(answer(code::UNKNOWN_COM, "malformed COM_STMT_EXECUTE"));
                 };
                 let sql = self.statements.get(&id).cloned();
-                let text: &str = sql
+                let shown = sql.as_deref().map(crate::wire::text);
+                self.exact = sql.as_deref().and_then(crate::wire::exact_bytes);
+                let text: &str = shown
                     .as_deref()
                     .unwrap_or("-- execute of a statement jitgate did not see prepared");
                 let kind = match &sql {
-                    Some(s) => sql::classify_for(&self.reading, s.as_bytes()),
+                    Some(s) => sql::classify_for(&self.reading, s),
                     None => StatementKind::Unknown,
                 };
                 match self.admit(text, kind, answer_seq) {
                     Ok(pending) => {
                         let mut f = InFlight::new(Stage::First, Some(pending), m.last_seq);
                         f.lexing_after = match &sql {
-                            Some(s) => self.lexing_after(s.as_bytes()),
+                            Some(s) => self.lexing_after(s),
                             None => Some(Lexing::OPAQUE),
                         };
                         self.in_flight = Some(f);
@@ -757,6 +766,7 @@ impl Relay<'_> {
         let sealed = ctx.audit.seal(&AuditEvent {
             seq: Some(self.seq),
             statement: Some(sql),
+            statement_base64: self.exact.as_deref(),
             kind: Some(kind.as_str()),
             detail,
             ..ctx.members.event("statement")
@@ -789,6 +799,7 @@ impl Relay<'_> {
         let code = code.to_string();
         let _ = self.ctx.audit.record(&AuditEvent {
             statement: Some(sql),
+            statement_base64: self.exact.as_deref(),
             kind: Some(kind.as_str()),
             outcome: Some(&code),
             ..self.ctx.members.event("statement_refused")

@@ -379,6 +379,8 @@ struct Upward {
 #[derive(Clone)]
 struct Prepared {
     sql: Arc<str>,
+    /// The exact bytes, base64, when `sql` is not them (not UTF-8).
+    exact: Option<Arc<str>>,
     kind: StatementKind,
 }
 
@@ -501,8 +503,9 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             let mut b = f.body();
             let sql_bytes = take_cstr_bytes(&mut b).unwrap_or(b"");
             let sql = crate::wire::text(sql_bytes);
+            let exact = crate::wire::exact_bytes(sql_bytes);
             let kind = sql::classify_for(&shared.reading(), sql_bytes);
-            match admit(shared, st, &sql, kind) {
+            match admit(shared, st, &sql, exact.as_deref(), kind) {
                 Ok(seq) => {
                     push_expect(shared, Expect::Query(shared.pending(seq, kind)));
                     Verdict::Forward
@@ -518,14 +521,15 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             let name = take_cstr_bytes(&mut b).unwrap_or(b"");
             let sql_bytes = take_cstr_bytes(&mut b).unwrap_or(b"");
             let sql: Arc<str> = Arc::from(crate::wire::text(sql_bytes));
+            let exact: Option<Arc<str>> = crate::wire::exact_bytes(sql_bytes).map(Arc::from);
             let kind = sql::classify_for(&shared.reading(), sql_bytes);
             if shared.ctx.read_only && !kind.allowed_read_only() {
-                let error = refusal(shared, &sql, kind);
+                let error = refusal(shared, &sql, exact.as_deref(), kind);
                 refuse_extended(shared, st, error, out);
                 return Verdict::Drop;
             }
             st.statements
-                .insert(Bytes::copy_from_slice(name), Prepared { sql, kind });
+                .insert(Bytes::copy_from_slice(name), Prepared { sql, exact, kind });
             st.unsynced = true;
             Verdict::Forward
         }
@@ -549,14 +553,15 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             let mut b = f.body();
             let portal = take_cstr_bytes(&mut b).unwrap_or(b"");
             let prepared = st.portals.get(portal).cloned();
-            let (text, kind): (&str, _) = match &prepared {
-                Some(p) => (&p.sql, p.kind),
+            let (text, exact, kind): (&str, _, _) = match &prepared {
+                Some(p) => (&p.sql, p.exact.as_deref(), p.kind),
                 None => (
                     "-- execute of a statement jitgate did not see prepared",
+                    None,
                     StatementKind::Unknown,
                 ),
             };
-            match admit(shared, st, text, kind) {
+            match admit(shared, st, text, exact, kind) {
                 Ok(seq) => {
                     push_expect(shared, Expect::Execute(shared.pending(seq, kind)));
                     st.unsynced = true;
@@ -585,6 +590,7 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
                 shared,
                 st,
                 "-- fastpath function call",
+                None,
                 StatementKind::Unknown,
             ) {
                 Ok(seq) => {
@@ -638,17 +644,19 @@ fn admit(
     shared: &Shared<'_>,
     st: &mut Upward,
     sql: &str,
+    exact: Option<&str>,
     kind: StatementKind,
 ) -> Result<u64, Bytes> {
     let ctx = shared.ctx;
     if ctx.read_only && !kind.allowed_read_only() {
-        return Err(refusal(shared, sql, kind));
+        return Err(refusal(shared, sql, exact, kind));
     }
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let info = &ctx.info;
     let sealed = ctx.audit.seal(&AuditEvent {
         seq: Some(seq),
         statement: Some(sql),
+        statement_base64: exact,
         kind: Some(kind.as_str()),
         ..ctx.members.event("statement")
     });
@@ -671,11 +679,12 @@ fn admit(
 }
 
 /// Audit a refused statement and build the error the client gets.
-fn refusal(shared: &Shared<'_>, sql: &str, kind: StatementKind) -> Bytes {
+fn refusal(shared: &Shared<'_>, sql: &str, exact: Option<&str>, kind: StatementKind) -> Bytes {
     let info = &shared.ctx.info;
     shared.ctx.metrics.statement(kind.as_str(), "refused");
     let _ = shared.ctx.audit.record(&AuditEvent {
         statement: Some(sql),
+        statement_base64: exact,
         kind: Some(kind.as_str()),
         outcome: Some(sqlstate::READ_ONLY_TRANSACTION),
         ..shared.ctx.members.event("statement_refused")
