@@ -10,6 +10,7 @@
 //! So the classifier is conservative: what it cannot parse, or parses but does
 //! not know, is [`StatementKind::Unknown`], never [`StatementKind::Read`].
 
+mod functions;
 mod lexing;
 pub(crate) mod mysql_lex;
 
@@ -964,37 +965,35 @@ fn mentions_global_keyword(sql: &str) -> bool {
     }
 }
 
-/// `Write` if anything inside the statement writes, `Read` (the neutral
-/// element of [`StatementKind::most_dangerous`]) otherwise.
+/// The most dangerous thing found inside the statement: `Write` if
+/// something inside it writes, `Unknown` if it calls something jitgate does
+/// not know, `Read` (the neutral element of
+/// [`StatementKind::most_dangerous`]) otherwise.
 fn side_effects(dialect: Dialect, statement: &Statement) -> StatementKind {
-    let mut finder = SideEffectFinder { dialect };
-    match statement.visit(&mut finder) {
-        ControlFlow::Break(()) => StatementKind::Write,
-        ControlFlow::Continue(()) => StatementKind::Read,
-    }
+    let mut finder = SideEffectFinder {
+        dialect,
+        found: StatementKind::Read,
+    };
+    let _ = statement.visit(&mut finder);
+    finder.found
 }
 
-/// Functions that write although they are called from a SELECT. Not a
-/// complete list (any user function may write); these are the cheap, common
-/// ones: `set_config` can lift `default_transaction_read_only`, the sequence
-/// functions change state that no rollback undoes, and the large-object
-/// functions create, delete or (`lo_export`) write files on the server.
-const WRITING_FUNCTIONS: &[&str] = &[
-    "set_config",
-    "nextval",
-    "setval",
-    "lo_import",
-    "lo_export",
-    "lo_unlink",
-    "lo_create",
-    "lo_creat",
-    "lo_from_bytea",
-    "lo_put",
-];
-
-/// Walks a statement and stops at the first thing that writes.
+/// Walks a statement, keeping the most dangerous thing it finds; stops at
+/// the first unknown one (nothing outranks it).
 struct SideEffectFinder {
     dialect: Dialect,
+    found: StatementKind,
+}
+
+impl SideEffectFinder {
+    fn note(&mut self, kind: StatementKind) -> ControlFlow<()> {
+        self.found = self.found.most_dangerous(kind);
+        if self.found == StatementKind::Unknown {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
 }
 
 impl Visitor for SideEffectFinder {
@@ -1006,7 +1005,7 @@ impl Visitor for SideEffectFinder {
         if query.locks.is_empty() {
             ControlFlow::Continue(())
         } else {
-            ControlFlow::Break(())
+            self.note(StatementKind::Write)
         }
     }
 
@@ -1024,7 +1023,7 @@ impl Visitor for SideEffectFinder {
         if only_user_variables {
             ControlFlow::Continue(())
         } else {
-            ControlFlow::Break(())
+            self.note(StatementKind::Write)
         }
     }
 
@@ -1035,20 +1034,30 @@ impl Visitor for SideEffectFinder {
             Statement::Insert(_)
             | Statement::Update(_)
             | Statement::Delete(_)
-            | Statement::Merge(_) => ControlFlow::Break(()),
+            | Statement::Merge(_) => self.note(StatementKind::Write),
             _ => ControlFlow::Continue(()),
         }
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        match expr {
-            Expr::Function(function)
-                if is_writing_function(&function.name) && !is_harmless_set_config(function) =>
-            {
-                ControlFlow::Break(())
-            }
-            _ => ControlFlow::Continue(()),
+        let Expr::Function(function) = expr else {
+            return ControlFlow::Continue(());
+        };
+        if is_harmless_set_config(function) {
+            return ControlFlow::Continue(());
         }
+        if let Some(text) = functions::sql_text_argument(self.dialect, function) {
+            // The server runs the text as a statement of its own: as
+            // dangerous as that statement, and never mere housekeeping (a
+            // SET inside would change the session behind jitgate's back).
+            let kind = match text.map(|text| classify(self.dialect, text)) {
+                Some(StatementKind::Read) => StatementKind::Read,
+                Some(StatementKind::Session) | None => StatementKind::Unknown,
+                Some(kind) => kind,
+            };
+            return self.note(kind);
+        }
+        self.note(functions::function_kind(self.dialect, &function.name))
     }
 
     /// Set-returning calls in FROM: `SELECT * FROM nextval('s')`.
@@ -1063,8 +1072,8 @@ impl Visitor for SideEffectFinder {
             _ => None,
         };
         match called {
-            Some(name) if is_writing_function(name) => ControlFlow::Break(()),
-            _ => ControlFlow::Continue(()),
+            Some(name) => self.note(functions::function_kind(self.dialect, name)),
+            None => ControlFlow::Continue(()),
         }
     }
 }
@@ -1096,20 +1105,6 @@ fn is_harmless_set_config(function: &sqlparser::ast::Function) -> bool {
     !GUARDED_SETTINGS
         .iter()
         .any(|guarded| setting.eq_ignore_ascii_case(guarded))
-}
-
-/// Matches on the last name part, so `pg_catalog.nextval` counts too.
-fn is_writing_function(name: &ObjectName) -> bool {
-    let Some(last) = name.0.last() else {
-        return false;
-    };
-    let Some(ident) = last.as_ident() else {
-        // A computed name could be anything.
-        return true;
-    };
-    WRITING_FUNCTIONS
-        .iter()
-        .any(|writing| ident.value.eq_ignore_ascii_case(writing))
 }
 
 #[cfg(test)]
@@ -1315,7 +1310,6 @@ ORDER BY attnum
                 "WITH x AS (SELECT * FROM t) SELECT * FROM x",
                 "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) SELECT * FROM r",
                 "SELECT * FROM t WHERE id IN (SELECT id FROM u)",
-                "SELECT pg_terminate_backend(1)",
                 "SELECT * FROM generate_series(1, 3)",
             ],
         );
@@ -2113,5 +2107,68 @@ ORDER BY attnum
             ],
         );
         assert_pg(Write, &["SET default_transaction_read_only = off"]);
+    }
+
+    #[test]
+    fn builtin_functions_that_only_read_are_reads() {
+        assert_pg(
+            Read,
+            &[
+                "SELECT now(), lower('A'), pg_catalog.upper('a'), count(*), coalesce(a, 1) FROM t",
+                "SELECT current_date, current_user, version(), pg_backend_pid()",
+                "SELECT pg_size_pretty(pg_total_relation_size('t')), pg_database_size('app')",
+                "SELECT random(), clock_timestamp(), gen_random_uuid(), pg_sleep(0)",
+                "SELECT information_schema._pg_expandarray(ARRAY[1])",
+                "SELECT * FROM unnest(ARRAY[1, 2]) AS u(x)",
+                "SELECT row_number() OVER (), string_agg(name, ',') FROM t GROUP BY name",
+                "SELECT query_to_xml('SELECT * FROM t', true, false, '')",
+            ],
+        );
+    }
+
+    #[test]
+    fn functions_that_change_things_are_writes() {
+        assert_pg(
+            Write,
+            &[
+                "SELECT pg_terminate_backend(1)",
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity",
+                "SELECT pg_advisory_lock(42)",
+                "SELECT pg_try_advisory_xact_lock(42)",
+                "SELECT pg_notify('c', 'x')",
+                "SELECT lowrite(0, 'x')",
+                "SELECT lo_truncate(0, 0)",
+                "SELECT pg_reload_conf()",
+                "SELECT pg_switch_wal()",
+                "SELECT pg_create_restore_point('x')",
+                "SELECT pg_stat_reset()",
+                "SELECT pg_create_physical_replication_slot('s')",
+                "SELECT txid_current()",
+                "SELECT pg_current_xact_id()",
+                "SELECT * FROM pg_catalog.pg_logical_slot_get_changes('s', NULL, NULL)",
+                "SELECT query_to_xml('DELETE FROM t RETURNING *', true, false, '')",
+            ],
+        );
+        assert_my(
+            Write,
+            &["SELECT GET_LOCK('x', 0)", "SELECT RELEASE_ALL_LOCKS()"],
+        );
+    }
+
+    #[test]
+    fn functions_jitgate_does_not_know_are_unknown() {
+        assert_pg(
+            Unknown,
+            &[
+                "SELECT my_function()",
+                "SELECT public.lower('a')",
+                "SELECT * FROM my_set_returning_function(1)",
+                "SELECT lo_open(1, 262144)",
+                "SELECT dblink_exec('host=x', 'DELETE FROM t')",
+                "SELECT query_to_xml(current_setting('x'), true, false, '')",
+                "SELECT query_to_xml('SET standard_conforming_strings = off', true, false, '')",
+                "SELECT ts_stat('SELECT v FROM t')",
+            ],
+        );
     }
 }
