@@ -251,7 +251,7 @@ fn log(target: &TargetConfig, level_name: &str, level: &LevelConfig, verdict: &V
             tracing::info!(target = %t, level = %l, account = %user, "the read level's upstream account is read-only on the server");
         }
         (Verdict::ReadOnly, true) => {
-            tracing::warn!(target = %t, level = %l, account = %user, "allow_privileged_read_account = true, though the check found the upstream account read-only; consider removing the setting");
+            tracing::warn!(target = %t, level = %l, account = %user, "allow_privileged_read_account = true, though the read level's upstream account is read-only on the server; consider removing the setting");
         }
         (Verdict::CanWrite(f), false) => {
             tracing::error!(target = %t, level = %l, account = %user, findings = %f.join("; "), "the read level's upstream account can write: logins on this level are refused. Give the level a read-only account, or set allow_privileged_read_account = true");

@@ -23,7 +23,8 @@
 //!   (and MAINTAIN on 17+) on any relation of `pg_class` but sequences,
 //!   indexes and composite types; INSERT, UPDATE or REFERENCES on any of
 //!   their columns; USAGE or UPDATE on any sequence (`nextval`, `setval`);
-//!   CREATE on any schema;
+//!   CREATE on any schema. `pg_settings` is the exception: PUBLIC may
+//!   UPDATE it, which only changes the session's own settings;
 //! * CREATE on any database of the server;
 //! * ownership, by a role of M, of any database or tablespace of the
 //!   server, or in the target's database of any relation, schema, function,
@@ -63,7 +64,9 @@ pub const READ_ONLY_PREDEFINED: &[&str] = &[
 ];
 
 /// Every role the account is a member of, itself included, with the words
-/// that name it in a finding (`who`). A privilege the account itself has
+/// that name it in a finding (`who`). A superuser is a member of every
+/// role; for one, only itself is looked at (that it is a superuser says it
+/// all). A privilege the account itself has
 /// (its own, inherited or PUBLIC's) is named once, for "it", not again for
 /// each role it comes from (`is_self`).
 const MEMBERSHIPS: &str = "m AS (\
@@ -72,7 +75,9 @@ const MEMBERSHIPS: &str = "m AS (\
       CASE WHEN r.rolname = session_user THEN 'it' \
         ELSE pg_catalog.format('its role %I', r.rolname) END AS who \
     FROM pg_catalog.pg_roles r \
-    WHERE pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER'))";
+    WHERE pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER') \
+      AND (r.rolname = session_user OR NOT (SELECT s.rolsuper FROM pg_catalog.pg_roles s \
+        WHERE s.rolname = session_user)))";
 
 /// The table privileges that write, by server version.
 const TABLE_PRIVILEGES: &str = "t0 AS (SELECT CASE \
@@ -191,6 +196,10 @@ const FINDINGS: &str = "\
   SELECT 'lo_compat_privileges is on, so any role may write large objects' \
     WHERE pg_catalog.current_setting('lo_compat_privileges')::bool";
 
+/// What the check's connection calls itself in `pg_stat_activity` and the
+/// server's log.
+pub const APPLICATION_NAME: &str = "jitgate-read-account-check";
+
 /// The most findings one check brings back (a superuser owns everything).
 const MAX_FINDINGS: usize = 50;
 
@@ -198,7 +207,9 @@ const MAX_FINDINGS: usize = 50;
 fn statement() -> String {
     let read_only = format!("'{}'", READ_ONLY_PREDEFINED.join(","));
     format!(
-        "WITH {MEMBERSHIPS}, {TABLE_PRIVILEGES} SELECT * FROM ({}) f LIMIT {MAX_FINDINGS}",
+        "WITH {MEMBERSHIPS}, {TABLE_PRIVILEGES} SELECT f FROM ({}) AS f(f) \
+         ORDER BY f NOT LIKE '% is a superuser', f NOT LIKE 'it is %', f NOT LIKE 'it %' \
+         LIMIT {MAX_FINDINGS}",
         FINDINGS.replace("$READ_ONLY$", &read_only)
     )
 }
@@ -212,7 +223,8 @@ pub async fn findings(
     level: &LevelConfig,
     max_message_bytes: usize,
 ) -> Result<Vec<String>, String> {
-    let mut up = upstream::connect(target, level_name, level, &[], max_message_bytes)
+    let params = [("application_name".to_owned(), APPLICATION_NAME.to_owned())];
+    let mut up = upstream::connect(target, level_name, level, &params, max_message_bytes)
         .await
         .map_err(|e| e.to_string())?;
     let rows = upstream::query_rows(&mut up, &statement(), target.connect_timeout.max(WAIT)).await;
