@@ -908,6 +908,83 @@ mod tests {
         Config::from_toml(&text, Path::new("/etc/jitgate/jitgate.toml"))
     }
 
+    fn with_target(address: &str, target: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "data_dir = \"data\"\n[listen]\npostgres = \"127.0.0.1:6432\"\n\
+             [tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
+             [[targets]]\nname = \"demo\"\nprotocol = \"postgres\"\naddress = \"{address}\"\n\
+             database = \"postgres\"\n{target}\n"
+        );
+        Config::from_toml(&text, Path::new("/etc/jitgate/jitgate.toml"))
+    }
+
+    const DEMO_LEVELS: &str = "demo_create_read_accounts_with = \"write\"\n\
+        [targets.levels.read]\nuser = \"jitgate_demo_read\"\nread_only = true\n\
+        [targets.levels.write]\nuser = \"postgres\"\n";
+
+    #[test]
+    fn demo_read_accounts_are_only_created_on_this_machine() {
+        for address in [
+            "127.0.0.1:5432",
+            "localhost:5432",
+            "[::1]:5432",
+            "127.0.0.2:1",
+        ] {
+            let c = with_target(address, DEMO_LEVELS).expect(address);
+            assert_eq!(
+                c.targets[0].demo_create_read_accounts_with.as_deref(),
+                Some("write")
+            );
+        }
+        for address in ["db.example.com:5432", "10.0.0.5:5432"] {
+            let e = with_target(address, DEMO_LEVELS)
+                .expect_err(address)
+                .to_string();
+            assert!(e.contains("not a loopback address"), "{e}");
+        }
+    }
+
+    #[test]
+    fn demo_read_accounts_need_a_writing_level_and_a_plain_name_of_their_own() {
+        let e = |levels: &str| {
+            with_target("127.0.0.1:5432", levels)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            e(&DEMO_LEVELS.replace("= \"write\"", "= \"admin\""))
+                .contains("no level named `admin`")
+        );
+        assert!(e(&DEMO_LEVELS.replace("= \"write\"", "= \"read\"")).contains("is read-only"));
+        assert!(
+            e(&DEMO_LEVELS.replace("jitgate_demo_read", "postgres"))
+                .contains("is the account of level `write`")
+        );
+        assert!(
+            e(&DEMO_LEVELS.replace("jitgate_demo_read", "x'; DROP ROLE y; --"))
+                .contains("letters, digits and _ only")
+        );
+        assert!(
+            e(&DEMO_LEVELS.replace("read_only = true", "read_only = true\npassword_env = \"P\""))
+                .contains("created without a password")
+        );
+    }
+
+    #[test]
+    fn allow_privileged_read_account_is_for_read_levels_only() {
+        let read = "[targets.levels.read]\nuser = \"r\"\nread_only = true\n\
+                    allow_privileged_read_account = true\n";
+        let c = with_target("db:5432", read).unwrap();
+        assert!(c.targets[0].levels["read"].allow_privileged_read_account);
+        let write = "[targets.levels.write]\nuser = \"w\"\nallow_privileged_read_account = true\n";
+        let e = with_target("db:5432", write).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "/etc/jitgate/jitgate.toml: `targets[0].levels.write.allow_privileged_read_account`: \
+             only applies to a level with read_only = true"
+        );
+    }
+
     #[test]
     fn session_threads_default_to_half_the_cpus_and_can_be_set() {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
