@@ -843,6 +843,28 @@ async fn a_read_account_with_insert_is_refused_at_login_unless_allowed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_read_account_whose_role_can_write_is_refused_at_login() {
+    let db = MariaDb::start();
+    db.root_query(
+        "CREATE ROLE jg_writers; GRANT DELETE ON app.* TO jg_writers; \
+         CREATE ROLE jg_readers; GRANT SELECT ON app.* TO jg_readers; \
+         GRANT jg_writers TO jg_readers; GRANT jg_readers TO jg_read@'%'",
+    );
+    let jg = Jitgate::start(&db, Options::default()).await;
+    jg.grant("read", "10m").await;
+    let err = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("the read login went through\n{}", jg.log()));
+    let (code, message) = server_error(&err).unwrap_or_else(|| panic!("not a server error: {err}"));
+    assert_eq!(code, 1044, "{message}");
+    assert!(
+        message.contains("its role `jg_readers` has DELETE on `app`.*"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_select_only_read_account_is_checked_at_start_and_admitted() {
     let (_db, jg) = setup().await;
     assert!(

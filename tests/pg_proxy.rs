@@ -2054,21 +2054,41 @@ async fn read_login_refused_for_the_account(jg: &Jitgate) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_account_that_can_write_is_refused_at_login_with_what_it_can_do() {
     let pg = PgServer::start().await;
-    for (grant, revoke, finding) in [
+    // What to give jitgate's read account, how to take it back, the
+    // finding the log names, and what the client is told first.
+    for (grant, revoke, finding, told) in [
         (
             "ALTER ROLE jg_read SUPERUSER",
             "ALTER ROLE jg_read NOSUPERUSER",
+            "it is a superuser",
             "it is a superuser",
         ),
         (
             "GRANT INSERT ON items TO jg_read",
             "REVOKE INSERT ON items FROM jg_read",
             "it has INSERT on items",
+            "it has INSERT on items",
         ),
         (
             "GRANT pg_write_all_data TO jg_read",
             "REVOKE pg_write_all_data FROM jg_read",
             "it is a member of pg_write_all_data",
+            "it is a member of pg_write_all_data",
+        ),
+        // Through a role of its own, even one it does not inherit from.
+        (
+            "CREATE ROLE jg_writers NOINHERIT; GRANT pg_write_all_data TO jg_writers; \
+             GRANT jg_writers TO jg_read",
+            "DROP ROLE jg_writers",
+            "it is a member of pg_write_all_data",
+            "it is a member of pg_write_all_data",
+        ),
+        // An owner holds every privilege on what it owns.
+        (
+            "ALTER TABLE items OWNER TO jg_read",
+            "ALTER TABLE items OWNER TO jg_write",
+            "it owns relation items",
+            "it has INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER on items",
         ),
     ] {
         let_the_read_account(&pg, grant).await;
@@ -2082,7 +2102,7 @@ async fn a_read_account_that_can_write_is_refused_at_login_with_what_it_can_do()
         );
         jg.grant("alice", TARGET, READ, "2m").await;
         let message = read_login_refused_for_the_account(&jg).await;
-        assert!(message.contains(finding), "{grant}: {message}");
+        assert!(message.contains(told), "{grant}: {message}");
         assert!(
             pg.backends_of("jg_read").await.is_empty(),
             "{grant}: no session may stay on the server"
