@@ -2066,8 +2066,8 @@ async fn a_read_account_that_can_write_is_refused_at_login_with_what_it_can_do()
         (
             "GRANT INSERT ON items TO jg_read",
             "REVOKE INSERT ON items FROM jg_read",
-            "it has INSERT on items",
-            "it has INSERT on items",
+            "it has INSERT on public.items",
+            "it has INSERT on public.items",
         ),
         (
             "GRANT pg_write_all_data TO jg_read",
@@ -2087,8 +2087,8 @@ async fn a_read_account_that_can_write_is_refused_at_login_with_what_it_can_do()
         (
             "ALTER TABLE items OWNER TO jg_read",
             "ALTER TABLE items OWNER TO jg_write",
-            "it owns relation items",
-            "it has INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER on items",
+            "it owns relation public.items",
+            "it has INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER on public.items",
         ),
     ] {
         let_the_read_account(&pg, grant).await;
@@ -2189,7 +2189,8 @@ async fn check_config_says_whether_the_read_account_can_write() {
     let bad = run(&jg);
     assert_eq!(bad.status.code(), Some(1), "{bad:?}");
     assert!(
-        bad.stdout.contains("can write (it has UPDATE on items)"),
+        bad.stdout
+            .contains("can write (it has UPDATE on public.items)"),
         "{bad:?}"
     );
     for secret in &jg.upstream_secrets {

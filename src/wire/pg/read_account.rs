@@ -11,7 +11,9 @@
 //! without SET as well: the check does not rely on which of them the
 //! account could use). A finding is any of:
 //!
-//! * a role of M with SUPERUSER, CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS;
+//! * a role of M with SUPERUSER, CREATEROLE, CREATEDB, REPLICATION or
+//!   BYPASSRLS (a superuser is a member of every role, so for one only
+//!   its own findings are listed, "it is a superuser" first);
 //! * a predefined `pg_*` role in M other than the read-only ones
 //!   ([`READ_ONLY_PREDEFINED`]): `pg_write_all_data`,
 //!   `pg_write_server_files`, `pg_execute_server_program`,
@@ -102,14 +104,14 @@ const FINDINGS: &str = "\
       (SELECT pg_catalog.string_agg(p, ', ') FROM pg_catalog.unnest(t.each) p \
         WHERE pg_catalog.has_table_privilege(m.oid, c.oid, p)), c.oid::pg_catalog.regclass) \
     FROM m, t, pg_catalog.pg_class c \
-    WHERE c.relkind NOT IN ('S', 'i', 'I', 'c') AND c.oid <> 'pg_catalog.pg_settings'::regclass \
+    WHERE c.relkind NOT IN ('S', 'i', 'I', 'c') AND c.oid <> 'pg_catalog.pg_settings'::pg_catalog.regclass \
       AND pg_catalog.has_table_privilege(m.oid, c.oid, t.privs) \
       AND (m.is_self OR NOT pg_catalog.has_table_privilege(session_user, c.oid, t.privs)) \
   UNION ALL \
   SELECT pg_catalog.format('%s has INSERT, UPDATE or REFERENCES on columns of %s', m.who, \
       c.oid::pg_catalog.regclass) \
     FROM m, t, pg_catalog.pg_class c \
-    WHERE c.relkind NOT IN ('S', 'i', 'I', 'c') AND c.oid <> 'pg_catalog.pg_settings'::regclass \
+    WHERE c.relkind NOT IN ('S', 'i', 'I', 'c') AND c.oid <> 'pg_catalog.pg_settings'::pg_catalog.regclass \
       AND NOT pg_catalog.has_table_privilege(m.oid, c.oid, t.privs) \
       AND pg_catalog.has_any_column_privilege(m.oid, c.oid, 'INSERT, UPDATE, REFERENCES') \
       AND (m.is_self OR NOT pg_catalog.has_any_column_privilege(session_user, c.oid, \
@@ -223,7 +225,12 @@ pub async fn findings(
     level: &LevelConfig,
     max_message_bytes: usize,
 ) -> Result<Vec<String>, String> {
-    let params = [("application_name".to_owned(), APPLICATION_NAME.to_owned())];
+    // The catalog's own functions and operators, whatever the account's
+    // role settings say: its temporary schema last, no schema of its own.
+    let params = [
+        ("application_name".to_owned(), APPLICATION_NAME.to_owned()),
+        ("search_path".to_owned(), "pg_catalog, pg_temp".to_owned()),
+    ];
     let mut up = upstream::connect(target, level_name, level, &params, max_message_bytes)
         .await
         .map_err(|e| e.to_string())?;
