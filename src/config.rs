@@ -169,6 +169,11 @@ pub struct TargetConfig {
     pub tls_server_name: Option<String>,
     pub connect_timeout: Duration,
     pub levels: BTreeMap<String, LevelConfig>,
+    /// DEMO ONLY (`demo_create_read_accounts_with`): at start, log in as
+    /// this level's account and create the account of every `read_only`
+    /// level on the server (read-only, no password), if missing. Only for a
+    /// loopback address.
+    pub demo_create_read_accounts_with: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +181,11 @@ pub struct LevelConfig {
     pub user: String,
     pub password: SecretSource,
     pub read_only: bool,
+    /// Let a `read_only` level log in upstream with an account that can
+    /// write (its privileges are still checked and logged, with a warning at
+    /// every start); only the proxy's classifier then keeps the level
+    /// read-only.
+    pub allow_privileged_read_account: bool,
 }
 
 /// Where an upstream password comes from. The value itself is only read at
@@ -376,6 +386,7 @@ struct RawTarget {
     tls_server_name: Option<String>,
     connect_timeout: Option<String>,
     levels: BTreeMap<String, RawLevel>,
+    demo_create_read_accounts_with: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -386,6 +397,8 @@ struct RawLevel {
     password_file: Option<String>,
     #[serde(default)]
     read_only: bool,
+    #[serde(default)]
+    allow_privileged_read_account: bool,
 }
 
 /// Half the CPUs this process may use, at least one: the database, the
@@ -394,6 +407,26 @@ struct RawLevel {
 /// `wire::workers`).
 fn default_session_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// Is the host of `host:port` this machine (a loopback IP or `localhost`)?
+pub fn is_loopback_address(address: &str) -> bool {
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A name that needs no quoting in SQL on either server (and at most 32
+/// characters, MySQL's limit).
+fn is_plain_account_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// More session threads than this is a typo, not a machine.
@@ -447,6 +480,64 @@ impl Validator<'_> {
     fn check_span(&self, key: &str, d: Duration) -> Result<(), ConfigError> {
         if d < Duration::from_secs(1) || d > LONGEST_SPAN {
             return Err(self.invalid(key, "must be between 1s and 365 days"));
+        }
+        Ok(())
+    }
+
+    /// `demo_create_read_accounts_with` names a level of the target that may
+    /// write, the target is on this machine, and each read level's account is
+    /// a plain name without a password that is not the creating account.
+    fn check_demo_setup(
+        &self,
+        key: &str,
+        address: &str,
+        with: &str,
+        levels: &BTreeMap<String, LevelConfig>,
+    ) -> Result<(), ConfigError> {
+        let dkey = format!("{key}.demo_create_read_accounts_with");
+        let Some(creator) = levels.get(with) else {
+            return Err(self.invalid(dkey, format!("the target has no level named `{with}`")));
+        };
+        if creator.read_only {
+            return Err(self.invalid(
+                dkey,
+                format!("level `{with}` is read-only; name a level whose account may create roles"),
+            ));
+        }
+        if !is_loopback_address(address) {
+            return Err(self.invalid(
+                dkey,
+                format!(
+                    "is for a demo server on this machine only, and `{address}` is not a \
+                     loopback address (127.0.0.1, ::1 or localhost)"
+                ),
+            ));
+        }
+        for (name, level) in levels.iter().filter(|(_, l)| l.read_only) {
+            let lkey = format!("{key}.levels.{name}");
+            if !is_plain_account_name(&level.user) {
+                return Err(self.invalid(
+                    format!("{lkey}.user"),
+                    "a demo read account is created by name: use letters, digits and _ only",
+                ));
+            }
+            if level.user == creator.user {
+                return Err(self.invalid(
+                    format!("{lkey}.user"),
+                    format!(
+                        "is the account of level `{with}`, which creates it; give the read \
+                         level its own account, e.g. \"jitgate_demo_read\""
+                    ),
+                ));
+            }
+            if level.password != SecretSource::None {
+                return Err(self.invalid(
+                    lkey,
+                    "a demo read account is created without a password: remove password_env / \
+                     password_file, or remove demo_create_read_accounts_with and create the \
+                     account yourself",
+                ));
+            }
         }
         Ok(())
     }
@@ -610,14 +701,24 @@ impl Validator<'_> {
                     (None, Some(f)) => SecretSource::File(self.resolve(&f)),
                     (None, None) => SecretSource::None,
                 };
+                if lv.allow_privileged_read_account && !lv.read_only {
+                    return Err(self.invalid(
+                        format!("{lkey}.allow_privileged_read_account"),
+                        "only applies to a level with read_only = true",
+                    ));
+                }
                 levels.insert(
                     name,
                     LevelConfig {
                         user: lv.user,
                         password,
                         read_only: lv.read_only,
+                        allow_privileged_read_account: lv.allow_privileged_read_account,
                     },
                 );
+            }
+            if let Some(with) = &t.demo_create_read_accounts_with {
+                self.check_demo_setup(&key, &t.address, with, &levels)?;
             }
             targets.push(TargetConfig {
                 name: t.name,
@@ -632,6 +733,7 @@ impl Validator<'_> {
                     Duration::from_secs(5),
                 )?,
                 levels,
+                demo_create_read_accounts_with: t.demo_create_read_accounts_with,
             });
         }
 
@@ -804,6 +906,83 @@ mod tests {
              [tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[limits]\n{limits}\n"
         );
         Config::from_toml(&text, Path::new("/etc/jitgate/jitgate.toml"))
+    }
+
+    fn with_target(address: &str, target: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "data_dir = \"data\"\n[listen]\npostgres = \"127.0.0.1:6432\"\n\
+             [tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
+             [[targets]]\nname = \"demo\"\nprotocol = \"postgres\"\naddress = \"{address}\"\n\
+             database = \"postgres\"\n{target}\n"
+        );
+        Config::from_toml(&text, Path::new("/etc/jitgate/jitgate.toml"))
+    }
+
+    const DEMO_LEVELS: &str = "demo_create_read_accounts_with = \"write\"\n\
+        [targets.levels.read]\nuser = \"jitgate_demo_read\"\nread_only = true\n\
+        [targets.levels.write]\nuser = \"postgres\"\n";
+
+    #[test]
+    fn demo_read_accounts_are_only_created_on_this_machine() {
+        for address in [
+            "127.0.0.1:5432",
+            "localhost:5432",
+            "[::1]:5432",
+            "127.0.0.2:1",
+        ] {
+            let c = with_target(address, DEMO_LEVELS).expect(address);
+            assert_eq!(
+                c.targets[0].demo_create_read_accounts_with.as_deref(),
+                Some("write")
+            );
+        }
+        for address in ["db.example.com:5432", "10.0.0.5:5432"] {
+            let e = with_target(address, DEMO_LEVELS)
+                .expect_err(address)
+                .to_string();
+            assert!(e.contains("not a loopback address"), "{e}");
+        }
+    }
+
+    #[test]
+    fn demo_read_accounts_need_a_writing_level_and_a_plain_name_of_their_own() {
+        let e = |levels: &str| {
+            with_target("127.0.0.1:5432", levels)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            e(&DEMO_LEVELS.replace("= \"write\"", "= \"admin\""))
+                .contains("no level named `admin`")
+        );
+        assert!(e(&DEMO_LEVELS.replace("= \"write\"", "= \"read\"")).contains("is read-only"));
+        assert!(
+            e(&DEMO_LEVELS.replace("jitgate_demo_read", "postgres"))
+                .contains("is the account of level `write`")
+        );
+        assert!(
+            e(&DEMO_LEVELS.replace("jitgate_demo_read", "x'; DROP ROLE y; --"))
+                .contains("letters, digits and _ only")
+        );
+        assert!(
+            e(&DEMO_LEVELS.replace("read_only = true", "read_only = true\npassword_env = \"P\""))
+                .contains("created without a password")
+        );
+    }
+
+    #[test]
+    fn allow_privileged_read_account_is_for_read_levels_only() {
+        let read = "[targets.levels.read]\nuser = \"r\"\nread_only = true\n\
+                    allow_privileged_read_account = true\n";
+        let c = with_target("db:5432", read).unwrap();
+        assert!(c.targets[0].levels["read"].allow_privileged_read_account);
+        let write = "[targets.levels.write]\nuser = \"w\"\nallow_privileged_read_account = true\n";
+        let e = with_target("db:5432", write).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "/etc/jitgate/jitgate.toml: `targets[0].levels.write.allow_privileged_read_account`: \
+             only applies to a level with read_only = true"
+        );
     }
 
     #[test]

@@ -25,10 +25,14 @@ enum Command {
         #[arg(short, long, default_value = "jitgate.toml")]
         config: PathBuf,
     },
-    /// Check a config file and exit.
+    /// Check a config file, then log in as each read-only level's upstream
+    /// account and check that it cannot write; exit 1 if one can.
     CheckConfig {
         #[arg(short, long, default_value = "jitgate.toml")]
         config: PathBuf,
+        /// Only check the file; connect to no database.
+        #[arg(long)]
+        offline: bool,
     },
     /// Audit log tools.
     Audit {
@@ -77,7 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(jitgate::server::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, offline } => {
             let c = jitgate::config::Config::load(&config)?;
             println!(
                 "{}: ok ({} identities, {} targets)",
@@ -85,7 +89,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 c.identities.len(),
                 c.targets.len()
             );
-            Ok(ExitCode::SUCCESS)
+            if offline {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            Ok(runtime.block_on(check_read_accounts(&c)))
         }
         Command::Audit {
             command: AuditCommand::Verify { file },
@@ -118,6 +127,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `check-config`'s second half: one line per read-only level. A level
+/// whose account can write fails the check unless the config allows it; one
+/// that cannot be reached now is only reported (serve checks it again).
+async fn check_read_accounts(config: &jitgate::config::Config) -> ExitCode {
+    use jitgate::wire::read_account::{Verdict, check, summary};
+    let mut code = ExitCode::SUCCESS;
+    for target in &config.targets {
+        for (name, level) in target.levels.iter().filter(|(_, l)| l.read_only) {
+            let at = format!("level {name} on {} (account {})", target.name, level.user);
+            match check(target, name, level, config.limits.max_message_bytes).await {
+                Verdict::ReadOnly => println!("{at}: read-only on the server"),
+                Verdict::CanWrite(f) if level.allow_privileged_read_account => println!(
+                    "{at}: warning: can write ({}), allowed by allow_privileged_read_account",
+                    summary(&f)
+                ),
+                Verdict::CanWrite(f) => {
+                    println!(
+                        "{at}: can write ({}); jitgate refuses logins on this level. Give it a \
+                         read-only account, or set allow_privileged_read_account = true",
+                        summary(&f)
+                    );
+                    code = ExitCode::FAILURE;
+                }
+                Verdict::Unchecked(why) => {
+                    println!("{at}: not checked: {why}");
+                }
+            }
+        }
+    }
+    code
 }
 
 /// Read one line from stdin, without echo when it is a terminal.

@@ -129,7 +129,7 @@ impl Metrics {
         );
         r.register(
             "jitgate_sessions",
-            "Session attempts and how they ended (started, refused_no_grant, auth_failed, killed_expired, killed_revoked, killed, closed, upstream_failed)",
+            "Session attempts and how they ended (started, refused_no_grant, auth_failed, killed_expired, killed_revoked, killed, closed, upstream_failed, refused_read_account)",
             m.sessions_total.clone(),
         );
         r.register(

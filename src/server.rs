@@ -14,6 +14,7 @@ use crate::tls::TlsError;
 use crate::wire::accept_loop;
 use crate::wire::mysql::MysqlFront;
 use crate::wire::pg::PgFront;
+use crate::wire::read_account::ReadAccounts;
 use crate::wire::workers::Workers;
 
 /// Everything the listeners share.
@@ -23,6 +24,8 @@ pub struct Shared {
     pub access: Arc<AccessModel>,
     pub sessions: Arc<Sessions>,
     pub audit: Arc<AuditLog>,
+    /// Whether each read-only level's upstream account is read-only.
+    pub read_accounts: Arc<ReadAccounts>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,7 @@ impl Shared {
             access,
             sessions: Arc::default(),
             audit,
+            read_accounts: Arc::default(),
             config,
         }))
     }
@@ -93,6 +97,29 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         config.webhooks.clone(),
         shared.access.subscribe_from_start(),
     );
+    for target in config
+        .targets
+        .iter()
+        .filter(|t| t.demo_create_read_accounts_with.is_some())
+    {
+        match crate::wire::read_account::create_demo_accounts(
+            target,
+            config.limits.max_message_bytes,
+        )
+        .await
+        {
+            Ok(made) => {
+                tracing::info!(target = %target.name, accounts = %made.join(", "), "demo: the read levels' accounts exist on the local server (demo_create_read_accounts_with)");
+            }
+            Err(e) => {
+                tracing::warn!(target = %target.name, error = %e, "demo: cannot create the read levels' accounts (demo_create_read_accounts_with); their logins will be refused until they exist");
+            }
+        }
+    }
+    // The listeners need not wait: a login that comes first runs the check
+    // itself, and one that comes meanwhile waits for this one.
+    let checks = shared.clone();
+    tokio::spawn(async move { checks.read_accounts.check_all(&checks.config).await });
     let workers = Arc::new(
         Workers::start(config.limits.session_threads).map_err(ServeError::SessionThreads)?,
     );

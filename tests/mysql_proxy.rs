@@ -780,3 +780,107 @@ async fn a_full_audit_disk_ends_the_session_and_forwards_nothing() {
     .await;
     assert!(next.is_err(), "the session must have ended");
 }
+
+// ---- the read level's upstream account -------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_account_with_insert_is_refused_at_login_unless_allowed() {
+    let db = MariaDb::start();
+    db.root_query("GRANT INSERT ON app.* TO jg_read@'%'");
+    let jg = Jitgate::start(&db, Options::default()).await;
+    assert!(
+        jg.log()
+            .contains("the read level's upstream account can write"),
+        "the start should log why the level is refused:\n{}",
+        jg.log()
+    );
+    jg.grant("read", "10m").await;
+    let err = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("the read login went through\n{}", jg.log()));
+    let (code, message) = server_error(&err).unwrap_or_else(|| panic!("not a server error: {err}"));
+    assert_eq!(code, 1044, "{message}");
+    for needle in [
+        "upstream account of level read on demo-mysql can write",
+        "it has INSERT on `app`.*",
+        "allow_privileged_read_account = true",
+    ] {
+        assert!(message.contains(needle), "{needle:?} not in {message}");
+    }
+    jg.assert_no_secret_in("the refusal", &message);
+    jg.wait_for_audit("the session_refused record", |v| {
+        v["event"] == "session_refused" && v["reason"] == "read_account_can_write"
+    })
+    .await;
+    assert!(db.threads_of("jg_read").is_empty());
+    drop(jg);
+
+    let jg = Jitgate::start(
+        &db,
+        Options {
+            allow_privileged_read_account: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    assert!(
+        jg.log().contains("allow_privileged_read_account = true")
+            && jg.log().contains("it has INSERT on `app`.*"),
+        "the start should warn, with the check's result:\n{}",
+        jg.log()
+    );
+    jg.grant("read", "10m").await;
+    let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
+    let n: Option<i64> = conn
+        .query_first("SELECT count(*) FROM items")
+        .await
+        .expect("SELECT on the read level");
+    assert_eq!(n, Some(3));
+    conn.disconnect().await.expect("disconnect");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_account_whose_role_can_write_is_refused_at_login() {
+    let db = MariaDb::start();
+    db.root_query(
+        "CREATE ROLE jg_writers; GRANT DELETE ON app.* TO jg_writers; \
+         CREATE ROLE jg_readers; GRANT SELECT ON app.* TO jg_readers; \
+         GRANT jg_writers TO jg_readers; GRANT jg_readers TO jg_read@'%'",
+    );
+    let jg = Jitgate::start(&db, Options::default()).await;
+    jg.grant("read", "10m").await;
+    let err = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("the read login went through\n{}", jg.log()));
+    let (code, message) = server_error(&err).unwrap_or_else(|| panic!("not a server error: {err}"));
+    assert_eq!(code, 1044, "{message}");
+    assert!(
+        message.contains("its role `jg_readers` has DELETE on `app`.*"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_select_only_read_account_is_checked_at_start_and_admitted() {
+    let (_db, jg) = setup().await;
+    assert!(
+        jg.log()
+            .contains("the read level's upstream account is read-only on the server"),
+        "{}",
+        jg.log()
+    );
+    jg.grant("read", "10m").await;
+    let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
+    let n: Option<i64> = conn
+        .query_first("SELECT count(*) FROM items")
+        .await
+        .expect("SELECT on the read level");
+    assert_eq!(n, Some(3));
+    conn.disconnect().await.expect("disconnect");
+}

@@ -2015,3 +2015,195 @@ async fn pending_handshakes_and_sessions_are_capped() {
     })
     .await;
 }
+
+// ---- the read level's upstream account -------------------------------------------
+
+/// Give `jg_read` more than reading, as the server's superuser.
+async fn let_the_read_account(pg: &PgServer, sql: &str) {
+    pg.superuser_client("app")
+        .await
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A read login through `jg`, expected to be refused because of the read
+/// account; returns the message the client got.
+async fn read_login_refused_for_the_account(jg: &Jitgate) -> String {
+    let err = jg
+        .connect(&Login::alice())
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("the read login went through\n{}", jg.log()));
+    assert_sqlstate(&err, "42501");
+    let message = describe_error(&err);
+    for needle in [
+        "upstream account of level read on demo-pg can write",
+        "refuses read-only logins",
+        "allow_privileged_read_account = true",
+    ] {
+        assert!(message.contains(needle), "{needle:?} not in {message}");
+    }
+    jg.wait_for_audit("the session_refused record", |v| {
+        event_is(v, "session_refused") && v["reason"] == "read_account_can_write"
+    })
+    .await;
+    message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_account_that_can_write_is_refused_at_login_with_what_it_can_do() {
+    let pg = PgServer::start().await;
+    // What to give jitgate's read account, how to take it back, the
+    // finding the log names, and what the client is told first.
+    for (grant, revoke, finding, told) in [
+        (
+            "ALTER ROLE jg_read SUPERUSER",
+            "ALTER ROLE jg_read NOSUPERUSER",
+            "it is a superuser",
+            "it is a superuser",
+        ),
+        (
+            "GRANT INSERT ON items TO jg_read",
+            "REVOKE INSERT ON items FROM jg_read",
+            "it has INSERT on public.items",
+            "it has INSERT on public.items",
+        ),
+        (
+            "GRANT pg_write_all_data TO jg_read",
+            "REVOKE pg_write_all_data FROM jg_read",
+            "it is a member of pg_write_all_data",
+            "it is a member of pg_write_all_data",
+        ),
+        // Through a role of its own, even one it does not inherit from.
+        (
+            "CREATE ROLE jg_writers NOINHERIT; GRANT pg_write_all_data TO jg_writers; \
+             GRANT jg_writers TO jg_read",
+            "DROP ROLE jg_writers",
+            "it is a member of pg_write_all_data",
+            "it is a member of pg_write_all_data",
+        ),
+        // An owner holds every privilege on what it owns.
+        (
+            "ALTER TABLE items OWNER TO jg_read",
+            "ALTER TABLE items OWNER TO jg_write",
+            "it owns relation public.items",
+            "it has INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER on public.items",
+        ),
+    ] {
+        let_the_read_account(&pg, grant).await;
+        let jg = Jitgate::start(&pg, JitgateOptions::default()).await;
+        assert!(
+            jg.log()
+                .contains("the read level's upstream account can write")
+                && jg.log().contains(finding),
+            "{grant}: the start should log why the level is refused:\n{}",
+            jg.log()
+        );
+        jg.grant("alice", TARGET, READ, "2m").await;
+        let message = read_login_refused_for_the_account(&jg).await;
+        assert!(message.contains(told), "{grant}: {message}");
+        assert!(
+            pg.backends_of("jg_read").await.is_empty(),
+            "{grant}: no session may stay on the server"
+        );
+        drop(jg);
+        let_the_read_account(&pg, revoke).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_privileged_read_account_lets_a_writing_read_account_in_with_a_warning() {
+    let pg = PgServer::start().await;
+    let_the_read_account(&pg, "ALTER ROLE jg_read SUPERUSER").await;
+    let jg = Jitgate::start(
+        &pg,
+        JitgateOptions {
+            allow_privileged_read_account: true,
+            ..JitgateOptions::default()
+        },
+    )
+    .await;
+    let log = jg.log();
+    assert!(
+        log.contains("WARN")
+            && log.contains("allow_privileged_read_account = true")
+            && log.contains("it is a superuser"),
+        "the start should warn, with the check's result:\n{log}"
+    );
+    jg.grant("alice", TARGET, READ, "2m").await;
+    let client = jg.connect_ok(&Login::alice()).await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .expect("SELECT on the read level")
+        .get(0);
+    assert_eq!(n, 3);
+    // The classifier still refuses writes on the level.
+    let err = client
+        .batch_execute("DELETE FROM items")
+        .await
+        .expect_err("DELETE on a read level");
+    assert_sqlstate(&err, "25006");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_account_is_checked_at_start_and_admitted() {
+    let (_pg, jg) = setup().await;
+    assert!(
+        jg.log()
+            .contains("the read level's upstream account is read-only on the server"),
+        "{}",
+        jg.log()
+    );
+    jg.grant("alice", TARGET, READ, "2m").await;
+    let client = jg.connect_ok(&Login::alice()).await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .expect("SELECT on the read level")
+        .get(0);
+    assert_eq!(n, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_says_whether_the_read_account_can_write() {
+    let (pg, jg) = setup().await;
+    let config = jg.config_path().to_owned();
+    let run = |jg: &Jitgate| -> Run {
+        jg.server_command(&["check-config", "-c"])
+            .arg(&config)
+            .output()
+            .expect("run check-config")
+            .into()
+    };
+    let ok = run(&jg);
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(
+        ok.stdout
+            .contains("level read on demo-pg (account jg_read): read-only on the server"),
+        "{ok:?}"
+    );
+
+    let_the_read_account(&pg, "GRANT UPDATE ON items TO jg_read").await;
+    let bad = run(&jg);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(
+        bad.stdout
+            .contains("can write (it has UPDATE on public.items)"),
+        "{bad:?}"
+    );
+    for secret in &jg.upstream_secrets {
+        assert!(
+            !bad.stdout.contains(secret) && !bad.stderr.contains(secret),
+            "check-config printed an upstream secret"
+        );
+    }
+
+    let offline = jg
+        .server_command(&["check-config", "--offline", "-c"])
+        .arg(&config)
+        .output()
+        .expect("run check-config --offline");
+    assert!(offline.status.success(), "{offline:?}");
+}

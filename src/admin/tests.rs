@@ -110,6 +110,7 @@ approvers = ["approver"]
             access: AccessModel::new(config.clone(), audit.clone()),
             sessions: Arc::new(Sessions::default()),
             audit,
+            read_accounts: Arc::default(),
             config,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

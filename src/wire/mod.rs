@@ -5,6 +5,7 @@
 pub mod mysql;
 pub mod pg;
 pub mod quiet;
+pub mod read_account;
 pub mod stream;
 pub mod workers;
 

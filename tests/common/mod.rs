@@ -536,12 +536,23 @@ impl PgServer {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// How many TCP connections the server has accepted (the harness itself
-    /// only uses the unix socket, so these all came through jitgate).
+    /// How many TCP connections the server has accepted for clients (the
+    /// harness itself only uses the unix socket, so these all came through
+    /// jitgate), not counting jitgate's own checks of the read level's
+    /// account (each one connection, logged in under its application name;
+    /// `Jitgate::start` waits until the first is over).
     pub fn tcp_connections_seen(&self) -> usize {
-        self.log()
-            .matches("connection received: host=127.0.0.1")
+        let log = self.log();
+        let checks = log
+            .lines()
+            .filter(|l| {
+                l.contains("connection authorized")
+                    && l.contains(jitgate::wire::pg::read_account::APPLICATION_NAME)
+            })
+            .count();
+        log.matches("connection received: host=127.0.0.1")
             .count()
+            .saturating_sub(checks)
     }
 
     /// A superuser session over the private unix socket (trust auth).
@@ -778,6 +789,8 @@ pub struct JitgateOptions {
     pub webhooks: Vec<String>,
     /// `audit.path`, instead of `data/audit.log` in jitgate's directory.
     pub audit_path: Option<PathBuf>,
+    /// `allow_privileged_read_account` on the `read` level.
+    pub allow_privileged_read_account: bool,
 }
 
 impl Default for JitgateOptions {
@@ -796,6 +809,7 @@ impl Default for JitgateOptions {
             pending_timeout: None,
             webhooks: Vec::new(),
             audit_path: None,
+            allow_privileged_read_account: false,
         }
     }
 }
@@ -884,10 +898,12 @@ impl Jitgate {
              [[targets]]\nname = \"{TARGET}\"\nprotocol = \"postgres\"\naddress = \"127.0.0.1:{upstream_port}\"\n\
              database = \"app\"\ntls = \"require\"\n\
              \n[targets.levels.read]\nuser = \"jg_read\"\npassword_env = \"JG_TEST_READ_PW\"\nread_only = true\n\
+             allow_privileged_read_account = {allow}\n\
              \n[targets.levels.write]\nuser = \"jg_write\"\npassword_env = \"JG_TEST_WRITE_PW\"\n",
             require = opts.tls_require,
             audit = audit_path.display(),
             fsync = opts.audit_fsync.as_deref().unwrap_or("100ms"),
+            allow = opts.allow_privileged_read_account,
         );
         if let Some(timeout) = &opts.pending_timeout {
             config.push_str(&format!("\n[requests]\npending_timeout = \"{timeout}\"\n"));
@@ -928,7 +944,43 @@ impl Jitgate {
             upstream_secrets: vec![pg.read_password.clone(), write_password],
         };
         jg.wait_healthy().await;
+        jg.wait_for_read_account_check(0).await;
         jg
+    }
+
+    /// jitgate checks the read level's upstream account at start, on a
+    /// connection of its own: wait until it has logged its verdict (the
+    /// `before + 1`th), so that the connection is over before a test counts
+    /// the server's connections.
+    async fn wait_for_read_account_check(&self, before: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.read_account_verdicts() <= before {
+            assert!(
+                Instant::now() < deadline,
+                "jitgate did not log the read level's account check within 20 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn read_account_verdicts(&self) -> usize {
+        self.log().matches("read level's upstream account").count()
+    }
+
+    /// `jitgate <args>` in the proxy's directory with its environment (the
+    /// upstream passwords): `check-config`, say.
+    pub fn server_command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jitgate"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// The proxy's config file.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
     }
 
     /// SIGKILL the proxy (no chance to flush or clean up, as in a crash), then
@@ -943,6 +995,7 @@ impl Jitgate {
     /// as [`Jitgate::restart`] does.
     pub async fn start_again(&mut self) {
         let _ = self.child.wait();
+        let verdicts = self.read_account_verdicts();
         {
             use std::io::Write;
             let mut log = std::fs::OpenOptions::new()
@@ -959,6 +1012,7 @@ impl Jitgate {
             &self.env,
         );
         self.wait_healthy().await;
+        self.wait_for_read_account_check(verdicts).await;
     }
 
     /// The proxy's process id (to signal it from another task).

@@ -370,6 +370,8 @@ pub struct Options {
     pub audit_path: Option<PathBuf>,
     /// `audit.fsync`: "always" or an interval.
     pub audit_fsync: Option<String>,
+    /// `allow_privileged_read_account` on the `read` level.
+    pub allow_privileged_read_account: bool,
 }
 
 impl Default for Options {
@@ -379,6 +381,7 @@ impl Default for Options {
             max_message_bytes: None,
             audit_path: None,
             audit_fsync: None,
+            allow_privileged_read_account: false,
         }
     }
 }
@@ -445,12 +448,14 @@ impl Jitgate {
              [[targets]]\nname = \"{TARGET}\"\nprotocol = \"mysql\"\naddress = \"127.0.0.1:{port}\"\n\
              database = \"app\"\ntls = \"require\"\n\
              \n[targets.levels.read]\nuser = \"jg_read\"\npassword_env = \"JG_TEST_READ_PW\"\nread_only = true\n\
+             allow_privileged_read_account = {allow}\n\
              \n[targets.levels.write]\nuser = \"jg_write\"\npassword_env = \"JG_TEST_WRITE_PW\"\n",
             require = opts.tls_require,
             audit = audit_path.display(),
             fsync = opts.audit_fsync.as_deref().unwrap_or("50ms"),
             max = opts.max_message_bytes.unwrap_or(64 << 20),
             port = db.port(),
+            allow = opts.allow_privileged_read_account,
         );
         std::fs::write(dir.path().join("jitgate.toml"), config).expect("write config");
         let log = std::fs::File::create(dir.path().join("jitgate.log")).expect("log file");
@@ -480,7 +485,22 @@ impl Jitgate {
             upstream_secrets: vec![db.read_password.clone(), db.write_password.clone()],
         };
         jg.wait_healthy().await;
+        jg.wait_for_read_account_check().await;
         jg
+    }
+
+    /// jitgate checks the read level's upstream account at start: wait
+    /// until it has logged its verdict.
+    async fn wait_for_read_account_check(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log().contains("read level's upstream account") {
+            assert!(
+                Instant::now() < deadline,
+                "jitgate did not log the read level's account check within 20 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn wait_healthy(&mut self) {

@@ -463,6 +463,30 @@ impl MysqlFront {
                 .await);
         };
 
+        if let Err(e) = self
+            .shared
+            .read_accounts
+            .admit(
+                target_cfg,
+                &grant.level,
+                level,
+                config.limits.max_message_bytes,
+            )
+            .await
+        {
+            METRICS.session_outcome(&target, "refused_read_account");
+            let _ = audit.record(&AuditEvent {
+                identity: Some(&identity.name),
+                target: Some(&target),
+                grant: Some(&grant.id),
+                level: Some(&grant.level),
+                client_addr: Some(&peer_s),
+                reason: Some(e.reason()),
+                detail: Some(&e.to_string()),
+                ..AuditEvent::new("session_refused")
+            });
+            return Err(conv.fail(code::DB_ACCESS_DENIED, &e.to_string()).await);
+        }
         let connect_started = std::time::Instant::now();
         let terms = ClientTerms {
             capabilities: resp.capabilities,

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod front;
 pub mod kill;
 pub mod packet;
+pub mod read_account;
 pub mod relay;
 pub mod upstream;
 

@@ -182,6 +182,110 @@ pub async fn kill(
         })?
 }
 
+/// A side connection of jitgate's own as the level's account (no read-only
+/// transaction mode: it only runs jitgate's own statements).
+pub async fn side_connection(
+    target: &TargetConfig,
+    level_name: &str,
+    level: &LevelConfig,
+) -> Result<Upstream, UpstreamError> {
+    let timeout = target.connect_timeout;
+    tokio::time::timeout(
+        timeout,
+        login(target, level_name, level, ClientTerms::internal()),
+    )
+    .await
+    .map_err(|_| UpstreamError::Timeout {
+        target: target.name.clone(),
+        address: target.address.clone(),
+        secs: timeout.as_secs(),
+    })?
+}
+
+/// Run one statement of jitgate's own that changes something (no rows).
+pub async fn execute(
+    up: &mut Upstream,
+    target: &TargetConfig,
+    level_name: &str,
+    sql: &str,
+) -> Result<(), UpstreamError> {
+    simple_query(&mut up.reader, target, level_name, sql)
+        .await
+        .map(|_| ())
+}
+
+/// Run one statement of jitgate's own on a side connection (see
+/// [`ClientTerms::internal`]: classic EOF packets) and collect its rows,
+/// each column as text (`None` for NULL).
+pub async fn query_rows(
+    up: &mut Upstream,
+    target: &TargetConfig,
+    level_name: &str,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+    let proto = |detail: String| UpstreamError::Protocol {
+        target: target.name.clone(),
+        detail,
+    };
+    let r = &mut up.reader;
+    let mut payload = vec![packet::command::QUERY];
+    payload.extend_from_slice(sql.as_bytes());
+    r.get_mut()
+        .write_all(&frame(0, &payload))
+        .await
+        .map_err(|e| proto(e.to_string()))?;
+    let mut next = async || -> Result<Vec<u8>, UpstreamError> {
+        let p = r
+            .read_packet()
+            .await
+            .map_err(|e| proto(e.to_string()))?
+            .ok_or_else(|| proto("connection closed".to_owned()))?;
+        if let Some((code, _, message)) = parse_err(p.payload()) {
+            return Err(UpstreamError::Refused {
+                target: target.name.clone(),
+                level: level_name.to_owned(),
+                code,
+                message,
+            });
+        }
+        Ok(p.payload().to_vec())
+    };
+    let first = next().await?;
+    if first.first() == Some(&0x00) {
+        return Ok(Vec::new());
+    }
+    let columns = packet::Cursor(&first)
+        .lenenc_int()
+        .ok_or_else(|| proto(format!("unexpected answer to `{sql}`")))?;
+    for _ in 0..columns {
+        next().await?;
+    }
+    if packet::parse_eof(&next().await?).is_none() {
+        return Err(proto("no EOF after the column definitions".to_owned()));
+    }
+    let mut rows = Vec::new();
+    loop {
+        let row = next().await?;
+        if packet::parse_eof(&row).is_some() {
+            return Ok(rows);
+        }
+        let mut c = packet::Cursor(&row);
+        let mut values = Vec::new();
+        for _ in 0..columns {
+            if c.0.first() == Some(&0xfb) {
+                c.u8();
+                values.push(None);
+                continue;
+            }
+            let v = c
+                .lenenc_bytes()
+                .ok_or_else(|| proto("a malformed row".to_owned()))?;
+            values.push(Some(String::from_utf8_lossy(v).into_owned()));
+        }
+        rows.push(values);
+    }
+}
+
 /// Send COM_QUIT and close (bounded: a dead peer cannot hold us).
 pub async fn quit(stream: &mut Stream) {
     let _ = tokio::time::timeout(

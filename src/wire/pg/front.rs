@@ -374,6 +374,36 @@ impl PgFront {
             .await);
         };
 
+        if let Err(e) = self
+            .shared
+            .read_accounts
+            .admit(
+                target_cfg,
+                &grant.level,
+                level,
+                config.limits.max_message_bytes,
+            )
+            .await
+        {
+            METRICS.session_outcome(&target, "refused_read_account");
+            let _ = audit.record(&AuditEvent {
+                identity: Some(&identity.name),
+                target: Some(&target),
+                grant: Some(&grant.id),
+                level: Some(&grant.level),
+                client_addr: Some(&peer_s),
+                reason: Some(e.reason()),
+                detail: Some(&e.to_string()),
+                ..AuditEvent::new("session_refused")
+            });
+            return Err(fail(
+                &mut w,
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                &e.to_string(),
+                Some("tell jitgate's operators; the proxy log says more"),
+            )
+            .await);
+        }
         let connect_started = std::time::Instant::now();
         let connected = upstream::connect(
             target_cfg,

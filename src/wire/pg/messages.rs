@@ -15,6 +15,7 @@ pub mod sqlstate {
     pub const INVALID_AUTHORIZATION: &str = "28000";
     pub const INVALID_PASSWORD: &str = "28P01";
     pub const INVALID_CATALOG_NAME: &str = "3D000";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const READ_ONLY_TRANSACTION: &str = "25006";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const TOO_MANY_CONNECTIONS: &str = "53300";

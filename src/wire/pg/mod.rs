@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod framing;
 pub mod front;
 pub mod messages;
+pub mod read_account;
 pub mod reaper;
 pub mod relay;
 pub mod scram;

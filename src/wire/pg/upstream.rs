@@ -433,6 +433,91 @@ async fn login(
     }
 }
 
+/// Run `sql` (one or more statements) over the simple query protocol on a
+/// connection of jitgate's own and collect the rows, each column as text
+/// (`None` for NULL). Any ErrorResponse fails the whole call with the
+/// server's message. For jitgate's own statements only, never a client's.
+pub async fn query_rows(
+    up: &mut Upstream,
+    sql: &str,
+    wait: std::time::Duration,
+) -> Result<Vec<Vec<Option<String>>>, String> {
+    let mut q = BytesMut::with_capacity(sql.len() + 6);
+    q.put_u8(b'Q');
+    q.put_u32(sql.len() as u32 + 5);
+    q.put_slice(sql.as_bytes());
+    q.put_u8(0);
+    let exchange = async {
+        up.reader
+            .get_mut()
+            .write_all(&q)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let f = match up.reader.next().await {
+                Ok(Some(f)) => f,
+                Ok(None) => return Err("the server closed the connection".to_owned()),
+                Err(e) => return Err(e.to_string()),
+            };
+            match f.tag() {
+                b'D' => rows.push(
+                    data_row(f.body())
+                        .ok_or_else(|| "the server sent a malformed row".to_owned())?,
+                ),
+                b'E' if error.is_none() => {
+                    let body = f.body();
+                    error = Some(format!(
+                        "{} ({})",
+                        error_message(body).unwrap_or("no message"),
+                        error_code(body).unwrap_or("?????")
+                    ));
+                }
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    };
+    tokio::time::timeout(wait, exchange)
+        .await
+        .map_err(|_| "the server did not answer in time".to_owned())?
+}
+
+/// The columns of a DataRow body as text, read defensively.
+fn data_row(mut body: &[u8]) -> Option<Vec<Option<String>>> {
+    let count = u16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    body = &body[2..];
+    let mut columns = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let len = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
+        body = &body[4..];
+        if len < 0 {
+            columns.push(None);
+            continue;
+        }
+        let len = usize::try_from(len).ok()?;
+        let value = body.get(..len)?;
+        columns.push(Some(String::from_utf8_lossy(value).into_owned()));
+        body = &body[len..];
+    }
+    Some(columns)
+}
+
+/// Send Terminate and close, bounded: a dead peer cannot hold us.
+pub async fn terminate(up: &mut Upstream) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let stream = up.reader.get_mut();
+        let _ = stream.write_all(&[b'X', 0, 0, 0, 4]).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
 /// Ask the server to cancel whatever the connection `pid`/`key` is running.
 /// Sent on a fresh plain TCP connection, as libpq does.
 pub async fn send_cancel(address: &str, pid: u32, key: &[u8]) -> std::io::Result<()> {
@@ -495,6 +580,17 @@ mod tests {
         let p = upstream_params(&client, "jg_read", "app", true);
         assert!(p.contains(&("options".to_owned(), "-c statement_timeout=5s".to_owned())));
         assert!(!p.iter().any(|(k, _)| k == "role"));
+    }
+
+    #[test]
+    fn data_rows_are_read_defensively() {
+        let mut row = vec![0, 2, 0, 0, 0, 2];
+        row.extend_from_slice(b"ok");
+        row.extend_from_slice(&[255, 255, 255, 255]);
+        assert_eq!(data_row(&row), Some(vec![Some("ok".to_owned()), None]));
+        assert_eq!(data_row(&[0, 1, 0, 0, 0, 9, b'1']), None);
+        assert_eq!(data_row(&[0, 2, 255, 255, 255, 255]), None);
+        assert_eq!(data_row(&[0]), None);
     }
 
     #[test]
