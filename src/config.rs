@@ -123,7 +123,16 @@ pub struct AuditConfig {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub handshake_timeout: Duration,
+    /// A client's first message (PostgreSQL startup or SSLRequest, MySQL
+    /// handshake response or SSLRequest) must arrive within this time; until
+    /// it does, the connection holds only a slot of its address.
+    pub first_message_timeout: Duration,
+    /// Handshakes in progress, counted from the client's first message, so
+    /// silent connections cannot take the slots of clients that speak.
     pub max_pending_handshakes: usize,
+    /// Handshakes in progress from one client address (IPv6: one /64),
+    /// silent or not, across the PostgreSQL and MySQL listeners.
+    pub max_pending_handshakes_per_address: usize,
     pub max_sessions: usize,
     pub max_message_bytes: usize,
     /// Failed logins allowed per identity and per client address in `login_failure_window`.
@@ -346,7 +355,9 @@ struct RawAudit {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     handshake_timeout: Option<String>,
+    first_message_timeout: Option<String>,
     max_pending_handshakes: Option<usize>,
+    max_pending_handshakes_per_address: Option<usize>,
     max_sessions: Option<usize>,
     max_message_bytes: Option<usize>,
     max_login_failures: Option<u32>,
@@ -505,7 +516,13 @@ impl Validator<'_> {
                 l.handshake_timeout.as_deref(),
                 Duration::from_secs(10),
             )?,
+            first_message_timeout: self.duration(
+                "limits.first_message_timeout",
+                l.first_message_timeout.as_deref(),
+                Duration::from_secs(3),
+            )?,
             max_pending_handshakes: l.max_pending_handshakes.unwrap_or(256),
+            max_pending_handshakes_per_address: l.max_pending_handshakes_per_address.unwrap_or(32),
             max_sessions: l.max_sessions.unwrap_or(10_000),
             max_message_bytes: l.max_message_bytes.unwrap_or(64 << 20),
             max_login_failures: l.max_login_failures.unwrap_or(10),
@@ -522,11 +539,17 @@ impl Validator<'_> {
                 format!("must be between 1 and {MAX_SESSION_THREADS}"),
             ));
         }
-        if limits.max_pending_handshakes == 0 || limits.max_sessions == 0 {
+        if limits.max_pending_handshakes == 0
+            || limits.max_pending_handshakes_per_address == 0
+            || limits.max_sessions == 0
+        {
             return Err(self.invalid(
                 "limits",
-                "max_pending_handshakes and max_sessions must be at least 1",
+                "max_pending_handshakes, max_pending_handshakes_per_address and max_sessions must be at least 1",
             ));
+        }
+        if limits.first_message_timeout.is_zero() {
+            return Err(self.invalid("limits.first_message_timeout", "must be more than 0s"));
         }
         if limits.max_message_bytes < 1024 {
             return Err(self.invalid("limits.max_message_bytes", "must be at least 1024"));

@@ -8,10 +8,11 @@ use tokio::net::TcpListener;
 use crate::access::{AccessModel, StoreError};
 use crate::audit::{AuditError, AuditLog};
 use crate::config::Config;
-use crate::identity::Identities;
+use crate::identity::{Identities, LoginLimiter};
 use crate::session::Sessions;
 use crate::tls::TlsError;
 use crate::wire::accept_loop;
+use crate::wire::handshakes::Handshakes;
 use crate::wire::mysql::MysqlFront;
 use crate::wire::pg::PgFront;
 use crate::wire::workers::Workers;
@@ -23,6 +24,11 @@ pub struct Shared {
     pub access: Arc<AccessModel>,
     pub sessions: Arc<Sessions>,
     pub audit: Arc<AuditLog>,
+    /// The one failed-login budget per identity and per address, charged by
+    /// every listener and the admin API alike.
+    pub logins: Arc<LoginLimiter>,
+    /// Slots for connections still logging in, on every database listener.
+    pub handshakes: Arc<Handshakes>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +74,24 @@ impl Shared {
         crate::metrics::METRICS.add_known_targets(config.targets.iter().map(|t| t.name.as_str()));
         let config = Arc::new(config);
         let access = AccessModel::open(config.clone(), audit.clone())?;
-        Ok(Arc::new(Shared {
+        Ok(Shared::assemble(config, audit, access))
+    }
+
+    /// The shared state around an audit log and access model already open.
+    pub fn assemble(
+        config: Arc<Config>,
+        audit: Arc<AuditLog>,
+        access: Arc<AccessModel>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
             identities: Arc::new(Identities::from_config(&config.identities)),
             access,
             sessions: Arc::default(),
             audit,
+            logins: Arc::new(LoginLimiter::from_limits(&config.limits)),
+            handshakes: Arc::new(Handshakes::from_limits(&config.limits)),
             config,
-        }))
+        })
     }
 }
 

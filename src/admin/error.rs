@@ -66,7 +66,7 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many failed logins",
                 format!(
-                    "too many invalid bearer tokens from this address; wait {retry_after_secs}s and try again with the right secret"
+                    "too many failed logins (bearer tokens or database passwords) from this address; wait {retry_after_secs}s and try again with the right secret"
                 ),
             )
         }

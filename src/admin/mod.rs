@@ -42,12 +42,7 @@ struct AdminState {
 
 impl AdminState {
     fn new(shared: Arc<Shared>) -> AdminState {
-        let limits = &shared.config.limits;
-        let auth = Authenticator::new(
-            shared.identities.clone(),
-            limits.max_login_failures,
-            limits.login_failure_window,
-        );
+        let auth = Authenticator::new(shared.identities.clone(), shared.logins.clone());
         AdminState { shared, auth }
     }
 }

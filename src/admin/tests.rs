@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use crate::access::AccessModel;
 use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::identity::{Identities, ScramVerifier};
+use crate::identity::ScramVerifier;
 use crate::server::Shared;
-use crate::session::{NewSession, SessionGuard, Sessions};
+use crate::session::{NewSession, SessionGuard};
 
 const ALICE: &str = "alice-demo";
 const CAROL: &str = "carol-demo";
@@ -105,13 +105,8 @@ approvers = ["approver"]
         );
         let config = Arc::new(Config::from_toml(&toml, &dir.path().join("jitgate.toml")).unwrap());
         let audit = AuditLog::open(&config.audit).unwrap();
-        let shared = Arc::new(Shared {
-            identities: Arc::new(Identities::from_config(&config.identities)),
-            access: AccessModel::new(config.clone(), audit.clone()),
-            sessions: Arc::new(Sessions::default()),
-            audit,
-            config,
-        });
+        let access = AccessModel::new(config.clone(), audit.clone());
+        let shared = Shared::assemble(config, audit, access);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(super::serve(listener, shared.clone()));

@@ -1,0 +1,384 @@
+//! The gate under abuse: parallel password guessing, silent connections that
+//! hog handshake slots, and the one login budget the listeners and the admin
+//! API share.
+//!
+//! Each test runs a real jitgate in front of a throwaway PostgreSQL or
+//! MariaDB and drives it with real clients (tokio-postgres, mysql_async) or
+//! raw sockets. The witnesses are the audit log's `login_failed` records
+//! (how many attempts reached the secret check, how many the limiter
+//! refused) and the servers' own view of the sessions that got through.
+
+mod common;
+mod mysql_common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+use common::{JitgateOptions, Login, PgServer, eventually, within};
+
+const GUESSES: usize = 20;
+const LIMIT: u32 = 3;
+/// Long enough that a burst of parallel handshakes fits in one window on a
+/// slow debug build, short enough to wait out.
+const WINDOW: &str = "6s";
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// `login_failed` records of `identity`, by reason.
+fn failed_logins(lines: &[Value], identity: &str, reason: &str) -> usize {
+    lines
+        .iter()
+        .filter(|v| v["event"] == "login_failed" && v["identity"] == identity)
+        .filter(|v| v["reason"] == reason)
+        .count()
+}
+
+/// Wait until `count` `login_failed` records of alice are in the audit log
+/// (one per attempt), then return how many were bad secrets (the attempts
+/// that reached the check) and how many the limiter refused.
+async fn failures_once_all_recorded(
+    count: usize,
+    audit_lines: impl Fn() -> Vec<Value>,
+) -> (usize, usize) {
+    eventually(secs(10), "a login_failed record per attempt", || {
+        let lines = audit_lines();
+        let bad = failed_logins(&lines, "alice", "bad_secret");
+        let limited = failed_logins(&lines, "alice", "rate_limited");
+        std::future::ready((bad + limited >= count).then_some((bad, limited)))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_passwords_reach_the_check_only_up_to_the_limit_postgres() {
+    let pg = PgServer::start().await;
+    let jg = common::Jitgate::start(
+        &pg,
+        JitgateOptions {
+            max_login_failures: Some(LIMIT),
+            login_failure_window: Some(WINDOW.into()),
+            ..JitgateOptions::default()
+        },
+    )
+    .await;
+    jg.grant("alice", common::TARGET, "read", "5m").await;
+
+    let started = Instant::now();
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..GUESSES {
+        let login = Login::new("alice", &format!("guess-{i}"));
+        guesses.spawn(guess_postgres(jg.pg_port(), login));
+    }
+    let mut refusals = Vec::new();
+    while let Some(r) = guesses.join_next().await {
+        refusals.push(r.expect("guess task"));
+    }
+    let burst = started.elapsed();
+    assert!(
+        refusals.iter().all(Option::is_some),
+        "a wrong password logged in"
+    );
+
+    let (bad, limited) = failures_once_all_recorded(GUESSES, || jg.audit_lines()).await;
+    assert!(
+        burst < secs(6),
+        "the burst took {burst:?}, longer than the window"
+    );
+    assert_eq!(
+        bad, LIMIT as usize,
+        "attempts that reached the secret check; limiter refusals: {limited}"
+    );
+    assert_eq!(limited, GUESSES - LIMIT as usize);
+    let told = refusals
+        .iter()
+        .flatten()
+        .filter(|m| m.contains("too many failed logins"))
+        .count();
+    assert_eq!(
+        told, limited,
+        "each refused client is told why: {refusals:?}"
+    );
+
+    // The right secret waits out the window too, then logs in.
+    let err = jg
+        .connect(&Login::alice())
+        .await
+        .expect_err("alice has no attempts left in this window");
+    assert!(common::describe_error(&err).contains("too many failed logins"));
+    let client = eventually(secs(15), "a login once the window passed", || async {
+        jg.connect(&Login::alice()).await.ok()
+    })
+    .await;
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    assert_eq!(
+        pg.backends_of("jg_read").await.len(),
+        1,
+        "the server sees the one session that logged in"
+    );
+}
+
+/// One tokio-postgres login with a wrong password: the server's message.
+async fn guess_postgres(port: u16, login: Login) -> Option<String> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(&login.user)
+        .password(&login.password)
+        .dbname(&login.dbname)
+        .connect_timeout(secs(10))
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    match within(
+        secs(20),
+        "a guessed login",
+        config.connect(common::AnyCertTls::new()),
+    )
+    .await
+    {
+        Ok(_) => None,
+        Err(e) => Some(common::describe_error(&e)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_passwords_reach_the_check_only_up_to_the_limit_mysql() {
+    let db = mysql_common::MariaDb::start();
+    let jg = mysql_common::Jitgate::start(
+        &db,
+        mysql_common::Options {
+            max_login_failures: Some(LIMIT),
+            login_failure_window: Some(WINDOW.into()),
+            ..mysql_common::Options::default()
+        },
+    )
+    .await;
+    jg.grant("read", "5m").await;
+
+    let started = Instant::now();
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..GUESSES {
+        let opts = jg.async_opts(&format!("guess-{i}"));
+        guesses.spawn(async move {
+            match within(secs(20), "a guessed login", mysql_async::Conn::new(opts)).await {
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
+            }
+        });
+    }
+    let mut refusals = Vec::new();
+    while let Some(r) = guesses.join_next().await {
+        refusals.push(r.expect("guess task"));
+    }
+    let burst = started.elapsed();
+    assert!(
+        refusals.iter().all(Option::is_some),
+        "a wrong password logged in"
+    );
+
+    let (bad, limited) = failures_once_all_recorded(GUESSES, || jg.audit_lines()).await;
+    assert!(
+        burst < secs(6),
+        "the burst took {burst:?}, longer than the window"
+    );
+    assert_eq!(
+        bad, LIMIT as usize,
+        "attempts that reached the secret check; limiter refusals: {limited}"
+    );
+    assert_eq!(limited, GUESSES - LIMIT as usize);
+    let told = refusals
+        .iter()
+        .flatten()
+        .filter(|m| m.contains("too many failed logins"))
+        .count();
+    assert_eq!(
+        told, limited,
+        "each refused client is told why: {refusals:?}"
+    );
+
+    let err = mysql_async::Conn::new(jg.async_opts(mysql_common::ALICE_SECRET))
+        .await
+        .expect_err("alice has no attempts left in this window");
+    assert!(err.to_string().contains("too many failed logins"), "{err}");
+    let deadline = Instant::now() + secs(15);
+    let mut conn = loop {
+        match mysql_async::Conn::new(jg.async_opts(mysql_common::ALICE_SECRET)).await {
+            Ok(conn) => break conn,
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.to_string().contains("too many failed logins"), "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no login once the window passed: {e}\n{}", jg.log()),
+        }
+    };
+    assert_server_runs_as_the_read_account(&mut conn).await;
+}
+
+/// The server's own word that the session got through to the level's account.
+async fn assert_server_runs_as_the_read_account(conn: &mut mysql_async::Conn) {
+    use mysql_async::prelude::Queryable;
+    let user: Option<String> = conn.query_first("SELECT CURRENT_USER()").await.unwrap();
+    assert!(
+        user.as_deref().is_some_and(|u| u.starts_with("jg_read@")),
+        "{user:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bearer_tokens_spend_the_addresss_budget_for_database_logins_too() {
+    let pg = PgServer::start().await;
+    let jg = common::Jitgate::start(
+        &pg,
+        JitgateOptions {
+            max_login_failures: Some(LIMIT),
+            ..JitgateOptions::default()
+        },
+    )
+    .await;
+    jg.grant("alice", common::TARGET, "read", "5m").await;
+    for i in 0..LIMIT {
+        let (status, _) = jg
+            .api(
+                reqwest::Method::GET,
+                "/v1/grants",
+                Some(&format!("guess-{i}")),
+                None,
+            )
+            .await;
+        assert_eq!(status, 401);
+    }
+    let (status, body) = jg
+        .api(reqwest::Method::GET, "/v1/grants", Some("guess-x"), None)
+        .await;
+    assert_eq!(status, 429, "{body}");
+
+    // The same address, another door, the right secret: still no attempts left.
+    let err = jg
+        .connect(&Login::alice())
+        .await
+        .expect_err("the address spent its budget on the admin API");
+    assert!(
+        common::describe_error(&err).contains("too many failed logins"),
+        "{}",
+        common::describe_error(&err)
+    );
+    jg.wait_for_audit("the refused database login", |v| {
+        v["event"] == "login_failed" && v["identity"] == "alice" && v["reason"] == "rate_limited"
+    })
+    .await;
+    assert!(pg.backends_of("jg_read").await.is_empty());
+}
+
+// ---- silent connections ------------------------------------------------------
+
+/// Idle connections that never send a byte, from `local` (any 127.0.0.0/8
+/// address works on Linux), each watched until jitgate closes it; a watch
+/// ends with how long its connection lived.
+async fn open_silent(
+    local: &str,
+    count: usize,
+    jitgate: SocketAddr,
+    watches: &mut tokio::task::JoinSet<Duration>,
+) {
+    for _ in 0..count {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(format!("{local}:0").parse().unwrap())
+            .expect("bind a loopback address");
+        let mut tcp: TcpStream = within(secs(5), "TCP connect", socket.connect(jitgate))
+            .await
+            .expect("connect to jitgate");
+        let connected = Instant::now();
+        watches.spawn(async move {
+            // MySQL's greeting, or a refusal: read whatever comes until EOF.
+            let mut buf = [0u8; 512];
+            while let Ok(n) = tcp.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            connected.elapsed()
+        });
+    }
+}
+
+/// 300 silent connections from one address (over its per-address cap) and
+/// 300 more spread over ten others (over the total of handshake slots).
+async fn flood(jitgate: SocketAddr) -> tokio::task::JoinSet<Duration> {
+    let mut watches = tokio::task::JoinSet::new();
+    open_silent("127.0.0.2", 300, jitgate, &mut watches).await;
+    for i in 1..=10 {
+        open_silent(&format!("127.0.1.{i}"), 30, jitgate, &mut watches).await;
+    }
+    watches
+}
+
+/// Every silent connection was closed: those over their address's cap at
+/// once, the others after the first-message timeout (3 s by default).
+async fn assert_silent_ones_closed(mut watches: tokio::task::JoinSet<Duration>) {
+    let mut refused = 0;
+    let mut timed_out = 0;
+    within(
+        secs(15),
+        "jitgate to close every silent connection",
+        async {
+            while let Some(lived) = watches.join_next().await {
+                if lived.expect("watch task") < Duration::from_millis(1500) {
+                    refused += 1;
+                } else {
+                    timed_out += 1;
+                }
+            }
+        },
+    )
+    .await;
+    // The default cap is 32 per address: 300 - 32 from 127.0.0.2 are refused.
+    assert_eq!(
+        refused,
+        300 - 32,
+        "refused at once (timed out: {timed_out})"
+    );
+    assert_eq!(timed_out, 32 + 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_do_not_keep_a_good_postgres_client_out() {
+    let pg = PgServer::start().await;
+    let jg = common::Jitgate::start(&pg, JitgateOptions::default()).await;
+    jg.grant("alice", common::TARGET, "read", "5m").await;
+    let watches = flood(SocketAddr::from(([127, 0, 0, 1], jg.pg_port()))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let client = within(secs(2), "a good login past 600 silent connections", async {
+        jg.connect_ok(&Login::alice()).await
+    })
+    .await;
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    assert_eq!(pg.backends_of("jg_read").await.len(), 1);
+    assert_silent_ones_closed(watches).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_do_not_keep_a_good_mysql_client_out() {
+    let db = mysql_common::MariaDb::start();
+    let jg = mysql_common::Jitgate::start(&db, mysql_common::Options::default()).await;
+    jg.grant("read", "5m").await;
+    let watches = flood(SocketAddr::from(([127, 0, 0, 1], jg.mysql_port))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let opts = jg.async_opts(mysql_common::ALICE_SECRET);
+    let mut conn = within(secs(2), "a good login past 600 silent connections", async {
+        mysql_async::Conn::new(opts).await
+    })
+    .await
+    .unwrap_or_else(|e| panic!("login failed: {e}\n{}", jg.log()));
+    assert_server_runs_as_the_read_account(&mut conn).await;
+    assert_silent_ones_closed(watches).await;
+}
