@@ -141,6 +141,14 @@ pub struct Limits {
     /// Threads that run the proxied sessions (see `wire::workers`); by
     /// default half the CPUs the process may use, at least one.
     pub session_threads: usize,
+    /// Open admin-API connections; more are answered 503 and closed, so
+    /// the API cannot take the descriptors the database listeners need.
+    pub admin_max_connections: usize,
+    /// An admin-API client must send a request's headers within this time
+    /// (also while a kept-alive connection waits for its next request).
+    pub admin_header_read_timeout: Duration,
+    /// An admin-API connection with no bytes either way for this long is closed.
+    pub admin_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -363,6 +371,9 @@ struct RawLimits {
     max_login_failures: Option<u32>,
     login_failure_window: Option<String>,
     session_threads: Option<usize>,
+    admin_max_connections: Option<usize>,
+    admin_header_read_timeout: Option<String>,
+    admin_idle_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -532,6 +543,17 @@ impl Validator<'_> {
                 Duration::from_secs(60),
             )?,
             session_threads: l.session_threads.unwrap_or_else(default_session_threads),
+            admin_max_connections: l.admin_max_connections.unwrap_or(128),
+            admin_header_read_timeout: self.duration(
+                "limits.admin_header_read_timeout",
+                l.admin_header_read_timeout.as_deref(),
+                Duration::from_secs(10),
+            )?,
+            admin_idle_timeout: self.duration(
+                "limits.admin_idle_timeout",
+                l.admin_idle_timeout.as_deref(),
+                Duration::from_secs(60),
+            )?,
         };
         if !(1..=MAX_SESSION_THREADS).contains(&limits.session_threads) {
             return Err(self.invalid(
@@ -548,8 +570,20 @@ impl Validator<'_> {
                 "max_pending_handshakes, max_pending_handshakes_per_address and max_sessions must be at least 1",
             ));
         }
-        if limits.first_message_timeout.is_zero() {
-            return Err(self.invalid("limits.first_message_timeout", "must be more than 0s"));
+        for (key, d) in [
+            ("limits.first_message_timeout", limits.first_message_timeout),
+            (
+                "limits.admin_header_read_timeout",
+                limits.admin_header_read_timeout,
+            ),
+            ("limits.admin_idle_timeout", limits.admin_idle_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(self.invalid(key, "must be more than 0s"));
+            }
+        }
+        if limits.admin_max_connections == 0 {
+            return Err(self.invalid("limits.admin_max_connections", "must be at least 1"));
         }
         if limits.max_message_bytes < 1024 {
             return Err(self.invalid("limits.max_message_bytes", "must be at least 1024"));

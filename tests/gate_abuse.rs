@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use common::{JitgateOptions, Login, PgServer, eventually, within};
@@ -381,4 +381,195 @@ async fn silent_connections_do_not_keep_a_good_mysql_client_out() {
     .unwrap_or_else(|e| panic!("login failed: {e}\n{}", jg.log()));
     assert_server_runs_as_the_read_account(&mut conn).await;
     assert_silent_ones_closed(watches).await;
+}
+
+// ---- admin API connections ---------------------------------------------------
+
+/// Read from `tcp` until jitgate closes it (or `limit` passes); what it sent
+/// and how long that took.
+async fn read_until_closed(tcp: &mut TcpStream, limit: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(limit, async {
+        while let Ok(n) = tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        closed.is_ok(),
+        "jitgate kept the admin connection open for {limit:?}; it sent: {text}"
+    );
+    (text, started.elapsed())
+}
+
+fn admin_addr(jg: &common::Jitgate) -> String {
+    jg.admin_url().trim_start_matches("http://").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_connections_over_the_cap_get_503_while_database_listeners_accept() {
+    let pg = PgServer::start().await;
+    let jg = common::Jitgate::start(
+        &pg,
+        JitgateOptions {
+            extra_limits: "admin_max_connections = 4\n".into(),
+            ..JitgateOptions::default()
+        },
+    )
+    .await;
+    jg.grant("alice", common::TARGET, "read", "5m").await;
+
+    // Silent connections take the admin slots (the harness's own HTTP
+    // client may hold one more); the next one is told 503 and closed.
+    let addr = admin_addr(&jg);
+    let mut held = Vec::new();
+    let refusal = loop {
+        assert!(
+            held.len() <= 4,
+            "no refusal after {} connections",
+            held.len()
+        );
+        let mut tcp = TcpStream::connect(&addr)
+            .await
+            .expect("connect to the admin API");
+        let mut first = [0u8; 12];
+        match tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut first)).await {
+            Err(_) => held.push(tcp),
+            Ok(_) => break read_until_closed(&mut tcp, secs(2)).await.0,
+        }
+    };
+    assert!(
+        held.len() >= 3,
+        "refused after only {} connections",
+        held.len()
+    );
+    assert!(
+        refusal.contains("Service Unavailable") && refusal.contains("admin_max_connections"),
+        "{refusal}"
+    );
+
+    // The database listener is not short of anything.
+    let client = within(
+        secs(5),
+        "a database login while the admin API is full",
+        async { jg.connect_ok(&Login::alice()).await },
+    )
+    .await;
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+
+    drop(held);
+    eventually(secs(5), "the admin API once its slots are free", || async {
+        let (status, _) = jg
+            .admin_api()
+            .call(reqwest::Method::GET, "/healthz", None, None)
+            .await
+            .ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
+
+    // Headroom for the database listeners: the soft open-files limit was
+    // raised to the hard one at start.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", jg.pid())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files in /proc/<pid>/limits")
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect();
+    assert_eq!(
+        open_files[0], open_files[1],
+        "soft and hard: {open_files:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_admin_connections_are_closed() {
+    let pg = PgServer::start().await;
+    let mut jg = common::Jitgate::start(
+        &pg,
+        JitgateOptions {
+            extra_limits: "admin_header_read_timeout = \"1s\"\nadmin_idle_timeout = \"2s\"\n"
+                .into(),
+            ..JitgateOptions::default()
+        },
+    )
+    .await;
+    let addr = admin_addr(&jg);
+
+    let silent = async {
+        let mut tcp = TcpStream::connect(&addr).await.unwrap();
+        read_until_closed(&mut tcp, secs(5)).await
+    };
+    // Header bytes trickle in, so the connection is never idle: the header
+    // read timeout is what ends it.
+    let trickle = async {
+        let mut tcp = TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: jitgate\r\n")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        for i in 0..20 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if tcp
+                .write_all(format!("x-slow-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let (text, _) = read_until_closed(&mut tcp, secs(5)).await;
+        (text, started.elapsed())
+    };
+    // One request answered, then nothing: kept alive only so long.
+    let kept_alive = async {
+        let mut tcp = TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: jitgate\r\n\r\n")
+            .await
+            .unwrap();
+        read_until_closed(&mut tcp, secs(6)).await
+    };
+    // A body that stalls halfway: the handler waits for it, the socket is idle.
+    let stalled_body = async {
+        let mut tcp = TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /v1/grants HTTP/1.1\r\nhost: jitgate\r\nauthorization: Bearer {}\r\n\
+             content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"identity\":",
+            common::ADMIN_SECRET
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        read_until_closed(&mut tcp, secs(8)).await
+    };
+    let (silent, trickle, kept_alive, stalled_body) =
+        tokio::join!(silent, trickle, kept_alive, stalled_body);
+
+    assert!(silent.0.is_empty(), "{}", silent.0);
+    assert!(silent.1 >= Duration::from_millis(800), "{:?}", silent.1);
+    assert!(
+        trickle.1 < secs(4),
+        "a trickle of headers lasted {:?}",
+        trickle.1
+    );
+    assert!(kept_alive.0.contains("200 OK"), "{}", kept_alive.0);
+    assert!(
+        !stalled_body.0.contains("201"),
+        "no grant from half a body: {}",
+        stalled_body.0
+    );
+    assert!(
+        stalled_body.1 >= Duration::from_millis(1500),
+        "{:?}",
+        stalled_body.1
+    );
+    jg.assert_alive().await;
 }

@@ -776,6 +776,8 @@ pub struct JitgateOptions {
     pub first_message_timeout: Option<String>,
     /// `limits.max_pending_handshakes_per_address`.
     pub max_pending_handshakes_per_address: Option<usize>,
+    /// Raw TOML lines appended to `[limits]` (`admin_max_connections = 4`, say).
+    pub extra_limits: String,
     /// Raw TOML appended to the config: `[[policies]]` tables, say.
     pub policies: String,
     /// `requests.pending_timeout`, e.g. "2s".
@@ -801,6 +803,7 @@ impl Default for JitgateOptions {
             login_failure_window: None,
             first_message_timeout: None,
             max_pending_handshakes_per_address: None,
+            extra_limits: String::new(),
             policies: String::new(),
             pending_timeout: None,
             webhooks: Vec::new(),
@@ -885,6 +888,7 @@ impl Jitgate {
         if let Some(n) = opts.max_pending_handshakes_per_address {
             limits.push_str(&format!("max_pending_handshakes_per_address = {n}\n"));
         }
+        limits.push_str(&opts.extra_limits);
         let mut identities = String::new();
         for (name, group, verifier) in identity_verifiers() {
             identities.push_str(&format!(
