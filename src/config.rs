@@ -77,6 +77,12 @@ pub struct AutoApprove {
 pub struct RequestsConfig {
     /// A pending request that nobody decides within this time expires.
     pub pending_timeout: Duration,
+    /// Longest reason (of a request or a direct grant) or decision comment,
+    /// in characters: they are copied into the journal, the audit log, every
+    /// listing and every webhook.
+    pub max_reason_chars: usize,
+    /// Pending requests one identity may have at once.
+    pub max_pending_per_identity: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -319,6 +325,8 @@ struct RawAutoApprove {
 #[serde(deny_unknown_fields)]
 struct RawRequests {
     pending_timeout: Option<String>,
+    max_reason_chars: Option<usize>,
+    max_pending_per_identity: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -809,7 +817,15 @@ impl Validator<'_> {
                 raw.requests.pending_timeout.as_deref(),
                 Duration::from_secs(3600),
             )?,
+            max_reason_chars: raw.requests.max_reason_chars.unwrap_or(1000),
+            max_pending_per_identity: raw.requests.max_pending_per_identity.unwrap_or(10),
         };
+        if requests.max_reason_chars == 0 || requests.max_pending_per_identity == 0 {
+            return Err(self.invalid(
+                "requests",
+                "max_reason_chars and max_pending_per_identity must be at least 1",
+            ));
+        }
         if requests.pending_timeout.is_zero() || requests.pending_timeout > LONGEST_SPAN {
             return Err(self.invalid(
                 "requests.pending_timeout",

@@ -418,41 +418,43 @@ async fn admin_connections_over_the_cap_get_503_while_database_listeners_accept(
     let jg = common::Jitgate::start(
         &pg,
         JitgateOptions {
-            extra_limits: "admin_max_connections = 4\n".into(),
+            extra_limits: "admin_max_connections = 4\nadmin_idle_timeout = \"3s\"\n".into(),
             ..JitgateOptions::default()
         },
     )
     .await;
     jg.grant("alice", common::TARGET, "read", "5m").await;
+    // The harness's own HTTP client keeps connections alive: let the idle
+    // timeout close them, so the four slots are free.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
 
-    // Silent connections take the admin slots (the harness's own HTTP
-    // client may hold one more); the next one is told 503 and closed.
+    // Four silent connections take the slots; the fifth is told 503 and closed.
     let addr = admin_addr(&jg);
     let mut held = Vec::new();
-    let refusal = loop {
-        assert!(
-            held.len() <= 4,
-            "no refusal after {} connections",
-            held.len()
+    for _ in 0..4 {
+        held.push(
+            TcpStream::connect(&addr)
+                .await
+                .expect("connect to the admin API"),
         );
-        let mut tcp = TcpStream::connect(&addr)
-            .await
-            .expect("connect to the admin API");
-        let mut first = [0u8; 12];
-        match tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut first)).await {
-            Err(_) => held.push(tcp),
-            Ok(_) => break read_until_closed(&mut tcp, secs(2)).await.0,
-        }
-    };
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fifth = TcpStream::connect(&addr)
+        .await
+        .expect("connect to the admin API");
+    let (refusal, _) = read_until_closed(&mut fifth, secs(2)).await;
     assert!(
-        held.len() >= 3,
-        "refused after only {} connections",
-        held.len()
-    );
-    assert!(
-        refusal.contains("Service Unavailable") && refusal.contains("admin_max_connections"),
+        refusal.contains("503 Service Unavailable") && refusal.contains("admin_max_connections"),
         "{refusal}"
     );
+    for tcp in &mut held {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(10), tcp.read(&mut byte)).await;
+        assert!(
+            read.is_err(),
+            "a connection within the cap was answered or closed"
+        );
+    }
 
     // The database listener is not short of anything.
     let client = within(
@@ -572,4 +574,45 @@ async fn slow_and_idle_admin_connections_are_closed() {
         stalled_body.1
     );
     jg.assert_alive().await;
+}
+
+// ---- what a knock leaves behind ----------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_with_huge_names_leave_bounded_audit_records() {
+    let pg = PgServer::start().await;
+    let jg = common::Jitgate::start(
+        &pg,
+        JitgateOptions {
+            max_login_failures: Some(1),
+            ..JitgateOptions::default()
+        },
+    )
+    .await;
+    let user = "u".repeat(4000);
+    let database = "d".repeat(4000);
+    for _ in 0..2 {
+        let login = Login::new(&user, "guess").dbname(&database);
+        let refusal = guess_postgres(jg.pg_port(), login).await;
+        assert!(refusal.is_some(), "a made-up user logged in");
+    }
+    let lines = eventually(secs(10), "both failed logins in the audit log", || {
+        let failed: Vec<Value> = jg
+            .audit_lines()
+            .into_iter()
+            .filter(|v| v["event"] == "login_failed")
+            .collect();
+        std::future::ready((failed.len() >= 2).then_some(failed))
+    })
+    .await;
+    let reasons: Vec<&str> = lines.iter().filter_map(|v| v["reason"].as_str()).collect();
+    assert_eq!(reasons, ["bad_secret", "rate_limited"]);
+    for v in &lines {
+        for key in ["identity", "target"] {
+            let kept = v[key].as_str().unwrap();
+            assert_eq!(kept.chars().count(), 65, "{key}: {kept}");
+            assert!(kept.ends_with('…'), "{key}: {kept}");
+        }
+        assert!(v.to_string().len() < 1024, "{v}");
+    }
 }

@@ -33,7 +33,7 @@ use super::packet::{
 use super::relay::{self, SessionCtx, SessionEnd};
 use super::upstream::{self, ClientTerms, KillScope};
 use crate::access::AuthorizeError;
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, client_name};
 use crate::config::Protocol;
 use crate::metrics::{METRICS, Metrics, SessionMetrics};
 use crate::server::Shared;
@@ -307,10 +307,12 @@ impl MysqlFront {
         let audit = &self.shared.audit;
         let peer_s = peer.to_string();
         let target_hint = resp.database.clone().unwrap_or_default();
+        // Names the client chose, bounded in the records of failed logins.
+        let (user_named, target_named) = (client_name(&user), client_name(&target_hint));
         let login_failed = |reason: &str| {
             let _ = audit.record(&AuditEvent {
-                identity: Some(&user),
-                target: Some(&target_hint),
+                identity: Some(&user_named),
+                target: Some(&target_named),
                 client_addr: Some(&peer_s),
                 reason: Some(reason),
                 ..AuditEvent::new("login_failed")

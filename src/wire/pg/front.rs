@@ -22,7 +22,7 @@ use super::relay::{self, SessionEnd};
 use super::scram::{MECHANISM, ScramError, ScramServer};
 use super::upstream;
 use crate::access::AuthorizeError;
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, client_name};
 use crate::config::Protocol;
 use crate::metrics::{METRICS, Metrics, SessionMetrics};
 use crate::server::Shared;
@@ -249,10 +249,12 @@ impl PgFront {
         let mut r = FrameReader::new(r, MAX_AUTH_MESSAGE_BYTES);
         let audit = &self.shared.audit;
         let peer_s = peer.to_string();
+        // Names the client chose, bounded in the records of failed logins.
+        let (user_named, target_named) = (client_name(&user), client_name(&target));
         let login_failed = |reason: &str| {
             let _ = audit.record(&AuditEvent {
-                identity: Some(&user),
-                target: Some(&target),
+                identity: Some(&user_named),
+                target: Some(&target_named),
                 client_addr: Some(&peer_s),
                 reason: Some(reason),
                 ..AuditEvent::new("login_failed")
