@@ -155,6 +155,9 @@ pub struct Limits {
     pub admin_header_read_timeout: Duration,
     /// An admin-API connection with no bytes either way for this long is closed.
     pub admin_idle_timeout: Duration,
+    /// An admin-API request must be read (body included) and answered
+    /// within this time, or it gets 408.
+    pub admin_request_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -382,6 +385,7 @@ struct RawLimits {
     admin_max_connections: Option<usize>,
     admin_header_read_timeout: Option<String>,
     admin_idle_timeout: Option<String>,
+    admin_request_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -562,6 +566,11 @@ impl Validator<'_> {
                 l.admin_idle_timeout.as_deref(),
                 Duration::from_secs(60),
             )?,
+            admin_request_timeout: self.duration(
+                "limits.admin_request_timeout",
+                l.admin_request_timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
         };
         if !(1..=MAX_SESSION_THREADS).contains(&limits.session_threads) {
             return Err(self.invalid(
@@ -585,6 +594,7 @@ impl Validator<'_> {
                 limits.admin_header_read_timeout,
             ),
             ("limits.admin_idle_timeout", limits.admin_idle_timeout),
+            ("limits.admin_request_timeout", limits.admin_request_timeout),
         ] {
             if d.is_zero() {
                 return Err(self.invalid(key, "must be more than 0s"));

@@ -500,7 +500,8 @@ async fn slow_and_idle_admin_connections_are_closed() {
     let mut jg = common::Jitgate::start(
         &pg,
         JitgateOptions {
-            extra_limits: "admin_header_read_timeout = \"1s\"\nadmin_idle_timeout = \"2s\"\n"
+            extra_limits: "admin_header_read_timeout = \"1s\"\nadmin_idle_timeout = \"2s\"\n\
+                           admin_request_timeout = \"3s\"\n"
                 .into(),
             ..JitgateOptions::default()
         },
@@ -552,8 +553,46 @@ async fn slow_and_idle_admin_connections_are_closed() {
         tcp.write_all(head.as_bytes()).await.unwrap();
         read_until_closed(&mut tcp, secs(8)).await
     };
-    let (silent, trickle, kept_alive, stalled_body) =
-        tokio::join!(silent, trickle, kept_alive, stalled_body);
+    // A body that trickles in, never idle: the request timeout ends it.
+    let trickled_body = async {
+        let mut tcp = TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /v1/grants HTTP/1.1\r\nhost: jitgate\r\nauthorization: Bearer {}\r\n\
+             content-type: application/json\r\ncontent-length: 100\r\n\r\n",
+            common::ADMIN_SECRET
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if tcp.write_all(b" ").await.is_err() {
+                break;
+            }
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(1), tcp.read(&mut buf)).await
+            {
+                answer.extend_from_slice(&buf[..n]);
+                if n == 0 || answer.ends_with(b"}") {
+                    break;
+                }
+            }
+        }
+        (
+            String::from_utf8_lossy(&answer).into_owned(),
+            started.elapsed(),
+        )
+    };
+    let (silent, trickle, kept_alive, stalled_body, trickled_body) =
+        tokio::join!(silent, trickle, kept_alive, stalled_body, trickled_body);
+    assert!(
+        trickled_body.0.contains("408") && trickled_body.0.contains("admin_request_timeout"),
+        "after {:?}: {}",
+        trickled_body.1,
+        trickled_body.0
+    );
+    assert!(trickled_body.1 < secs(6), "{:?}", trickled_body.1);
 
     assert!(silent.0.is_empty(), "{}", silent.0);
     assert!(silent.1 >= Duration::from_millis(800), "{:?}", silent.1);

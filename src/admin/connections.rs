@@ -12,7 +12,10 @@
 //!   for its next request), so a slow trickle of header bytes does not hold
 //!   a slot;
 //! - a connection with no bytes either way for `limits.admin_idle_timeout`
-//!   is closed (a stalled body upload, a client that stopped reading).
+//!   is closed (a stalled body upload, a client that stopped reading);
+//! - a request must be read, body included, and answered within
+//!   `limits.admin_request_timeout`, or it gets `408` (a body that trickles
+//!   in a byte at a time is never idle).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -23,6 +26,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -31,6 +36,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::error::ApiError;
 use crate::config::Limits;
 
 /// What a connection over the cap is told before it is closed.
@@ -39,8 +45,11 @@ const OVER_CAP: &str = "{\"error\":\"too many connections\",\"detail\":\"the jit
 /// Accept and serve connections until the listener fails for good.
 pub async fn serve(listener: TcpListener, router: Router, limits: &Limits) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.admin_max_connections));
-    let header_read_timeout = limits.admin_header_read_timeout;
-    let idle_timeout = limits.admin_idle_timeout;
+    let timeouts = Timeouts {
+        header_read: limits.admin_header_read_timeout,
+        idle: limits.admin_idle_timeout,
+        request: limits.admin_request_timeout,
+    };
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -58,7 +67,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: &Limits) -> st
         };
         let router = router.clone();
         tokio::spawn(async move {
-            serve_one(tcp, peer, router, header_read_timeout, idle_timeout).await;
+            serve_one(tcp, peer, router, timeouts).await;
             drop(slot);
         });
     }
@@ -74,13 +83,14 @@ fn refuse_over_cap(tcp: &TcpStream) {
     let _ = tcp.try_write(response.as_bytes());
 }
 
-async fn serve_one(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    router: Router,
-    header_read_timeout: Duration,
-    idle_timeout: Duration,
-) {
+#[derive(Clone, Copy)]
+struct Timeouts {
+    header_read: Duration,
+    idle: Duration,
+    request: Duration,
+}
+
+async fn serve_one(tcp: TcpStream, peer: SocketAddr, router: Router, timeouts: Timeouts) {
     let _ = tcp.set_nodelay(true);
     let watched = Watched::new(tcp);
     let last_active = watched.last_active.clone();
@@ -88,11 +98,17 @@ async fn serve_one(
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         // The failed-login limit counts by client address (see `auth.rs`).
         req.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().call(req)
+        let answer = router.clone().call(req);
+        async move {
+            match tokio::time::timeout(timeouts.request, answer).await {
+                Ok(answered) => answered,
+                Err(_) => Ok(too_slow(timeouts.request).into_response()),
+            }
+        }
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(timeouts.header_read);
     let conn = http.serve_connection(TokioIo::new(watched), service);
     tokio::pin!(conn);
     loop {
@@ -104,7 +120,7 @@ async fn serve_one(
                 }
                 return;
             }
-            _ = tokio::time::sleep_until(idle_since + idle_timeout) => {
+            _ = tokio::time::sleep_until(idle_since + timeouts.idle) => {
                 let now_idle_since =
                     started + Duration::from_millis(last_active.load(Ordering::Relaxed));
                 if now_idle_since == idle_since {
@@ -114,6 +130,17 @@ async fn serve_one(
             }
         }
     }
+}
+
+fn too_slow(limit: Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request timeout",
+        format!(
+            "the request was not received and answered within {} (limits.admin_request_timeout); send the whole request at once and try again",
+            humantime::format_duration(limit)
+        ),
+    )
 }
 
 /// A socket that notes when bytes last moved either way, for the idle timeout.
