@@ -191,6 +191,20 @@ impl<'a> AuditEvent<'a> {
     }
 }
 
+/// Longest client-chosen name (a user or database a login named) kept in a
+/// record of a login that did not get in: anyone can knock, so what their
+/// records hold must be bounded.
+pub const CLIENT_NAME_MAX_CHARS: usize = 64;
+
+/// `name` as a login record keeps it: at most [`CLIENT_NAME_MAX_CHARS`]
+/// characters, a cut one ending in `…` so a reader knows it was cut.
+pub fn client_name(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.char_indices().nth(CLIENT_NAME_MAX_CHARS) {
+        None => std::borrow::Cow::Borrowed(name),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!("{}…", &name[..cut])),
+    }
+}
+
 /// The `event` of the record [`AuditLog::open`] writes right after sealing a
 /// line that a crash cut short.
 pub const RECOVERED_EVENT: &str = "audit_log_recovered";
@@ -894,6 +908,17 @@ fn check_line(line: &[u8], prev: &[u8; 32], number: u64) -> Checked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_client_names_are_cut_on_a_character_boundary() {
+        assert_eq!(client_name("alice"), "alice");
+        let exact = "é".repeat(CLIENT_NAME_MAX_CHARS);
+        assert_eq!(client_name(&exact), exact);
+        let long = "é".repeat(10_000);
+        let cut = client_name(&long);
+        assert_eq!(cut.chars().count(), CLIENT_NAME_MAX_CHARS + 1);
+        assert!(cut.ends_with('…'));
+    }
 
     fn config(path: &Path, fsync: FsyncPolicy) -> AuditConfig {
         AuditConfig {

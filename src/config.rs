@@ -77,6 +77,12 @@ pub struct AutoApprove {
 pub struct RequestsConfig {
     /// A pending request that nobody decides within this time expires.
     pub pending_timeout: Duration,
+    /// Longest reason (of a request or a direct grant) or decision comment,
+    /// in characters: they are copied into the journal, the audit log, every
+    /// listing and every webhook.
+    pub max_reason_chars: usize,
+    /// Pending requests one identity may have at once.
+    pub max_pending_per_identity: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -123,7 +129,16 @@ pub struct AuditConfig {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub handshake_timeout: Duration,
+    /// A client's first message (PostgreSQL startup or SSLRequest, MySQL
+    /// handshake response or SSLRequest) must arrive within this time; until
+    /// it does, the connection holds only a slot of its address.
+    pub first_message_timeout: Duration,
+    /// Handshakes in progress, counted from the client's first message, so
+    /// silent connections cannot take the slots of clients that speak.
     pub max_pending_handshakes: usize,
+    /// Handshakes in progress from one client address (IPv6: one /64),
+    /// silent or not, across the PostgreSQL and MySQL listeners.
+    pub max_pending_handshakes_per_address: usize,
     pub max_sessions: usize,
     pub max_message_bytes: usize,
     /// Failed logins allowed per identity and per client address in `login_failure_window`.
@@ -132,6 +147,17 @@ pub struct Limits {
     /// Threads that run the proxied sessions (see `wire::workers`); by
     /// default half the CPUs the process may use, at least one.
     pub session_threads: usize,
+    /// Open admin-API connections; more are answered 503 and closed, so
+    /// the API cannot take the descriptors the database listeners need.
+    pub admin_max_connections: usize,
+    /// An admin-API client must send a request's headers within this time
+    /// (also while a kept-alive connection waits for its next request).
+    pub admin_header_read_timeout: Duration,
+    /// An admin-API connection with no bytes either way for this long is closed.
+    pub admin_idle_timeout: Duration,
+    /// An admin-API request must be read (body included) and answered
+    /// within this time, or it gets 408.
+    pub admin_request_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -312,6 +338,8 @@ struct RawAutoApprove {
 #[serde(deny_unknown_fields)]
 struct RawRequests {
     pending_timeout: Option<String>,
+    max_reason_chars: Option<usize>,
+    max_pending_per_identity: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -356,12 +384,18 @@ struct RawAudit {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     handshake_timeout: Option<String>,
+    first_message_timeout: Option<String>,
     max_pending_handshakes: Option<usize>,
+    max_pending_handshakes_per_address: Option<usize>,
     max_sessions: Option<usize>,
     max_message_bytes: Option<usize>,
     max_login_failures: Option<u32>,
     login_failure_window: Option<String>,
     session_threads: Option<usize>,
+    admin_max_connections: Option<usize>,
+    admin_header_read_timeout: Option<String>,
+    admin_idle_timeout: Option<String>,
+    admin_request_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -596,7 +630,13 @@ impl Validator<'_> {
                 l.handshake_timeout.as_deref(),
                 Duration::from_secs(10),
             )?,
+            first_message_timeout: self.duration(
+                "limits.first_message_timeout",
+                l.first_message_timeout.as_deref(),
+                Duration::from_secs(3),
+            )?,
             max_pending_handshakes: l.max_pending_handshakes.unwrap_or(256),
+            max_pending_handshakes_per_address: l.max_pending_handshakes_per_address.unwrap_or(32),
             max_sessions: l.max_sessions.unwrap_or(10_000),
             max_message_bytes: l.max_message_bytes.unwrap_or(64 << 20),
             max_login_failures: l.max_login_failures.unwrap_or(10),
@@ -606,6 +646,22 @@ impl Validator<'_> {
                 Duration::from_secs(60),
             )?,
             session_threads: l.session_threads.unwrap_or_else(default_session_threads),
+            admin_max_connections: l.admin_max_connections.unwrap_or(128),
+            admin_header_read_timeout: self.duration(
+                "limits.admin_header_read_timeout",
+                l.admin_header_read_timeout.as_deref(),
+                Duration::from_secs(10),
+            )?,
+            admin_idle_timeout: self.duration(
+                "limits.admin_idle_timeout",
+                l.admin_idle_timeout.as_deref(),
+                Duration::from_secs(60),
+            )?,
+            admin_request_timeout: self.duration(
+                "limits.admin_request_timeout",
+                l.admin_request_timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
         };
         if !(1..=MAX_SESSION_THREADS).contains(&limits.session_threads) {
             return Err(self.invalid(
@@ -613,11 +669,30 @@ impl Validator<'_> {
                 format!("must be between 1 and {MAX_SESSION_THREADS}"),
             ));
         }
-        if limits.max_pending_handshakes == 0 || limits.max_sessions == 0 {
+        if limits.max_pending_handshakes == 0
+            || limits.max_pending_handshakes_per_address == 0
+            || limits.max_sessions == 0
+        {
             return Err(self.invalid(
                 "limits",
-                "max_pending_handshakes and max_sessions must be at least 1",
+                "max_pending_handshakes, max_pending_handshakes_per_address and max_sessions must be at least 1",
             ));
+        }
+        for (key, d) in [
+            ("limits.first_message_timeout", limits.first_message_timeout),
+            (
+                "limits.admin_header_read_timeout",
+                limits.admin_header_read_timeout,
+            ),
+            ("limits.admin_idle_timeout", limits.admin_idle_timeout),
+            ("limits.admin_request_timeout", limits.admin_request_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(self.invalid(key, "must be more than 0s"));
+            }
+        }
+        if limits.admin_max_connections == 0 {
+            return Err(self.invalid("limits.admin_max_connections", "must be at least 1"));
         }
         if limits.max_message_bytes < 1024 {
             return Err(self.invalid("limits.max_message_bytes", "must be at least 1024"));
@@ -854,7 +929,15 @@ impl Validator<'_> {
                 raw.requests.pending_timeout.as_deref(),
                 Duration::from_secs(3600),
             )?,
+            max_reason_chars: raw.requests.max_reason_chars.unwrap_or(1000),
+            max_pending_per_identity: raw.requests.max_pending_per_identity.unwrap_or(10),
         };
+        if requests.max_reason_chars == 0 || requests.max_pending_per_identity == 0 {
+            return Err(self.invalid(
+                "requests",
+                "max_reason_chars and max_pending_per_identity must be at least 1",
+            ));
+        }
         if requests.pending_timeout.is_zero() || requests.pending_timeout > LONGEST_SPAN {
             return Err(self.invalid(
                 "requests.pending_timeout",

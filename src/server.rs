@@ -7,11 +7,12 @@ use tokio::net::TcpListener;
 
 use crate::access::{AccessModel, StoreError};
 use crate::audit::{AuditError, AuditLog};
-use crate::config::Config;
-use crate::identity::Identities;
+use crate::config::{Config, Limits};
+use crate::identity::{Identities, LoginLimiter};
 use crate::session::Sessions;
 use crate::tls::TlsError;
 use crate::wire::accept_loop;
+use crate::wire::handshakes::Handshakes;
 use crate::wire::mysql::MysqlFront;
 use crate::wire::pg::PgFront;
 use crate::wire::read_account::ReadAccounts;
@@ -26,6 +27,11 @@ pub struct Shared {
     pub audit: Arc<AuditLog>,
     /// Whether each read-only level's upstream account is read-only.
     pub read_accounts: Arc<ReadAccounts>,
+    /// The one failed-login budget per identity and per address, charged by
+    /// every listener and the admin API alike.
+    pub logins: Arc<LoginLimiter>,
+    /// Slots for connections still logging in, on every database listener.
+    pub handshakes: Arc<Handshakes>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,14 +77,25 @@ impl Shared {
         crate::metrics::METRICS.add_known_targets(config.targets.iter().map(|t| t.name.as_str()));
         let config = Arc::new(config);
         let access = AccessModel::open(config.clone(), audit.clone())?;
-        Ok(Arc::new(Shared {
+        Ok(Shared::assemble(config, audit, access))
+    }
+
+    /// The shared state around an audit log and access model already open.
+    pub fn assemble(
+        config: Arc<Config>,
+        audit: Arc<AuditLog>,
+        access: Arc<AccessModel>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
             identities: Arc::new(Identities::from_config(&config.identities)),
             access,
             sessions: Arc::default(),
             audit,
             read_accounts: Arc::default(),
+            logins: Arc::new(LoginLimiter::from_limits(&config.limits)),
+            handshakes: Arc::new(Handshakes::from_limits(&config.limits)),
             config,
-        }))
+        })
     }
 }
 
@@ -88,8 +105,51 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Serve
         .map_err(|source| ServeError::Bind { addr, what, source })
 }
 
+/// Descriptors jitgate needs besides its sessions and handshakes: the
+/// listeners, the audit log, the journal, upstream side connections.
+const DESCRIPTORS_BESIDES_CONNECTIONS: u64 = 64;
+
+/// Raise the open-files soft limit to the hard one, so the configured caps
+/// (two descriptors per session, one per pending handshake, the admin API's
+/// connections) are reached before the process runs out of descriptors;
+/// warn if even the hard limit is too low for them.
+fn raise_descriptor_limit(limits: &Limits) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    let soft = if now.current == now.maximum {
+        now.current
+    } else {
+        let raised = Rlimit {
+            current: now.maximum,
+            maximum: now.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => now.maximum,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise the open-files limit to its hard limit");
+                now.current
+            }
+        }
+    };
+    let needed = 2 * limits.max_sessions as u64
+        + limits.max_pending_handshakes as u64
+        + limits.admin_max_connections as u64
+        + DESCRIPTORS_BESIDES_CONNECTIONS;
+    if let Some(soft) = soft
+        && soft < needed
+    {
+        tracing::warn!(
+            open_files = soft,
+            needed,
+            "the open-files limit is below what limits.max_sessions, max_pending_handshakes and \
+             admin_max_connections may use; raise it (LimitNOFILE= in systemd, ulimit -n) or lower those limits"
+        );
+    }
+}
+
 /// Run jitgate until a listener fails or the process is stopped.
 pub async fn run(config: Config) -> Result<(), ServeError> {
+    raise_descriptor_limit(&config.limits);
     let tls = crate::tls::acceptor(&config.tls)?;
     let shared = Shared::new(config)?;
     let config = shared.config.clone();

@@ -1977,11 +1977,12 @@ async fn pending_handshakes_and_sessions_are_capped() {
     .await;
     jg.grant("alice", TARGET, READ, "2m").await;
 
-    // Two silent connections fill the handshake slots; a third is turned
-    // away at once rather than queued behind them.
+    // Two connections that spoke (SSLRequest, TLS) and then stall fill the
+    // handshake slots; a third is turned away at once rather than queued
+    // behind them. (Silent ones take no such slot: see tests/gate_abuse.rs.)
     let idle = [
-        RawConn::plain(jg.pg_port()).await,
-        RawConn::plain(jg.pg_port()).await,
+        RawConn::tls(jg.pg_port()).await,
+        RawConn::tls(jg.pg_port()).await,
     ];
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut third = RawConn::plain(jg.pg_port()).await;

@@ -66,6 +66,8 @@ pub enum GrantError {
     BadDuration(Duration),
     #[error("a reason is required")]
     MissingReason,
+    #[error("the reason is {chars} characters long; at most {max} are accepted")]
+    ReasonTooLong { chars: usize, max: usize },
     #[error("grant \"{0}\" does not exist or has already ended")]
     NotFound(String),
     /// The audit log or the journal cannot be written.
@@ -106,6 +108,9 @@ pub enum AccessError {
     /// The request is no longer pending (409).
     #[error("{0}")]
     Conflict(String),
+    /// The caller has used up a limit (429): too many pending requests.
+    #[error("{0}")]
+    TooMany(String),
     /// The journal or audit log cannot be written; nothing changed (503).
     /// The message names no path; the cause is in the proxy's log.
     #[error("{0}")]
@@ -312,6 +317,11 @@ impl AccessModel {
         if req.reason.trim().is_empty() {
             return Err(GrantError::MissingReason);
         }
+        let chars = req.reason.trim().chars().count();
+        let max = self.config.requests.max_reason_chars;
+        if chars > max {
+            return Err(GrantError::ReasonTooLong { chars, max });
+        }
         let now = SystemTime::now();
         let grant = Grant {
             id: grants::new_grant_id(),
@@ -435,6 +445,7 @@ impl AccessModel {
                     .to_owned(),
             ));
         }
+        self.check_length("reason", reason)?;
         let Some(target) = self.config.target(&req.target) else {
             let known: Vec<_> = self
                 .config
@@ -518,6 +529,24 @@ impl AccessModel {
             records.push(grant_created_record(grant));
         }
         let mut book = self.book();
+        if grant.is_none() {
+            // Counted under the book's lock, so parallel requests cannot all fit.
+            let max = self.config.requests.max_pending_per_identity;
+            let pending = book
+                .requests
+                .values()
+                .filter(|r| r.requested_by == request.requested_by)
+                .filter(|r| r.state == RequestState::Pending && r.expires_at > now)
+                .count();
+            if pending >= max {
+                return Err(AccessError::TooMany(format!(
+                    "{} already has {pending} pending requests, the most allowed \
+                     (requests.max_pending_per_identity = {max}); cancel one with \
+                     `jitgate cancel <id>` (`jitgate requests` lists them) or wait for a decision",
+                    request.requested_by
+                )));
+            }
+        }
         self.commit(
             &mut book,
             &Entry::RequestCreated {
@@ -574,6 +603,9 @@ impl AccessModel {
         comment: Option<String>,
     ) -> Result<Request, AccessError> {
         let comment = comment.filter(|c| !c.trim().is_empty());
+        if let Some(c) = &comment {
+            self.check_length("comment", c)?;
+        }
         let mut book = self.book();
         let mut request = self.decidable(&mut book, approver, id, "approve")?;
         if request.approvals.iter().any(|d| d.by == approver.name) {
@@ -660,6 +692,9 @@ impl AccessModel {
         comment: Option<String>,
     ) -> Result<Request, AccessError> {
         let comment = comment.filter(|c| !c.trim().is_empty());
+        if let Some(c) = &comment {
+            self.check_length("comment", c)?;
+        }
         let mut book = self.book();
         let mut request = self.decidable(&mut book, approver, id, "deny")?;
         let decision = Decision {
@@ -857,6 +892,20 @@ impl AccessModel {
             )));
         }
         Ok(request.clone())
+    }
+
+    /// A reason or comment is copied into the journal, the audit log, every
+    /// listing and every webhook: at most `requests.max_reason_chars`.
+    fn check_length(&self, what: &str, text: &str) -> Result<(), AccessError> {
+        let max = self.config.requests.max_reason_chars;
+        let chars = text.chars().count();
+        if chars > max {
+            return Err(AccessError::Invalid(format!(
+                "the {what} is {chars} characters long; at most {max} are accepted \
+                 (requests.max_reason_chars): name the ticket or incident and say why in a sentence or two"
+            )));
+        }
+        Ok(())
     }
 
     /// Time a pending request out at its `expires_at`.

@@ -9,25 +9,26 @@
 //!   keyed by an HMAC of the token under a per-process random key (the token
 //!   itself is never stored, logged or echoed);
 //! - the slow check runs on the blocking pool, not on a runtime worker;
-//! - failed tokens are counted per client address, and an address that keeps
-//!   failing gets `429` without any PBKDF2 work until its window passes.
+//! - a token check is charged to the client address's login budget before
+//!   it runs (refunded if the token matched), in the one limiter the
+//!   database listeners charge too; an address with no attempts left gets
+//!   `429` without any PBKDF2 work until its window passes. A token names no
+//!   identity before it is checked, so only the address is charged.
 //!
 //! Handlers take a [`Caller`] argument; its extraction answers `401` (no or
 //! bad token, with `WWW-Authenticate: Bearer`) or `429` before the handler runs.
-
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use dashmap::DashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use super::AdminState;
 use super::error::ApiError;
-use crate::identity::{Identities, Identity};
+use crate::identity::{Identities, Identity, LoginLimiter};
 
 /// Group whose members may grant directly and act on anyone's grants and sessions.
 pub const ADMIN_GROUP: &str = "admin";
@@ -36,8 +37,6 @@ pub const APPROVER_GROUP: &str = "approver";
 
 /// Tokens remembered before the cache is emptied and starts over.
 const TOKEN_CACHE_CAPACITY: usize = 1024;
-/// Client addresses whose failures are tracked at once (see [`FailedLogins::charge`]).
-const TRACKED_ADDRESSES_CAPACITY: usize = 4096;
 
 /// The authenticated identity behind a request.
 #[derive(Debug, Clone)]
@@ -130,15 +129,15 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
 pub struct Authenticator {
     identities: Arc<Identities>,
     known_tokens: TokenCache,
-    failures: FailedLogins,
+    logins: Arc<LoginLimiter>,
 }
 
 impl Authenticator {
-    pub fn new(identities: Arc<Identities>, max_failures: u32, window: Duration) -> Authenticator {
+    pub fn new(identities: Arc<Identities>, logins: Arc<LoginLimiter>) -> Authenticator {
         Authenticator {
             identities,
             known_tokens: TokenCache::new(TOKEN_CACHE_CAPACITY),
-            failures: FailedLogins::new(max_failures, window),
+            logins,
         }
     }
 
@@ -151,10 +150,13 @@ impl Authenticator {
         {
             return Ok(Caller { identity });
         }
-        if let Some(wait) = self.failures.charge(client) {
-            tracing::warn!(%client, "admin API: too many invalid bearer tokens from this address");
-            return Err(ApiError::too_many_failed_logins(wait.as_secs().max(1)));
-        }
+        let attempt = match self.logins.charge(None, client) {
+            Ok(attempt) => attempt,
+            Err(wait) => {
+                tracing::warn!(%client, "admin API: too many failed logins from this address");
+                return Err(ApiError::too_many_failed_logins(wait.as_secs().max(1)));
+            }
+        };
         let identities = self.identities.clone();
         let candidate = token.to_owned();
         let found = tokio::task::spawn_blocking(move || identities.check_token(&candidate))
@@ -162,7 +164,7 @@ impl Authenticator {
             .map_err(|_| ApiError::internal("checking the token failed; try again"))?;
         match found {
             Some(identity) => {
-                self.failures.refund(client);
+                attempt.refund();
                 self.known_tokens.insert(key, &identity.name);
                 Ok(Caller { identity })
             }
@@ -215,67 +217,6 @@ impl TokenCache {
         self.by_hash.len()
     }
 }
-
-/// Failed token checks per client address in a fixed window.
-struct FailedLogins {
-    by_addr: DashMap<IpAddr, Window>,
-    max_failures: u32,
-    window: Duration,
-}
-
-#[derive(Clone, Copy)]
-struct Window {
-    failures: u32,
-    started: Instant,
-}
-
-impl FailedLogins {
-    fn new(max_failures: u32, window: Duration) -> FailedLogins {
-        FailedLogins {
-            by_addr: DashMap::new(),
-            max_failures: max_failures.max(1),
-            window,
-        }
-    }
-
-    /// Count an attempt as failed before it is checked, so a burst of
-    /// concurrent guesses cannot all slip in under the limit; a success is
-    /// refunded. Returns how long to wait if `addr` is already over the limit.
-    fn charge(&self, addr: IpAddr) -> Option<Duration> {
-        let now = Instant::now();
-        if self.by_addr.len() >= TRACKED_ADDRESSES_CAPACITY && !self.by_addr.contains_key(&addr) {
-            self.by_addr
-                .retain(|_, w| now.duration_since(w.started) < self.window);
-            // Still full: more addresses than we track are failing at once.
-            // Starting over keeps memory bounded; each guess still costs a request.
-            if self.by_addr.len() >= TRACKED_ADDRESSES_CAPACITY {
-                self.by_addr.clear();
-            }
-        }
-        let mut entry = self.by_addr.entry(addr).or_insert(Window {
-            failures: 0,
-            started: now,
-        });
-        let elapsed = now.duration_since(entry.started);
-        if elapsed >= self.window {
-            *entry = Window {
-                failures: 0,
-                started: now,
-            };
-        } else if entry.failures >= self.max_failures {
-            return Some(self.window - elapsed);
-        }
-        entry.failures += 1;
-        None
-    }
-
-    fn refund(&self, addr: IpAddr) {
-        if let Some(mut w) = self.by_addr.get_mut(&addr) {
-            w.failures = w.failures.saturating_sub(1);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,32 +232,6 @@ mod tests {
         assert_eq!(cache.len(), 1, "a full cache starts over");
         assert_eq!(cache.get(&cache.key("secret-3")).as_deref(), Some("bob"));
         assert_ne!(&cache.key("secret-3")[..8], b"secret-3");
-    }
-
-    #[test]
-    fn failures_past_the_limit_are_refused_until_the_window_passes() {
-        let limits = FailedLogins::new(2, Duration::from_millis(50));
-        let addr: IpAddr = "192.0.2.1".parse().unwrap();
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
-        assert!(limits.charge(addr).is_none());
-        assert!(limits.charge(addr).is_none());
-        assert!(limits.charge(addr).is_some());
-        assert!(
-            limits.charge(other).is_none(),
-            "another address has its own count"
-        );
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(limits.charge(addr).is_none());
-    }
-
-    #[test]
-    fn a_successful_check_is_refunded() {
-        let limits = FailedLogins::new(1, Duration::from_secs(60));
-        let addr: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!(limits.charge(addr).is_none());
-        limits.refund(addr);
-        assert!(limits.charge(addr).is_none());
-        assert!(limits.charge(addr).is_some());
     }
 
     #[test]

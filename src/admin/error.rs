@@ -66,7 +66,7 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many failed logins",
                 format!(
-                    "too many invalid bearer tokens from this address; wait {retry_after_secs}s and try again with the right secret"
+                    "too many failed logins (bearer tokens or database passwords) from this address; wait {retry_after_secs}s and try again with the right secret"
                 ),
             )
         }
@@ -128,6 +128,12 @@ impl From<GrantError> for ApiError {
                 "missing reason",
                 "a reason is required: say why access is needed, e.g. an incident or ticket number",
             ),
+            GrantError::ReasonTooLong { .. } => ApiError::bad_request(
+                "reason too long",
+                format!(
+                    "{e} (requests.max_reason_chars): name the ticket or incident and say why in a sentence or two"
+                ),
+            ),
             GrantError::NotFound(_) => ApiError::not_found(
                 "grant not found",
                 format!("{e}; list active grants with GET /v1/grants"),
@@ -155,6 +161,11 @@ impl From<AccessError> for ApiError {
             AccessError::Forbidden(m) => ApiError::forbidden(m),
             AccessError::NotFound(m) => ApiError::not_found("not found", m),
             AccessError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            AccessError::TooMany(m) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many pending requests",
+                m,
+            ),
             // The model logged the cause; its message names no server path.
             AccessError::Unavailable(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)

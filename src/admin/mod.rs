@@ -7,6 +7,7 @@
 //! bodies, is the JSON of `error::ApiError`.
 
 mod auth;
+mod connections;
 mod error;
 mod grants;
 mod json;
@@ -17,7 +18,6 @@ mod sessions;
 mod tests;
 mod whoami;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -42,12 +42,7 @@ struct AdminState {
 
 impl AdminState {
     fn new(shared: Arc<Shared>) -> AdminState {
-        let limits = &shared.config.limits;
-        let auth = Authenticator::new(
-            shared.identities.clone(),
-            limits.max_login_failures,
-            limits.login_failure_window,
-        );
+        let auth = Authenticator::new(shared.identities.clone(), shared.logins.clone());
         AdminState { shared, auth }
     }
 }
@@ -69,11 +64,11 @@ pub fn router(state: Arc<Shared>) -> Router {
         .with_state(state)
 }
 
-/// Serve the API on `listener` until the listener fails.
+/// Serve the API on `listener` until the listener fails, within the
+/// connection limits of `limits` (see `connections.rs`).
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<Shared>) -> std::io::Result<()> {
-    // Connection info gives the client address the failed-token limit counts by.
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).await
+    let limits = state.config.limits.clone();
+    connections::serve(listener, router(state), &limits).await
 }
 
 /// Prometheus scrape endpoint (OpenMetrics text). Unauthenticated, as

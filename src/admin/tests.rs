@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use crate::access::AccessModel;
 use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::identity::{Identities, ScramVerifier};
+use crate::identity::ScramVerifier;
 use crate::server::Shared;
-use crate::session::{NewSession, SessionGuard, Sessions};
+use crate::session::{NewSession, SessionGuard};
 
 const ALICE: &str = "alice-demo";
 const CAROL: &str = "carol-demo";
@@ -105,14 +105,8 @@ approvers = ["approver"]
         );
         let config = Arc::new(Config::from_toml(&toml, &dir.path().join("jitgate.toml")).unwrap());
         let audit = AuditLog::open(&config.audit).unwrap();
-        let shared = Arc::new(Shared {
-            identities: Arc::new(Identities::from_config(&config.identities)),
-            access: AccessModel::new(config.clone(), audit.clone()),
-            sessions: Arc::new(Sessions::default()),
-            audit,
-            read_accounts: Arc::default(),
-            config,
-        });
+        let access = AccessModel::new(config.clone(), audit.clone());
+        let shared = Shared::assemble(config, audit, access);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(super::serve(listener, shared.clone()));
@@ -1099,4 +1093,59 @@ async fn an_unwritable_audit_log_refuses_requests_with_503() {
         api.get("/v1/requests", Some(ALICE)).await.json,
         json!({"requests": []})
     );
+}
+
+#[tokio::test]
+async fn an_overlong_reason_or_comment_is_400_and_changes_nothing() {
+    let api = Api::start().await;
+    let long = "x".repeat(1001);
+    let body = json!({"target": "demo-pg", "level": "read", "duration": "30m", "reason": long});
+    let r = api.post("/v1/requests", Some(ALICE), Some(body)).await;
+    r.assert_error(StatusCode::BAD_REQUEST, "invalid request");
+    assert!(
+        r.json["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_reason_chars")
+    );
+    assert!(!api.audit_log().contains("request_created"));
+
+    let body = json!({"identity": "alice", "target": "demo-pg", "level": "read", "duration": "2m", "reason": long});
+    let r = api.post("/v1/grants", Some(ADMIN), Some(body)).await;
+    r.assert_error(StatusCode::BAD_REQUEST, "reason too long");
+
+    let id = api.pending_request(ALICE).await;
+    let r = api
+        .post(
+            &format!("/v1/requests/{id}/deny"),
+            Some(BOB),
+            Some(json!({"comment": long})),
+        )
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST, "invalid request");
+    assert_eq!(api.pending_seen_by(ALICE).await, [id.as_str()]);
+}
+
+#[tokio::test]
+async fn pending_requests_per_identity_are_capped_with_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let api = Api::start_with(dir, &audit, "[requests]\nmax_pending_per_identity = 2\n").await;
+    let first = api.pending_request(ALICE).await;
+    api.pending_request(ALICE).await;
+    let r = api.request(ALICE, "30m").await;
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "too many pending requests");
+    let detail = r.json["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("max_pending_per_identity") && detail.contains("jitgate cancel"),
+        "{detail}"
+    );
+    // Someone else's budget is their own.
+    api.pending_request(CAROL).await;
+    // A decided request no longer counts.
+    let r = api
+        .post(&format!("/v1/requests/{first}/cancel"), Some(ALICE), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    api.pending_request(ALICE).await;
 }

@@ -2,6 +2,7 @@
 //! model for a lease (`AccessModel::authorize`), logs in upstream and relays,
 //! writing every statement to the audit log. Fronts do not know each other.
 
+pub mod handshakes;
 pub mod mysql;
 pub mod pg;
 pub mod quiet;

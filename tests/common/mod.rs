@@ -781,6 +781,14 @@ pub struct JitgateOptions {
     /// `limits.max_login_failures`; the harness default is high, so tests that
     /// fail logins on purpose do not lock each other out.
     pub max_login_failures: Option<u32>,
+    /// `limits.login_failure_window`, e.g. "3s".
+    pub login_failure_window: Option<String>,
+    /// `limits.first_message_timeout`, e.g. "2s".
+    pub first_message_timeout: Option<String>,
+    /// `limits.max_pending_handshakes_per_address`.
+    pub max_pending_handshakes_per_address: Option<usize>,
+    /// Raw TOML lines appended to `[limits]` (`admin_max_connections = 4`, say).
+    pub extra_limits: String,
     /// Raw TOML appended to the config: `[[policies]]` tables, say.
     pub policies: String,
     /// `requests.pending_timeout`, e.g. "2s".
@@ -805,6 +813,10 @@ impl Default for JitgateOptions {
             max_pending_handshakes: None,
             max_sessions: None,
             max_login_failures: None,
+            login_failure_window: None,
+            first_message_timeout: None,
+            max_pending_handshakes_per_address: None,
+            extra_limits: String::new(),
             policies: String::new(),
             pending_timeout: None,
             webhooks: Vec::new(),
@@ -874,13 +886,23 @@ impl Jitgate {
              max_pending_handshakes = {}\n\
              max_sessions = {}\n\
              max_message_bytes = {}\n\
-             max_login_failures = {}\n",
+             max_login_failures = {}\n\
+             login_failure_window = \"{}\"\n",
             opts.handshake_timeout.as_deref().unwrap_or("10s"),
             opts.max_pending_handshakes.unwrap_or(256),
             opts.max_sessions.unwrap_or(10_000),
             opts.max_message_bytes.unwrap_or(64 << 20),
             opts.max_login_failures.unwrap_or(1000),
+            opts.login_failure_window.as_deref().unwrap_or("1m"),
         );
+        let mut limits = limits;
+        if let Some(t) = &opts.first_message_timeout {
+            limits.push_str(&format!("first_message_timeout = \"{t}\"\n"));
+        }
+        if let Some(n) = opts.max_pending_handshakes_per_address {
+            limits.push_str(&format!("max_pending_handshakes_per_address = {n}\n"));
+        }
+        limits.push_str(&opts.extra_limits);
         let mut identities = String::new();
         for (name, group, verifier) in identity_verifiers() {
             identities.push_str(&format!(

@@ -372,6 +372,10 @@ pub struct Options {
     pub audit_fsync: Option<String>,
     /// `allow_privileged_read_account` on the `read` level.
     pub allow_privileged_read_account: bool,
+    /// `limits.max_login_failures` (the harness default is high).
+    pub max_login_failures: Option<u32>,
+    /// `limits.login_failure_window`, e.g. "3s".
+    pub login_failure_window: Option<String>,
 }
 
 impl Default for Options {
@@ -382,6 +386,8 @@ impl Default for Options {
             audit_path: None,
             audit_fsync: None,
             allow_privileged_read_account: false,
+            max_login_failures: None,
+            login_failure_window: None,
         }
     }
 }
@@ -443,7 +449,8 @@ impl Jitgate {
              \n[listen]\nmysql = \"127.0.0.1:{mysql_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n\
              \n[tls]\ncert = \"tls/cert.pem\"\nkey = \"tls/key.pem\"\nrequire = {require}\n\
              \n[audit]\npath = \"{audit}\"\nfsync = \"{fsync}\"\n\
-             \n[limits]\nhandshake_timeout = \"5s\"\nmax_message_bytes = {max}\nmax_login_failures = 1000\n\n\
+             \n[limits]\nhandshake_timeout = \"5s\"\nmax_message_bytes = {max}\nmax_login_failures = {failures}\n\
+             login_failure_window = \"{window}\"\n\n\
              {identities}\
              [[targets]]\nname = \"{TARGET}\"\nprotocol = \"mysql\"\naddress = \"127.0.0.1:{port}\"\n\
              database = \"app\"\ntls = \"require\"\n\
@@ -454,6 +461,8 @@ impl Jitgate {
             audit = audit_path.display(),
             fsync = opts.audit_fsync.as_deref().unwrap_or("50ms"),
             max = opts.max_message_bytes.unwrap_or(64 << 20),
+            failures = opts.max_login_failures.unwrap_or(1000),
+            window = opts.login_failure_window.as_deref().unwrap_or("1m"),
             port = db.port(),
             allow = opts.allow_privileged_read_account,
         );

@@ -33,12 +33,12 @@ use super::packet::{
 use super::relay::{self, SessionCtx, SessionEnd};
 use super::upstream::{self, ClientTerms, KillScope};
 use crate::access::AuthorizeError;
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, client_name};
 use crate::config::Protocol;
-use crate::identity::LoginLimiter;
 use crate::metrics::{METRICS, Metrics, SessionMetrics};
 use crate::server::Shared;
 use crate::session::NewSession;
+use crate::wire::handshakes::PendingHandshake;
 use crate::wire::stream::Stream;
 
 /// Login packets are small; a client cannot make us buffer more than this before login.
@@ -51,9 +51,7 @@ const SERVER_VERSION: &str = concat!("8.0.99-jitgate-", env!("CARGO_PKG_VERSION"
 pub struct MysqlFront {
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
-    handshakes: Arc<Semaphore>,
     sessions: Arc<Semaphore>,
-    limiter: LoginLimiter,
     sha2_cache: Sha2Cache,
     kills: Arc<KillRegistry>,
 }
@@ -139,6 +137,8 @@ impl From<PacketError> for LoginError {
 enum AuthOutcome {
     Ok,
     BadSecret,
+    /// No login attempts left for this identity or address; wait this long.
+    RateLimited(std::time::Duration),
     /// Already told the client why.
     Refused,
 }
@@ -148,9 +148,7 @@ impl MysqlFront {
         let limits = &shared.config.limits;
         Arc::new(MysqlFront {
             tls,
-            handshakes: Arc::new(Semaphore::new(limits.max_pending_handshakes)),
             sessions: Arc::new(Semaphore::new(limits.max_sessions)),
-            limiter: LoginLimiter::new(limits.max_login_failures, limits.login_failure_window),
             sha2_cache: Sha2Cache::default(),
             kills: Arc::new(KillRegistry::new(shared.sessions.clone())),
             shared,
@@ -160,16 +158,17 @@ impl MysqlFront {
     /// One accepted connection, from first byte to the session's end
     /// (run by `wire::accept_loop` on a session thread).
     pub async fn handle(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
-        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
-            let msg = packet::err(
-                code::CON_COUNT,
-                "too many connections are logging in to jitgate right now; try again in a moment",
-            );
-            let _ = tcp.write_all(&frame(0, &msg)).await;
-            return;
+        let mut pending = match self.shared.handshakes.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(full) => {
+                let msg = packet::err(code::CON_COUNT, &full.to_string());
+                let _ = tcp.write_all(&frame(0, &msg)).await;
+                return;
+            }
         };
         let limit = self.shared.config.limits.handshake_timeout;
-        let established = match tokio::time::timeout(limit, self.handshake(tcp, peer)).await {
+        let handshake = self.handshake(tcp, peer, &mut pending);
+        let established = match tokio::time::timeout(limit, handshake).await {
             Ok(Ok(LoggedIn::Session(e))) => e,
             Ok(Ok(LoggedIn::KillOnly(k))) => {
                 // Still under the handshake cap, and as short-lived.
@@ -182,11 +181,16 @@ impl MysqlFront {
                 return;
             }
         };
-        drop(permit);
+        drop(pending);
         self.run_session(*established, peer).await;
     }
 
-    async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> Result<LoggedIn, Refused> {
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        pending: &mut PendingHandshake,
+    ) -> Result<LoggedIn, Refused> {
         let nonce = fresh_nonce();
         let connection = self.kills.reserve();
         let offered = caps::OFFERED | if self.tls.is_some() { caps::SSL } else { 0 };
@@ -203,7 +207,20 @@ impl MysqlFront {
         ))
         .await?;
 
-        let mut hello = self.receive_hello(&mut conv, offered).await?;
+        let first_message_timeout = self.shared.config.limits.first_message_timeout;
+        let Ok(hello) = tokio::time::timeout(
+            first_message_timeout,
+            self.receive_hello(&mut conv, offered),
+        )
+        .await
+        else {
+            tracing::debug!(%peer, "no handshake response in time");
+            return Err(Refused);
+        };
+        let mut hello = hello?;
+        if let Err(full) = pending.spoke() {
+            return Err(conv.fail(code::CON_COUNT, &full.to_string()).await);
+        }
         if let ClientHello::SslRequest { .. } = hello {
             let Some(acceptor) = &self.tls else {
                 return Err(conv
@@ -290,10 +307,12 @@ impl MysqlFront {
         let audit = &self.shared.audit;
         let peer_s = peer.to_string();
         let target_hint = resp.database.clone().unwrap_or_default();
+        // Names the client chose, bounded in the records of failed logins.
+        let (user_named, target_named) = (client_name(&user), client_name(&target_hint));
         let login_failed = |reason: &str| {
             let _ = audit.record(&AuditEvent {
-                identity: Some(&user),
-                target: Some(&target_hint),
+                identity: Some(&user_named),
+                target: Some(&target_named),
                 client_addr: Some(&peer_s),
                 reason: Some(reason),
                 ..AuditEvent::new("login_failed")
@@ -307,26 +326,20 @@ impl MysqlFront {
                 "YES"
             }
         );
-        let ip_key = format!("ip:{}", peer.ip());
-        let id_key = format!("id:{user}");
-        if let Some(wait) = self
-            .limiter
-            .blocked_for(&id_key)
-            .or_else(|| self.limiter.blocked_for(&ip_key))
-        {
+        let rate_limited = |wait: std::time::Duration| {
             login_failed("rate_limited");
             METRICS.auth_failure("rate_limited");
             METRICS.session_outcome(&target_hint, "auth_failed");
-            return Err(conv
-                .fail(
-                    code::ACCESS_DENIED,
-                    &format!(
-                        "too many failed logins for '{user}' or from {}; try again in {} s",
-                        peer.ip(),
-                        wait.as_secs() + 1
-                    ),
-                )
-                .await);
+            format!(
+                "too many failed logins for '{user}' or from {}; try again in {} s",
+                peer.ip(),
+                wait.as_secs() + 1
+            )
+        };
+        // A cheap early no; the limit itself is charged in `authenticate`.
+        if let Some(wait) = self.shared.logins.blocked_for(Some(&user), peer.ip()) {
+            let why = rate_limited(wait);
+            return Err(conv.fail(code::ACCESS_DENIED, &why).await);
         }
 
         let (identity, verifier) = self.shared.identities.verifier_for(&user);
@@ -339,10 +352,15 @@ impl MysqlFront {
                 &user,
                 identity.is_some(),
                 &verifier,
+                peer,
             )
             .await?;
         let identity = match (outcome, identity) {
             (AuthOutcome::Ok, Some(identity)) => identity,
+            (AuthOutcome::RateLimited(wait), _) => {
+                let why = rate_limited(wait);
+                return Err(conv.fail(code::ACCESS_DENIED, &why).await);
+            }
             (AuthOutcome::Refused, _) => {
                 login_failed("malformed_auth");
                 METRICS.auth_failure("malformed");
@@ -350,15 +368,12 @@ impl MysqlFront {
                 return Err(Refused);
             }
             (AuthOutcome::Ok, None) | (AuthOutcome::BadSecret, _) => {
-                self.limiter.record_failure(&id_key);
-                self.limiter.record_failure(&ip_key);
                 login_failed("bad_secret");
                 METRICS.auth_failure("bad_secret");
                 METRICS.session_outcome(&target_hint, "auth_failed");
                 return Err(conv.fail(code::ACCESS_DENIED, &denied).await);
             }
         };
-        self.limiter.record_success(&id_key);
 
         let Some(target) = resp.database.clone().filter(|d| !d.is_empty()) else {
             if self.kills.has_session_of(&identity.name) {
@@ -547,10 +562,38 @@ impl MysqlFront {
         })))
     }
 
-    /// The `caching_sha2_password` exchange (after switching the client to it
-    /// if it started with another plugin).
+    /// The `caching_sha2_password` exchange, charged to the login limiter:
+    /// the attempt is charged before the client's scramble is checked and
+    /// stays charged only if a secret was checked and did not match.
     #[allow(clippy::too_many_arguments)]
     async fn authenticate(
+        &self,
+        conv: &mut Conversation,
+        resp: &HandshakeResponse,
+        nonce: &[u8; 20],
+        secure: bool,
+        user: &str,
+        known: bool,
+        verifier: &crate::identity::ScramVerifier,
+        peer: SocketAddr,
+    ) -> Result<AuthOutcome, Refused> {
+        let attempt = match self.shared.logins.charge(Some(user), peer.ip()) {
+            Ok(attempt) => attempt,
+            Err(wait) => return Ok(AuthOutcome::RateLimited(wait)),
+        };
+        let outcome = self
+            .check_secret(conv, resp, nonce, secure, user, known, verifier)
+            .await;
+        if !matches!(outcome, Ok(AuthOutcome::BadSecret)) {
+            attempt.refund();
+        }
+        outcome
+    }
+
+    /// The `caching_sha2_password` exchange proper (after switching the
+    /// client to it if it started with another plugin).
+    #[allow(clippy::too_many_arguments)]
+    async fn check_secret(
         &self,
         conv: &mut Conversation,
         resp: &HandshakeResponse,

@@ -22,12 +22,12 @@ use super::relay::{self, SessionEnd};
 use super::scram::{MECHANISM, ScramError, ScramServer};
 use super::upstream;
 use crate::access::AuthorizeError;
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, client_name};
 use crate::config::Protocol;
-use crate::identity::LoginLimiter;
 use crate::metrics::{METRICS, Metrics, SessionMetrics};
 use crate::server::Shared;
 use crate::session::NewSession;
+use crate::wire::handshakes::PendingHandshake;
 use crate::wire::stream::Stream;
 
 /// Auth messages are small; a client cannot make us buffer more than this before login.
@@ -38,9 +38,7 @@ pub struct PgFront {
     tls: Option<TlsAcceptor>,
     cancel_keys: Arc<CancelKeys>,
     reapers: super::reaper::Reapers,
-    handshakes: Arc<Semaphore>,
     sessions: Arc<Semaphore>,
-    limiter: LoginLimiter,
 }
 
 /// A client that finished the handshake: authenticated, granted, logged in upstream.
@@ -67,9 +65,7 @@ impl PgFront {
             tls,
             cancel_keys: Arc::default(),
             reapers: Default::default(),
-            handshakes: Arc::new(Semaphore::new(limits.max_pending_handshakes)),
             sessions: Arc::new(Semaphore::new(limits.max_sessions)),
-            limiter: LoginLimiter::new(limits.max_login_failures, limits.login_failure_window),
             shared,
         })
     }
@@ -77,18 +73,22 @@ impl PgFront {
     /// One accepted connection, from first byte to the session's end
     /// (run by `wire::accept_loop` on a session thread).
     pub async fn handle(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
-        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
-            let msg = messages::error(
-                Severity::Fatal,
-                sqlstate::TOO_MANY_CONNECTIONS,
-                "too many connections are logging in to jitgate right now",
-                Some("try again in a moment"),
-            );
-            let _ = tcp.write_all(&msg).await;
-            return;
+        let mut pending = match self.shared.handshakes.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(full) => {
+                let msg = messages::error(
+                    Severity::Fatal,
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    &full.to_string(),
+                    None,
+                );
+                let _ = tcp.write_all(&msg).await;
+                return;
+            }
         };
         let limit = self.shared.config.limits.handshake_timeout;
-        let established = match tokio::time::timeout(limit, self.handshake(tcp, peer)).await {
+        let handshake = self.handshake(tcp, peer, &mut pending);
+        let established = match tokio::time::timeout(limit, handshake).await {
             Ok(Ok(Some(e))) => e,
             Ok(Ok(None)) | Ok(Err(Refused)) => return,
             Err(_) => {
@@ -96,7 +96,7 @@ impl PgFront {
                 return;
             }
         };
-        drop(permit);
+        drop(pending);
         self.run_session(established, peer).await;
     }
 
@@ -104,10 +104,24 @@ impl PgFront {
         &self,
         tcp: TcpStream,
         peer: SocketAddr,
+        pending: &mut PendingHandshake,
     ) -> Result<Option<Established>, Refused> {
         let mut stream = Stream::Plain(tcp);
+        let first_message_timeout = self.shared.config.limits.first_message_timeout;
+        let mut first = true;
         let (major, minor, params) = loop {
-            let packet = match read_startup(&mut stream).await {
+            let read = if first {
+                match tokio::time::timeout(first_message_timeout, read_startup(&mut stream)).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        tracing::debug!(%peer, "no startup message in time");
+                        return Ok(None);
+                    }
+                }
+            } else {
+                read_startup(&mut stream).await
+            };
+            let packet = match read {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(None),
                 Err(e) => {
@@ -120,6 +134,20 @@ impl PgFront {
                     .await);
                 }
             };
+            // A cancel request is over at once and needs no handshake slot.
+            if first
+                && !matches!(packet, StartupPacket::Cancel { .. })
+                && let Err(full) = pending.spoke()
+            {
+                return Err(fail_stream(
+                    &mut stream,
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    &full.to_string(),
+                    None,
+                )
+                .await);
+            }
+            first = false;
             match packet {
                 StartupPacket::SslRequest => match (stream, &self.tls) {
                     (Stream::Plain(mut tcp), Some(acceptor)) => {
@@ -219,46 +247,47 @@ impl PgFront {
 
         let (r, mut w) = tokio::io::split(stream);
         let mut r = FrameReader::new(r, MAX_AUTH_MESSAGE_BYTES);
-        let ip_key = format!("ip:{}", peer.ip());
-        let id_key = format!("id:{user}");
         let audit = &self.shared.audit;
         let peer_s = peer.to_string();
+        // Names the client chose, bounded in the records of failed logins.
+        let (user_named, target_named) = (client_name(&user), client_name(&target));
         let login_failed = |reason: &str| {
             let _ = audit.record(&AuditEvent {
-                identity: Some(&user),
-                target: Some(&target),
+                identity: Some(&user_named),
+                target: Some(&target_named),
                 client_addr: Some(&peer_s),
                 reason: Some(reason),
                 ..AuditEvent::new("login_failed")
             });
         };
-        if let Some(wait) = self
-            .limiter
-            .blocked_for(&id_key)
-            .or_else(|| self.limiter.blocked_for(&ip_key))
-        {
+        let rate_limited = |wait: std::time::Duration| {
             login_failed("rate_limited");
             METRICS.auth_failure("rate_limited");
             METRICS.session_outcome(&target, "auth_failed");
-            return Err(fail(
-                &mut w,
-                sqlstate::INVALID_AUTHORIZATION,
-                &format!(
-                    "too many failed logins for \"{user}\" or from {}; try again in {} s",
-                    peer.ip(),
-                    wait.as_secs() + 1
-                ),
-                None,
+            format!(
+                "too many failed logins for \"{user}\" or from {}; try again in {} s",
+                peer.ip(),
+                wait.as_secs() + 1
             )
-            .await);
+        };
+        // A cheap early no; the limit itself is charged in the exchange.
+        if let Some(wait) = self.shared.logins.blocked_for(Some(&user), peer.ip()) {
+            let why = rate_limited(wait);
+            return Err(fail(&mut w, sqlstate::INVALID_AUTHORIZATION, &why, None).await);
         }
 
         // SCRAM-SHA-256, against a decoy verifier for unknown names.
         let (identity, verifier) = self.shared.identities.verifier_for(&user);
-        let scram = self.scram_exchange(&mut r, &mut w, verifier).await;
+        let scram = self
+            .scram_exchange(&mut r, &mut w, verifier, &user, peer)
+            .await;
         let identity = match (scram, identity) {
             (Ok(()), Some(identity)) => identity,
             (Err(ScramFailure::Io), _) => return Err(Refused),
+            (Err(ScramFailure::RateLimited(wait)), _) => {
+                let why = rate_limited(wait);
+                return Err(fail(&mut w, sqlstate::INVALID_AUTHORIZATION, &why, None).await);
+            }
             (Err(ScramFailure::Malformed(why)), _) => {
                 login_failed("malformed_auth");
                 METRICS.auth_failure("malformed");
@@ -266,8 +295,6 @@ impl PgFront {
                 return Err(fail(&mut w, sqlstate::PROTOCOL_VIOLATION, &why, None).await);
             }
             (Ok(()), None) | (Err(ScramFailure::BadPassword), _) => {
-                self.limiter.record_failure(&id_key);
-                self.limiter.record_failure(&ip_key);
                 login_failed("bad_secret");
                 METRICS.auth_failure("bad_secret");
                 METRICS.session_outcome(&target, "auth_failed");
@@ -280,7 +307,6 @@ impl PgFront {
                 .await);
             }
         };
-        self.limiter.record_success(&id_key);
 
         let lease = match self.shared.access.authorize(&identity.name, &target) {
             Ok(l) => l,
@@ -470,6 +496,8 @@ impl PgFront {
         r: &mut FrameReader<ReadHalf<Stream>>,
         w: &mut WriteHalf<Stream>,
         verifier: crate::identity::ScramVerifier,
+        user: &str,
+        peer: SocketAddr,
     ) -> Result<(), ScramFailure> {
         w.write_all(&messages::auth_sasl(MECHANISM))
             .await
@@ -496,7 +524,14 @@ impl PgFront {
             .await
             .map_err(|_| ScramFailure::Io)?;
         let last = read_password_message(r).await?;
+        // Charged before the proof is checked, refunded only if it matched.
+        let attempt = self
+            .shared
+            .logins
+            .charge(Some(user), peer.ip())
+            .map_err(ScramFailure::RateLimited)?;
         let server_final = server.finish(&last).map_err(ScramFailure::from)?;
+        attempt.refund();
         w.write_all(&messages::auth_sasl_final(&server_final))
             .await
             .map_err(|_| ScramFailure::Io)?;
@@ -625,6 +660,8 @@ enum ScramFailure {
     Io,
     Malformed(String),
     BadPassword,
+    /// No login attempts left for this identity or address; wait this long.
+    RateLimited(std::time::Duration),
 }
 
 impl ScramFailure {

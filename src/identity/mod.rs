@@ -17,6 +17,10 @@ use subtle::ConstantTimeEq;
 
 use crate::config::IdentityConfig;
 
+mod limiter;
+
+pub use limiter::{LoginAttempt, LoginLimiter, client_of};
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// A parsed `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>` verifier.
@@ -166,49 +170,6 @@ impl Identities {
     }
 }
 
-/// Counts failed logins per key (an identity name, a client address) in a
-/// fixed window, so guessing secrets is slow however many connections one opens.
-pub struct LoginLimiter {
-    max_failures: u32,
-    window: std::time::Duration,
-    failures: dashmap::DashMap<String, (u32, std::time::Instant)>,
-}
-
-impl LoginLimiter {
-    pub fn new(max_failures: u32, window: std::time::Duration) -> LoginLimiter {
-        LoginLimiter {
-            max_failures,
-            window,
-            failures: dashmap::DashMap::new(),
-        }
-    }
-
-    /// How long `key` must still wait, if it is blocked now.
-    pub fn blocked_for(&self, key: &str) -> Option<std::time::Duration> {
-        let e = self.failures.get(key)?;
-        let (count, since) = *e;
-        let elapsed = since.elapsed();
-        (count >= self.max_failures && elapsed < self.window).then(|| self.window - elapsed)
-    }
-
-    pub fn record_failure(&self, key: &str) {
-        let now = std::time::Instant::now();
-        if self.failures.len() > 100_000 {
-            self.failures
-                .retain(|_, (_, since)| now.duration_since(*since) < self.window);
-        }
-        let mut e = self.failures.entry(key.to_owned()).or_insert((0, now));
-        if now.duration_since(e.1) >= self.window {
-            *e = (0, now);
-        }
-        e.0 += 1;
-    }
-
-    pub fn record_success(&self, key: &str) {
-        self.failures.remove(key);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,16 +179,6 @@ mod tests {
         let v = ScramVerifier::parse(&ScramVerifier::generate("s3cret")).unwrap();
         assert!(v.matches_password("s3cret"));
         assert!(!v.matches_password("s3creT"));
-    }
-
-    #[test]
-    fn limiter_blocks_after_the_allowed_failures() {
-        let l = LoginLimiter::new(2, std::time::Duration::from_secs(60));
-        l.record_failure("id:alice");
-        assert!(l.blocked_for("id:alice").is_none());
-        l.record_failure("id:alice");
-        assert!(l.blocked_for("id:alice").is_some());
-        assert!(l.blocked_for("id:bob").is_none());
     }
 
     #[test]
