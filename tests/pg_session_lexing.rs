@@ -296,3 +296,20 @@ async fn text_that_is_not_utf8_is_audited_byte_for_byte() {
     })
     .await;
 }
+
+/// Drivers send BEGIN in the same batch as the first statement: a BEGIN
+/// cannot change how the server reads text, so the statement behind it is
+/// classified as usual, non-ASCII text and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_begin_does_not_make_the_next_text_unknown() {
+    let (_pg, jg) = setup().await;
+    jg.grant("alice", TARGET, READ, "2m").await;
+    let client = jg.connect_ok(&Login::alice()).await;
+    let (begin, read) = tokio::join!(
+        client.simple_query("BEGIN READ ONLY"),
+        client.simple_query("SELECT count(*) FROM items WHERE name <> 'café'"),
+    );
+    begin.expect("BEGIN");
+    read.expect("a non-ASCII read pipelined behind BEGIN");
+    client.simple_query("COMMIT").await.expect("COMMIT");
+}

@@ -633,6 +633,31 @@ fn turns_read_only_on(variable: &ObjectName, values: &[Expr]) -> bool {
     read_only_setting && matches!(values, [value] if is_true_literal(value))
 }
 
+/// `SET search_path` to a list that puts a schema before `pg_catalog`.
+fn demotes_pg_catalog(variable: &ObjectName, values: &[Expr]) -> bool {
+    let [name] = &variable.0[..] else {
+        return false;
+    };
+    if !name
+        .as_ident()
+        .is_some_and(|ident| ident.value.eq_ignore_ascii_case("search_path"))
+    {
+        return false;
+    }
+    let parts: Vec<String> = values
+        .iter()
+        .map(|value| match value {
+            Expr::Value(v) => match &v.value {
+                Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+                other => other.to_string(),
+            },
+            Expr::Identifier(ident) => ident.value.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    search_path_demotes_pg_catalog(parts.iter().map(String::as_str))
+}
+
 fn is_true_literal(expr: &Expr) -> bool {
     let word = match expr {
         Expr::Value(value) => match &value.value {
@@ -870,6 +895,8 @@ fn set_kind(dialect: Dialect, sql: &str, set: &Set) -> StatementKind {
         } => {
             if dialect == Dialect::Postgres && turns_read_only_on(variable, values) {
                 StatementKind::Session
+            } else if dialect == Dialect::Postgres && demotes_pg_catalog(variable, values) {
+                StatementKind::Unknown
             } else {
                 setting_kind(*scope, variable)
             }
@@ -1102,9 +1129,78 @@ fn is_harmless_set_config(function: &sqlparser::ast::Function) -> bool {
     let Value::SingleQuotedString(setting) = &first.value else {
         return false;
     };
-    !GUARDED_SETTINGS
+    // The settings that change lexing are followed from the server's reports,
+    // but a read is not waited for before the next pipelined text is read.
+    let changes_lexing = ["standard_conforming_strings", "client_encoding"]
         .iter()
-        .any(|guarded| setting.eq_ignore_ascii_case(guarded))
+        .any(|lexing| setting.eq_ignore_ascii_case(lexing));
+    let search_path_ok = !setting.eq_ignore_ascii_case("search_path")
+        || matches!(
+            list.args.get(1),
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(value))))
+                if matches!(&value.value, Value::SingleQuotedString(path)
+                    if !search_path_demotes_pg_catalog([path.as_str()]))
+        );
+    search_path_ok
+        && !changes_lexing
+        && !GUARDED_SETTINGS
+            .iter()
+            .any(|guarded| setting.eq_ignore_ascii_case(guarded))
+}
+
+/// Does a `search_path` put a schema before `pg_catalog`? Then an
+/// unqualified call could reach a user function that shadows a built-in the
+/// function allow-list trusts. (Without `pg_catalog` in the path, the server
+/// searches it first.) Each part may itself be a comma-separated list, as
+/// in `SET search_path = 'a, pg_catalog'`.
+fn search_path_demotes_pg_catalog<'a>(parts: impl IntoIterator<Item = &'a str>) -> bool {
+    let schemas: Vec<String> = parts
+        .into_iter()
+        .flat_map(|part| part.split(','))
+        .map(|schema| schema.trim().trim_matches('"').to_ascii_lowercase())
+        .filter(|schema| !schema.is_empty())
+        .collect();
+    schemas
+        .iter()
+        .position(|schema| schema == "pg_catalog")
+        .is_some_and(|at| at > 0)
+}
+
+/// May this PostgreSQL statement, forwarded, change how the server reads
+/// the texts after it (a SET, RESET, DISCARD, the end of a transaction that
+/// undoes a SET LOCAL, a procedure…)? A read cannot; neither can a lone
+/// BEGIN, START TRANSACTION, SAVEPOINT, SHOW, or cursor statement, which
+/// drivers pipeline in front of the statements they send.
+pub fn postgres_may_change_settings(kind: StatementKind, text: &str) -> bool {
+    if kind == StatementKind::Read {
+        return false;
+    }
+    if kind != StatementKind::Session {
+        return true;
+    }
+    let body = text.trim().trim_end_matches(';');
+    if body.contains(';') || body.contains("--") || body.contains("/*") {
+        return true;
+    }
+    let first = body
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    ![
+        "begin",
+        "start",
+        "savepoint",
+        "show",
+        "listen",
+        "unlisten",
+        "declare",
+        "fetch",
+        "move",
+        "close",
+        "deallocate",
+    ]
+    .iter()
+    .any(|safe| first.eq_ignore_ascii_case(safe))
 }
 
 #[cfg(test)]
@@ -2170,5 +2266,71 @@ ORDER BY attnum
                 "SELECT ts_stat('SELECT v FROM t')",
             ],
         );
+    }
+
+    #[test]
+    fn a_search_path_that_puts_a_schema_before_pg_catalog_is_unknown() {
+        assert_pg(
+            Unknown,
+            &[
+                "SET search_path = public, pg_catalog",
+                "SET search_path TO 'public, pg_catalog'",
+            ],
+        );
+        assert_pg(
+            Write,
+            &["SELECT set_config('search_path', 'evil, pg_catalog', false)"],
+        );
+        assert_pg(
+            Session,
+            &[
+                "SET search_path = public",
+                "SET search_path = pg_catalog, public",
+                "SET search_path TO \"$user\", public",
+            ],
+        );
+        assert_pg(Read, &["SELECT set_config('search_path', '', false)"]);
+        assert_eq!(
+            postgres_startup_parameter_kind("search_path", "public, pg_catalog"),
+            Unknown
+        );
+    }
+
+    #[test]
+    fn set_config_of_a_lexing_setting_is_a_write() {
+        assert_pg(
+            Write,
+            &[
+                "SELECT set_config('standard_conforming_strings', 'off', false)",
+                "SELECT set_config('client_encoding', 'SJIS', false)",
+            ],
+        );
+    }
+
+    #[test]
+    fn only_statements_that_may_change_settings_unsettle_a_pipeline() {
+        let may = |sql: &str| postgres_may_change_settings(pg(sql), sql);
+        for sql in [
+            "BEGIN",
+            "begin;",
+            "START TRANSACTION READ ONLY",
+            "SAVEPOINT s",
+            "SELECT 1",
+            "SHOW ALL",
+        ] {
+            assert!(!may(sql), "{sql}");
+        }
+        for sql in [
+            "SET standard_conforming_strings = off",
+            "RESET ALL",
+            "DISCARD ALL",
+            "COMMIT",
+            "ROLLBACK",
+            "BEGIN; SET client_encoding = 'SJIS'",
+            "BEGIN -- x",
+            "SELECT my_function()",
+        ] {
+            assert!(may(sql), "{sql}");
+        }
     }
 }

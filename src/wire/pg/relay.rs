@@ -117,8 +117,8 @@ impl Shared<'_> {
     }
 
     /// A statement about to be forwarded, to be waited for.
-    fn pending(&self, seq: u64, kind: StatementKind) -> Pending {
-        let unsettling = kind != StatementKind::Read;
+    fn pending(&self, seq: u64, kind: StatementKind, text: &str) -> Pending {
+        let unsettling = sql::postgres_may_change_settings(kind, text);
         if unsettling {
             self.unsettled.fetch_add(1, Ordering::AcqRel);
         }
@@ -507,7 +507,7 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             let kind = sql::classify_for(&shared.reading(), sql_bytes);
             match admit(shared, st, &sql, exact.as_deref(), kind) {
                 Ok(seq) => {
-                    push_expect(shared, Expect::Query(shared.pending(seq, kind)));
+                    push_expect(shared, Expect::Query(shared.pending(seq, kind, &sql)));
                     Verdict::Forward
                 }
                 Err(error) => {
@@ -563,7 +563,7 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             };
             match admit(shared, st, text, exact, kind) {
                 Ok(seq) => {
-                    push_expect(shared, Expect::Execute(shared.pending(seq, kind)));
+                    push_expect(shared, Expect::Execute(shared.pending(seq, kind, text)));
                     st.unsynced = true;
                     Verdict::Forward
                 }
@@ -594,7 +594,7 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
                 StatementKind::Unknown,
             ) {
                 Ok(seq) => {
-                    let call = shared.pending(seq, StatementKind::Unknown);
+                    let call = shared.pending(seq, StatementKind::Unknown, "");
                     push_expect(shared, Expect::Query(call));
                     Verdict::Forward
                 }
