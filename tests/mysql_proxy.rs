@@ -884,3 +884,28 @@ async fn a_select_only_read_account_is_checked_at_start_and_admitted() {
     assert_eq!(n, Some(3));
     conn.disconnect().await.expect("disconnect");
 }
+
+/// User locks change server state other sessions see: refused on a read
+/// grant, with the server's own lock table as the witness.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_level_refuses_user_locks() {
+    let (db, jg) = setup().await;
+    jg.grant("read", "10m").await;
+    let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
+    for sql in [
+        "SELECT GET_LOCK('jitgate-test', 0)",
+        "DO GET_LOCK('jitgate-test', 0)",
+        "SELECT RELEASE_ALL_LOCKS()",
+    ] {
+        let err = conn.query_drop(sql).await.expect_err(sql);
+        assert_eq!(server_error(&err).map(|e| e.0), Some(1290), "{sql}");
+    }
+    assert_eq!(
+        db.root_query("SELECT IS_USED_LOCK('jitgate-test') IS NULL")
+            .trim(),
+        "1"
+    );
+    conn.disconnect().await.expect("disconnect");
+}

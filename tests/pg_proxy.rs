@@ -2208,3 +2208,81 @@ async fn check_config_says_whether_the_read_account_can_write() {
         .expect("run check-config --offline");
     assert!(offline.status.success(), "{offline:?}");
 }
+
+/// Functions that change things are refused on a read grant although they
+/// are called from a SELECT, and functions jitgate does not know are
+/// refused as unknown; the server's own lock table and backend list are the
+/// witnesses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_level_refuses_writing_and_unknown_functions() {
+    let (pg, jg) = setup().await;
+    jg.grant("alice", TARGET, READ, "2m").await;
+    let victim = pg.superuser_client("app").await;
+    let victim_pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("the victim's pid")
+        .get(0);
+    let su = pg.superuser_client("app").await;
+    su.batch_execute(
+        "CREATE FUNCTION public.shout(t text) RETURNS text LANGUAGE sql AS 'SELECT upper(t)'",
+    )
+    .await
+    .expect("a user function");
+    let client = jg.connect_ok(&Login::alice()).await;
+    for (sql, what) in [
+        ("SELECT pg_advisory_lock(4242)", "can change data"),
+        ("SELECT pg_try_advisory_lock(4242)", "can change data"),
+        ("SELECT pg_notify('c', 'x')", "can change data"),
+        (
+            &*format!("SELECT pg_terminate_backend({victim_pid})"),
+            "can change data",
+        ),
+        ("SELECT txid_current()", "can change data"),
+        (
+            "SELECT query_to_xml('SELECT pg_advisory_lock(4242)', true, false, '')",
+            "can change data",
+        ),
+        ("SELECT public.shout('x')", "could not classify"),
+        ("SET search_path = public, pg_catalog", "could not classify"),
+    ] {
+        let err = client
+            .simple_query(sql)
+            .await
+            .expect_err(&format!("`{sql}` must be refused on a read grant"));
+        assert_sqlstate(&err, "25006");
+        assert!(
+            describe_error(&err).contains(what),
+            "`{sql}`: {}",
+            describe_error(&err)
+        );
+    }
+    let locks: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+            &[],
+        )
+        .await
+        .expect("count advisory locks")
+        .get(0);
+    assert_eq!(locks, 0, "an advisory lock was taken");
+    let alive: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+            &[&victim_pid],
+        )
+        .await
+        .expect("look for the victim")
+        .get(0);
+    assert_eq!(alive, 1, "the other backend was terminated");
+    // Reads through built-ins still work, psql's and monitoring's included.
+    let row = client
+        .query_one(
+            "SELECT lower('A'), pg_size_pretty(pg_total_relation_size('items')), \
+             pg_catalog.pg_get_userbyid(10) IS NOT NULL, now() <= clock_timestamp()",
+            &[],
+        )
+        .await
+        .expect("reads through built-in functions");
+    assert_eq!(row.get::<_, String>(0), "a");
+}
