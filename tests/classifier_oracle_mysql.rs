@@ -15,8 +15,10 @@
 //! test --test classifier_oracle_mysql -- --nocapture`.
 
 mod mysql_common;
+#[path = "support/oracle.rs"]
+mod oracle;
 
-use jitgate::sql::{Lexing, MysqlServer, Reading, StatementKind, classify_for};
+use jitgate::sql::{Lexing, MysqlServer, Reading, classify_for};
 use mysql_async::prelude::*;
 use mysql_common::*;
 
@@ -34,26 +36,7 @@ const SETTINGS: [(&str, Option<&str>); 4] = [
 ];
 
 fn corpus() -> Vec<String> {
-    include_str!("corpus/mysql.sql")
-        .lines()
-        .filter(|line| !line.trim().is_empty() && !line.starts_with("-- "))
-        .map(str::to_owned)
-        .collect()
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
+    oracle::statements(include_str!("corpus/mysql.sql"))
 }
 
 /// Texts built to disagree between readings: an opening, a separator, a
@@ -78,12 +61,12 @@ const MIDDLES: &[&str] = &["; ", "' ; ", "\" ; ", " */ ; ", "\n; ", ", ", "` ; "
 const HIDDEN: &[&str] = &["DELETE FROM items", "SELECT GET_LOCK('jitgate-oracle', 0)"];
 const CLOSINGS: &[&str] = &[" -- '", " -- \"", " */", "", " # '", "; -- `", " -- */"];
 
-fn compose(rng: &mut Rng) -> String {
-    let mut pick = |list: &[&'static str]| -> &'static str { list[rng.below(list.len())] };
-    let (opening, middle) = (pick(OPENINGS), pick(MIDDLES));
-    let (hidden, closing) = (pick(HIDDEN), pick(CLOSINGS));
-    format!("{opening}{middle}{hidden}{closing}")
-}
+const PARTS: oracle::Parts = oracle::Parts {
+    openings: OPENINGS,
+    middles: MIDDLES,
+    hidden: HIDDEN,
+    closings: CLOSINGS,
+};
 
 fn opts(db: &MariaDb) -> mysql_async::Opts {
     mysql_async::OptsBuilder::default()
@@ -158,77 +141,31 @@ async fn run(db: &MariaDb, setting: Option<&str>, sql: &str) -> (bool, Reading) 
     (changed, Reading::mysql(lexing, server))
 }
 
-struct Outcome {
-    cases: usize,
-    changed: usize,
-    misses: Vec<String>,
-}
-
-async fn check(db: &MariaDb, statements: &[String]) -> Outcome {
-    let mut outcome = Outcome {
-        cases: 0,
-        changed: 0,
-        misses: Vec::new(),
-    };
+async fn check(db: &MariaDb, statements: &[String]) -> oracle::Outcome {
+    let mut outcome = oracle::Outcome::default();
     for sql in statements {
         for (name, setting) in SETTINGS {
-            outcome.cases += 1;
             let (changed, reading) = run(db, setting, sql).await;
-            if !changed {
-                continue;
-            }
-            outcome.changed += 1;
             let verdict = classify_for(&reading, sql.as_bytes());
-            if matches!(verdict, StatementKind::Read | StatementKind::Session) {
-                outcome.misses.push(format!(
-                    "[{name}] jitgate says {} but the server changed something: {sql:?}",
-                    verdict.as_str()
-                ));
-            }
+            outcome.record(name, sql, changed, verdict);
         }
     }
     outcome
 }
 
-fn report(what: &str, outcome: &Outcome) {
-    eprintln!(
-        "{what}: {} cases, {} changed something on the server, {} classified as read/session",
-        outcome.cases,
-        outcome.changed,
-        outcome.misses.len()
-    );
-    assert!(
-        outcome.misses.is_empty(),
-        "{what}: the classifier let writes through:\n{}",
-        outcome.misses.join("\n")
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn no_corpus_statement_that_changes_the_server_classifies_as_a_read() {
     let db = MariaDb::start();
-    let outcome = check(&db, &corpus()).await;
-    assert!(
-        outcome.changed >= 20,
-        "only {} cases changed anything",
-        outcome.changed
-    );
-    report("corpus", &outcome);
+    check(&db, &corpus()).await.report("corpus", 20);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_generated_statement_that_changes_the_server_classifies_as_a_read() {
-    let cases: usize = std::env::var("JITGATE_ORACLE_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100);
-    let seed: u64 = std::env::var("JITGATE_ORACLE_SEED")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0x5eed_4321_dcba_0001);
+    let (cases, seed) = oracle::cases_and_seed(100, 0x5eed_4321_dcba_0001);
     let db = MariaDb::start();
-    let mut rng = Rng(seed | 1);
-    let statements: Vec<String> = (0..cases).map(|_| compose(&mut rng)).collect();
-    let outcome = check(&db, &statements).await;
-    report(&format!("generated (seed {seed})"), &outcome);
+    let mut rng = oracle::Rng::new(seed);
+    let statements: Vec<String> = (0..cases).map(|_| PARTS.compose(&mut rng)).collect();
+    check(&db, &statements)
+        .await
+        .report(&format!("generated (seed {seed})"), 0);
 }

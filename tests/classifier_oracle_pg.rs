@@ -16,9 +16,11 @@
 //! classifier_oracle_pg -- --nocapture`.
 
 mod common;
+#[path = "support/oracle.rs"]
+mod oracle;
 
 use common::*;
-use jitgate::sql::{Lexing, Reading, StatementKind, classify_for};
+use jitgate::sql::{Lexing, Reading, classify_for};
 
 /// A session reading: the SET that puts the server in it, and the same
 /// reading as jitgate learns it from the server's ParameterStatus.
@@ -47,27 +49,7 @@ const SETTINGS: [Setting; 3] = [
 ];
 
 fn corpus() -> Vec<String> {
-    include_str!("corpus/postgres.sql")
-        .lines()
-        .filter(|line| !line.trim().is_empty() && !line.starts_with("--"))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Small deterministic generator (xorshift), so a failing seed can be rerun.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
+    oracle::statements(include_str!("corpus/postgres.sql"))
 }
 
 /// Pieces that change how text is read: quotes, escapes, comment marks,
@@ -140,15 +122,15 @@ const CLOSINGS: &[&str] = &[
     " $$",
 ];
 
-fn compose(rng: &mut Rng) -> String {
-    let mut pick = |list: &[&'static str]| -> &'static str { list[rng.below(list.len())] };
-    let (opening, middle) = (pick(OPENINGS), pick(MIDDLES));
-    let (hidden, closing) = (pick(HIDDEN), pick(CLOSINGS));
-    format!("{opening}{middle}{hidden}{closing}")
-}
+const PARTS: oracle::Parts = oracle::Parts {
+    openings: OPENINGS,
+    middles: MIDDLES,
+    hidden: HIDDEN,
+    closings: CLOSINGS,
+};
 
 /// A variant of `sql`: one to three pieces inserted at random places.
-fn mutate(rng: &mut Rng, sql: &str) -> String {
+fn mutate(rng: &mut oracle::Rng, sql: &str) -> String {
     let mut text: Vec<char> = sql.chars().collect();
     for _ in 0..=rng.below(3) {
         let at = rng.below(text.len() + 1);
@@ -219,90 +201,41 @@ async fn server_changed(pg: &PgServer, setting: &Setting, sql: &str) -> bool {
     changed || state(pg).await != before
 }
 
-struct Outcome {
-    cases: usize,
-    changed: usize,
-    misses: Vec<String>,
-}
-
-async fn check(pg: &PgServer, statements: &[String]) -> Outcome {
-    let mut outcome = Outcome {
-        cases: 0,
-        changed: 0,
-        misses: Vec::new(),
-    };
+async fn check(pg: &PgServer, statements: &[String]) -> oracle::Outcome {
+    let mut outcome = oracle::Outcome::default();
     for sql in statements {
         for setting in &SETTINGS {
-            outcome.cases += 1;
             let verdict = classify_for(&jitgate_reading(setting), sql.as_bytes());
-            let allowed = matches!(verdict, StatementKind::Read | StatementKind::Session);
-            if !server_changed(pg, setting, sql).await {
-                continue;
-            }
-            outcome.changed += 1;
-            if allowed {
-                outcome.misses.push(format!(
-                    "[{}] jitgate says {} but the server changed something: {sql:?}",
-                    setting.name,
-                    verdict.as_str()
-                ));
-            }
+            let changed = server_changed(pg, setting, sql).await;
+            outcome.record(setting.name, sql, changed, verdict);
         }
     }
     outcome
 }
 
-fn report(what: &str, outcome: &Outcome) {
-    eprintln!(
-        "{what}: {} cases, {} changed something on the server, {} classified as read/session",
-        outcome.cases,
-        outcome.changed,
-        outcome.misses.len()
-    );
-    assert!(
-        outcome.misses.is_empty(),
-        "{what}: the classifier let writes through:\n{}",
-        outcome.misses.join("\n")
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_corpus_statement_that_changes_the_server_classifies_as_a_read() {
     let pg = PgServer::start().await;
-    let statements = corpus();
-    let outcome = check(&pg, &statements).await;
-    // The oracle itself must see writes, or this test proves nothing.
-    assert!(
-        outcome.changed >= 20,
-        "only {} cases changed anything",
-        outcome.changed
-    );
-    report("corpus", &outcome);
+    check(&pg, &corpus()).await.report("corpus", 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_fuzzed_statement_that_changes_the_server_classifies_as_a_read() {
-    let cases: usize = std::env::var("JITGATE_ORACLE_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(150);
-    let seed: u64 = std::env::var("JITGATE_ORACLE_SEED")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0x5eed_1234_abcd_0001);
+    let (cases, seed) = oracle::cases_and_seed(150, 0x5eed_1234_abcd_0001);
     let pg = PgServer::start().await;
     let corpus = corpus();
-    let mut rng = Rng(seed | 1);
+    let mut rng = oracle::Rng::new(seed);
     let statements: Vec<String> = (0..cases)
         .map(|_| {
             if rng.below(2) == 0 {
-                compose(&mut rng)
+                PARTS.compose(&mut rng)
             } else {
                 let base = rng.below(corpus.len());
                 mutate(&mut rng, &corpus[base])
             }
         })
         .collect();
-    let outcome = check(&pg, &statements).await;
-    report(&format!("fuzz (seed {seed})"), &outcome);
+    check(&pg, &statements)
+        .await
+        .report(&format!("fuzz (seed {seed})"), 0);
 }

@@ -36,6 +36,25 @@ async fn setup() -> (PgServer, Jitgate) {
     (pg, jg)
 }
 
+/// Alice through jitgate with `options` in her startup packet.
+async fn connect_with_options(
+    jg: &Jitgate,
+    options: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(jg.pg_port())
+        .user("alice")
+        .password(ALICE_SECRET)
+        .dbname(TARGET)
+        .options(options)
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let (client, connection) = config.connect(AnyCertTls::new()).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 /// The statement was refused by jitgate as one it cannot classify.
 fn assert_refused_unknown(
     jg: &Jitgate,
@@ -117,20 +136,9 @@ async fn a_pipelined_setting_change_makes_the_next_text_unknown() {
 async fn standard_conforming_strings_off_from_the_startup_packet_is_followed() {
     let (pg, jg) = setup().await;
     jg.grant("alice", TARGET, READ, "2m").await;
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(jg.pg_port())
-        .user("alice")
-        .password(ALICE_SECRET)
-        .dbname(TARGET)
-        .options("-c standard_conforming_strings=off")
-        .ssl_mode(tokio_postgres::config::SslMode::Require);
-    let (client, connection) = config
-        .connect(AnyCertTls::new())
+    let client = connect_with_options(&jg, "-c standard_conforming_strings=off")
         .await
         .expect("standard_conforming_strings is a harmless startup parameter");
-    tokio::spawn(connection);
     let result = client
         .simple_query(&backslash_attack("pwned-scs-startup"))
         .await;
@@ -177,16 +185,7 @@ async fn a_startup_parameter_gets_the_verdict_of_its_set() {
         "-c default_transaction_read_only=off",
         "-e",
     ] {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .port(jg.pg_port())
-            .user("alice")
-            .password(ALICE_SECRET)
-            .dbname(TARGET)
-            .options(options)
-            .ssl_mode(tokio_postgres::config::SslMode::Require);
-        let err = match config.connect(AnyCertTls::new()).await {
+        let err = match connect_with_options(&jg, options).await {
             Ok(_) => panic!("startup options `{options}` must be refused on a read grant"),
             Err(e) => e,
         };
@@ -200,20 +199,9 @@ async fn a_startup_parameter_gets_the_verdict_of_its_set() {
     // Never logged in upstream.
     assert!(pg.backends_of("jg_read").await.is_empty());
     // Harmless options still pass, and reach the server.
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(jg.pg_port())
-        .user("alice")
-        .password(ALICE_SECRET)
-        .dbname(TARGET)
-        .options("-c statement_timeout=4321")
-        .ssl_mode(tokio_postgres::config::SslMode::Require);
-    let (client, connection) = config
-        .connect(AnyCertTls::new())
+    let client = connect_with_options(&jg, "-c statement_timeout=4321")
         .await
         .expect("harmless options");
-    tokio::spawn(connection);
     let row = client
         .query_one(
             "SELECT current_setting('statement_timeout'), current_user",
