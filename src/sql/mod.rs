@@ -129,10 +129,16 @@ impl Reading {
 /// the classifier does not model (see [`Lexing`]). Executable comments are
 /// opened as the MySQL-family server opens them before parsing.
 pub fn classify_for(reading: &Reading, bytes: &[u8]) -> StatementKind {
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return StatementKind::Unknown;
-    };
-    if reading.lexing.reads_differently(bytes) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => classify_text(reading, text),
+        Err(_) => StatementKind::Unknown,
+    }
+}
+
+/// [`classify_for`] of a text already known to be UTF-8 (the relays decode
+/// each statement once, for its audit record).
+pub fn classify_text(reading: &Reading, text: &str) -> StatementKind {
+    if reading.lexing.reads_differently(text.as_bytes()) {
         return StatementKind::Unknown;
     }
     match reading.dialect {

@@ -27,13 +27,37 @@ pub const TELL_CLIENTS_FIRST_FOR: std::time::Duration = std::time::Duration::fro
 ///
 /// The same as `String::from_utf8_lossy`, which checks byte by byte; valid
 /// text (nearly all of it) takes `str::from_utf8`'s word-at-a-time path.
-/// A statement's exact bytes for its audit record, base64, when they are
-/// not UTF-8 (and so not what [`text`] shows).
-pub fn exact_bytes(bytes: &[u8]) -> Option<String> {
-    use base64::Engine;
-    std::str::from_utf8(bytes)
-        .is_err()
-        .then(|| base64::engine::general_purpose::STANDARD.encode(bytes))
+/// A statement as the relays keep it: its text (decoded lossily if it is
+/// not UTF-8) and, only then, its exact bytes in base64 for the audit
+/// record. UTF-8 is checked once.
+pub struct StatementText<'a> {
+    pub text: std::borrow::Cow<'a, str>,
+    pub exact: Option<String>,
+}
+
+impl<'a> StatementText<'a> {
+    pub fn new(bytes: &'a [u8]) -> StatementText<'a> {
+        use base64::Engine;
+        match std::str::from_utf8(bytes) {
+            Ok(text) => StatementText {
+                text: std::borrow::Cow::Borrowed(text),
+                exact: None,
+            },
+            Err(_) => StatementText {
+                text: String::from_utf8_lossy(bytes),
+                exact: Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            },
+        }
+    }
+
+    /// The statement's kind as `reading`'s server reads it: unknown when
+    /// it is not UTF-8.
+    pub fn classify(&self, reading: &crate::sql::Reading) -> crate::sql::StatementKind {
+        match (&self.text, &self.exact) {
+            (text, None) => crate::sql::classify_text(reading, text),
+            (_, Some(_)) => crate::sql::StatementKind::Unknown,
+        }
+    }
 }
 
 pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {

@@ -509,18 +509,19 @@ impl Relay<'_> {
         match cmd {
             command::QUIT => Action::End(SessionEnd::ClientClosed),
             command::QUERY => {
-                let sql = crate::wire::text(args);
-                self.exact = crate::wire::exact_bytes(args);
+                let statement = crate::wire::StatementText::new(args);
+                self.exact = statement.exact.clone();
+                let sql = &statement.text;
                 if kill::mentions_kill(args) {
-                    return self.kill_statement(&sql, m.last_seq);
+                    return self.kill_statement(sql, m.last_seq);
                 }
-                let kind = sql::classify_for(&self.reading, args);
-                if let Some(db) = use_database(&sql)
+                let kind = statement.classify(&self.reading);
+                if let Some(db) = use_database(sql)
                     && db != ctx.target.database
                 {
-                    return Action::Answer(self.wrong_database(&sql, kind, &db, answer_seq));
+                    return Action::Answer(self.wrong_database(sql, kind, &db, answer_seq));
                 }
-                match self.admit(&sql, kind, answer_seq) {
+                match self.admit(sql, kind, answer_seq) {
                     Ok(pending) => {
                         let mut f = InFlight::new(Stage::First, Some(pending), m.last_seq);
                         f.lexing_after = self.lexing_after(args);
@@ -531,16 +532,17 @@ impl Relay<'_> {
                 }
             }
             command::STMT_PREPARE => {
-                let sql = crate::wire::text(args);
-                self.exact = crate::wire::exact_bytes(args);
-                let kind = sql::classify_for(&self.reading, args);
+                let statement = crate::wire::StatementText::new(args);
+                let kind = statement.classify(&self.reading);
+                self.exact = statement.exact.clone();
+                let sql = &statement.text;
                 if kill::mentions_kill(args) {
                     // A prepared KILL would run with a raw id: never.
-                    self.record_refusal(&sql, kind, code::NOT_SUPPORTED_YET.0);
+                    self.record_refusal(sql, kind, code::NOT_SUPPORTED_YET.0);
                     return Action::Answer(answer(code::NOT_SUPPORTED_YET, KILL_FORMS));
                 }
                 if ctx.read_only && !kind.allowed_read_only() {
-                    return Action::Answer(self.refusal(&sql, kind, answer_seq));
+                    return Action::Answer(self.refusal(sql, kind, answer_seq));
                 }
                 let mut f = InFlight::new(Stage::PrepareFirst, None, m.last_seq);
                 f.prepare_sql = Some(Arc::from(args));
@@ -552,13 +554,13 @@ impl Relay<'_> {
                     return Action::Answer(answer(code::UNKNOWN_COM, "malformed COM_STMT_EXECUTE"));
                 };
                 let sql = self.statements.get(&id).cloned();
-                let shown = sql.as_deref().map(crate::wire::text);
-                self.exact = sql.as_deref().and_then(crate::wire::exact_bytes);
-                let text: &str = shown
-                    .as_deref()
-                    .unwrap_or("-- execute of a statement jitgate did not see prepared");
-                let kind = match &sql {
-                    Some(s) => sql::classify_for(&self.reading, s),
+                let statement = sql.as_deref().map(crate::wire::StatementText::new);
+                let shown = statement.as_ref().map(|s| &*s.text);
+                self.exact = statement.as_ref().and_then(|s| s.exact.clone());
+                let text: &str =
+                    shown.unwrap_or("-- execute of a statement jitgate did not see prepared");
+                let kind = match &statement {
+                    Some(s) => s.classify(&self.reading),
                     None => StatementKind::Unknown,
                 };
                 match self.admit(text, kind, answer_seq) {

@@ -502,12 +502,12 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
         b'Q' => {
             let mut b = f.body();
             let sql_bytes = take_cstr_bytes(&mut b).unwrap_or(b"");
-            let sql = crate::wire::text(sql_bytes);
-            let exact = crate::wire::exact_bytes(sql_bytes);
-            let kind = sql::classify_for(&shared.reading(), sql_bytes);
-            match admit(shared, st, &sql, exact.as_deref(), kind) {
+            let statement = crate::wire::StatementText::new(sql_bytes);
+            let kind = statement.classify(&shared.reading());
+            let sql = &statement.text;
+            match admit(shared, st, sql, statement.exact.as_deref(), kind) {
                 Ok(seq) => {
-                    push_expect(shared, Expect::Query(shared.pending(seq, kind, &sql)));
+                    push_expect(shared, Expect::Query(shared.pending(seq, kind, sql)));
                     Verdict::Forward
                 }
                 Err(error) => {
@@ -520,9 +520,10 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             let mut b = f.body();
             let name = take_cstr_bytes(&mut b).unwrap_or(b"");
             let sql_bytes = take_cstr_bytes(&mut b).unwrap_or(b"");
-            let sql: Arc<str> = Arc::from(crate::wire::text(sql_bytes));
-            let exact: Option<Arc<str>> = crate::wire::exact_bytes(sql_bytes).map(Arc::from);
-            let kind = sql::classify_for(&shared.reading(), sql_bytes);
+            let statement = crate::wire::StatementText::new(sql_bytes);
+            let kind = statement.classify(&shared.reading());
+            let sql: Arc<str> = Arc::from(statement.text);
+            let exact: Option<Arc<str>> = statement.exact.map(Arc::from);
             if shared.ctx.read_only && !kind.allowed_read_only() {
                 let error = refusal(shared, &sql, exact.as_deref(), kind);
                 refuse_extended(shared, st, error, out);
