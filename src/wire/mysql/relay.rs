@@ -502,6 +502,7 @@ impl Relay<'_> {
         let answer = |code: (u16, &str), msg: &str| frame(answer_seq, &packet::err(code, msg));
         let body = &m.payload[..];
         let Some((&cmd, args)) = body.split_first() else {
+            self.record_command_refusal("an empty command packet", code::UNKNOWN_COM.0);
             return Action::Answer(answer(code::UNKNOWN_COM, "empty command packet"));
         };
         let ctx = self.ctx;
@@ -549,7 +550,12 @@ impl Relay<'_> {
             }
             command::STMT_EXECUTE => {
                 let Some(id) = Cursor(args).u32() else {
-                    return Action::Answer(answer(code::UNKNOWN_COM, "malformed COM_STMT_EXECUTE"));
+                    return Action::Answer(self.refuse_command(
+                        cmd,
+                        answer_seq,
+                        code::UNKNOWN_COM,
+                        "malformed COM_STMT_EXECUTE",
+                    ));
                 };
                 let sql = self.statements.get(&id).cloned();
                 let shown = sql.as_deref().map(crate::wire::text);
@@ -585,7 +591,9 @@ impl Relay<'_> {
                 Action::Forward
             }
             command::STMT_SEND_LONG_DATA => Action::Forward,
-            command::RESET_CONNECTION if ctx.read_only => Action::Answer(answer(
+            command::RESET_CONNECTION if ctx.read_only => Action::Answer(self.refuse_command(
+                cmd,
+                answer_seq,
                 code::OPTION_PREVENTS_STATEMENT,
                 "COM_RESET_CONNECTION would lift the read-only mode of your read-only grant; reconnect instead",
             )),
@@ -625,15 +633,22 @@ impl Relay<'_> {
                 Action::Forward
             }
             command::CHANGE_USER => Action::AnswerAndEnd(
-                answer(
+                self.refuse_command(
+                    cmd,
+                    answer_seq,
                     code::ACCESS_DENIED,
                     "COM_CHANGE_USER is not supported through jitgate: a session is bound to one grant; reconnect as the other identity",
                 ),
                 SessionEnd::ClientError("COM_CHANGE_USER refused".to_owned()),
             ),
-            other => Action::Answer(answer(
+            other => Action::Answer(self.refuse_command(
+                other,
+                answer_seq,
                 code::UNKNOWN_COM,
-                &format!("command 0x{other:02x} is not supported through jitgate"),
+                &format!(
+                    "{} (0x{other:02x}) is not supported through jitgate; send the SQL statement instead, or ask the jitgate operators",
+                    command::name(other)
+                ),
             )),
         }
     }
@@ -802,6 +817,30 @@ impl Relay<'_> {
             statement_base64: self.exact.as_deref(),
             kind: Some(kind.as_str()),
             outcome: Some(&code),
+            ..self.ctx.members.event("statement_refused")
+        });
+    }
+
+    /// Refuse a client command with an error of jitgate's own, audited.
+    fn refuse_command(&self, cmd: u8, answer_seq: u8, code: (u16, &str), message: &str) -> Bytes {
+        self.record_command_refusal(&format!("{} (0x{cmd:02x})", command::name(cmd)), code.0);
+        frame(answer_seq, &packet::err(code, message))
+    }
+
+    /// Audit a client command jitgate refused that carries no statement
+    /// (`what` names it): a `statement_refused` record whose `detail` names
+    /// the command, as the PostgreSQL relay does for a refused FunctionCall.
+    fn record_command_refusal(&self, what: &str, code: u16) {
+        let kind = StatementKind::Unknown;
+        self.ctx.metrics.statement(kind.as_str(), "refused");
+        let code = code.to_string();
+        let statement = format!("-- {what}");
+        let detail = format!("command {what}");
+        let _ = self.ctx.audit.record(&AuditEvent {
+            statement: Some(&statement),
+            kind: Some(kind.as_str()),
+            outcome: Some(&code),
+            detail: Some(&detail),
             ..self.ctx.members.event("statement_refused")
         });
     }
