@@ -37,6 +37,9 @@ use sha2::{Digest, Sha256};
 use crate::config::{AuditConfig, FsyncPolicy};
 
 mod json;
+mod orphans;
+
+pub use orphans::{PROXY_START_EVENT, PROXY_STOPPED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

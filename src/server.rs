@@ -74,6 +74,7 @@ impl Shared {
             source,
         })?;
         let audit = AuditLog::open(&config.audit)?;
+        audit.end_orphaned_sessions()?;
         crate::metrics::METRICS.add_known_targets(config.targets.iter().map(|t| t.name.as_str()));
         let config = Arc::new(config);
         let access = AccessModel::open(config.clone(), audit.clone())?;

@@ -986,3 +986,53 @@ async fn webhook_hears_of_a_grant_that_expired_during_downtime() {
     )
     .await;
 }
+
+/// A session open when the proxy is SIGKILLed gets its `session_end` when
+/// the proxy starts again, saying the proxy stopped; the chain still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_open_at_a_crash_is_ended_at_the_next_start() {
+    let (_pg, mut jg) = setup().await;
+    jg.grant("alice", TARGET, READ, "10m").await;
+    let client = jg.connect_ok(&Login::alice()).await;
+    client.simple_query("SELECT 1").await.expect("a read");
+    let started = jg
+        .wait_for_audit("the session's start", |v| v["event"] == "session_start")
+        .await;
+    let session = started["session"].clone();
+    jg.kill_now();
+    drop(client);
+    assert!(
+        !jg.audit_lines()
+            .iter()
+            .any(|v| v["event"] == "session_end" && v["session"] == session),
+        "SIGKILL leaves no session_end"
+    );
+    jg.start_again().await;
+    let ended = jg
+        .wait_for_audit("the session_end written at start", |v| {
+            v["event"] == "session_end" && v["session"] == session
+        })
+        .await;
+    assert_eq!(ended["reason"], "proxy_stopped", "{ended}");
+    assert_eq!(ended["grant"], started["grant"], "{ended}");
+    assert_eq!(ended["identity"], "alice", "{ended}");
+    // Started again, the proxy does not end it twice.
+    jg.restart().await;
+    let ends = jg
+        .audit_lines()
+        .iter()
+        .filter(|v| v["event"] == "session_end" && v["session"] == session)
+        .count();
+    assert_eq!(ends, 1);
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_jitgate"))
+        .args(["audit", "verify"])
+        .arg(jg.audit_path())
+        .output()
+        .expect("run jitgate audit verify");
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}

@@ -885,6 +885,51 @@ async fn a_select_only_read_account_is_checked_at_start_and_admitted() {
     conn.disconnect().await.expect("disconnect");
 }
 
+/// Commands jitgate refuses itself (COM_RESET_CONNECTION on a read level,
+/// COM_CHANGE_USER) each leave an audit record naming the command, and
+/// never reach the server.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_commands_are_audited_by_name() {
+    let (db, jg) = setup().await;
+    db.root_query("SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = 1");
+    jg.grant("read", "10m").await;
+    let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
+    let err = conn
+        .reset()
+        .await
+        .expect_err("COM_RESET_CONNECTION on a read level");
+    assert_eq!(server_error(&err).map(|e| e.0), Some(1290), "{err}");
+    let err = conn
+        .change_user(Default::default())
+        .await
+        .expect_err("COM_CHANGE_USER");
+    assert!(
+        server_error(&err).is_some_and(|e| e.0 == 1045)
+            || err.to_string().contains("COM_CHANGE_USER"),
+        "{err}"
+    );
+    for (name, outcome) in [
+        ("COM_RESET_CONNECTION (0x1f)", "1290"),
+        ("COM_CHANGE_USER (0x11)", "1045"),
+    ] {
+        let record = jg
+            .wait_for_audit(name, |v| {
+                v["event"] == "statement_refused"
+                    && v["detail"].as_str() == Some(&format!("command {name}"))
+            })
+            .await;
+        assert_eq!(record["outcome"], outcome, "{record}");
+        assert_eq!(record["level"], "read", "{record}");
+    }
+    let server_saw = db.root_query(
+        "SELECT count(*) FROM mysql.general_log WHERE user_host LIKE 'jg_read[%' \
+         AND command_type IN ('Reset connection', 'Change user')",
+    );
+    assert_eq!(server_saw.trim(), "0");
+}
+
 /// User locks change server state other sessions see: refused on a read
 /// grant, with the server's own lock table as the witness.
 #[tokio::test(flavor = "multi_thread")]

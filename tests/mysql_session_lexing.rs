@@ -207,3 +207,110 @@ async fn a_hidden_write_on_a_write_level_is_not_audited_as_a_read() {
         assert_eq!(record["kind"], kind, "{record}");
     }
 }
+
+async fn current_database(conn: &mut mysql_async::Conn) -> Option<String> {
+    conn.query_first::<Option<String>, _>("SELECT DATABASE()")
+        .await
+        .expect("SELECT DATABASE()")
+        .flatten()
+}
+
+/// `USE` of another database is refused wherever it sits in the text
+/// (behind a comment or a line break, as a second statement, inside an
+/// executable comment MariaDB runs), though the account could use it; `USE`
+/// of the target's own database passes, comments and all. The server's
+/// general log and its `DATABASE()` are the witnesses.
+#[tokio::test(flavor = "multi_thread")]
+async fn use_of_another_database_is_refused_wherever_it_hides() {
+    let db = setup();
+    db.root_query("CREATE DATABASE other; GRANT SELECT ON other.* TO jg_read@'%'");
+    let jg = Jitgate::start(&db, Options::default()).await;
+    jg.grant("read", "10m").await;
+    let mut conn = connect(&jg).await;
+    for sql in [
+        "/* c */ USE other",
+        "\nUSE other",
+        "SELECT 1; USE other",
+        "/*M! USE other */",
+        "USE `other`",
+    ] {
+        let err = conn
+            .query_drop(sql)
+            .await
+            .expect_err(&format!("`{sql}` must be refused"));
+        let mysql_async::Error::Server(e) = &err else {
+            panic!("`{sql}`: not a server error: {err}");
+        };
+        assert_eq!(e.code, 1044, "`{sql}`: {}", e.message);
+        assert!(
+            e.message.contains("may only use database 'app'"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            current_database(&mut conn).await.as_deref(),
+            Some("app"),
+            "after `{sql}`"
+        );
+    }
+    for sql in ["USE app /* c */", "USE app"] {
+        conn.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("`{sql}` stays in the target's database: {e}"));
+        assert_eq!(current_database(&mut conn).await.as_deref(), Some("app"));
+    }
+    conn.disconnect().await.expect("disconnect");
+    assert_eq!(server_received(&db, "jg_read", "other"), 0);
+    assert_eq!(server_received(&db, "jg_read", "USE app /* c */"), 1);
+    let refused = jg
+        .wait_for_audit("the refusal of the second statement", |v| {
+            v["event"] == "statement_refused" && v["statement"] == "SELECT 1; USE other"
+        })
+        .await;
+    assert_eq!(refused["outcome"], "1044", "{refused}");
+}
+
+/// SQL run from a string (`EXECUTE IMMEDIATE`) is no text jitgate can read
+/// before it runs; afterwards jitgate asks the server where the session
+/// is, and a session the server has moved to another database ends with
+/// an error that says why at its next command.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_moved_to_another_database_by_dynamic_sql_is_ended() {
+    let db = setup();
+    db.root_query("CREATE DATABASE other; GRANT SELECT ON other.* TO jg_write@'%'");
+    let jg = Jitgate::start(&db, Options::default()).await;
+    jg.grant("write", "10m").await;
+    let mut conn = connect(&jg).await;
+    // Dynamic SQL that stays: the session goes on.
+    conn.query_drop("EXECUTE IMMEDIATE 'SELECT 1'")
+        .await
+        .expect("dynamic SQL that stays in the database");
+    assert_eq!(current_database(&mut conn).await.as_deref(), Some("app"));
+    conn.query_drop("EXECUTE IMMEDIATE 'USE other'")
+        .await
+        .expect("the server runs the USE");
+    let err = conn
+        .query_drop("SELECT 1")
+        .await
+        .expect_err("the session left its database");
+    let mysql_async::Error::Server(e) = &err else {
+        panic!("not a server error: {err}");
+    };
+    assert_eq!(e.code, 1044, "{}", e.message);
+    assert!(
+        e.message.contains("now in database 'other'") && e.message.contains("reconnect"),
+        "{}",
+        e.message
+    );
+    let end = jg
+        .wait_for_audit("the session's end", |v| v["event"] == "session_end")
+        .await;
+    assert!(
+        end["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("left database 'app'")),
+        "{end}"
+    );
+    // The witness: the server answered jitgate's question after the switch.
+    assert_eq!(server_received(&db, "jg_write", "SELECT DATABASE()"), 3);
+}

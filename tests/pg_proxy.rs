@@ -380,6 +380,46 @@ async fn large_objects_via_function_call_work_on_a_write_grant() {
     assert_eq!(size.stdout.trim(), "100000");
 }
 
+/// A FunctionCall names its function only by OID: the audit record keeps
+/// that OID, and the server's own catalogue says which functions they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fastpath_calls_are_audited_with_the_function_oid_they_call() {
+    let (pg, jg) = setup().await;
+    jg.grant("alice", TARGET, WRITE, "2m").await;
+    let file = jg.dir().join("blob.txt");
+    std::fs::write(&file, "x".repeat(1000)).unwrap();
+    jg.psql(&["-c", &format!(r"\lo_import '{}'", file.display())])
+        .await
+        .assert_ok(&jg);
+    jg.wait_for_audit("the session's end", |v| event_is(v, "session_end"))
+        .await;
+    let prefix = "-- fastpath function call of function OID ";
+    let oids: Vec<u32> = jg
+        .audit_lines()
+        .iter()
+        .filter(|v| event_is(v, "statement"))
+        .filter_map(|v| v["statement"].as_str()?.strip_prefix(prefix)?.parse().ok())
+        .collect();
+    assert!(
+        !oids.is_empty(),
+        "no fastpath records: {:?}",
+        jg.audit_lines()
+    );
+    let superuser = pg.superuser_client("app").await;
+    let mut names = Vec::new();
+    for oid in oids {
+        let row = superuser
+            .query_one("SELECT proname::text FROM pg_proc WHERE oid = $1", &[&oid])
+            .await
+            .unwrap_or_else(|e| panic!("OID {oid} is no function the server knows: {e}"));
+        names.push(row.get::<_, String>(0));
+    }
+    assert!(
+        names.iter().any(|n| n == "lowrite"),
+        "libpq writes a large object with lowrite: {names:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_notify_reaches_the_client() {
     let (_pg, jg) = setup().await;

@@ -10,6 +10,7 @@
 //! So the classifier is conservative: what it cannot parse, or parses but does
 //! not know, is [`StatementKind::Unknown`], never [`StatementKind::Read`].
 
+mod database_switch;
 mod functions;
 mod lexing;
 pub(crate) mod mysql_lex;
@@ -90,6 +91,7 @@ pub enum Dialect {
     Mysql,
 }
 
+pub use database_switch::{DatabaseSwitch, mysql_database_switch, mysql_may_run_dynamic_sql};
 pub use lexing::{Lexing, MysqlServer};
 
 /// How one session's server will read the text it is sent: the dialect, the

@@ -69,6 +69,39 @@ impl Default for Rules {
     }
 }
 
+impl Rules {
+    /// Every reading the server could be using: with and without backslash
+    /// escapes, `"` as a string or an identifier, single- or multi-byte
+    /// client character sets.
+    pub(crate) fn every() -> impl Iterator<Item = Rules> {
+        [false, true].into_iter().flat_map(|multibyte| {
+            [(true, true), (true, false), (false, true), (false, false)]
+                .into_iter()
+                .map(move |(escape_single, escape_double)| Rules {
+                    escape_single,
+                    escape_double,
+                    multibyte,
+                })
+        })
+    }
+}
+
+/// Does `found` say yes to the tokens of `text` under some reading the
+/// server could be using? For guards that must err towards yes.
+pub(crate) fn under_some_reading(text: &[u8], found: impl Fn(&mut Lexer<'_>) -> bool) -> bool {
+    Rules::every().any(|rules| found(&mut Lexer::new(text, rules)))
+}
+
+/// Is `word` (ASCII, any case) a word of `text`'s code under some reading?
+pub(crate) fn has_word(text: &[u8], word: &[u8]) -> bool {
+    text.windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word))
+        && under_some_reading(text, |lexer| {
+            std::iter::from_fn(|| lexer.next())
+                .any(|t| matches!(t, Tok::Word(w) if w.eq_ignore_ascii_case(word)))
+        })
+}
+
 /// Just enough of MySQL's lexer to tell code from strings and comments.
 pub(crate) struct Lexer<'a> {
     b: &'a [u8],

@@ -33,7 +33,7 @@ use crate::config::{LevelConfig, TargetConfig};
 use crate::session::{SessionInfo, Sessions};
 
 use super::upstream::{self, KillScope, UpstreamError};
-use crate::sql::mysql_lex::{Lexer, Rules, Tok};
+use crate::sql::mysql_lex::{self, Lexer, Rules, Tok};
 
 /// What a client-visible connection id stands for.
 pub struct KillEntry {
@@ -263,23 +263,7 @@ pub fn parse_exact(sql: &[u8]) -> Option<KillStatement> {
 /// the second byte of a character) — so neither `sql_mode` nor `SET NAMES`
 /// can hide one. Errs towards yes.
 pub fn mentions_kill(sql: &[u8]) -> bool {
-    if !sql.windows(4).any(|w| w.eq_ignore_ascii_case(b"kill")) {
-        return false;
-    }
-    [false, true].into_iter().any(|multibyte| {
-        [(true, true), (true, false), (false, true), (false, false)]
-            .into_iter()
-            .any(|(escape_single, escape_double)| {
-                let rules = Rules {
-                    escape_single,
-                    escape_double,
-                    multibyte,
-                };
-                let mut lx = Lexer::new(sql, rules);
-                std::iter::from_fn(|| lx.next())
-                    .any(|t| matches!(t, Tok::Word(w) if w.eq_ignore_ascii_case(b"kill")))
-            })
-    })
+    mysql_lex::has_word(sql, b"kill")
 }
 
 #[cfg(test)]

@@ -96,6 +96,46 @@ pub mod command {
     pub const SET_OPTION: u8 = 0x1b;
     pub const STMT_FETCH: u8 = 0x1c;
     pub const RESET_CONNECTION: u8 = 0x1f;
+
+    /// A command's protocol name, for audit records and errors.
+    pub fn name(command: u8) -> &'static str {
+        match command {
+            0x00 => "COM_SLEEP",
+            QUIT => "COM_QUIT",
+            INIT_DB => "COM_INIT_DB",
+            QUERY => "COM_QUERY",
+            FIELD_LIST => "COM_FIELD_LIST",
+            0x05 => "COM_CREATE_DB",
+            0x06 => "COM_DROP_DB",
+            0x07 => "COM_REFRESH",
+            0x08 => "COM_SHUTDOWN",
+            STATISTICS => "COM_STATISTICS",
+            0x0a => "COM_PROCESS_INFO",
+            0x0b => "COM_CONNECT",
+            0x0c => "COM_PROCESS_KILL",
+            0x0d => "COM_DEBUG",
+            PING => "COM_PING",
+            0x0f => "COM_TIME",
+            0x10 => "COM_DELAYED_INSERT",
+            CHANGE_USER => "COM_CHANGE_USER",
+            0x12 => "COM_BINLOG_DUMP",
+            0x13 => "COM_TABLE_DUMP",
+            0x14 => "COM_CONNECT_OUT",
+            0x15 => "COM_REGISTER_SLAVE",
+            STMT_PREPARE => "COM_STMT_PREPARE",
+            STMT_EXECUTE => "COM_STMT_EXECUTE",
+            STMT_SEND_LONG_DATA => "COM_STMT_SEND_LONG_DATA",
+            STMT_CLOSE => "COM_STMT_CLOSE",
+            STMT_RESET => "COM_STMT_RESET",
+            SET_OPTION => "COM_SET_OPTION",
+            STMT_FETCH => "COM_STMT_FETCH",
+            0x1d => "COM_DAEMON",
+            0x1e => "COM_BINLOG_DUMP_GTID",
+            RESET_CONNECTION => "COM_RESET_CONNECTION",
+            0xfa => "COM_STMT_BULK_EXECUTE",
+            _ => "an unknown command",
+        }
+    }
 }
 
 /// Error codes and SQLSTATEs jitgate answers with.

@@ -14,6 +14,15 @@
 //! itself through the [`KillRegistry`] (see `kill.rs`). Its audit record has
 //! kind `session`: it stops a statement or a session of the caller's own
 //! identity, changes no data, and must work on read levels (Ctrl-C).
+//!
+//! A session stays in its target's database: a text with a `USE` of another
+//! one (anywhere in it, see `sql::mysql_database_switch`) and COM_INIT_DB of
+//! another one are refused. SQL run from a string (`EXECUTE`, MariaDB's
+//! `EXECUTE IMMEDIATE`) is no text jitgate can judge first, so once such a
+//! command is done the relay asks the server `SELECT DATABASE()` itself
+//! (the answer goes to no client); a session found elsewhere is ended, with
+//! an error that says why, at its next command. Only those rare commands
+//! pay the extra round trip.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +42,7 @@ use crate::audit::{AuditEvent, AuditLog, Sealed, SessionMembers};
 use crate::config::{LevelConfig, TargetConfig};
 use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
-use crate::sql::{self, Lexing, Reading, StatementKind};
+use crate::sql::{self, DatabaseSwitch, Lexing, Reading, StatementKind};
 pub use crate::wire::SessionEnd;
 use crate::wire::quiet::Quiet;
 use crate::wire::stream::Stream;
@@ -100,6 +109,13 @@ struct InFlight {
     outcome: String,
     /// How the server reads text once this command succeeds, if that changes.
     lexing_after: Option<Lexing>,
+    /// Once it is done, ask the server which database the session is in:
+    /// the command may have run SQL jitgate never saw as text.
+    probe_after: bool,
+    /// jitgate's own `SELECT DATABASE()`: its answer goes to no client.
+    ours: bool,
+    /// The row of that answer.
+    probe_row: Option<Vec<u8>>,
 }
 
 impl InFlight {
@@ -113,6 +129,9 @@ impl InFlight {
             rows: 0,
             outcome: String::new(),
             lexing_after: None,
+            probe_after: false,
+            ours: false,
+            probe_row: None,
         }
     }
 }
@@ -143,6 +162,12 @@ struct Relay<'a> {
     /// The command's statement bytes, base64, when they are not UTF-8 (for
     /// its audit records; see `wire::exact_bytes`).
     exact: Option<String>,
+    /// A command that may have switched the database is done: ask the
+    /// server before reading the next one.
+    probe_due: bool,
+    /// The server said the session is no longer in the target's database
+    /// (what it said): the next command ends the session.
+    left_database: Option<String>,
 }
 
 /// What to do with one client command.
@@ -206,6 +231,8 @@ pub async fn run(
         reading: Reading::mysql(lexing, server),
         login_lexing: lexing,
         exact: None,
+        probe_due: false,
+        left_database: None,
     };
     let mut out = BytesMut::with_capacity(16 * 1024);
     // A write to the client was cut off: no packet of ours may follow it.
@@ -223,6 +250,18 @@ pub async fn run(
     });
 
     let end = 'session: loop {
+        if relay.in_flight.is_none() && relay.probe_due {
+            relay.probe_due = false;
+            let mut f = InFlight::new(Stage::First, None, 0);
+            f.ours = true;
+            relay.in_flight = Some(f);
+            let probe = frame(0, b"\x03SELECT DATABASE()");
+            match guarded_write(up_r.get_mut(), &probe, &mut stop).await {
+                Ok(()) => {}
+                Err(Interrupted::Io(e)) => break 'session SessionEnd::UpstreamError(e.to_string()),
+                Err(Interrupted::Ended(e)) => break 'session e,
+            }
+        }
         // Commands, one at a time, only while nothing is in flight.
         while relay.in_flight.is_none() {
             let message = match client.try_message() {
@@ -314,15 +353,19 @@ pub async fn run(
                 Ok(None) => break,
                 Err(e) => break 'session SessionEnd::UpstreamError(e.to_string()),
             };
+            let ours = relay.in_flight.as_ref().is_some_and(|f| f.ours);
             match relay.observe(&p) {
                 Some(Observed::Violation(why)) => {
                     break 'session SessionEnd::UpstreamError(why.to_owned());
                 }
                 Some(Observed::Done) => {
-                    out.extend_from_slice(&p.bytes);
+                    if !ours {
+                        out.extend_from_slice(&p.bytes);
+                    }
                     relay.finish();
                     break;
                 }
+                Some(Observed::More) if ours => {}
                 Some(Observed::More) => out.extend_from_slice(&p.bytes),
                 None => {
                     // Nothing was asked: a server closing on its own says why first.
@@ -502,10 +545,36 @@ impl Relay<'_> {
         let answer = |code: (u16, &str), msg: &str| frame(answer_seq, &packet::err(code, msg));
         let body = &m.payload[..];
         let Some((&cmd, args)) = body.split_first() else {
+            self.record_command_refusal("an empty command packet", code::UNKNOWN_COM.0);
             return Action::Answer(answer(code::UNKNOWN_COM, "empty command packet"));
         };
         let ctx = self.ctx;
         self.exact = None;
+        if cmd != command::QUIT
+            && let Some(now_in) = self.left_database.take()
+        {
+            let detail = format!(
+                "the session left database '{}' for {now_in} (seen after a statement that ran dynamic SQL)",
+                ctx.target.database
+            );
+            self.record_command_refusal(
+                &format!(
+                    "{} (0x{cmd:02x}) after the session left its database",
+                    command::name(cmd)
+                ),
+                code::DB_ACCESS_DENIED.0,
+            );
+            return Action::AnswerAndEnd(
+                answer(
+                    code::DB_ACCESS_DENIED,
+                    &format!(
+                        "this session is now in {now_in}, but sessions on {} may only use database '{}', so jitgate ended it; reconnect, and switch databases only with `USE {}`",
+                        ctx.info.target, ctx.target.database, ctx.target.database
+                    ),
+                ),
+                SessionEnd::ClientError(detail),
+            );
+        }
         match cmd {
             command::QUIT => Action::End(SessionEnd::ClientClosed),
             command::QUERY => {
@@ -516,15 +585,14 @@ impl Relay<'_> {
                     return self.kill_statement(sql, m.last_seq);
                 }
                 let kind = statement.classify(&self.reading);
-                if let Some(db) = use_database(sql)
-                    && db != ctx.target.database
-                {
-                    return Action::Answer(self.wrong_database(sql, kind, &db, answer_seq));
+                if let Some(refused) = self.leaves_database(sql, args, kind, answer_seq) {
+                    return Action::Answer(refused);
                 }
                 match self.admit(sql, kind, answer_seq) {
                     Ok(pending) => {
                         let mut f = InFlight::new(Stage::First, Some(pending), m.last_seq);
                         f.lexing_after = self.lexing_after(args);
+                        f.probe_after = sql::mysql_may_run_dynamic_sql(args);
                         self.in_flight = Some(f);
                         Action::Forward
                     }
@@ -541,6 +609,9 @@ impl Relay<'_> {
                     self.record_refusal(sql, kind, code::NOT_SUPPORTED_YET.0);
                     return Action::Answer(answer(code::NOT_SUPPORTED_YET, KILL_FORMS));
                 }
+                if let Some(refused) = self.leaves_database(sql, args, kind, answer_seq) {
+                    return Action::Answer(refused);
+                }
                 if ctx.read_only && !kind.allowed_read_only() {
                     return Action::Answer(self.refusal(sql, kind, answer_seq));
                 }
@@ -551,7 +622,12 @@ impl Relay<'_> {
             }
             command::STMT_EXECUTE => {
                 let Some(id) = Cursor(args).u32() else {
-                    return Action::Answer(answer(code::UNKNOWN_COM, "malformed COM_STMT_EXECUTE"));
+                    return Action::Answer(self.refuse_command(
+                        cmd,
+                        answer_seq,
+                        code::UNKNOWN_COM,
+                        "malformed COM_STMT_EXECUTE",
+                    ));
                 };
                 let sql = self.statements.get(&id).cloned();
                 let statement = sql.as_deref().map(crate::wire::StatementText::new);
@@ -570,6 +646,7 @@ impl Relay<'_> {
                             Some(s) => self.lexing_after(s),
                             None => Some(Lexing::OPAQUE),
                         };
+                        f.probe_after = sql.as_deref().is_none_or(sql::mysql_may_run_dynamic_sql);
                         self.in_flight = Some(f);
                         Action::Forward
                     }
@@ -587,7 +664,9 @@ impl Relay<'_> {
                 Action::Forward
             }
             command::STMT_SEND_LONG_DATA => Action::Forward,
-            command::RESET_CONNECTION if ctx.read_only => Action::Answer(answer(
+            command::RESET_CONNECTION if ctx.read_only => Action::Answer(self.refuse_command(
+                cmd,
+                answer_seq,
                 code::OPTION_PREVENTS_STATEMENT,
                 "COM_RESET_CONNECTION would lift the read-only mode of your read-only grant; reconnect instead",
             )),
@@ -627,15 +706,22 @@ impl Relay<'_> {
                 Action::Forward
             }
             command::CHANGE_USER => Action::AnswerAndEnd(
-                answer(
+                self.refuse_command(
+                    cmd,
+                    answer_seq,
                     code::ACCESS_DENIED,
                     "COM_CHANGE_USER is not supported through jitgate: a session is bound to one grant; reconnect as the other identity",
                 ),
                 SessionEnd::ClientError("COM_CHANGE_USER refused".to_owned()),
             ),
-            other => Action::Answer(answer(
+            other => Action::Answer(self.refuse_command(
+                other,
+                answer_seq,
                 code::UNKNOWN_COM,
-                &format!("command 0x{other:02x} is not supported through jitgate"),
+                &format!(
+                    "{} (0x{other:02x}) is not supported through jitgate; send the SQL statement instead, or ask the jitgate operators",
+                    command::name(other)
+                ),
             )),
         }
     }
@@ -808,6 +894,30 @@ impl Relay<'_> {
         });
     }
 
+    /// Refuse a client command with an error of jitgate's own, audited.
+    fn refuse_command(&self, cmd: u8, answer_seq: u8, code: (u16, &str), message: &str) -> Bytes {
+        self.record_command_refusal(&format!("{} (0x{cmd:02x})", command::name(cmd)), code.0);
+        frame(answer_seq, &packet::err(code, message))
+    }
+
+    /// Audit a client command jitgate refused that carries no statement
+    /// (`what` names it): a `statement_refused` record whose `detail` names
+    /// the command, as the PostgreSQL relay does for a refused FunctionCall.
+    fn record_command_refusal(&self, what: &str, code: u16) {
+        let kind = StatementKind::Unknown;
+        self.ctx.metrics.statement(kind.as_str(), "refused");
+        let code = code.to_string();
+        let statement = format!("-- {what}");
+        let detail = format!("command {what}");
+        let _ = self.ctx.audit.record(&AuditEvent {
+            statement: Some(&statement),
+            kind: Some(kind.as_str()),
+            outcome: Some(&code),
+            detail: Some(&detail),
+            ..self.ctx.members.event("statement_refused")
+        });
+    }
+
     /// Audit a statement refused on a read-only level and build the error.
     fn refusal(&self, sql: &str, kind: StatementKind, answer_seq: u8) -> Bytes {
         let info = &self.ctx.info;
@@ -828,6 +938,39 @@ impl Relay<'_> {
                 ),
             ),
         )
+    }
+
+    /// The refusal of a text that would leave the target's database (a
+    /// `USE` of another one anywhere in it, or one jitgate cannot read);
+    /// `None` if it stays.
+    fn leaves_database(
+        &self,
+        sql: &str,
+        text: &[u8],
+        kind: StatementKind,
+        answer_seq: u8,
+    ) -> Option<Bytes> {
+        let database = &self.ctx.target.database;
+        match sql::mysql_database_switch(&self.reading, text) {
+            DatabaseSwitch::Stays => None,
+            DatabaseSwitch::To(dbs) => dbs
+                .iter()
+                .find(|db| *db != database)
+                .map(|db| self.wrong_database(sql, kind, db, answer_seq)),
+            DatabaseSwitch::Unknown => {
+                self.record_refusal(sql, kind, code::DB_ACCESS_DENIED.0);
+                Some(frame(
+                    answer_seq,
+                    &packet::err(
+                        code::DB_ACCESS_DENIED,
+                        &format!(
+                            "jitgate cannot tell which database this text's USE switches to, and sessions on {} may only use database '{database}'; send `USE {database}` on its own, or leave USE out",
+                            self.ctx.info.target
+                        ),
+                    ),
+                ))
+            }
+        }
     }
 
     fn wrong_database(&self, sql: &str, kind: StatementKind, db: &str, answer_seq: u8) -> Bytes {
@@ -886,10 +1029,41 @@ impl Relay<'_> {
                 after
             };
         }
-        if let Some(f) = self.in_flight.take()
-            && let Some(p) = &f.pending
-        {
+        let Some(f) = self.in_flight.take() else {
+            return;
+        };
+        if let Some(p) = &f.pending {
             self.audit_end(p, &f.outcome, f.rows);
+        }
+        if f.ours {
+            self.left_database = self.database_left(&f);
+        } else if f.probe_after {
+            self.probe_due = true;
+        }
+    }
+
+    /// From the answer to jitgate's `SELECT DATABASE()`: where the session
+    /// is, if that is not the target's database (or cannot be told).
+    fn database_left(&self, f: &InFlight) -> Option<String> {
+        if f.outcome.starts_with("ERR") {
+            return Some(format!(
+                "a database the server would not name ({})",
+                f.outcome
+            ));
+        }
+        let row = f.probe_row.as_deref().unwrap_or_default();
+        if row.first() == Some(&0xfb) {
+            return Some("no database".to_owned());
+        }
+        let mut c = Cursor(row);
+        let name = c
+            .lenenc_int()
+            .and_then(|n| usize::try_from(n).ok())
+            .and_then(|n| c.0.get(..n));
+        match name {
+            Some(name) if name == self.ctx.target.database.as_bytes() => None,
+            Some(name) => Some(format!("database '{}'", String::from_utf8_lossy(name))),
+            None => Some("a database the server's answer did not name".to_owned()),
         }
     }
 
@@ -979,6 +1153,9 @@ impl Relay<'_> {
                 }
                 None => {
                     f.rows += 1;
+                    if f.ours {
+                        f.probe_row = Some(b.to_vec());
+                    }
                     Observed::More
                 }
             },
@@ -1029,32 +1206,4 @@ fn unknown_thread(answer_seq: u8, id: &str) -> Bytes {
         answer_seq,
         &packet::err(code::UNKNOWN_THREAD, &format!("Unknown thread id: {id}")),
     )
-}
-
-/// The database a `USE db` statement switches to, if the text is one.
-fn use_database(sql: &str) -> Option<String> {
-    let s = sql.trim_start();
-    let head = s.get(..4)?;
-    if !head.eq_ignore_ascii_case("use ") && !head.eq_ignore_ascii_case("use\t") {
-        return None;
-    }
-    let rest = s[4..].trim().trim_end_matches(';').trim();
-    let name = match rest.strip_prefix('`').and_then(|r| r.strip_suffix('`')) {
-        Some(quoted) => quoted.replace("``", "`"),
-        None => rest.to_owned(),
-    };
-    Some(name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::use_database;
-
-    #[test]
-    fn use_statements_name_their_database() {
-        assert_eq!(use_database("USE app").as_deref(), Some("app"));
-        assert_eq!(use_database("  use `my``db`;").as_deref(), Some("my`db"));
-        assert_eq!(use_database("select 1"), None);
-        assert_eq!(use_database("user"), None);
-    }
 }

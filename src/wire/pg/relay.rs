@@ -586,13 +586,25 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
         }
         b'F' => {
             // FunctionCall runs a function by OID: nothing to classify, so it is
-            // refused on read-only levels and audited as unknown elsewhere.
-            match admit(
+            // refused on read-only levels and audited as unknown elsewhere,
+            // with the OID it calls.
+            let oid = f
+                .body()
+                .get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let of = match oid {
+                Some(oid) => format!("of function OID {oid}"),
+                None => "without a function OID".to_owned(),
+            };
+            let call = format!("-- fastpath function call {of}");
+            let detail = format!("command FunctionCall (F) {of}");
+            match admit_with(
                 shared,
                 st,
-                "-- fastpath function call",
+                &call,
                 None,
                 StatementKind::Unknown,
+                Some(&detail),
             ) {
                 Ok(seq) => {
                     let call = shared.pending(seq, StatementKind::Unknown, "");
@@ -648,9 +660,22 @@ fn admit(
     exact: Option<&str>,
     kind: StatementKind,
 ) -> Result<u64, Bytes> {
+    admit_with(shared, st, sql, exact, kind, None)
+}
+
+/// [`admit`], with a `detail` for both its `statement` and its
+/// `statement_refused` record (what a non-statement message was).
+fn admit_with(
+    shared: &Shared<'_>,
+    st: &mut Upward,
+    sql: &str,
+    exact: Option<&str>,
+    kind: StatementKind,
+    detail: Option<&str>,
+) -> Result<u64, Bytes> {
     let ctx = shared.ctx;
     if ctx.read_only && !kind.allowed_read_only() {
-        return Err(refusal(shared, sql, exact, kind));
+        return Err(refusal_with(shared, sql, exact, kind, detail));
     }
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let info = &ctx.info;
@@ -659,6 +684,7 @@ fn admit(
         statement: Some(sql),
         statement_base64: exact,
         kind: Some(kind.as_str()),
+        detail,
         ..ctx.members.event("statement")
     });
     match sealed {
@@ -681,6 +707,16 @@ fn admit(
 
 /// Audit a refused statement and build the error the client gets.
 fn refusal(shared: &Shared<'_>, sql: &str, exact: Option<&str>, kind: StatementKind) -> Bytes {
+    refusal_with(shared, sql, exact, kind, None)
+}
+
+fn refusal_with(
+    shared: &Shared<'_>,
+    sql: &str,
+    exact: Option<&str>,
+    kind: StatementKind,
+    detail: Option<&str>,
+) -> Bytes {
     let info = &shared.ctx.info;
     shared.ctx.metrics.statement(kind.as_str(), "refused");
     let _ = shared.ctx.audit.record(&AuditEvent {
@@ -688,6 +724,7 @@ fn refusal(shared: &Shared<'_>, sql: &str, exact: Option<&str>, kind: StatementK
         statement_base64: exact,
         kind: Some(kind.as_str()),
         outcome: Some(sqlstate::READ_ONLY_TRANSACTION),
+        detail,
         ..shared.ctx.members.event("statement_refused")
     });
     let what = match kind {
