@@ -139,7 +139,11 @@ fn person(name: &str, groups: &[&str]) -> Identity {
     Identity {
         name: name.to_owned(),
         groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-        verifier: ScramVerifier::decoy(name, &[7; 32]),
+        verifier: ScramVerifier::decoy(
+            name,
+            &crate::identity::DecoyKey::ephemeral(),
+            crate::identity::VerifierShape::DEFAULT,
+        ),
     }
 }
 

@@ -106,7 +106,8 @@ approvers = ["approver"]
         let config = Arc::new(Config::from_toml(&toml, &dir.path().join("jitgate.toml")).unwrap());
         let audit = AuditLog::open(&config.audit).unwrap();
         let access = AccessModel::new(config.clone(), audit.clone());
-        let shared = Shared::assemble(config, audit, access);
+        let decoy_key = crate::identity::DecoyKey::load_or_create(dir.path()).unwrap();
+        let shared = Shared::assemble(config, audit, access, decoy_key);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(super::serve(listener, shared.clone()));

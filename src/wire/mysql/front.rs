@@ -620,10 +620,11 @@ impl MysqlFront {
         if scramble.is_empty() || scramble == [0] {
             return Ok(AuthOutcome::BadSecret);
         }
-        if known && let Some(ok) = self.sha2_cache.check_fast(user, nonce, &scramble) {
-            if !ok {
-                return Ok(AuthOutcome::BadSecret);
-            }
+        // The fast path answers only a scramble that proves the password. A
+        // wrong one goes on to full authentication, as for a name that never
+        // logged in or does not exist: a caller without the password cannot
+        // tell which names are cached (have logged in since the start).
+        if known && self.sha2_cache.proves_password(user, nonce, &scramble) {
             conv.send(&packet::auth_more_data(&[auth::FAST_AUTH_OK]))
                 .await?;
             return Ok(AuthOutcome::Ok);
