@@ -489,10 +489,22 @@ async fn another_developer_cannot_revoke_a_grant() {
         .as_str()
         .unwrap()
         .to_owned();
+    // carol does not see alice's grant, so for her it does not exist.
     let r = api
         .post(&format!("/v1/grants/{id}/revoke"), Some(CAROL), None)
         .await;
-    r.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    r.assert_error(StatusCode::NOT_FOUND, "grant not found");
+    let never = api
+        .post("/v1/grants/g_0123456789abcdef/revoke", Some(CAROL), None)
+        .await;
+    assert_eq!(
+        r.json["detail"].as_str().unwrap().replace(&id, "<id>"),
+        never.json["detail"]
+            .as_str()
+            .unwrap()
+            .replace("g_0123456789abcdef", "<id>"),
+    );
+    assert!(!r.text.contains("alice"), "{}", r.text);
     assert_eq!(
         ids(&api.get("/v1/grants", Some(ADMIN)).await.json["grants"]),
         ["alice"]
@@ -547,10 +559,22 @@ async fn owner_can_kill_a_session_and_the_kill_is_audited() {
     let api = Api::start().await;
     let session = api.session_of("alice");
     let id = session.info.id.clone();
+    // carol does not see alice's session, so for her it does not exist.
     let r = api
         .post(&format!("/v1/sessions/{id}/kill"), Some(CAROL), None)
         .await;
-    r.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    r.assert_error(StatusCode::NOT_FOUND, "session not found");
+    let never = api
+        .post("/v1/sessions/s_nope/kill", Some(CAROL), None)
+        .await;
+    assert_eq!(
+        r.json["detail"].as_str().unwrap().replace(&id, "<id>"),
+        never.json["detail"]
+            .as_str()
+            .unwrap()
+            .replace("s_nope", "<id>"),
+    );
+    assert!(!r.text.contains("alice"), "{}", r.text);
 
     let r = api
         .post(&format!("/v1/sessions/{id}/kill"), Some(ALICE), None)
@@ -697,19 +721,59 @@ async fn approving_your_own_request_is_403_whatever_your_groups() {
 }
 
 #[tokio::test]
-async fn an_approver_outside_the_policy_is_403() {
+async fn an_admin_outside_the_policy_is_403() {
     let api = Api::start().await;
     let id = api.pending_request(ALICE).await;
-    for token in [CAROL, ADMIN] {
+    for action in ["approve", "deny"] {
         let r = api
-            .post(&format!("/v1/requests/{id}/approve"), Some(token), None)
+            .post(&format!("/v1/requests/{id}/{action}"), Some(ADMIN), None)
             .await;
         r.assert_error(StatusCode::FORBIDDEN, "forbidden");
-        let r = api
-            .post(&format!("/v1/requests/{id}/deny"), Some(token), None)
-            .await;
-        r.assert_error(StatusCode::FORBIDDEN, "forbidden");
+        assert!(r.json["detail"].as_str().unwrap().contains("demo-read"));
     }
+}
+
+#[tokio::test]
+async fn a_request_the_caller_may_not_see_is_404_on_every_endpoint() {
+    let api = Api::start().await;
+    let id = api.pending_request(ALICE).await;
+    let never = "r_0123456789abcdef";
+    // carol neither made it nor may decide it: to her it does not exist, and
+    // every answer is the one an id that never existed gets.
+    for (method, path) in [
+        (reqwest::Method::GET, ""),
+        (reqwest::Method::POST, "/approve"),
+        (reqwest::Method::POST, "/deny"),
+        (reqwest::Method::POST, "/cancel"),
+    ] {
+        let hidden = api
+            .send(
+                method.clone(),
+                &format!("/v1/requests/{id}{path}"),
+                Some(CAROL),
+                None,
+            )
+            .await;
+        let absent = api
+            .send(
+                method,
+                &format!("/v1/requests/{never}{path}"),
+                Some(CAROL),
+                None,
+            )
+            .await;
+        hidden.assert_error(StatusCode::NOT_FOUND, "not found");
+        absent.assert_error(StatusCode::NOT_FOUND, "not found");
+        assert_eq!(
+            hidden.text.replace(&id, "<id>"),
+            absent.text.replace(never, "<id>"),
+            "{path}"
+        );
+        assert!(!hidden.text.contains("alice"), "{}", hidden.text);
+    }
+    let r = api.get(&format!("/v1/requests/{id}"), Some(ALICE)).await;
+    assert_eq!(r.json["state"], "pending", "{}", r.text);
+    assert!(!api.audit_log().contains("\"by\":\"carol\""));
 }
 
 #[tokio::test]
@@ -784,14 +848,11 @@ async fn a_decision_body_must_be_the_documented_object() {
 async fn the_requester_can_cancel_a_pending_request() {
     let api = Api::start().await;
     let id = api.pending_request(ALICE).await;
+    // bob may decide it, so he sees it, but only alice may cancel it.
     let r = api
-        .post(&format!("/v1/requests/{id}/cancel"), Some(CAROL), None)
+        .post(&format!("/v1/requests/{id}/cancel"), Some(BOB), None)
         .await;
-    assert!(
-        r.status == StatusCode::FORBIDDEN || r.status == StatusCode::NOT_FOUND,
-        "{}",
-        r.text
-    );
+    r.assert_error(StatusCode::FORBIDDEN, "forbidden");
     let r = api
         .post(&format!("/v1/requests/{id}/cancel"), Some(ALICE), None)
         .await;
