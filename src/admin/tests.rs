@@ -647,6 +647,123 @@ async fn unknown_routes_and_methods_answer_in_the_error_shape() {
     r.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
 }
 
+/// Send `request` as raw bytes and read until jitgate closes the
+/// connection; the status and the body parsed as JSON (`Null` if it is not).
+async fn raw_http(api: &Api, request: &[u8]) -> (u16, Value, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = api.base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got))
+        .await
+        .expect("jitgate closes the connection after a protocol error")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{text}"
+    );
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(Value::Null),
+        text,
+    )
+}
+
+/// `{"error": …, "detail": …}` and nothing else, both non-empty.
+fn assert_error_shape(json: &Value, error: &str, text: &str) {
+    assert_eq!(json["error"], error, "{text}");
+    assert!(
+        json["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{text}"
+    );
+    assert_eq!(json.as_object().map(|o| o.len()), Some(2), "{text}");
+}
+
+#[tokio::test]
+async fn requests_hyper_cannot_parse_answer_in_the_error_shape() {
+    let api = Api::start().await;
+    let many_headers: String = (0..200).map(|i| format!("x-h{i}: {i}\r\n")).collect();
+    let cases: [(&str, String, u16, &str); 6] = [
+        ("a bad request line", "GARBAGE\r\n\r\n".into(), 400, "bad request"),
+        (
+            "a bad method token",
+            "G@T /healthz HTTP/1.1\r\nhost: x\r\n\r\n".into(),
+            400,
+            "bad request",
+        ),
+        (
+            "a Content-Length that is not a number",
+            "POST /v1/requests HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n".into(),
+            400,
+            "bad request",
+        ),
+        (
+            "two Content-Lengths that disagree",
+            "POST /v1/requests HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}"
+                .into(),
+            400,
+            "bad request",
+        ),
+        (
+            "a header without a colon",
+            "GET /healthz HTTP/1.1\r\nhost x\r\n\r\n".into(),
+            400,
+            "bad request",
+        ),
+        (
+            "too many headers",
+            format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many_headers}\r\n"),
+            431,
+            "headers too large",
+        ),
+    ];
+    for (what, request, status, error) in cases {
+        let (got, json, text) = raw_http(&api, request.as_bytes()).await;
+        assert_eq!(got, status, "{what}: {text}");
+        assert_error_shape(&json, error, &text);
+    }
+    // The API still answers afterwards.
+    assert_eq!(api.get("/healthz", None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_bodies_and_methods_answer_in_the_error_shape() {
+    let api = Api::start().await;
+    let body = "{\"target\": \"demo-pg\",";
+    let request = format!(
+        "POST /v1/requests HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, json, text) = raw_http(&api, request.as_bytes()).await;
+    assert_eq!(status, 400, "{text}");
+    assert_error_shape(&json, "malformed body", &text);
+
+    for method in [reqwest::Method::PUT, reqwest::Method::PATCH] {
+        api.send(method, "/v1/requests", Some(ALICE), None)
+            .await
+            .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    }
+    let r = api
+        .send(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            "/v1/grants",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    r.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+}
+
 // ---- requests and approvals ---------------------------------------------
 
 #[tokio::test]
