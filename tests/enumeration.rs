@@ -4,9 +4,11 @@
 //! PostgreSQL: the SCRAM server-first message of an unknown name carries a
 //! decoy salt that looks like a real one (same iteration count and length),
 //! stays the same for that name across restarts and differs between names.
-//! MySQL: a wrong `caching_sha2_password` scramble gets the same sequence of
-//! packets for a name that logged in before, a known name that never did and
-//! an unknown one. The witnesses are raw protocol exchanges, byte by byte.
+//! MySQL: a wrong `caching_sha2_password` scramble gets the same packets for
+//! a name that logged in before (and is in the fast-path cache), a known
+//! name that never did and an unknown one, and costs each of them a login
+//! attempt even if the client goes away when asked for its password. The
+//! witnesses are raw protocol exchanges, byte by byte.
 
 mod common;
 mod mysql_common;
@@ -220,15 +222,50 @@ async fn send_mysql<S: AsyncWrite + Unpin>(s: &mut S, seq: u8, payload: &[u8]) {
 /// PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH | CONNECT_WITH_DB | SSL.
 const CLIENT_CAPS: u32 = 0x0200 | 0x8000 | 0x8_0000 | 0x0008 | 0x0800;
 
-/// A login as `user` over TLS with a wrong `caching_sha2_password` scramble
-/// and then a wrong password: every packet jitgate sends after its greeting,
-/// as (sequence id, payload), the name in an error replaced by `<name>`.
-async fn wrong_caching_sha2_login(port: u16, user: &str) -> Vec<(u8, Vec<u8>)> {
-    let mut tcp = TcpStream::connect(("127.0.0.1", port))
+/// The 20-byte nonce of a v10 greeting (auth-plugin-data, parts 1 and 2).
+fn greeting_nonce(greeting: &[u8]) -> Vec<u8> {
+    let version_end = greeting
+        .iter()
+        .position(|b| *b == 0)
+        .expect("server version");
+    let part1 = version_end + 1 + 4;
+    let mut nonce = greeting[part1..part1 + 8].to_vec();
+    // filler, capabilities (2), charset, status (2), capabilities (2),
+    // auth data length, 10 reserved bytes.
+    let part2 = part1 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 10;
+    nonce.extend_from_slice(&greeting[part2..part2 + 12]);
+    nonce
+}
+
+/// A login as `user` over TLS from the loopback address `from`: a
+/// `caching_sha2_password` scramble made from `scrambled`, then `password`
+/// if jitgate asks for full authentication (`None`: go away instead).
+/// Every packet jitgate sends after its greeting, as (sequence id,
+/// payload), the name and address in an error replaced by `<name>`, `<addr>`.
+async fn caching_sha2_login(
+    from: &str,
+    port: u16,
+    user: &str,
+    scrambled: &str,
+    password: Option<&str>,
+) -> Vec<(u8, Vec<u8>)> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{from}:0").parse().unwrap())
+        .expect("bind a loopback address");
+    let mut tcp = socket
+        .connect(([127, 0, 0, 1], port).into())
         .await
         .expect("connect to jitgate");
     let (seq, greeting) = mysql_packet(&mut tcp).await;
     assert_eq!((seq, greeting[0]), (0, 10), "a v10 greeting");
+    let nonce = greeting_nonce(&greeting);
+    let nonce: [u8; 20] = nonce.try_into().expect("a 20-byte nonce");
+    let scramble = ::mysql_common::auth::plugins::caching_sha2_password::scramble_sha256(
+        &nonce,
+        scrambled.as_bytes(),
+    )
+    .expect("a scramble of a non-empty password");
 
     let mut ssl_request = CLIENT_CAPS.to_le_bytes().to_vec();
     ssl_request.extend_from_slice(&(16u32 << 20).to_le_bytes());
@@ -249,7 +286,7 @@ async fn wrong_caching_sha2_login(port: u16, user: &str) -> Vec<(u8, Vec<u8>)> {
     response.extend_from_slice(user.as_bytes());
     response.push(0);
     response.push(32);
-    response.extend_from_slice(&[0x5a; 32]);
+    response.extend_from_slice(&scramble);
     response.extend_from_slice(mysql_common::TARGET.as_bytes());
     response.push(0);
     response.extend_from_slice(b"caching_sha2_password\0");
@@ -258,18 +295,28 @@ async fn wrong_caching_sha2_login(port: u16, user: &str) -> Vec<(u8, Vec<u8>)> {
     let mut answers = Vec::new();
     let (seq, first) = mysql_packet(&mut tls).await;
     answers.push((seq, first.clone()));
-    if first == [0x01, 0x04] {
+    if first == [0x01, 0x04]
+        && let Some(password) = password
+    {
         // Full authentication: the password, NUL-terminated.
-        send_mysql(&mut tls, seq + 1, b"not-the-password\0").await;
+        let mut cleartext = password.as_bytes().to_vec();
+        cleartext.push(0);
+        send_mysql(&mut tls, seq + 1, &cleartext).await;
         let (seq, second) = mysql_packet(&mut tls).await;
         answers.push((seq, second));
     }
-    // Then jitgate closes the connection.
-    let mut rest = Vec::new();
-    let _ = within(secs(5), "jitgate to close", tls.read_to_end(&mut rest)).await;
-    assert!(rest.is_empty(), "nothing after the refusal: {rest:?}");
+    if answers
+        .last()
+        .is_some_and(|(_, p)| p.first() == Some(&0xff))
+    {
+        // After a refusal jitgate closes the connection.
+        let mut rest = Vec::new();
+        let _ = within(secs(5), "jitgate to close", tls.read_to_end(&mut rest)).await;
+        assert!(rest.is_empty(), "nothing after the refusal: {rest:?}");
+    }
     for (_, payload) in &mut answers {
         *payload = replace_bytes(payload, user.as_bytes(), b"<name>");
+        *payload = replace_bytes(payload, from.as_bytes(), b"<addr>");
     }
     answers
 }
@@ -300,9 +347,11 @@ async fn a_wrong_scramble_is_answered_alike_for_cached_uncached_and_unknown_name
             .await
             .unwrap_or_else(|e| panic!("alice's login: {e}\n{}", jg.log())),
     );
-    let cached = wrong_caching_sha2_login(jg.mysql_port, "alice").await;
-    let uncached = wrong_caching_sha2_login(jg.mysql_port, "bob").await;
-    let unknown = wrong_caching_sha2_login(jg.mysql_port, "mallory").await;
+    let port = jg.mysql_port;
+    let (here, wrong) = ("127.0.0.1", "not-the-password");
+    let cached = caching_sha2_login(here, port, "alice", wrong, Some(wrong)).await;
+    let uncached = caching_sha2_login(here, port, "bob", wrong, Some(wrong)).await;
+    let unknown = caching_sha2_login(here, port, "mallory", wrong, Some(wrong)).await;
 
     assert_eq!(
         cached[0],
@@ -314,11 +363,53 @@ async fn a_wrong_scramble_is_answered_alike_for_cached_uncached_and_unknown_name
     assert_eq!(cached, uncached, "known, never logged in");
     assert_eq!(cached, unknown, "unknown name");
 
-    // The fast path still works for the right scramble: alice logs in again.
-    let mut conn = mysql_async::Conn::new(jg.async_opts(mysql_common::ALICE_SECRET))
-        .await
-        .unwrap_or_else(|e| panic!("alice's second login: {e}\n{}", jg.log()));
-    use mysql_async::prelude::Queryable;
-    let one: Option<i32> = conn.query_first("SELECT 1").await.unwrap();
-    assert_eq!(one, Some(1));
+    // Only the right scramble of a name that logged in takes the fast path.
+    let fast = caching_sha2_login(here, port, "alice", mysql_common::ALICE_SECRET, None).await;
+    assert_eq!(fast[0], (3, vec![0x01, 0x03]), "fast auth OK: {fast:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_logins_cost_an_attempt_for_cached_uncached_and_unknown_names_mysql() {
+    let db = mysql_common::MariaDb::start();
+    let jg = mysql_common::Jitgate::start(
+        &db,
+        mysql_common::Options {
+            max_login_failures: Some(2),
+            login_failure_window: Some("1m".into()),
+            ..mysql_common::Options::default()
+        },
+    )
+    .await;
+    jg.grant("read", "5m").await;
+    drop(
+        mysql_async::Conn::new(jg.async_opts(mysql_common::ALICE_SECRET))
+            .await
+            .unwrap_or_else(|e| panic!("alice's login: {e}\n{}", jg.log())),
+    );
+    let port = jg.mysql_port;
+    // A guesser sends scrambles and goes away when asked for the password:
+    // each try costs an attempt, whether or not the name is cached (alice),
+    // known (bob) or unknown (mallory). Each name from its own address, so
+    // only the per-name budget is spent.
+    let mut third_tries = Vec::new();
+    for (name, from) in [
+        ("alice", "127.0.0.2"),
+        ("bob", "127.0.0.3"),
+        ("mallory", "127.0.0.4"),
+    ] {
+        for i in 0..2 {
+            let guess = format!("guess-{i}");
+            let answers = caching_sha2_login(from, port, name, &guess, None).await;
+            assert_eq!(answers, [(3, vec![0x01, 0x04])], "{name}, try {i}");
+        }
+        let third = caching_sha2_login(from, port, name, "guess-2", None).await;
+        let (seq, refusal) = &third[0];
+        let text = String::from_utf8_lossy(refusal).into_owned();
+        assert!(text.contains("too many failed logins"), "{name}: {text}");
+        // The code and the words, without the seconds left to wait.
+        let words: String = text.chars().filter(|c| !c.is_ascii_digit()).collect();
+        third_tries.push((*seq, refusal[..3].to_vec(), words));
+    }
+    assert_eq!(third_tries[0], third_tries[1]);
+    assert_eq!(third_tries[0], third_tries[2]);
 }

@@ -79,7 +79,8 @@ impl DecoyKey {
     }
 
     /// A key that lives as long as the process (tests of the model alone).
-    pub fn ephemeral() -> DecoyKey {
+    #[cfg(test)]
+    pub(crate) fn ephemeral() -> DecoyKey {
         DecoyKey(rand::random())
     }
 

@@ -14,6 +14,10 @@
 //! MySQL, the client is asked for full authentication, exactly as a name that
 //! never logged in (or that jitgate does not know) is. Otherwise a wrong
 //! scramble would tell anyone which identities have logged in since the start.
+//! A login asked for full authentication that does not succeed is charged to
+//! the login limiter whatever the client does next (see `front.rs`), so
+//! guessing scrambles costs attempts like guessing passwords, for every
+//! name alike.
 //!
 //! Clients that start with `mysql_native_password` (the `mariadb` CLI's
 //! default) are switched to `caching_sha2_password` with an AuthSwitchRequest.
