@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use crate::access::{AccessModel, StoreError};
 use crate::audit::{AuditError, AuditLog};
 use crate::config::{Config, Limits};
-use crate::identity::{Identities, LoginLimiter};
+use crate::identity::{DecoyKey, DecoyKeyError, Identities, LoginLimiter};
 use crate::session::Sessions;
 use crate::tls::TlsError;
 use crate::wire::accept_loop;
@@ -43,6 +43,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    DecoyKey(#[from] DecoyKeyError),
     /// The journal cannot be opened or replayed (or its replay cannot be recorded).
     #[error(transparent)]
     Access(#[from] StoreError),
@@ -73,22 +75,25 @@ impl Shared {
             path: config.data_dir.clone(),
             source,
         })?;
+        let decoy_key = DecoyKey::load_or_create(&config.data_dir)?;
         let audit = AuditLog::open(&config.audit)?;
         audit.end_orphaned_sessions()?;
         crate::metrics::METRICS.add_known_targets(config.targets.iter().map(|t| t.name.as_str()));
         let config = Arc::new(config);
         let access = AccessModel::open(config.clone(), audit.clone())?;
-        Ok(Shared::assemble(config, audit, access))
+        Ok(Shared::assemble(config, audit, access, decoy_key))
     }
 
-    /// The shared state around an audit log and access model already open.
+    /// The shared state around an audit log and access model already open;
+    /// `decoy_key` keys the verifiers of unknown names.
     pub fn assemble(
         config: Arc<Config>,
         audit: Arc<AuditLog>,
         access: Arc<AccessModel>,
+        decoy_key: DecoyKey,
     ) -> Arc<Shared> {
         Arc::new(Shared {
-            identities: Arc::new(Identities::from_config(&config.identities)),
+            identities: Arc::new(Identities::from_config(&config.identities, decoy_key)),
             access,
             sessions: Arc::default(),
             audit,

@@ -738,11 +738,10 @@ impl AccessModel {
     /// The requester withdraws a pending request.
     pub fn cancel(&self, requester: &Identity, id: &str) -> Result<Request, AccessError> {
         let mut book = self.book();
-        let request = known_request(&book, id)?;
+        let request = self.visible_request(&book, requester, id)?;
         if request.requested_by != requester.name {
             return Err(AccessError::Forbidden(format!(
-                "only {}, who made request {id}, may cancel it; approvers deny instead",
-                request.requested_by
+                "only the requester may cancel request {id}; approvers deny it instead"
             )));
         }
         let mut request = self.pending(&mut book, id, "cancel")?;
@@ -787,8 +786,16 @@ impl AccessModel {
         list
     }
 
-    pub fn get_request(&self, id: &str) -> Option<Request> {
+    /// The request `id` whoever asks (the model's own tests).
+    #[cfg(test)]
+    pub(crate) fn get_request(&self, id: &str) -> Option<Request> {
         self.book().requests.get(id).cloned()
+    }
+
+    /// The request `id` if `viewer` may see it (see [`AccessModel::may_see`]);
+    /// otherwise the same `NotFound` as for an id that does not exist.
+    pub fn request_seen_by(&self, viewer: &Identity, id: &str) -> Result<Request, AccessError> {
+        self.visible_request(&self.book(), viewer, id).cloned()
     }
 
     /// The grantee, a member of an approver group of the grant's policy, or
@@ -830,6 +837,27 @@ impl AccessModel {
         self.config.policies.iter().find(|p| p.name == name)
     }
 
+    /// Who may see a request: its requester, whoever may decide it, and
+    /// admins. Everyone else gets the answer a request that does not exist
+    /// gets, on every endpoint, so an id tells them nothing.
+    fn may_see(&self, viewer: &Identity, request: &Request) -> bool {
+        request.requested_by == viewer.name
+            || viewer.in_group(ADMIN_GROUP)
+            || self.may_decide(viewer, request)
+    }
+
+    fn visible_request<'b>(
+        &self,
+        book: &'b Book,
+        viewer: &Identity,
+        id: &str,
+    ) -> Result<&'b Request, AccessError> {
+        book.requests
+            .get(id)
+            .filter(|r| self.may_see(viewer, r))
+            .ok_or_else(|| request_not_found(id))
+    }
+
     /// Someone other than the requester, in an approver group of the policy.
     fn may_decide(&self, who: &Identity, request: &Request) -> bool {
         request.requested_by != who.name
@@ -839,8 +867,8 @@ impl AccessModel {
     }
 
     /// The request `id` if `decider` may `verb` (approve or deny) it now:
-    /// it exists (404), it is not theirs and they are an approver of its
-    /// policy (403), and it is still pending (409).
+    /// it exists and they may see it (404), it is not theirs and they are an
+    /// approver of its policy (403), and it is still pending (409).
     fn decidable(
         &self,
         book: &mut Book,
@@ -848,7 +876,7 @@ impl AccessModel {
         id: &str,
         verb: &str,
     ) -> Result<Request, AccessError> {
-        let request = known_request(book, id)?;
+        let request = self.visible_request(book, decider, id)?;
         if request.requested_by == decider.name {
             let instead = if verb == "deny" {
                 "; cancel it instead"
@@ -1055,11 +1083,14 @@ impl AccessModel {
 }
 
 fn known_request<'b>(book: &'b Book, id: &str) -> Result<&'b Request, AccessError> {
-    book.requests.get(id).ok_or_else(|| {
-        AccessError::NotFound(format!(
-            "request \"{id}\" does not exist; list requests with GET /v1/requests"
-        ))
-    })
+    book.requests.get(id).ok_or_else(|| request_not_found(id))
+}
+
+/// One wording for a request that does not exist and one the caller may not see.
+fn request_not_found(id: &str) -> AccessError {
+    AccessError::NotFound(format!(
+        "request \"{id}\" does not exist or is not yours to see; list yours with GET /v1/requests"
+    ))
 }
 
 /// The grant an approved request creates: it runs for the requested duration

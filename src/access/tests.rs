@@ -139,7 +139,11 @@ fn person(name: &str, groups: &[&str]) -> Identity {
     Identity {
         name: name.to_owned(),
         groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-        verifier: ScramVerifier::decoy(name, &[7; 32]),
+        verifier: ScramVerifier::decoy(
+            name,
+            &crate::identity::DecoyKey::ephemeral(),
+            crate::identity::VerifierShape::DEFAULT,
+        ),
     }
 }
 
@@ -216,10 +220,29 @@ async fn approver_outside_the_policy_is_forbidden_even_an_admin() {
     let r = model
         .request(&alice(), ask("demo-pg", "read", "30m"))
         .unwrap();
-    for outsider in [root(), olga(), person("eve", &["developer"])] {
+    // An admin sees every request, so is told why not.
+    let err = model.approve(&root(), &r.id, None).unwrap_err();
+    assert!(matches!(err, AccessError::Forbidden(_)), "{err:?}");
+    assert!(err.to_string().contains("dev-read"), "{err}");
+    // Others who may not decide it do not see it: it does not exist for them.
+    let absent = model
+        .approve(&olga(), "r_0123456789abcdef", None)
+        .unwrap_err();
+    for outsider in [olga(), person("eve", &["developer"])] {
         let err = model.approve(&outsider, &r.id, None).unwrap_err();
-        assert!(matches!(err, AccessError::Forbidden(_)), "{err:?}");
-        assert!(err.to_string().contains("dev-read"), "{err}");
+        assert!(matches!(err, AccessError::NotFound(_)), "{err:?}");
+        assert_eq!(
+            err.to_string().replace(&r.id, "<id>"),
+            absent.to_string().replace("r_0123456789abcdef", "<id>")
+        );
+        for err in [
+            model.deny(&outsider, &r.id, None).unwrap_err(),
+            model.cancel(&outsider, &r.id).unwrap_err(),
+            model.request_seen_by(&outsider, &r.id).unwrap_err(),
+        ] {
+            assert!(matches!(err, AccessError::NotFound(_)), "{err:?}");
+            assert!(!err.to_string().contains("alice"), "{err}");
+        }
     }
     assert!(model.get_request(&r.id).unwrap().approvals.is_empty());
     // An approver of the policy may.

@@ -15,7 +15,11 @@
 //!   is closed (a stalled body upload, a client that stopped reading);
 //! - a request must be read, body included, and answered within
 //!   `limits.admin_request_timeout`, or it gets `408` (a body that trickles
-//!   in a byte at a time is never idle).
+//!   in a byte at a time is never idle);
+//! - a request hyper cannot parse (a bad request line, a malformed header or
+//!   `Content-Length`, too many or too large headers) never reaches the
+//!   router: hyper answers it itself, with an empty body. [`Watched`] puts
+//!   the API's JSON error in place of that answer (see `protocol_error`).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -38,9 +42,6 @@ use tower_service::Service;
 
 use super::error::ApiError;
 use crate::config::Limits;
-
-/// What a connection over the cap is told before it is closed.
-const OVER_CAP: &str = "{\"error\":\"too many connections\",\"detail\":\"the jitgate admin API has reached limits.admin_max_connections open connections; close idle ones (or wait a few seconds) and try again\"}";
 
 /// Accept and serve connections until the listener fails for good.
 pub async fn serve(listener: TcpListener, router: Router, limits: &Limits) -> std::io::Result<()> {
@@ -76,11 +77,13 @@ pub async fn serve(listener: TcpListener, router: Router, limits: &Limits) -> st
 /// One best-effort write of a `503` (the socket buffer of a fresh
 /// connection takes it whole); the accept loop never waits on this client.
 fn refuse_over_cap(tcp: &TcpStream) {
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{OVER_CAP}",
-        OVER_CAP.len()
-    );
-    let _ = tcp.try_write(response.as_bytes());
+    let refusal = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many connections",
+        "the jitgate admin API has reached limits.admin_max_connections open connections; close idle ones (or wait a few seconds) and try again",
+    )
+    .retry_after(5);
+    let _ = tcp.try_write(&refusal.to_http1_bytes());
 }
 
 #[derive(Clone, Copy)]
@@ -143,12 +146,62 @@ fn too_slow(limit: Duration) -> ApiError {
     )
 }
 
-/// A socket that notes when bytes last moved either way, for the idle timeout.
+/// hyper's own answers to requests it cannot parse: these status lines with
+/// an empty body. The router never answers so (every `ApiError` has a body).
+const HYPER_PARSE_ERRORS: [(&str, StatusCode); 3] = [
+    ("HTTP/1.1 400 Bad Request\r\n", StatusCode::BAD_REQUEST),
+    (
+        "HTTP/1.1 431 Request Header Fields Too Large\r\n",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+    ),
+    ("HTTP/1.1 414 URI Too Long\r\n", StatusCode::URI_TOO_LONG),
+];
+
+/// If `head` is hyper's empty answer to a request it could not parse, the
+/// API's JSON answer for the same status, to send instead. hyper writes its
+/// answer in one piece at the start of a response (the socket takes no
+/// vectored writes, so hyper flattens each response into one buffer).
+fn protocol_error(head: &[u8]) -> Option<Vec<u8>> {
+    let (_, status) = HYPER_PARSE_ERRORS
+        .iter()
+        .find(|(line, _)| head.starts_with(line.as_bytes()))?;
+    let text = std::str::from_utf8(head).ok()?;
+    let (fields, body) = text.split_once("\r\n\r\n")?;
+    let empty = body.is_empty()
+        && fields
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("content-length: 0"));
+    if !empty {
+        return None;
+    }
+    let error = match *status {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ApiError::new(
+            *status,
+            "headers too large",
+            "the request's headers are too many or too large; send fewer and shorter headers (the API needs only Authorization and Content-Type)",
+        ),
+        StatusCode::URI_TOO_LONG => ApiError::new(
+            *status,
+            "path too long",
+            "the request's path is longer than any the API has; GET /v1/openapi.json lists the endpoints",
+        ),
+        _ => ApiError::bad_request(
+            "bad request",
+            "jitgate could not read this as an HTTP/1.1 request: its request line, a header or its Content-Length is malformed; send a well-formed request (the jitgate CLI and curl do)",
+        ),
+    };
+    Some(error.to_http1_bytes())
+}
+
+/// A socket that notes when bytes last moved either way, for the idle
+/// timeout, and swaps hyper's empty parse-error answers for JSON ones.
 struct Watched {
     tcp: TcpStream,
     started: Instant,
     /// Milliseconds after `started`.
     last_active: Arc<AtomicU64>,
+    /// The JSON answer sent in place of hyper's, and how much of it is out.
+    replacement: Option<(Vec<u8>, usize)>,
 }
 
 impl Watched {
@@ -157,7 +210,30 @@ impl Watched {
             tcp,
             started: Instant::now(),
             last_active: Arc::new(AtomicU64::new(0)),
+            replacement: None,
         }
+    }
+
+    /// Write out what is left of a replacement answer.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((bytes, sent)) = &mut self.replacement {
+            if *sent == bytes.len() {
+                self.replacement = None;
+                break;
+            }
+            match Pin::new(&mut self.tcp).poll_write(cx, &bytes[*sent..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    *sent += n;
+                    self.touch();
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn touch(&self) {
@@ -187,6 +263,17 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if self.replacement.is_some() {
+            std::task::ready!(self.poll_replacement(cx))?;
+        }
+        if let Some(answer) = protocol_error(buf) {
+            // hyper counts its answer as written; flush and shutdown send ours.
+            self.replacement = Some((answer, 0));
+            if let Poll::Ready(Err(e)) = self.poll_replacement(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(buf.len()));
+        }
         let polled = Pin::new(&mut self.tcp).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
             self.touch();
@@ -195,10 +282,12 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_replacement(cx))?;
         Pin::new(&mut self.tcp).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_replacement(cx))?;
         Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }

@@ -60,16 +60,14 @@ impl ApiError {
     }
 
     pub fn too_many_failed_logins(retry_after_secs: u64) -> ApiError {
-        ApiError {
-            retry_after_secs: Some(retry_after_secs),
-            ..ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many failed logins",
-                format!(
-                    "too many failed logins (bearer tokens or database passwords) from this address; wait {retry_after_secs}s and try again with the right secret"
-                ),
-            )
-        }
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins",
+            format!(
+                "too many failed logins (bearer tokens or database passwords) from this address; wait {retry_after_secs}s and try again with the right secret"
+            ),
+        )
+        .retry_after(retry_after_secs)
     }
 
     /// 503: the audit log cannot be written, so nothing was changed. The
@@ -85,6 +83,37 @@ impl ApiError {
 
     pub fn internal(detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", detail)
+    }
+
+    /// Ask the client to wait `secs` before trying again (`Retry-After`).
+    pub fn retry_after(self, secs: u64) -> ApiError {
+        ApiError {
+            retry_after_secs: Some(secs),
+            ..self
+        }
+    }
+
+    /// The whole HTTP/1.1 response, for answers written on the socket below
+    /// the router (see `connections.rs`); the connection closes after it.
+    pub fn to_http1_bytes(&self) -> Vec<u8> {
+        let body = serde_json::to_vec(&ErrorBody {
+            error: self.error,
+            detail: &self.detail,
+        })
+        .unwrap_or_default();
+        let retry_after = self
+            .retry_after_secs
+            .map(|s| format!("retry-after: {s}\r\n"))
+            .unwrap_or_default();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n{retry_after}connection: close\r\ncontent-length: {}\r\n\r\n",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        out
     }
 }
 

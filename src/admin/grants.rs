@@ -2,6 +2,9 @@
 //!
 //! Grants made by approving a request appear here too, with `approved_by`.
 //!
+//! Callers see their own grants, admins and approvers everyone's; a grant
+//! someone may not see is `404` on revoke, exactly like one that never was.
+//!
 //! The access model does the work and writes the audit records; this file
 //! only decides who may ask and turns answers into HTTP.
 
@@ -20,7 +23,7 @@ use super::AdminState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::json::{self, JsonBody};
-use crate::access::{Grant, NewGrant};
+use crate::access::{AccessModel, Grant, NewGrant};
 
 pub(super) fn routes() -> Router<Arc<AdminState>> {
     Router::new()
@@ -73,10 +76,16 @@ async fn list(State(state): State<Arc<AdminState>>, caller: Caller) -> Response 
     let active = access.grants.active(SystemTime::now());
     let grants = active
         .iter()
-        .filter(|g| caller.may_act_for(&g.identity) || access.may_revoke(&caller.identity, g))
+        .filter(|g| may_see(&caller, access, g))
         .map(|g| &**g)
         .collect();
     Json(GrantList { grants }).into_response()
+}
+
+/// Whose grants a caller sees: their own, everyone's for admins and
+/// approvers, and those they may revoke.
+fn may_see(caller: &Caller, access: &AccessModel, grant: &Grant) -> bool {
+    caller.may_act_for(&grant.identity) || access.may_revoke(&caller.identity, grant)
 }
 
 async fn revoke(
@@ -100,7 +109,12 @@ async fn revoke(
         .get(&id)
         .filter(|g| g.expires_at > SystemTime::now())
         .ok_or_else(not_found)?;
-    if !state.shared.access.may_revoke(&caller.identity, &grant) {
+    let access = &state.shared.access;
+    // A grant the caller may not see is not found, like one that never was.
+    if !may_see(&caller, access, &grant) {
+        return Err(not_found());
+    }
+    if !access.may_revoke(&caller.identity, &grant) {
         return Err(ApiError::forbidden(format!(
             "{} may not revoke a grant of {}; only the grantee, an approver of its policy or an admin may",
             caller.name(),

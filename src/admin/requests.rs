@@ -108,24 +108,9 @@ async fn show(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
-    let access = &state.shared.access;
-    // Someone who may not see a request learns nothing, not even that it exists.
-    let visible = access.get_request(&id).filter(|r| {
-        r.requested_by == caller.name()
-            || caller.is_admin()
-            || access
-                .requests_for(&caller.identity, Some(r.state))
-                .iter()
-                .any(|mine| mine.id == r.id)
-    });
-    let request = visible.ok_or_else(|| {
-        ApiError::not_found(
-            "not found",
-            format!(
-                "request \"{id}\" does not exist or is not yours to see; list yours with GET /v1/requests"
-            ),
-        )
-    })?;
+    // Someone who may not see a request learns nothing, not even that it
+    // exists: the model answers both alike, here and on approve, deny, cancel.
+    let request = state.shared.access.request_seen_by(&caller.identity, &id)?;
     Ok(Json(request).into_response())
 }
 

@@ -1,5 +1,7 @@
 //! `/v1/sessions`: list live sessions, kill one.
 //!
+//! Callers see and kill their own sessions; admins and approvers everyone's.
+//! A session someone may not see is `404`, exactly like one that never was.
 //! A kill is audited before it happens: if the audit log cannot be written
 //! the session is left alone and the caller gets `503`.
 
@@ -64,14 +66,10 @@ async fn kill(
         .list()
         .into_iter()
         .find(|s| s.id == id)
+        // A session the caller may not see (it is not in their list) is not
+        // found, like one that never was.
+        .filter(|s| caller.may_act_for(&s.identity))
         .ok_or_else(not_found)?;
-    if !caller.may_act_for(&session.identity) {
-        return Err(ApiError::forbidden(format!(
-            "{} may not kill a session of {}; only its own identity, an approver or an admin may",
-            caller.name(),
-            session.identity
-        )));
-    }
     let client_addr = session.client_addr.to_string();
     state
         .shared

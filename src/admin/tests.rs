@@ -106,7 +106,8 @@ approvers = ["approver"]
         let config = Arc::new(Config::from_toml(&toml, &dir.path().join("jitgate.toml")).unwrap());
         let audit = AuditLog::open(&config.audit).unwrap();
         let access = AccessModel::new(config.clone(), audit.clone());
-        let shared = Shared::assemble(config, audit, access);
+        let decoy_key = crate::identity::DecoyKey::load_or_create(dir.path()).unwrap();
+        let shared = Shared::assemble(config, audit, access, decoy_key);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(super::serve(listener, shared.clone()));
@@ -488,10 +489,22 @@ async fn another_developer_cannot_revoke_a_grant() {
         .as_str()
         .unwrap()
         .to_owned();
+    // carol does not see alice's grant, so for her it does not exist.
     let r = api
         .post(&format!("/v1/grants/{id}/revoke"), Some(CAROL), None)
         .await;
-    r.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    r.assert_error(StatusCode::NOT_FOUND, "grant not found");
+    let never = api
+        .post("/v1/grants/g_0123456789abcdef/revoke", Some(CAROL), None)
+        .await;
+    assert_eq!(
+        r.json["detail"].as_str().unwrap().replace(&id, "<id>"),
+        never.json["detail"]
+            .as_str()
+            .unwrap()
+            .replace("g_0123456789abcdef", "<id>"),
+    );
+    assert!(!r.text.contains("alice"), "{}", r.text);
     assert_eq!(
         ids(&api.get("/v1/grants", Some(ADMIN)).await.json["grants"]),
         ["alice"]
@@ -546,10 +559,22 @@ async fn owner_can_kill_a_session_and_the_kill_is_audited() {
     let api = Api::start().await;
     let session = api.session_of("alice");
     let id = session.info.id.clone();
+    // carol does not see alice's session, so for her it does not exist.
     let r = api
         .post(&format!("/v1/sessions/{id}/kill"), Some(CAROL), None)
         .await;
-    r.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    r.assert_error(StatusCode::NOT_FOUND, "session not found");
+    let never = api
+        .post("/v1/sessions/s_nope/kill", Some(CAROL), None)
+        .await;
+    assert_eq!(
+        r.json["detail"].as_str().unwrap().replace(&id, "<id>"),
+        never.json["detail"]
+            .as_str()
+            .unwrap()
+            .replace("s_nope", "<id>"),
+    );
+    assert!(!r.text.contains("alice"), "{}", r.text);
 
     let r = api
         .post(&format!("/v1/sessions/{id}/kill"), Some(ALICE), None)
@@ -618,6 +643,123 @@ async fn unknown_routes_and_methods_answer_in_the_error_shape() {
         .assert_error(StatusCode::NOT_FOUND, "no such endpoint");
     let r = api
         .send(reqwest::Method::DELETE, "/v1/grants", Some(ADMIN), None)
+        .await;
+    r.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+}
+
+/// Send `request` as raw bytes and read until jitgate closes the
+/// connection; the status and the body parsed as JSON (`Null` if it is not).
+async fn raw_http(api: &Api, request: &[u8]) -> (u16, Value, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = api.base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got))
+        .await
+        .expect("jitgate closes the connection after a protocol error")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{text}"
+    );
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(Value::Null),
+        text,
+    )
+}
+
+/// `{"error": …, "detail": …}` and nothing else, both non-empty.
+fn assert_error_shape(json: &Value, error: &str, text: &str) {
+    assert_eq!(json["error"], error, "{text}");
+    assert!(
+        json["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{text}"
+    );
+    assert_eq!(json.as_object().map(|o| o.len()), Some(2), "{text}");
+}
+
+#[tokio::test]
+async fn requests_hyper_cannot_parse_answer_in_the_error_shape() {
+    let api = Api::start().await;
+    let many_headers: String = (0..200).map(|i| format!("x-h{i}: {i}\r\n")).collect();
+    let cases: [(&str, String, u16, &str); 6] = [
+        ("a bad request line", "GARBAGE\r\n\r\n".into(), 400, "bad request"),
+        (
+            "a bad method token",
+            "G@T /healthz HTTP/1.1\r\nhost: x\r\n\r\n".into(),
+            400,
+            "bad request",
+        ),
+        (
+            "a Content-Length that is not a number",
+            "POST /v1/requests HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n".into(),
+            400,
+            "bad request",
+        ),
+        (
+            "two Content-Lengths that disagree",
+            "POST /v1/requests HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}"
+                .into(),
+            400,
+            "bad request",
+        ),
+        (
+            "a header without a colon",
+            "GET /healthz HTTP/1.1\r\nhost x\r\n\r\n".into(),
+            400,
+            "bad request",
+        ),
+        (
+            "too many headers",
+            format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many_headers}\r\n"),
+            431,
+            "headers too large",
+        ),
+    ];
+    for (what, request, status, error) in cases {
+        let (got, json, text) = raw_http(&api, request.as_bytes()).await;
+        assert_eq!(got, status, "{what}: {text}");
+        assert_error_shape(&json, error, &text);
+    }
+    // The API still answers afterwards.
+    assert_eq!(api.get("/healthz", None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_bodies_and_methods_answer_in_the_error_shape() {
+    let api = Api::start().await;
+    let body = "{\"target\": \"demo-pg\",";
+    let request = format!(
+        "POST /v1/requests HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, json, text) = raw_http(&api, request.as_bytes()).await;
+    assert_eq!(status, 400, "{text}");
+    assert_error_shape(&json, "malformed body", &text);
+
+    for method in [reqwest::Method::PUT, reqwest::Method::PATCH] {
+        api.send(method, "/v1/requests", Some(ALICE), None)
+            .await
+            .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    }
+    let r = api
+        .send(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            "/v1/grants",
+            Some(ADMIN),
+            None,
+        )
         .await;
     r.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
 }
@@ -696,19 +838,59 @@ async fn approving_your_own_request_is_403_whatever_your_groups() {
 }
 
 #[tokio::test]
-async fn an_approver_outside_the_policy_is_403() {
+async fn an_admin_outside_the_policy_is_403() {
     let api = Api::start().await;
     let id = api.pending_request(ALICE).await;
-    for token in [CAROL, ADMIN] {
+    for action in ["approve", "deny"] {
         let r = api
-            .post(&format!("/v1/requests/{id}/approve"), Some(token), None)
+            .post(&format!("/v1/requests/{id}/{action}"), Some(ADMIN), None)
             .await;
         r.assert_error(StatusCode::FORBIDDEN, "forbidden");
-        let r = api
-            .post(&format!("/v1/requests/{id}/deny"), Some(token), None)
-            .await;
-        r.assert_error(StatusCode::FORBIDDEN, "forbidden");
+        assert!(r.json["detail"].as_str().unwrap().contains("demo-read"));
     }
+}
+
+#[tokio::test]
+async fn a_request_the_caller_may_not_see_is_404_on_every_endpoint() {
+    let api = Api::start().await;
+    let id = api.pending_request(ALICE).await;
+    let never = "r_0123456789abcdef";
+    // carol neither made it nor may decide it: to her it does not exist, and
+    // every answer is the one an id that never existed gets.
+    for (method, path) in [
+        (reqwest::Method::GET, ""),
+        (reqwest::Method::POST, "/approve"),
+        (reqwest::Method::POST, "/deny"),
+        (reqwest::Method::POST, "/cancel"),
+    ] {
+        let hidden = api
+            .send(
+                method.clone(),
+                &format!("/v1/requests/{id}{path}"),
+                Some(CAROL),
+                None,
+            )
+            .await;
+        let absent = api
+            .send(
+                method,
+                &format!("/v1/requests/{never}{path}"),
+                Some(CAROL),
+                None,
+            )
+            .await;
+        hidden.assert_error(StatusCode::NOT_FOUND, "not found");
+        absent.assert_error(StatusCode::NOT_FOUND, "not found");
+        assert_eq!(
+            hidden.text.replace(&id, "<id>"),
+            absent.text.replace(never, "<id>"),
+            "{path}"
+        );
+        assert!(!hidden.text.contains("alice"), "{}", hidden.text);
+    }
+    let r = api.get(&format!("/v1/requests/{id}"), Some(ALICE)).await;
+    assert_eq!(r.json["state"], "pending", "{}", r.text);
+    assert!(!api.audit_log().contains("\"by\":\"carol\""));
 }
 
 #[tokio::test]
@@ -783,14 +965,11 @@ async fn a_decision_body_must_be_the_documented_object() {
 async fn the_requester_can_cancel_a_pending_request() {
     let api = Api::start().await;
     let id = api.pending_request(ALICE).await;
+    // bob may decide it, so he sees it, but only alice may cancel it.
     let r = api
-        .post(&format!("/v1/requests/{id}/cancel"), Some(CAROL), None)
+        .post(&format!("/v1/requests/{id}/cancel"), Some(BOB), None)
         .await;
-    assert!(
-        r.status == StatusCode::FORBIDDEN || r.status == StatusCode::NOT_FOUND,
-        "{}",
-        r.text
-    );
+    r.assert_error(StatusCode::FORBIDDEN, "forbidden");
     let r = api
         .post(&format!("/v1/requests/{id}/cancel"), Some(ALICE), None)
         .await;

@@ -17,8 +17,10 @@ use subtle::ConstantTimeEq;
 
 use crate::config::IdentityConfig;
 
+mod decoy;
 mod limiter;
 
+pub use decoy::{DECOY_KEY_FILE, DecoyKey, DecoyKeyError};
 pub use limiter::{LoginAttempt, LoginLimiter, client_of};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -61,17 +63,35 @@ impl ScramVerifier {
         postgres_protocol::password::scram_sha_256(password.as_bytes())
     }
 
-    /// A verifier no password matches, stable for a given `name`, used for
-    /// unknown identities so a login attempt cannot tell them from known ones.
-    pub fn decoy(name: &str, server_secret: &[u8; 32]) -> ScramVerifier {
-        let mut mac = HmacSha256::new_from_slice(server_secret).expect("hmac takes any key length");
-        mac.update(name.as_bytes());
-        let salt = mac.finalize().into_bytes()[..16].to_vec();
+    /// A verifier no password matches, for an unknown `name`, so a login
+    /// attempt cannot tell it from a known one: its salt is `salt_len` bytes
+    /// of HMAC(key, name), the same for the name on every attempt and after
+    /// every restart, and its iteration count is the one real verifiers use.
+    pub fn decoy(name: &str, key: &DecoyKey, shape: VerifierShape) -> ScramVerifier {
+        let mut salt = Vec::with_capacity(shape.salt_len);
+        let mut block = 0u32;
+        while salt.len() < shape.salt_len {
+            let mut mac =
+                HmacSha256::new_from_slice(key.bytes()).expect("hmac takes any key length");
+            mac.update(b"jitgate decoy salt\0");
+            mac.update(&block.to_be_bytes());
+            mac.update(name.as_bytes());
+            salt.extend_from_slice(&mac.finalize().into_bytes());
+            block += 1;
+        }
+        salt.truncate(shape.salt_len);
         ScramVerifier {
-            iterations: 4096,
+            iterations: shape.iterations,
             salt,
             stored_key: rand::random(),
             server_key: rand::random(),
+        }
+    }
+
+    fn shape(&self) -> VerifierShape {
+        VerifierShape {
+            iterations: self.iterations,
+            salt_len: self.salt.len(),
         }
     }
 
@@ -96,6 +116,35 @@ pub fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// What a client sees of a verifier before it proves anything: the
+/// iteration count and the salt's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VerifierShape {
+    pub iterations: u32,
+    pub salt_len: usize,
+}
+
+impl VerifierShape {
+    /// What `ScramVerifier::generate` (and PostgreSQL) make: 4096 rounds, 16 bytes.
+    pub const DEFAULT: VerifierShape = VerifierShape {
+        iterations: 4096,
+        salt_len: 16,
+    };
+
+    /// The most common shape among `verifiers` (ties go to the larger), so
+    /// decoys look like most real verifiers; the default if there are none.
+    fn most_common<'a>(verifiers: impl Iterator<Item = &'a ScramVerifier>) -> VerifierShape {
+        let mut counts: HashMap<VerifierShape, usize> = HashMap::new();
+        for v in verifiers {
+            *counts.entry(v.shape()).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(shape, n)| (*n, shape.iterations, shape.salt_len))
+            .map_or(VerifierShape::DEFAULT, |(shape, _)| shape)
+    }
+}
+
 /// One known identity.
 #[derive(Debug)]
 pub struct Identity {
@@ -114,14 +163,16 @@ impl Identity {
 #[derive(Debug)]
 pub struct Identities {
     by_name: HashMap<String, Arc<Identity>>,
-    /// Keys the decoy verifiers of unknown names; random per process.
-    decoy_secret: [u8; 32],
+    /// Keys the decoy verifiers of unknown names; kept in the data_dir.
+    decoy_key: DecoyKey,
+    /// The iteration count and salt length decoys get.
+    decoy_shape: VerifierShape,
 }
 
 impl Identities {
     /// Build from validated config (verifiers were checked by `Config::load`).
-    pub fn from_config(list: &[IdentityConfig]) -> Identities {
-        let by_name = list
+    pub fn from_config(list: &[IdentityConfig], decoy_key: DecoyKey) -> Identities {
+        let by_name: HashMap<String, Arc<Identity>> = list
             .iter()
             .filter_map(|c| {
                 let verifier = ScramVerifier::parse(&c.secret)?;
@@ -135,9 +186,11 @@ impl Identities {
                 ))
             })
             .collect();
+        let decoy_shape = VerifierShape::most_common(by_name.values().map(|id| &id.verifier));
         Identities {
             by_name,
-            decoy_secret: rand::random(),
+            decoy_key,
+            decoy_shape,
         }
     }
 
@@ -153,7 +206,10 @@ impl Identities {
                 let v = id.verifier.clone();
                 (Some(id), v)
             }
-            None => (None, ScramVerifier::decoy(name, &self.decoy_secret)),
+            None => (
+                None,
+                ScramVerifier::decoy(name, &self.decoy_key, self.decoy_shape),
+            ),
         }
     }
 
@@ -179,6 +235,56 @@ mod tests {
         let v = ScramVerifier::parse(&ScramVerifier::generate("s3cret")).unwrap();
         assert!(v.matches_password("s3cret"));
         assert!(!v.matches_password("s3creT"));
+    }
+
+    fn identity(name: &str, secret: &str) -> IdentityConfig {
+        IdentityConfig {
+            name: name.to_owned(),
+            groups: vec![],
+            secret: secret.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_decoy_salt_is_stable_per_name_and_key_and_shaped_like_real_ones() {
+        let real = ScramVerifier::generate("s3cret");
+        let key = DecoyKey::ephemeral();
+        let ids = Identities::from_config(&[identity("alice", &real)], key.clone());
+        let (known, alice) = ids.verifier_for("alice");
+        assert!(known.is_some());
+        assert_eq!(alice.salt, ScramVerifier::parse(&real).unwrap().salt);
+
+        let (unknown, mallory) = ids.verifier_for("mallory");
+        assert!(unknown.is_none());
+        assert_eq!(mallory.shape(), alice.shape());
+        assert_eq!(ids.verifier_for("mallory").1.salt, mallory.salt);
+        assert_ne!(ids.verifier_for("mallory2").1.salt, mallory.salt);
+        let same_key = Identities::from_config(&[identity("alice", &real)], key);
+        assert_eq!(same_key.verifier_for("mallory").1.salt, mallory.salt);
+        let other_key = Identities::from_config(&[], DecoyKey::ephemeral());
+        assert_ne!(other_key.verifier_for("mallory").1.salt, mallory.salt);
+        assert!(!mallory.matches_password(""));
+    }
+
+    #[test]
+    fn decoys_take_the_shape_most_real_verifiers_have() {
+        let odd = "SCRAM-SHA-256$10000:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA$\
+                   AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        assert!(ScramVerifier::parse(odd).is_some());
+        let list = [
+            identity("a", odd),
+            identity("b", odd),
+            identity("c", &ScramVerifier::generate("x")),
+        ];
+        let ids = Identities::from_config(&list, DecoyKey::ephemeral());
+        let decoy = ids.verifier_for("nobody").1;
+        assert_eq!(decoy.iterations, 10000);
+        assert_eq!(decoy.salt.len(), 24);
+        let none = Identities::from_config(&[], DecoyKey::ephemeral());
+        assert_eq!(
+            none.verifier_for("nobody").1.shape(),
+            VerifierShape::DEFAULT
+        );
     }
 
     #[test]

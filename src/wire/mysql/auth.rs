@@ -10,6 +10,15 @@
 //! nonce, and no password crosses the wire. The cache lives as long as the
 //! process; nothing of it is written anywhere.
 //!
+//! A scramble that does not match the cache is not refused outright: as in
+//! MySQL, the client is asked for full authentication, exactly as a name that
+//! never logged in (or that jitgate does not know) is. Otherwise a wrong
+//! scramble would tell anyone which identities have logged in since the start.
+//! A login asked for full authentication that does not succeed is charged to
+//! the login limiter whatever the client does next (see `front.rs`), so
+//! guessing scrambles costs attempts like guessing passwords, for every
+//! name alike.
+//!
 //! Clients that start with `mysql_native_password` (the `mariadb` CLI's
 //! default) are switched to `caching_sha2_password` with an AuthSwitchRequest.
 
@@ -37,11 +46,14 @@ impl Sha2Cache {
             .insert(identity.to_owned(), double_sha256(password));
     }
 
-    /// `None`: nothing cached (ask for full authentication);
-    /// `Some(ok)`: the fast-path scramble was checked.
-    pub fn check_fast(&self, identity: &str, nonce: &[u8], scramble: &[u8]) -> Option<bool> {
-        let stored = *self.by_identity.get(identity)?;
-        Some(fast_path_matches(&stored, nonce, scramble))
+    /// Does the fast-path `scramble` prove the identity's password? `false`
+    /// when nothing is cached for it as when the scramble is wrong: either
+    /// way the client is asked for full authentication.
+    pub fn proves_password(&self, identity: &str, nonce: &[u8], scramble: &[u8]) -> bool {
+        let Some(stored) = self.by_identity.get(identity).map(|s| *s) else {
+            return false;
+        };
+        fast_path_matches(&stored, nonce, scramble)
     }
 }
 
@@ -84,13 +96,13 @@ mod tests {
             mysql_common::auth::plugins::caching_sha2_password::scramble_sha256(&nonce, b"s3cret")
                 .unwrap();
         let cache = Sha2Cache::default();
-        assert_eq!(cache.check_fast("alice", &nonce, &good), None);
+        assert!(!cache.proves_password("alice", &nonce, &good));
         cache.remember("alice", b"s3cret");
-        assert_eq!(cache.check_fast("alice", &nonce, &good), Some(true));
+        assert!(cache.proves_password("alice", &nonce, &good));
         let bad =
             mysql_common::auth::plugins::caching_sha2_password::scramble_sha256(&nonce, b"s3creT")
                 .unwrap();
-        assert_eq!(cache.check_fast("alice", &nonce, &bad), Some(false));
-        assert_eq!(cache.check_fast("alice", &nonce, &good[..31]), Some(false));
+        assert!(!cache.proves_password("alice", &nonce, &bad));
+        assert!(!cache.proves_password("alice", &nonce, &good[..31]));
     }
 }

@@ -564,7 +564,13 @@ impl MysqlFront {
 
     /// The `caching_sha2_password` exchange, charged to the login limiter:
     /// the attempt is charged before the client's scramble is checked and
-    /// stays charged only if a secret was checked and did not match.
+    /// stays charged if a secret was checked and did not match, or if the
+    /// client was asked for its password and did not log in, whatever it did
+    /// instead (went away, sent garbage, asked for an RSA key, had no TLS).
+    /// For a name in the fast-path cache that request follows a wrong
+    /// scramble, which was a password check; charging it for every name
+    /// alike keeps the limiter from telling cached names apart, and a
+    /// scramble guess from ever going uncounted.
     #[allow(clippy::too_many_arguments)]
     async fn authenticate(
         &self,
@@ -581,10 +587,25 @@ impl MysqlFront {
             Ok(attempt) => attempt,
             Err(wait) => return Ok(AuthOutcome::RateLimited(wait)),
         };
+        let mut asked_for_password = false;
         let outcome = self
-            .check_secret(conv, resp, nonce, secure, user, known, verifier)
+            .check_secret(
+                conv,
+                resp,
+                nonce,
+                secure,
+                user,
+                known,
+                verifier,
+                &mut asked_for_password,
+            )
             .await;
-        if !matches!(outcome, Ok(AuthOutcome::BadSecret)) {
+        let charged = match outcome {
+            Ok(AuthOutcome::Ok) => false,
+            Ok(AuthOutcome::BadSecret) => true,
+            _ => asked_for_password,
+        };
+        if !charged {
             attempt.refund();
         }
         outcome
@@ -602,6 +623,7 @@ impl MysqlFront {
         user: &str,
         known: bool,
         verifier: &crate::identity::ScramVerifier,
+        asked_for_password: &mut bool,
     ) -> Result<AuthOutcome, Refused> {
         let mut scramble = resp.auth_response.clone();
         if resp.auth_plugin.as_deref() != Some(CACHING_SHA2) {
@@ -620,15 +642,17 @@ impl MysqlFront {
         if scramble.is_empty() || scramble == [0] {
             return Ok(AuthOutcome::BadSecret);
         }
-        if known && let Some(ok) = self.sha2_cache.check_fast(user, nonce, &scramble) {
-            if !ok {
-                return Ok(AuthOutcome::BadSecret);
-            }
+        // The fast path answers only a scramble that proves the password. A
+        // wrong one goes on to full authentication, as for a name that never
+        // logged in or does not exist: a caller without the password cannot
+        // tell which names are cached (have logged in since the start).
+        if known && self.sha2_cache.proves_password(user, nonce, &scramble) {
             conv.send(&packet::auth_more_data(&[auth::FAST_AUTH_OK]))
                 .await?;
             return Ok(AuthOutcome::Ok);
         }
         // Full authentication: the client sends its password, so only over TLS.
+        *asked_for_password = true;
         conv.send(&packet::auth_more_data(&[auth::PERFORM_FULL_AUTH]))
             .await?;
         let answer = match conv.receive().await {
