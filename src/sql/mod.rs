@@ -93,6 +93,7 @@ pub enum Dialect {
 
 pub use database_switch::{DatabaseSwitch, mysql_database_switch, mysql_may_run_dynamic_sql};
 pub use lexing::{Lexing, MysqlServer};
+pub use mysql_lex::Mentions;
 
 /// How one session's server will read the text it is sent: the dialect, the
 /// session's lexing settings, and for MySQL-family servers which executable

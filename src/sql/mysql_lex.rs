@@ -86,6 +86,66 @@ impl Rules {
     }
 }
 
+/// Which of the words the MySQL relay's guards look for appear anywhere in
+/// a text, in any case, found in one pass: the guards themselves (which
+/// lex) run only for texts that mention their word, and most texts mention
+/// none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mentions(u8);
+
+const MENTIONED: [&[u8]; 7] = [
+    b"kill",
+    b"use",
+    b"execute",
+    b"sql_mode",
+    b"names",
+    b"character",
+    b"charset",
+];
+
+impl Mentions {
+    pub fn of(text: &[u8]) -> Mentions {
+        let mut bits = 0u8;
+        for (i, &c) in text.iter().enumerate() {
+            let lower = c.to_ascii_lowercase();
+            if !matches!(lower, b'k' | b'u' | b'e' | b's' | b'n' | b'c') {
+                continue;
+            }
+            for (k, word) in MENTIONED.iter().enumerate() {
+                if word[0] == lower
+                    && text
+                        .get(i..i + word.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(word))
+                {
+                    bits |= 1 << k;
+                }
+            }
+        }
+        Mentions(bits)
+    }
+
+    fn has(self, k: usize) -> bool {
+        self.0 & (1 << k) != 0
+    }
+
+    pub fn kill(self) -> bool {
+        self.has(0)
+    }
+
+    pub fn use_(self) -> bool {
+        self.has(1)
+    }
+
+    pub fn execute(self) -> bool {
+        self.has(2)
+    }
+
+    /// A word that a change of `sql_mode` or character set needs.
+    pub fn lexing_setting(self) -> bool {
+        (3..=6).any(|k| self.has(k))
+    }
+}
+
 /// Does `found` say yes to the tokens of `text` under some reading the
 /// server could be using? For guards that must err towards yes.
 pub(crate) fn under_some_reading(text: &[u8], found: impl Fn(&mut Lexer<'_>) -> bool) -> bool {
@@ -299,5 +359,22 @@ impl<'a> Lexer<'a> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mentions;
+
+    #[test]
+    fn mentions_find_each_word_in_any_case_and_nothing_else() {
+        let none = Mentions::of(b"SELECT abalance FROM pgbench_accounts WHERE aid = 1");
+        assert!(!none.kill() && !none.use_() && !none.execute() && !none.lexing_setting());
+        let all = Mentions::of(b"KiLl uSe ExEcUtE SQL_MODE nAmEs");
+        assert!(all.kill() && all.use_() && all.execute() && all.lexing_setting());
+        assert!(Mentions::of(b"SELECT * FROM users").use_());
+        assert!(Mentions::of(b"SET CHARSET gbk").lexing_setting());
+        assert!(Mentions::of(b"set character set gbk").lexing_setting());
+        assert!(!Mentions::of(b"kil").kill());
     }
 }

@@ -42,7 +42,7 @@ use crate::audit::{AuditEvent, AuditLog, Sealed, SessionMembers};
 use crate::config::{LevelConfig, TargetConfig};
 use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
-use crate::sql::{self, DatabaseSwitch, Lexing, Reading, StatementKind};
+use crate::sql::{self, DatabaseSwitch, Lexing, Mentions, Reading, StatementKind};
 pub use crate::wire::SessionEnd;
 use crate::wire::quiet::Quiet;
 use crate::wire::stream::Stream;
@@ -581,18 +581,21 @@ impl Relay<'_> {
                 let statement = crate::wire::StatementText::new(args);
                 self.exact = statement.exact.clone();
                 let sql = &statement.text;
-                if kill::mentions_kill(args) {
+                let mentions = Mentions::of(args);
+                if mentions.kill() && kill::mentions_kill(args) {
                     return self.kill_statement(sql, m.last_seq);
                 }
                 let kind = statement.classify(&self.reading);
-                if let Some(refused) = self.leaves_database(sql, args, kind, answer_seq) {
+                if mentions.use_()
+                    && let Some(refused) = self.leaves_database(sql, args, kind, answer_seq)
+                {
                     return Action::Answer(refused);
                 }
                 match self.admit(sql, kind, answer_seq) {
                     Ok(pending) => {
                         let mut f = InFlight::new(Stage::First, Some(pending), m.last_seq);
-                        f.lexing_after = self.lexing_after(args);
-                        f.probe_after = sql::mysql_may_run_dynamic_sql(args);
+                        f.lexing_after = self.lexing_after(args, mentions);
+                        f.probe_after = mentions.execute() && sql::mysql_may_run_dynamic_sql(args);
                         self.in_flight = Some(f);
                         Action::Forward
                     }
@@ -604,12 +607,15 @@ impl Relay<'_> {
                 let kind = statement.classify(&self.reading);
                 self.exact = statement.exact.clone();
                 let sql = &statement.text;
-                if kill::mentions_kill(args) {
+                let mentions = Mentions::of(args);
+                if mentions.kill() && kill::mentions_kill(args) {
                     // A prepared KILL would run with a raw id: never.
                     self.record_refusal(sql, kind, code::NOT_SUPPORTED_YET.0);
                     return Action::Answer(answer(code::NOT_SUPPORTED_YET, KILL_FORMS));
                 }
-                if let Some(refused) = self.leaves_database(sql, args, kind, answer_seq) {
+                if mentions.use_()
+                    && let Some(refused) = self.leaves_database(sql, args, kind, answer_seq)
+                {
                     return Action::Answer(refused);
                 }
                 if ctx.read_only && !kind.allowed_read_only() {
@@ -642,11 +648,17 @@ impl Relay<'_> {
                 match self.admit(text, kind, answer_seq) {
                     Ok(pending) => {
                         let mut f = InFlight::new(Stage::First, Some(pending), m.last_seq);
-                        f.lexing_after = match &sql {
-                            Some(s) => self.lexing_after(s),
-                            None => Some(Lexing::OPAQUE),
+                        let mentions = sql.as_deref().map(Mentions::of);
+                        f.lexing_after = match (&sql, mentions) {
+                            (Some(s), Some(mentions)) => self.lexing_after(s, mentions),
+                            _ => Some(Lexing::OPAQUE),
                         };
-                        f.probe_after = sql.as_deref().is_none_or(sql::mysql_may_run_dynamic_sql);
+                        f.probe_after = match (&sql, mentions) {
+                            (Some(s), Some(mentions)) => {
+                                mentions.execute() && sql::mysql_may_run_dynamic_sql(s)
+                            }
+                            _ => true,
+                        };
                         self.in_flight = Some(f);
                         Action::Forward
                     }
@@ -1009,7 +1021,10 @@ impl Relay<'_> {
     }
 
     /// How the server reads text after `text` runs, where that changes.
-    fn lexing_after(&self, text: &[u8]) -> Option<Lexing> {
+    fn lexing_after(&self, text: &[u8], mentions: Mentions) -> Option<Lexing> {
+        if !mentions.lexing_setting() && !mentions.execute() {
+            return None;
+        }
         let after = sql::mysql_lexing_after(text, self.reading.lexing, self.login_lexing);
         (after != self.reading.lexing).then_some(after)
     }
