@@ -146,8 +146,9 @@ enum Observed {
 /// Per-session relay state.
 struct Relay<'a> {
     ctx: &'a SessionCtx,
-    /// Prepared statement id -> SQL text (to audit COM_STMT_EXECUTE as SQL).
-    statements: HashMap<u32, Arc<[u8]>>,
+    /// Prepared statement id -> its SQL text (to audit COM_STMT_EXECUTE as
+    /// SQL), and the guard words it mentions (found once, not per execute).
+    statements: HashMap<u32, (Arc<[u8]>, Mentions)>,
     in_flight: Option<InFlight>,
     seq: u64,
     /// The server's status flags as of its last OK/EOF (for OKs of our own).
@@ -635,7 +636,11 @@ impl Relay<'_> {
                         "malformed COM_STMT_EXECUTE",
                     ));
                 };
-                let sql = self.statements.get(&id).cloned();
+                let prepared = self.statements.get(&id).cloned();
+                let (sql, mentions) = match prepared {
+                    Some((sql, mentions)) => (Some(sql), Some(mentions)),
+                    None => (None, None),
+                };
                 let statement = sql.as_deref().map(crate::wire::StatementText::new);
                 let shown = statement.as_ref().map(|s| &*s.text);
                 self.exact = statement.as_ref().and_then(|s| s.exact.clone());
@@ -648,7 +653,6 @@ impl Relay<'_> {
                 match self.admit(text, kind, answer_seq) {
                     Ok(pending) => {
                         let mut f = InFlight::new(Stage::First, Some(pending), m.last_seq);
-                        let mentions = sql.as_deref().map(Mentions::of);
                         f.lexing_after = match (&sql, mentions) {
                             (Some(s), Some(mentions)) => self.lexing_after(s, mentions),
                             _ => Some(Lexing::OPAQUE),
@@ -1184,7 +1188,8 @@ impl Relay<'_> {
                     return Some(Observed::Violation("bad PREPARE_OK from the server"));
                 };
                 if let Some(sql) = f.prepare_sql.take() {
-                    self.statements.insert(id, sql);
+                    let mentions = Mentions::of(&sql);
+                    self.statements.insert(id, (sql, mentions));
                 }
                 let defs = |n: u16| if n > 0 { n as u64 + 1 } else { 0 };
                 match defs(columns) + defs(params) {
