@@ -108,9 +108,7 @@ pub async fn connect(
     let timeout = target.connect_timeout;
     let fut = async {
         let mut up = login(target, level_name, level, terms).await?;
-        let (lexing, status) = session_lexing(&mut up.reader, target, level_name).await?;
-        up.lexing = lexing;
-        up.status = status;
+        up.lexing = session_lexing(&mut up, target, level_name).await?;
         if level.read_only {
             let (_, status) = simple_query(
                 &mut up.reader,
@@ -329,106 +327,36 @@ async fn simple_query(
 
 /// How the server reads this session's text (see `sql::Lexing`): asked
 /// once at login, since the server's defaults and the client's handshake
-/// character set decide it. Answers the lexing and the status flags.
+/// character set decide it. (A SELECT in autocommit mode leaves the login's
+/// status flags as they were.)
 async fn session_lexing(
-    r: &mut PacketReader<Stream>,
+    up: &mut Upstream,
     target: &TargetConfig,
     level_name: &str,
-) -> Result<(Lexing, u16), UpstreamError> {
-    let proto = |detail: String| UpstreamError::Protocol {
-        target: target.name.clone(),
-        detail,
-    };
-    let values = query_row(
-        r,
+) -> Result<Lexing, UpstreamError> {
+    let rows = query_rows(
+        up,
         target,
         level_name,
         "SELECT @@SESSION.sql_mode, @@SESSION.character_set_client",
     )
     .await?;
-    let (row, status) = values;
-    let [Some(mode), Some(charset)] = &row[..] else {
-        return Err(proto(
-            "unexpected answer to the sql_mode and character set query".to_owned(),
-        ));
+    let [row] = &rows[..] else {
+        return Err(UpstreamError::Protocol {
+            target: target.name.clone(),
+            detail: "no single row in the answer to the sql_mode and character set query"
+                .to_owned(),
+        });
     };
     let mut lexing = Lexing::DEFAULT;
-    lexing.mysql_sql_mode(&String::from_utf8_lossy(mode));
-    lexing.mysql_client_charset(&String::from_utf8_lossy(charset));
-    Ok((lexing, status))
-}
-
-/// Run a query that answers one row of text values (classic EOF packets:
-/// jitgate never sends DEPRECATE_EOF upstream). Answers the row (`None` for
-/// NULL) and the status flags of the closing EOF.
-async fn query_row(
-    r: &mut PacketReader<Stream>,
-    target: &TargetConfig,
-    level_name: &str,
-    sql: &str,
-) -> Result<(Vec<Option<Vec<u8>>>, u16), UpstreamError> {
-    let proto = |detail: String| UpstreamError::Protocol {
-        target: target.name.clone(),
-        detail,
-    };
-    let mut payload = vec![packet::command::QUERY];
-    payload.extend_from_slice(sql.as_bytes());
-    r.get_mut()
-        .write_all(&frame(0, &payload))
-        .await
-        .map_err(|e| proto(e.to_string()))?;
-    let mut next = async || {
-        r.read_packet()
-            .await
-            .map_err(|e| proto(e.to_string()))?
-            .map(|p| p.payload().to_vec())
-            .ok_or_else(|| proto("connection closed".to_owned()))
-    };
-    let first = next().await?;
-    if let Some((code, _, message)) = parse_err(&first) {
-        return Err(UpstreamError::Refused {
-            target: target.name.clone(),
-            level: level_name.to_owned(),
-            code,
-            message,
-        });
-    }
-    let columns = packet::Cursor(&first)
-        .lenenc_int()
-        .ok_or_else(|| proto(format!("bad column count in the answer to `{sql}`")))?;
-    for _ in 0..columns {
-        next().await?;
-    }
-    let is_eof = |p: &[u8]| p.first() == Some(&0xfe) && p.len() < 9;
-    if !is_eof(&next().await?) {
-        return Err(proto(format!("no EOF after the columns of `{sql}`")));
-    }
-    let mut row = None;
-    loop {
-        let p = next().await?;
-        if is_eof(&p) {
-            let status = p.get(3..5).map_or(0, |s| u16::from_le_bytes([s[0], s[1]]));
-            let row = row.ok_or_else(|| proto(format!("no row in the answer to `{sql}`")))?;
-            return Ok((row, status));
+    match &row[..] {
+        [Some(mode), Some(charset)] => {
+            lexing.mysql_sql_mode(mode);
+            lexing.mysql_client_charset(charset);
         }
-        if p.first() == Some(&0xff) {
-            return Err(proto(format!("error while reading the answer to `{sql}`")));
-        }
-        let mut cursor = packet::Cursor(&p);
-        let mut values = Vec::new();
-        for _ in 0..columns {
-            if cursor.0.first() == Some(&0xfb) {
-                cursor.0 = &cursor.0[1..];
-                values.push(None);
-            } else {
-                let value = cursor
-                    .lenenc_bytes()
-                    .ok_or_else(|| proto(format!("bad row in the answer to `{sql}`")))?;
-                values.push(Some(value.to_vec()));
-            }
-        }
-        row = Some(values);
+        _ => lexing = Lexing::OPAQUE,
     }
+    Ok(lexing)
 }
 
 async fn open_tcp(target: &TargetConfig) -> Result<TcpStream, UpstreamError> {
