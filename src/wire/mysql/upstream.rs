@@ -226,28 +226,8 @@ pub async fn query_rows(
         detail,
     };
     let r = &mut up.reader;
-    let mut payload = vec![packet::command::QUERY];
-    payload.extend_from_slice(sql.as_bytes());
-    r.get_mut()
-        .write_all(&frame(0, &payload))
-        .await
-        .map_err(|e| proto(e.to_string()))?;
-    let mut next = async || -> Result<Vec<u8>, UpstreamError> {
-        let p = r
-            .read_packet()
-            .await
-            .map_err(|e| proto(e.to_string()))?
-            .ok_or_else(|| proto("connection closed".to_owned()))?;
-        if let Some((code, _, message)) = parse_err(p.payload()) {
-            return Err(UpstreamError::Refused {
-                target: target.name.clone(),
-                level: level_name.to_owned(),
-                code,
-                message,
-            });
-        }
-        Ok(p.payload().to_vec())
-    };
+    send_query(r, target, sql).await?;
+    let mut next = async || read_answer(r, target, level_name).await;
     let first = next().await?;
     if first.first() == Some(&0x00) {
         return Ok(Vec::new());
@@ -299,16 +279,42 @@ async fn simple_query(
     level_name: &str,
     sql: &str,
 ) -> Result<(u64, u16), UpstreamError> {
-    let proto = |detail: String| UpstreamError::Protocol {
+    send_query(r, target, sql).await?;
+    let answer = read_answer(r, target, level_name).await?;
+    parse_ok(&answer).ok_or_else(|| UpstreamError::Protocol {
         target: target.name.clone(),
-        detail,
-    };
+        detail: format!("unexpected answer to `{sql}`"),
+    })
+}
+
+/// Send one COM_QUERY of jitgate's own.
+async fn send_query(
+    r: &mut PacketReader<Stream>,
+    target: &TargetConfig,
+    sql: &str,
+) -> Result<(), UpstreamError> {
     let mut payload = vec![packet::command::QUERY];
     payload.extend_from_slice(sql.as_bytes());
     r.get_mut()
         .write_all(&frame(0, &payload))
         .await
-        .map_err(|e| proto(e.to_string()))?;
+        .map_err(|e| UpstreamError::Protocol {
+            target: target.name.clone(),
+            detail: e.to_string(),
+        })
+}
+
+/// The next packet of the answer to a query of jitgate's own; an ERR packet
+/// is the server refusing it.
+async fn read_answer(
+    r: &mut PacketReader<Stream>,
+    target: &TargetConfig,
+    level_name: &str,
+) -> Result<Vec<u8>, UpstreamError> {
+    let proto = |detail: String| UpstreamError::Protocol {
+        target: target.name.clone(),
+        detail,
+    };
     let p = r
         .read_packet()
         .await
@@ -322,7 +328,7 @@ async fn simple_query(
             message,
         });
     }
-    parse_ok(p.payload()).ok_or_else(|| proto(format!("unexpected answer to `{sql}`")))
+    Ok(p.payload().to_vec())
 }
 
 /// How the server reads this session's text (see `sql::Lexing`): asked
