@@ -134,12 +134,8 @@ impl Shared<'_> {
 
     /// Take in a ParameterStatus the server sent.
     fn parameter_status(&self, body: &[u8]) {
-        let mut b = body;
-        let (Some(name), Some(value)) = (take_cstr_bytes(&mut b), take_cstr_bytes(&mut b)) else {
-            return;
-        };
         let mut lexing = Lexing::from_bits(self.lexing.load(Ordering::Acquire));
-        lexing.postgres_parameter(name, value);
+        take_in_parameter(&mut lexing, body);
         self.lexing.store(lexing.bits(), Ordering::Release);
     }
 
@@ -640,14 +636,17 @@ fn is_sqlstate(outcome: &str) -> bool {
 fn initial_lexing(parameter_status: &[Bytes]) -> Lexing {
     let mut lexing = Lexing::DEFAULT;
     for frame in parameter_status {
-        // Tag and length, then name and value.
-        let mut body = frame.get(5..).unwrap_or_default();
-        if let (Some(name), Some(value)) = (take_cstr_bytes(&mut body), take_cstr_bytes(&mut body))
-        {
-            lexing.postgres_parameter(name, value);
-        }
+        // After the tag and length.
+        take_in_parameter(&mut lexing, frame.get(5..).unwrap_or_default());
     }
     lexing
+}
+
+/// Apply one ParameterStatus body (name, value) to a session's reading.
+fn take_in_parameter(lexing: &mut Lexing, mut body: &[u8]) {
+    if let (Some(name), Some(value)) = (take_cstr_bytes(&mut body), take_cstr_bytes(&mut body)) {
+        lexing.postgres_parameter(name, value);
+    }
 }
 
 /// Check a statement against the level and seal its audit record into the
