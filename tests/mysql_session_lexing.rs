@@ -314,3 +314,45 @@ async fn a_session_moved_to_another_database_by_dynamic_sql_is_ended() {
     // The witness: the server answered jitgate's question after the switch.
     assert_eq!(server_received(&db, "jg_write", "SELECT DATABASE()"), 3);
 }
+
+/// A stored function named like a built-in is what the server calls when the
+/// name is quoted, qualified, or (for built-ins of its grammar) spaced from
+/// its `(`: none of those is a read, even where the read account may run it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stored_function_behind_a_built_in_name_is_not_a_read() {
+    let db = setup();
+    db.root_query(
+        "DELIMITER //\n\
+         CREATE FUNCTION app.`count`(x INT) RETURNS INT MODIFIES SQL DATA \
+         BEGIN INSERT INTO app.items (name) VALUES ('stored count'); RETURN 42; END //",
+    );
+    db.root_query("GRANT EXECUTE ON app.* TO jg_read@'%'");
+    let jg = Jitgate::start(
+        &db,
+        Options {
+            allow_privileged_read_account: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    jg.grant("read", "10m").await;
+    let mut conn = connect(&jg).await;
+    for sql in [
+        "SELECT count (1)",
+        "SELECT count/* a comment */(1)",
+        "SELECT `count`(1)",
+        "SELECT app.count(1)",
+        "SELECT no_such_builtin(1)",
+    ] {
+        assert_refused(&mut conn, sql, "could not classify").await;
+    }
+    let n: Option<i64> = conn
+        .query_first("SELECT count(1) FROM items")
+        .await
+        .expect("the built-in count");
+    assert_eq!(n, Some(3));
+    conn.disconnect().await.expect("disconnect");
+    assert_eq!(server_received(&db, "jg_read", "count (1)"), 0);
+    assert_eq!(server_received(&db, "jg_read", "count`"), 0);
+    assert_eq!(items(&db), 3);
+}

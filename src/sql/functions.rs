@@ -12,19 +12,26 @@
 //! run SQL text (`query_to_xml`) are judged by that text, when it is a
 //! literal.
 //!
-//! Names are resolved the way an unqualified call resolves on a server whose
+//! MySQL and MariaDB work the same way, from `mysql_functions.txt`: the
+//! built-ins that only read, per flavour, with the spellings under which the
+//! server's grammar hands a built-in's name to a stored function instead (a
+//! quoted name, `COUNT (x)` with a space, `POINT(x)` with one argument).
+//!
+//! PostgreSQL names are resolved the way an unqualified call resolves on a server whose
 //! `search_path` starts with `pg_catalog` (the default): unqualified or
 //! `pg_catalog.`-qualified names are the built-ins. A session that puts
 //! another schema before `pg_catalog` could reach a user function of the
 //! same name and argument types; the read-only account and read-only
 //! transaction of a read level are the wall there.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
-use sqlparser::ast::{Function, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName};
+use sqlparser::ast::{
+    Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
+};
 
-use super::{Dialect, StatementKind};
+use super::{Dialect, MysqlServer, StatementKind};
 
 /// Built-in functions whose every overload is STABLE or IMMUTABLE.
 static POSTGRES_NON_VOLATILE: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
@@ -185,9 +192,7 @@ const POSTGRES_RUN_SQL_TEXT: &[&str] = &[
 ];
 
 /// MySQL/MariaDB functions that change something: user-level locks and
-/// sequences. (MySQL's built-ins are not yet on an allow-list: its other
-/// calls count as reads, and the read-only account and `SET SESSION
-/// TRANSACTION READ ONLY` of a read level are the wall for stored functions.)
+/// sequences.
 const MYSQL_WRITERS: &[&str] = &[
     "get_lock",
     "release_lock",
@@ -196,27 +201,214 @@ const MYSQL_WRITERS: &[&str] = &[
     "setval",
 ];
 
-/// What calling `name` does, arguments aside.
-pub(crate) fn function_kind(dialect: Dialect, name: &ObjectName) -> StatementKind {
-    let parts: Vec<&str> = name
-        .0
-        .iter()
-        .map(|part| part.as_ident().map_or("", |ident| ident.value.as_str()))
-        .collect();
-    // A computed name could be anything.
-    if parts.iter().any(|part| part.is_empty()) {
+/// Whose built-in functions an unqualified call reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Catalog {
+    Postgres,
+    MariaDb,
+    Mysql,
+    /// A MySQL-family server of unknown flavour: only the names built in on
+    /// both count.
+    MysqlFamily,
+}
+
+impl Catalog {
+    pub(crate) fn dialect(self) -> Dialect {
+        match self {
+            Catalog::Postgres => Dialect::Postgres,
+            Catalog::MariaDb | Catalog::Mysql | Catalog::MysqlFamily => Dialect::Mysql,
+        }
+    }
+
+    /// The catalog of a dialect when nothing more is known about the server.
+    pub(crate) fn of_dialect(dialect: Dialect) -> Catalog {
+        match dialect {
+            Dialect::Postgres => Catalog::Postgres,
+            Dialect::Mysql => Catalog::MysqlFamily,
+        }
+    }
+
+    /// The catalog of a MySQL-family server, from its greeting.
+    pub(crate) fn of_mysql(server: MysqlServer) -> Catalog {
+        match (server.version_id, server.mariadb) {
+            (0, _) => Catalog::MysqlFamily,
+            (_, true) => Catalog::MariaDb,
+            (_, false) => Catalog::Mysql,
+        }
+    }
+}
+
+/// One line of `mysql_functions.txt`.
+#[derive(Debug, Clone, Copy, Default)]
+struct MysqlBuiltin {
+    mariadb_only: bool,
+    mysql_only: bool,
+    /// A space or comment before `(` reaches a stored function instead.
+    spaced_is_stored: bool,
+    /// The number of arguments the built-in takes, where another number
+    /// reaches a stored function.
+    arguments: Arguments,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Arguments {
+    #[default]
+    Any,
+    AtLeastOne,
+    Two,
+}
+
+/// Built-in MySQL and MariaDB functions that only read, by lower-case name.
+static MYSQL_READS: LazyLock<HashMap<&'static str, MysqlBuiltin>> = LazyLock::new(|| {
+    include_str!("mysql_functions.txt")
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.next().unwrap_or_default();
+            let mut builtin = MysqlBuiltin::default();
+            for flag in words {
+                match flag {
+                    "mariadb" => builtin.mariadb_only = true,
+                    "mysql" => builtin.mysql_only = true,
+                    "spaced" => builtin.spaced_is_stored = true,
+                    "args>0" => builtin.arguments = Arguments::AtLeastOne,
+                    "args=2" => builtin.arguments = Arguments::Two,
+                    // A flag this code does not know could loosen nothing it
+                    // does know; the list's unit test rejects it.
+                    _ => {}
+                }
+            }
+            (name, builtin)
+        })
+        .collect()
+});
+
+/// What calling `name` does. `arguments` is the number of arguments
+/// written (`None` where there is no argument list), `sql` the whole text,
+/// searched for the way a MySQL call is written.
+pub(crate) fn function_kind(
+    catalog: Catalog,
+    name: &ObjectName,
+    arguments: Option<usize>,
+    sql: &str,
+) -> StatementKind {
+    let mut parts = Vec::with_capacity(name.0.len());
+    for part in &name.0 {
+        // A computed name could be anything.
+        let Some(ident) = part.as_ident() else {
+            return StatementKind::Unknown;
+        };
+        parts.push(ident);
+    }
+    match catalog {
+        Catalog::Postgres => {
+            // A quoted name keeps its case: `"ABS"` is not `abs`.
+            let names: Vec<String> = parts
+                .iter()
+                .map(|ident| match ident.quote_style {
+                    Some(_) => ident.value.clone(),
+                    None => ident.value.to_ascii_lowercase(),
+                })
+                .collect();
+            postgres_function_kind(&names)
+        }
+        Catalog::MariaDb | Catalog::Mysql | Catalog::MysqlFamily => {
+            mysql_function_kind(catalog, &parts, arguments, sql)
+        }
+    }
+}
+
+/// A MySQL-family call. A qualified name is a stored function. So may be a
+/// quoted name, or a built-in's name written with a space before its `(` or
+/// with another number of arguments than the built-in takes: the server's
+/// grammar knows those built-ins by their exact spelling, and hands any
+/// other call of the name to the stored function of the session's database.
+fn mysql_function_kind(
+    catalog: Catalog,
+    parts: &[&Ident],
+    arguments: Option<usize>,
+    sql: &str,
+) -> StatementKind {
+    let [ident] = parts else {
+        return StatementKind::Unknown;
+    };
+    if ident.quote_style.is_some() || ident.value.is_empty() {
         return StatementKind::Unknown;
     }
-    let lower: Vec<String> = parts.iter().map(|part| part.to_ascii_lowercase()).collect();
-    match dialect {
-        Dialect::Postgres => postgres_function_kind(&lower),
-        Dialect::Mysql => {
-            let last = lower.last().map_or("", String::as_str);
-            if MYSQL_WRITERS.contains(&last) {
-                StatementKind::Write
-            } else {
-                StatementKind::Read
+    let name = ident.value.to_ascii_lowercase();
+    if MYSQL_WRITERS.contains(&name.as_str()) {
+        return StatementKind::Write;
+    }
+    let Some(builtin) = MYSQL_READS.get(name.as_str()) else {
+        return StatementKind::Unknown;
+    };
+    let built_in_here = match catalog {
+        Catalog::MariaDb => !builtin.mysql_only,
+        Catalog::Mysql => !builtin.mariadb_only,
+        _ => !builtin.mysql_only && !builtin.mariadb_only,
+    };
+    let arguments_fit = match builtin.arguments {
+        Arguments::Any => true,
+        Arguments::AtLeastOne => arguments.is_some_and(|n| n > 0),
+        Arguments::Two => arguments == Some(2),
+    };
+    if !built_in_here
+        || !arguments_fit
+        || (builtin.spaced_is_stored && written_with_a_gap(sql, &name))
+    {
+        return StatementKind::Unknown;
+    }
+    StatementKind::Read
+}
+
+/// Is `name` (lower case) written anywhere in `sql` as a word followed by
+/// whitespace or a comment and then `(`? Occurrences inside literals count
+/// too, which can only make a call unknown that was not one.
+fn written_with_a_gap(sql: &str, name: &str) -> bool {
+    let bytes = sql.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+    let mut from = 0;
+    while let Some(at) = find_ignoring_case(&bytes[from..], name.as_bytes()) {
+        let start = from + at;
+        let end = start + name.len();
+        from = start + 1;
+        let whole_word =
+            (start == 0 || !word(bytes[start - 1])) && bytes.get(end).is_none_or(|b| !word(*b));
+        if !whole_word {
+            continue;
+        }
+        let after = skip_spaces_and_comments(bytes, end);
+        if after > end && bytes.get(after) == Some(&b'(') {
+            return true;
+        }
+    }
+    false
+}
+
+fn find_ignoring_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window.eq_ignore_ascii_case(needle))
+}
+
+/// The first position at or after `at` that is neither MySQL whitespace nor
+/// inside a comment.
+fn skip_spaces_and_comments(bytes: &[u8], mut at: usize) -> usize {
+    loop {
+        match &bytes[at.min(bytes.len())..] {
+            [b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c, ..] => at += 1,
+            [b'/', b'*', rest @ ..] => {
+                at += 2 + rest
+                    .windows(2)
+                    .position(|w| w == b"*/")
+                    .map_or(rest.len(), |end| end + 2);
             }
+            [b'#', rest @ ..] | [b'-', b'-', rest @ ..] => {
+                let skipped = bytes.len() - at - rest.len();
+                at += skipped + rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+            }
+            _ => return at,
         }
     }
 }
@@ -280,5 +472,99 @@ pub(crate) fn sql_text_argument(dialect: Dialect, function: &Function) -> Option
             ..
         }) => Some(Some(text.as_str())),
         _ => Some(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::{Lexing, Reading, classify_for};
+
+    const MARIADB: MysqlServer = MysqlServer {
+        mariadb: true,
+        version_id: 101119,
+    };
+    const MYSQL: MysqlServer = MysqlServer {
+        mariadb: false,
+        version_id: 80036,
+    };
+
+    fn on(server: MysqlServer, sql: &str) -> StatementKind {
+        classify_for(&Reading::mysql(Lexing::DEFAULT, server), sql.as_bytes())
+    }
+
+    #[test]
+    fn the_mysql_list_is_well_formed() {
+        let text = include_str!("mysql_functions.txt");
+        for line in text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let mut words = line.split_whitespace();
+            let name = words.next().unwrap();
+            assert_eq!(name, name.to_ascii_lowercase(), "{line}");
+            assert!(!MYSQL_WRITERS.contains(&name), "{line}");
+            for flag in words {
+                assert!(
+                    ["mariadb", "mysql", "spaced", "args>0", "args=2"].contains(&flag),
+                    "unknown flag in: {line}"
+                );
+            }
+        }
+        assert!(MYSQL_READS.len() > 400);
+    }
+
+    #[test]
+    fn built_in_reads_are_reads_and_everything_else_is_not() {
+        for server in [MARIADB, MYSQL, MysqlServer::default()] {
+            for sql in [
+                "SELECT ABS(-1), concat('a', 'b'), NOW(), count(*) FROM t",
+                "SELECT JSON_EXTRACT(j, '$.a'), IFNULL(a, 0), DATABASE() FROM t",
+                "SELECT POINT(1, 2), LineString(POINT(1, 2), POINT(3, 4))",
+            ] {
+                assert_eq!(on(server, sql), StatementKind::Read, "{server:?}: {sql}");
+            }
+            for sql in [
+                "SELECT app.f(1)",
+                "SELECT my_function(1)",
+                "SELECT `abs`(1)",
+                "SELECT count (1)",
+                "SELECT count/**/(1)",
+                "SELECT SUM\t(a) FROM t",
+                "SELECT now\x0b()",
+                "SELECT point(1)",
+                "SELECT polygon()",
+                "SELECT LOAD_FILE('/etc/passwd')",
+            ] {
+                assert_eq!(on(server, sql), StatementKind::Unknown, "{server:?}: {sql}");
+            }
+            assert_eq!(on(server, "SELECT GET_LOCK('x', 0)"), StatementKind::Write);
+        }
+        // Built in on one flavour only: a stored function's name on the other.
+        assert_eq!(on(MARIADB, "SELECT NVL(a, 0) FROM t"), StatementKind::Read);
+        assert_eq!(on(MYSQL, "SELECT NVL(a, 0) FROM t"), StatementKind::Unknown);
+        assert_eq!(on(MYSQL, "SELECT ANY_VALUE(a) FROM t"), StatementKind::Read);
+        assert_eq!(
+            on(MARIADB, "SELECT ANY_VALUE(a) FROM t"),
+            StatementKind::Unknown
+        );
+        let unknown_flavour = MysqlServer::default();
+        assert_eq!(
+            on(unknown_flavour, "SELECT NVL(a, 0)"),
+            StatementKind::Unknown
+        );
+        // A space is harmless where the server's grammar does not care.
+        assert_eq!(
+            on(MARIADB, "SELECT abs (1), concat ('a')"),
+            StatementKind::Read
+        );
+    }
+
+    #[test]
+    fn a_quoted_postgres_name_keeps_its_case() {
+        let pg = |sql: &str| crate::sql::classify(Dialect::Postgres, sql);
+        assert_eq!(pg("SELECT \"abs\"(1)"), StatementKind::Read);
+        assert_eq!(pg("SELECT \"ABS\"(1)"), StatementKind::Unknown);
+        assert_eq!(pg("SELECT ABS(1)"), StatementKind::Read);
     }
 }

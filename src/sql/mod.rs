@@ -12,6 +12,7 @@
 
 mod database_switch;
 mod functions;
+use functions::Catalog;
 mod lexing;
 pub(crate) mod mysql_lex;
 
@@ -20,9 +21,9 @@ use std::sync::LazyLock;
 
 use dashmap::DashMap;
 use sqlparser::ast::{
-    ContextModifier, CopyTarget, DeclareType, Expr, ObjectName, Query, Reset, Select, Set,
-    Statement, TableFactor, TransactionAccessMode, TransactionMode, UtilityOption, Value, Visit,
-    Visitor,
+    ContextModifier, CopyTarget, DeclareType, Expr, FunctionArguments, ObjectName, Query, Reset,
+    Select, Set, Statement, TableFactor, TransactionAccessMode, TransactionMode, UtilityOption,
+    Value, Visit, Visitor,
 };
 use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect};
 use sqlparser::keywords::Keyword;
@@ -145,9 +146,9 @@ pub fn classify_text(reading: &Reading, text: &str) -> StatementKind {
         return StatementKind::Unknown;
     }
     match reading.dialect {
-        Dialect::Postgres => classify_cached(Dialect::Postgres, text),
+        Dialect::Postgres => classify_cached_in(Catalog::Postgres, text),
         Dialect::Mysql => match lexing::open_executable_comments(text, reading.mysql_server) {
-            Some(code) => classify_cached(Dialect::Mysql, &code),
+            Some(code) => classify_cached_in(Catalog::of_mysql(reading.mysql_server), &code),
             None => StatementKind::Unknown,
         },
     }
@@ -369,14 +370,19 @@ fn changes_mysql_lexing(statement: &Statement) -> bool {
 /// near the size limit. Callers on an async runtime should hand long texts to
 /// `spawn_blocking`.
 pub fn classify(dialect: Dialect, sql: &str) -> StatementKind {
+    classify_in(Catalog::of_dialect(dialect), sql)
+}
+
+/// [`classify`], with the functions of `catalog` built in.
+fn classify_in(catalog: Catalog, sql: &str) -> StatementKind {
     if sql.len() <= INLINE_SQL_BYTES {
         // The parser returns errors rather than panicking on anything we have
         // found; this is the second line, so that a parser bug costs one
         // statement its classification instead of a session.
-        std::panic::catch_unwind(|| parse_and_classify(dialect, sql))
+        std::panic::catch_unwind(|| parse_and_classify(catalog, sql))
             .unwrap_or(StatementKind::Unknown)
     } else if sql.len() <= MAX_CLASSIFIED_SQL_BYTES {
-        classify_on_own_stack(dialect, sql)
+        classify_on_own_stack(catalog, sql)
     } else {
         StatementKind::Unknown
     }
@@ -407,13 +413,13 @@ const STACK_BYTES_PER_SQL_BYTE: usize = 128;
 /// Classify a text too long for [`INLINE_SQL_BYTES`] on a thread whose stack
 /// grows with the text, so no input can overflow it. The thread costs some
 /// tens of microseconds, small beside parsing that much SQL.
-fn classify_on_own_stack(dialect: Dialect, sql: &str) -> StatementKind {
+fn classify_on_own_stack(catalog: Catalog, sql: &str) -> StatementKind {
     let stack_bytes = 256 * 1024 + sql.len() * STACK_BYTES_PER_SQL_BYTE;
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("jitgate-classify".to_owned())
             .stack_size(stack_bytes)
-            .spawn_scoped(scope, || parse_and_classify(dialect, sql))
+            .spawn_scoped(scope, || parse_and_classify(catalog, sql))
             .ok()
             // A join error is a panic in the parser: fail closed, as above.
             .and_then(|thread| thread.join().ok())
@@ -429,13 +435,24 @@ fn classify_on_own_stack(dialect: Dialect, sql: &str) -> StatementKind {
 /// the next insert. Clearing instead of evicting keeps the hot path free of
 /// bookkeeping; a working set larger than the cache just degrades to parsing.
 pub fn classify_cached(dialect: Dialect, sql: &str) -> StatementKind {
+    classify_cached_in(Catalog::of_dialect(dialect), sql)
+}
+
+/// [`classify_cached`], with the functions of `catalog` built in: one cache
+/// per catalog, since a name's call may be a read on one server and reach a
+/// stored function on another.
+fn classify_cached_in(catalog: Catalog, sql: &str) -> StatementKind {
     static POSTGRES: LazyLock<KindCache> = LazyLock::new(|| KindCache::new(CACHE_MAX_ENTRIES));
+    static MARIADB: LazyLock<KindCache> = LazyLock::new(|| KindCache::new(CACHE_MAX_ENTRIES));
     static MYSQL: LazyLock<KindCache> = LazyLock::new(|| KindCache::new(CACHE_MAX_ENTRIES));
-    let cache = match dialect {
-        Dialect::Postgres => &*POSTGRES,
-        Dialect::Mysql => &*MYSQL,
+    static MYSQL_FAMILY: LazyLock<KindCache> = LazyLock::new(|| KindCache::new(CACHE_MAX_ENTRIES));
+    let cache = match catalog {
+        Catalog::Postgres => &*POSTGRES,
+        Catalog::MariaDb => &*MARIADB,
+        Catalog::Mysql => &*MYSQL,
+        Catalog::MysqlFamily => &*MYSQL_FAMILY,
     };
-    cache.get_or_classify(dialect, sql)
+    cache.get_or_classify(catalog, sql)
 }
 
 /// `sql` with every standalone run of digits replaced by `1`: the cache key,
@@ -541,9 +558,9 @@ impl KindCache {
         }
     }
 
-    fn get_or_classify(&self, dialect: Dialect, sql: &str) -> StatementKind {
+    fn get_or_classify(&self, catalog: Catalog, sql: &str) -> StatementKind {
         if sql.len() >= CACHE_MAX_SQL_BYTES {
-            return classify(dialect, sql);
+            return classify_in(catalog, sql);
         }
         // Statements that differ only in their numbers share an entry, so a
         // client sending `... WHERE id = 1`, `... id = 2`... parses once.
@@ -552,7 +569,7 @@ impl KindCache {
             if let Some(kind) = self.kinds.get(sql) {
                 return *kind;
             }
-            let kind = classify(dialect, sql);
+            let kind = classify_in(catalog, sql);
             // Two sessions may both see a full cache and both clear it; that
             // only costs a few extra parses.
             if self.kinds.len() >= self.max_entries {
@@ -564,7 +581,8 @@ impl KindCache {
     }
 }
 
-fn parse_and_classify(dialect: Dialect, sql: &str) -> StatementKind {
+fn parse_and_classify(catalog: Catalog, sql: &str) -> StatementKind {
+    let dialect = catalog.dialect();
     let parsed = match dialect {
         Dialect::Postgres => Parser::parse_sql(&PostgreSqlDialect {}, sql),
         Dialect::Mysql => Parser::parse_sql(&MySqlDialect {}, sql),
@@ -578,7 +596,7 @@ fn parse_and_classify(dialect: Dialect, sql: &str) -> StatementKind {
         }
         Ok(statements) => statements
             .iter()
-            .map(|statement| classify_statement(dialect, sql, statement))
+            .map(|statement| classify_statement(catalog, sql, statement))
             .reduce(StatementKind::most_dangerous)
             .unwrap_or(StatementKind::Session),
         Err(_) => StatementKind::Unknown,
@@ -587,7 +605,8 @@ fn parse_and_classify(dialect: Dialect, sql: &str) -> StatementKind {
 
 /// One parsed statement: its own kind, raised to `Write` if anything inside it
 /// (a locking clause, a data-modifying CTE, a `nextval` call…) writes.
-fn classify_statement(dialect: Dialect, sql: &str, statement: &Statement) -> StatementKind {
+fn classify_statement(catalog: Catalog, sql: &str, statement: &Statement) -> StatementKind {
+    let dialect = catalog.dialect();
     match statement {
         // EXPLAIN only plans the statement; EXPLAIN ANALYZE runs it.
         Statement::Explain {
@@ -596,7 +615,7 @@ fn classify_statement(dialect: Dialect, sql: &str, statement: &Statement) -> Sta
             statement: explained,
             ..
         } => {
-            let explained_kind = classify_statement(dialect, sql, explained);
+            let explained_kind = classify_statement(catalog, sql, explained);
             if *analyze || options_request_analyze(options.as_deref()) {
                 explained_kind
             } else if explained_kind == StatementKind::Unknown {
@@ -611,8 +630,10 @@ fn classify_statement(dialect: Dialect, sql: &str, statement: &Statement) -> Sta
         Statement::Prepare {
             statement: prepared,
             ..
-        } => classify_statement(dialect, sql, prepared),
-        _ => own_kind(dialect, sql, statement).most_dangerous(side_effects(dialect, statement)),
+        } => classify_statement(catalog, sql, prepared),
+        _ => {
+            own_kind(dialect, sql, statement).most_dangerous(side_effects(catalog, sql, statement))
+        }
     }
 }
 
@@ -1005,9 +1026,11 @@ fn mentions_global_keyword(sql: &str) -> bool {
 /// something inside it writes, `Unknown` if it calls something jitgate does
 /// not know, `Read` (the neutral element of
 /// [`StatementKind::most_dangerous`]) otherwise.
-fn side_effects(dialect: Dialect, statement: &Statement) -> StatementKind {
+fn side_effects(catalog: Catalog, sql: &str, statement: &Statement) -> StatementKind {
     let mut finder = SideEffectFinder {
-        dialect,
+        catalog,
+        dialect: catalog.dialect(),
+        sql,
         found: StatementKind::Read,
     };
     let _ = statement.visit(&mut finder);
@@ -1016,12 +1039,15 @@ fn side_effects(dialect: Dialect, statement: &Statement) -> StatementKind {
 
 /// Walks a statement, keeping the most dangerous thing it finds; stops at
 /// the first unknown one (nothing outranks it).
-struct SideEffectFinder {
+struct SideEffectFinder<'a> {
+    catalog: Catalog,
     dialect: Dialect,
+    /// The whole text, for how a MySQL call is spelled.
+    sql: &'a str,
     found: StatementKind,
 }
 
-impl SideEffectFinder {
+impl SideEffectFinder<'_> {
     fn note(&mut self, kind: StatementKind) -> ControlFlow<()> {
         self.found = self.found.most_dangerous(kind);
         if self.found == StatementKind::Unknown {
@@ -1032,7 +1058,7 @@ impl SideEffectFinder {
     }
 }
 
-impl Visitor for SideEffectFinder {
+impl Visitor for SideEffectFinder<'_> {
     type Break = ();
 
     /// `FOR UPDATE` / `FOR SHARE` take row locks, which a read-only
@@ -1093,7 +1119,17 @@ impl Visitor for SideEffectFinder {
             };
             return self.note(kind);
         }
-        self.note(functions::function_kind(self.dialect, &function.name))
+        let arguments = match &function.args {
+            FunctionArguments::List(list) => Some(list.args.len()),
+            FunctionArguments::Subquery(_) => Some(1),
+            FunctionArguments::None => None,
+        };
+        self.note(functions::function_kind(
+            self.catalog,
+            &function.name,
+            arguments,
+            self.sql,
+        ))
     }
 
     /// Set-returning calls in FROM: `SELECT * FROM nextval('s')`.
@@ -1108,7 +1144,7 @@ impl Visitor for SideEffectFinder {
             _ => None,
         };
         match called {
-            Some(name) => self.note(functions::function_kind(self.dialect, name)),
+            Some(name) => self.note(functions::function_kind(self.catalog, name, None, self.sql)),
             None => ControlFlow::Continue(()),
         }
     }
@@ -2077,12 +2113,12 @@ ORDER BY attnum
         let cache = KindCache::new(8);
         for i in 0..100 {
             let sql = format!("SELECT {i}");
-            assert_eq!(cache.get_or_classify(Dialect::Postgres, &sql), Read);
+            assert_eq!(cache.get_or_classify(Catalog::Postgres, &sql), Read);
             assert!(cache.kinds.len() <= 8);
         }
         let long = format!("SELECT 1 {}", " ".repeat(CACHE_MAX_SQL_BYTES));
         cache.kinds.clear();
-        assert_eq!(cache.get_or_classify(Dialect::Postgres, &long), Read);
+        assert_eq!(cache.get_or_classify(Catalog::Postgres, &long), Read);
         assert!(cache.kinds.is_empty());
     }
 
