@@ -2265,10 +2265,15 @@ async fn read_level_refuses_writing_and_unknown_functions() {
         .get(0);
     let su = pg.superuser_client("app").await;
     su.batch_execute(
-        "CREATE FUNCTION public.shout(t text) RETURNS text LANGUAGE sql AS 'SELECT upper(t)'",
+        "CREATE FUNCTION public.shout(t text) RETURNS text LANGUAGE sql AS 'SELECT upper(t)'; \
+         CREATE FUNCTION public.lock_it(a int, b int) RETURNS int LANGUAGE sql \
+           AS 'SELECT pg_advisory_lock(4242); SELECT a + b'; \
+         CREATE OPERATOR public.%%% (LEFTARG = int, RIGHTARG = int, FUNCTION = public.lock_it); \
+         CREATE OPERATOR public.@+ (LEFTARG = int, RIGHTARG = int, FUNCTION = public.lock_it); \
+         CREATE OPERATOR public.+ (LEFTARG = int, RIGHTARG = int, FUNCTION = public.lock_it)",
     )
     .await
-    .expect("a user function");
+    .expect("a user function and operators that call it");
     let client = jg.connect_ok(&Login::alice()).await;
     for (sql, what) in [
         ("SELECT pg_advisory_lock(4242)", "can change data"),
@@ -2284,6 +2289,9 @@ async fn read_level_refuses_writing_and_unknown_functions() {
             "can change data",
         ),
         ("SELECT public.shout('x')", "could not classify"),
+        ("SELECT 1 %%% 2", "could not classify"),
+        ("SELECT 1 @+ 2", "could not classify"),
+        ("SELECT 1 OPERATOR(public.+) 2", "could not classify"),
         ("SET search_path = public, pg_catalog", "could not classify"),
     ] {
         let err = client

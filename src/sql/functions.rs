@@ -17,11 +17,12 @@
 //! server's grammar hands a built-in's name to a stored function instead (a
 //! quoted name, `COUNT (x)` with a space, `POINT(x)` with one argument).
 //!
-//! PostgreSQL names are resolved the way an unqualified call resolves on a server whose
-//! `search_path` starts with `pg_catalog` (the default): unqualified or
-//! `pg_catalog.`-qualified names are the built-ins. A session that puts
-//! another schema before `pg_catalog` could reach a user function of the
-//! same name and argument types; the read-only account and read-only
+//! PostgreSQL names are resolved the way an unqualified call resolves on a
+//! server whose `search_path` starts with `pg_catalog` (the default):
+//! unqualified or `pg_catalog.`-qualified names are the built-ins. What the
+//! name alone cannot tell: a user's function of a built-in's name taking
+//! other argument types (`public.lower(my_type)`), which the server picks by
+//! the types of the arguments. The read-only account and read-only
 //! transaction of a read level are the wall there.
 
 use std::collections::{HashMap, HashSet};

@@ -15,15 +15,16 @@ mod functions;
 use functions::Catalog;
 mod lexing;
 pub(crate) mod mysql_lex;
+mod operators;
 
 use std::ops::ControlFlow;
 use std::sync::LazyLock;
 
 use dashmap::DashMap;
 use sqlparser::ast::{
-    ContextModifier, CopyTarget, DeclareType, Expr, FunctionArguments, ObjectName, Query, Reset,
-    Select, Set, Statement, TableFactor, TransactionAccessMode, TransactionMode, UtilityOption,
-    Value, Visit, Visitor,
+    BinaryOperator, ContextModifier, CopyTarget, DeclareType, Expr, FunctionArguments, ObjectName,
+    Query, Reset, Select, Set, Statement, TableFactor, TransactionAccessMode, TransactionMode,
+    UtilityOption, Value, Visit, Visitor,
 };
 use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect};
 use sqlparser::keywords::Keyword;
@@ -583,6 +584,9 @@ impl KindCache {
 
 fn parse_and_classify(catalog: Catalog, sql: &str) -> StatementKind {
     let dialect = catalog.dialect();
+    if dialect == Dialect::Postgres && operators::unknown_operator(sql).is_some() {
+        return StatementKind::Unknown;
+    }
     let parsed = match dialect {
         Dialect::Postgres => Parser::parse_sql(&PostgreSqlDialect {}, sql),
         Dialect::Mysql => Parser::parse_sql(&MySqlDialect {}, sql),
@@ -1102,6 +1106,22 @@ impl Visitor for SideEffectFinder<'_> {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        // `a OPERATOR(public.+) b`: an operator of another schema than the
+        // built-ins' may be anything.
+        if let Expr::BinaryOp {
+            op: BinaryOperator::PGCustomBinaryOperator(parts),
+            ..
+        } = expr
+        {
+            let built_in = match parts.as_slice() {
+                [_] => true,
+                [schema, _] => schema == "pg_catalog",
+                _ => false,
+            };
+            if !built_in {
+                return self.note(StatementKind::Unknown);
+            }
+        }
         let Expr::Function(function) = expr else {
             return ControlFlow::Continue(());
         };
@@ -1333,6 +1353,26 @@ mod tests {
         assert_eq!(
             classify_cached(Dialect::Postgres, "SELECT * FROM t WHERE id = 98"),
             Read
+        );
+    }
+
+    #[test]
+    fn postgres_operators_outside_the_catalog_are_unknown() {
+        assert_pg(
+            Read,
+            &[
+                "SELECT c.relname FROM pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^(items)$'",
+                "SELECT 1 OPERATOR(+) 2, '{1}'::int[] @> '{1}', 'a' || 'b'",
+            ],
+        );
+        assert_pg(
+            Unknown,
+            &[
+                "SELECT 1 OPERATOR(public.+) 2",
+                "SELECT 1 OPERATOR(\"PG_CATALOG\".+) 2",
+                "SELECT a %%% b FROM t",
+                "SELECT a @+ b FROM t",
+            ],
         );
     }
 
