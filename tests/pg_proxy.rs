@@ -442,6 +442,80 @@ async fn listen_notify_reaches_the_client() {
     );
 }
 
+/// The driver's backend pid is the server's: psycopg2's `get_backend_pid()`,
+/// `pg_backend_pid()` and the sender of the session's own NOTIFY agree, the
+/// server lists that pid as the upstream account's, and terminating it ends
+/// the session through jitgate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_sees_the_real_backend_pid() {
+    let (pg, jg) = setup().await;
+    jg.grant("alice", TARGET, WRITE, "2m").await;
+    let run = jg
+        .python(
+            &Login::alice(),
+            r#"
+import os, psycopg2
+conn = psycopg2.connect(os.environ["JITGATE_DSN"])
+conn.autocommit = True
+cur = conn.cursor()
+cur.execute("SELECT pg_backend_pid()")
+sql_pid = cur.fetchone()[0]
+cur.execute("LISTEN jitgate_pid; NOTIFY jitgate_pid, 'x'")
+conn.poll()
+print(conn.get_backend_pid(), sql_pid, conn.notifies[0].pid)
+"#,
+        )
+        .await;
+    run.assert_ok(&jg);
+    let pids: Vec<i32> = run
+        .stdout
+        .split_whitespace()
+        .map(|p| p.parse().expect("a pid"))
+        .collect();
+    assert_eq!(pids.len(), 3, "{}", run.stdout);
+    assert!(
+        pids.iter().all(|p| *p == pids[0]),
+        "driver, pg_backend_pid() and NOTIFY disagree: {pids:?}"
+    );
+
+    let client = jg.connect_ok(&Login::alice()).await;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("own pid")
+        .get(0);
+    let su = pg.superuser_client("app").await;
+    let user: String = su
+        .query_one(
+            "SELECT usename::text FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+        .expect("the server lists the pid")
+        .get(0);
+    assert_eq!(user, "jg_write");
+    let terminated: bool = su
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(terminated);
+    let err = within(
+        Duration::from_secs(10),
+        "the next query after termination",
+        client.simple_query("SELECT 1"),
+    )
+    .await
+    .expect_err("the session must be over");
+    assert!(
+        describe_error(&err).contains("administrator command") || err.is_closed(),
+        "{}",
+        describe_error(&err)
+    );
+    jg.wait_for_audit("the session's end", |v| v["event"] == "session_end")
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_result_arrives_whole_and_is_audited_with_its_row_count() {
     let (_pg, jg) = setup().await;

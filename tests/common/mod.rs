@@ -1480,6 +1480,20 @@ impl Jitgate {
         Run::from(out)
     }
 
+    /// A Python program (Debian's `python3` with psycopg2) through jitgate:
+    /// `JITGATE_DSN` holds the connection string without the password,
+    /// which libpq reads from the environment.
+    pub async fn python(&self, login: &Login, program: &str) -> Run {
+        let mut cmd = self.client_command("/usr/bin/python3", login);
+        cmd.env("JITGATE_DSN", self.conninfo(login))
+            .arg("-c")
+            .arg(program);
+        let out = within(Duration::from_secs(60), "python to finish", cmd.output())
+            .await
+            .expect("run python3");
+        Run::from(out)
+    }
+
     /// A tokio-postgres session through jitgate (TLS required, any certificate).
     pub async fn connect(
         &self,
