@@ -442,6 +442,57 @@ async fn listen_notify_reaches_the_client() {
     );
 }
 
+/// What reading clients send passes a read grant: pg_dump (its LOCK … IN
+/// ACCESS SHARE MODE, its prepared statements), psycopg2's read-only
+/// deferrable transactions and scrolling cursors, `TABLE t`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_clients_work_on_a_read_grant() {
+    let (_pg, jg) = setup().await;
+    jg.grant("alice", TARGET, READ, "2m").await;
+    let schema = jg
+        .libpq_client("pg_dump", &Login::alice(), &["--schema-only"])
+        .await;
+    schema.assert_ok(&jg);
+    assert!(
+        schema.stdout.contains("CREATE TABLE public.items"),
+        "{}",
+        schema.stdout
+    );
+    let data = jg
+        .libpq_client("pg_dump", &Login::alice(), &["--data-only"])
+        .await;
+    data.assert_ok(&jg);
+    assert!(data.stdout.contains("apple"), "{}", data.stdout);
+    let run = jg
+        .python(
+            &Login::alice(),
+            r#"
+import os, psycopg2
+conn = psycopg2.connect(os.environ["JITGATE_DSN"])
+conn.set_session(readonly=True, deferrable=True, isolation_level="SERIALIZABLE")
+cur = conn.cursor("scroller")
+cur.execute("SELECT name FROM items ORDER BY id")
+first = cur.fetchone()[0]
+cur.scroll(2, mode="absolute")
+third = cur.fetchone()[0]
+cur.close()
+conn.commit()
+plain = conn.cursor()
+plain.execute("TABLE items")
+print(first, third, len(plain.fetchall()))
+"#,
+        )
+        .await;
+    run.assert_ok(&jg);
+    assert_eq!(run.stdout.trim(), "apple cherry 3");
+    let refused: Vec<Value> = jg
+        .audit_lines()
+        .into_iter()
+        .filter(|v| v["event"] == "statement_refused")
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+}
+
 /// The driver's backend pid is the server's: psycopg2's `get_backend_pid()`,
 /// `pg_backend_pid()` and the sender of the session's own NOTIFY agree, the
 /// server lists that pid as the upstream account's, and terminating it ends

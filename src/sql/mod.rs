@@ -16,6 +16,7 @@ use functions::Catalog;
 mod lexing;
 pub(crate) mod mysql_lex;
 mod operators;
+mod prepared;
 
 use std::ops::ControlFlow;
 use std::sync::LazyLock;
@@ -96,6 +97,7 @@ pub enum Dialect {
 pub use database_switch::{DatabaseSwitch, mysql_database_switch, mysql_may_run_dynamic_sql};
 pub use lexing::{Lexing, MysqlServer};
 pub use mysql_lex::Mentions;
+pub use prepared::PreparedStatements;
 
 /// How one session's server will read the text it is sent: the dialect, the
 /// session's lexing settings, and for MySQL-family servers which executable
@@ -603,8 +605,72 @@ fn parse_and_classify(catalog: Catalog, sql: &str) -> StatementKind {
             .map(|statement| classify_statement(catalog, sql, statement))
             .reduce(StatementKind::most_dangerous)
             .unwrap_or(StatementKind::Session),
-        Err(_) => StatementKind::Unknown,
+        Err(_) => match postgres_equivalent(dialect, sql) {
+            Some(equivalent) => parse_and_classify(catalog, &equivalent),
+            None => StatementKind::Unknown,
+        },
     }
+}
+
+/// PostgreSQL statements sqlparser does not parse, spelled as ones it does
+/// that the server treats the same way: `TABLE t` is `SELECT * FROM t`,
+/// `MOVE … FROM c` repositions a cursor as `FETCH … FROM c` does without
+/// returning its rows, and `[NOT] DEFERRABLE` in a transaction's modes only
+/// changes when a serializable read-only transaction starts.
+///
+/// Only the first word is replaced, or (for DEFERRABLE) a text of nothing
+/// but words, commas and a final semicolon is rewritten, so the rest of the
+/// text reads exactly as the client wrote it.
+fn postgres_equivalent(dialect: Dialect, sql: &str) -> Option<String> {
+    if dialect != Dialect::Postgres {
+        return None;
+    }
+    let start = sql.len() - sql.trim_start().len();
+    let first_end = sql[start..]
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .map_or(sql.len(), |n| start + n);
+    let first = &sql[start..first_end];
+    let rest = &sql[first_end..];
+    if first.eq_ignore_ascii_case("table") {
+        return Some(format!("SELECT * FROM{rest}"));
+    }
+    if first.eq_ignore_ascii_case("move") {
+        return Some(format!("FETCH{rest}"));
+    }
+    let transaction = ["begin", "start", "set"]
+        .iter()
+        .any(|word| first.eq_ignore_ascii_case(word));
+    let body = sql.trim_end().trim_end_matches(';');
+    let plain = body
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b',' || b.is_ascii_whitespace());
+    if !transaction || !plain {
+        return None;
+    }
+    let words: Vec<&str> = body
+        .split(|c: char| c == ',' || c.is_ascii_whitespace())
+        .filter(|word| !word.is_empty())
+        .collect();
+    if !words
+        .iter()
+        .any(|word| word.eq_ignore_ascii_case("deferrable"))
+    {
+        return None;
+    }
+    let mut kept: Vec<&str> = Vec::with_capacity(words.len());
+    for word in words {
+        if word.eq_ignore_ascii_case("deferrable") {
+            if kept
+                .last()
+                .is_some_and(|last| last.eq_ignore_ascii_case("not"))
+            {
+                kept.pop();
+            }
+        } else {
+            kept.push(word);
+        }
+    }
+    Some(kept.join(" "))
 }
 
 /// One parsed statement: its own kind, raised to `Write` if anything inside it
@@ -635,10 +701,122 @@ fn classify_statement(catalog: Catalog, sql: &str, statement: &Statement) -> Sta
             statement: prepared,
             ..
         } => classify_statement(catalog, sql, prepared),
+        // LOCK … IN ACCESS SHARE MODE takes the lock every SELECT takes
+        // (pg_dump locks each table it dumps); stronger modes block writers.
+        Statement::Lock(lock)
+            if dialect == Dialect::Postgres
+                && lock.lock_mode == Some(sqlparser::ast::LockTableMode::AccessShare) =>
+        {
+            StatementKind::Read
+        }
+        _ if dialect == Dialect::Postgres && set_config_of_one_setting(statement).is_some() => {
+            set_config_of_one_setting(statement).unwrap_or(StatementKind::Unknown)
+        }
         _ => {
             own_kind(dialect, sql, statement).most_dangerous(side_effects(catalog, sql, statement))
         }
     }
+}
+
+/// pg_dump's `SELECT set_config(name, 'v', false) FROM pg_settings WHERE
+/// name = 's'`: the setting is the literal `s` (the filter leaves only its
+/// row), so the statement is the `SET` of `s` to `v`. `None` for any other
+/// shape.
+fn set_config_of_one_setting(statement: &Statement) -> Option<StatementKind> {
+    use sqlparser::ast::{
+        BinaryOperator, FunctionArg, FunctionArgExpr, FunctionArguments, SelectItem, SetExpr,
+        TableFactor,
+    };
+    let Statement::Query(query) = statement else {
+        return None;
+    };
+    if query.with.is_some() || query.order_by.is_some() || query.limit_clause.is_some() {
+        return None;
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let [SelectItem::UnnamedExpr(Expr::Function(function))] = select.projection.as_slice() else {
+        return None;
+    };
+    let is_name = |expr: &Expr| {
+        matches!(expr, Expr::Identifier(ident) if ident.value == "name"
+            || (ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("name")))
+    };
+    let literal = |expr: &Expr| match expr {
+        Expr::Value(value) => match &value.value {
+            Value::SingleQuotedString(text) => Some(text.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let called: Vec<String> = function
+        .name
+        .0
+        .iter()
+        .filter_map(|part| part.as_ident().map(|i| i.value.to_ascii_lowercase()))
+        .collect();
+    if !matches!(called.as_slice(), [f] | [_, f] if f == "set_config")
+        || called.len() == 2 && called[0] != "pg_catalog"
+    {
+        return None;
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    let [
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(first)),
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(value)),
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(is_local))),
+    ] = list.args.as_slice()
+    else {
+        return None;
+    };
+    let value = literal(value)?;
+    if !is_name(first) || !matches!(is_local.value, Value::Boolean(_)) {
+        return None;
+    }
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    let TableFactor::Table {
+        name, args: None, ..
+    } = &from.relation
+    else {
+        return None;
+    };
+    let table: Vec<&str> = name
+        .0
+        .iter()
+        .filter_map(|part| part.as_ident().map(|i| i.value.as_str()))
+        .collect();
+    if !from.joins.is_empty()
+        || !matches!(
+            table.as_slice(),
+            ["pg_settings"] | ["pg_catalog", "pg_settings"]
+        )
+    {
+        return None;
+    }
+    let Some(Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    }) = &select.selection
+    else {
+        return None;
+    };
+    let setting = literal(right)?;
+    // Nothing else in the statement: no other clause, lock or set operation
+    // (any would show in its rendering).
+    let bare = format!(
+        "SELECT {}({first}, {}, {is_local}) FROM {name} WHERE {left} = {right}",
+        function.name, list.args[1],
+    );
+    if !is_name(left) || statement.to_string() != bare {
+        return None;
+    }
+    Some(postgres_startup_parameter_kind(&setting, &value))
 }
 
 /// Does a parenthesised EXPLAIN option list turn ANALYZE on? Only an explicit
@@ -1031,12 +1209,7 @@ fn mentions_global_keyword(sql: &str) -> bool {
 /// not know, `Read` (the neutral element of
 /// [`StatementKind::most_dangerous`]) otherwise.
 fn side_effects(catalog: Catalog, sql: &str, statement: &Statement) -> StatementKind {
-    let mut finder = SideEffectFinder {
-        catalog,
-        dialect: catalog.dialect(),
-        sql,
-        found: StatementKind::Read,
-    };
+    let mut finder = SideEffectFinder::new(catalog, sql);
     let _ = statement.visit(&mut finder);
     finder.found
 }
@@ -1051,7 +1224,16 @@ struct SideEffectFinder<'a> {
     found: StatementKind,
 }
 
-impl SideEffectFinder<'_> {
+impl<'a> SideEffectFinder<'a> {
+    fn new(catalog: Catalog, sql: &'a str) -> SideEffectFinder<'a> {
+        SideEffectFinder {
+            catalog,
+            dialect: catalog.dialect(),
+            sql,
+            found: StatementKind::Read,
+        }
+    }
+
     fn note(&mut self, kind: StatementKind) -> ControlFlow<()> {
         self.found = self.found.most_dangerous(kind);
         if self.found == StatementKind::Unknown {
@@ -1739,6 +1921,51 @@ ORDER BY attnum
     }
 
     #[test]
+    fn postgres_statements_read_through_an_equivalent_spelling() {
+        assert_pg(
+            Read,
+            &[
+                "TABLE items",
+                "table only items;",
+                "MOVE ABSOLUTE 0 FROM \"reader\"",
+                "move forward all in c",
+                "LOCK TABLE public.items IN ACCESS SHARE MODE",
+            ],
+        );
+        assert_pg(
+            Session,
+            &[
+                "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE",
+                "begin read only, not deferrable;",
+                "SET TRANSACTION DEFERRABLE",
+                "SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings \
+                 WHERE name = 'restrict_nonsystem_relation_kind'",
+            ],
+        );
+        assert_pg(
+            Write,
+            &[
+                "BEGIN READ WRITE, DEFERRABLE",
+                "TABLE items; DELETE FROM items",
+                "MOVE 1 FROM c; DELETE FROM items",
+                "LOCK TABLE items",
+                "LOCK TABLE items IN ROW EXCLUSIVE MODE",
+                "SELECT set_config(name, 'x', false) FROM pg_settings \
+                 WHERE name = 'application_name' OR pg_advisory_lock(1) IS NOT NULL",
+                "SELECT set_config(name, 'off', false) FROM pg_settings \
+                 WHERE name = 'default_transaction_read_only'",
+            ],
+        );
+        assert_pg(
+            Unknown,
+            &[
+                "BEGIN DEFERRABLE; DELETE FROM items",
+                "BEGIN /* x */ DEFERRABLE",
+            ],
+        );
+    }
+
+    #[test]
     fn statements_sqlparser_cannot_parse_are_unknown() {
         assert_pg(
             Unknown,
@@ -1749,7 +1976,6 @@ ORDER BY attnum
                 "SECURITY LABEL ON TABLE t IS 'x'",
                 "ALTER SYSTEM SET work_mem = '1MB'",
                 "CHECKPOINT",
-                "TABLE t",
             ],
         );
         assert_my(

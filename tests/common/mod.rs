@@ -1480,6 +1480,20 @@ impl Jitgate {
         Run::from(out)
     }
 
+    /// Any libpq client through jitgate: `program args… -d <conninfo>`.
+    pub async fn libpq_client(&self, program: &str, login: &Login, args: &[&str]) -> Run {
+        let mut cmd = self.client_command(program, login);
+        cmd.args(args).arg("-d").arg(self.conninfo(login));
+        let out = within(
+            Duration::from_secs(60),
+            "the client to finish",
+            cmd.output(),
+        )
+        .await
+        .expect("run the client");
+        Run::from(out)
+    }
+
     /// A Python program (Debian's `python3` with psycopg2) through jitgate:
     /// `JITGATE_DSN` holds the connection string without the password,
     /// which libpq reads from the environment.

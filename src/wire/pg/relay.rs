@@ -361,6 +361,8 @@ struct Upward {
     statements: HashMap<Bytes, Prepared>,
     /// Portal name -> its statement.
     portals: HashMap<Bytes, Prepared>,
+    /// The kinds of the named statements, for SQL's `EXECUTE name`.
+    prepared: crate::sql::PreparedStatements,
     /// Extended-protocol messages were forwarded since the last Sync.
     unsynced: bool,
     /// After a refused extended-protocol message: drop everything until Sync.
@@ -499,7 +501,10 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             let mut b = f.body();
             let sql_bytes = take_cstr_bytes(&mut b).unwrap_or(b"");
             let statement = crate::wire::StatementText::new(sql_bytes);
-            let kind = statement.classify(&shared.reading());
+            let kind = match statement.exact {
+                None => st.prepared.classify(&shared.reading(), &statement.text),
+                Some(_) => statement.classify(&shared.reading()),
+            };
             let sql = &statement.text;
             match admit(shared, st, sql, statement.exact.as_deref(), kind) {
                 Ok(seq) => {
@@ -524,6 +529,9 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
                 let error = refusal(shared, &sql, exact.as_deref(), kind);
                 refuse_extended(shared, st, error, out);
                 return Verdict::Drop;
+            }
+            if let Ok(name) = std::str::from_utf8(name) {
+                st.prepared.parsed(name, kind);
             }
             st.statements
                 .insert(Bytes::copy_from_slice(name), Prepared { sql, exact, kind });
