@@ -414,6 +414,24 @@ fn skip_spaces_and_comments(bytes: &[u8], mut at: usize) -> usize {
     }
 }
 
+/// A PostgreSQL field name, which the server calls as a one-argument
+/// function when the value has no such field: a built-in writer's name is a
+/// write. After a parenthesised value (`(x).f`) any other name that is not a
+/// built-in read is unknown, since it may be a user's function; after a
+/// plain name (`t.c`, `s.t.c`) it is taken for the column it almost always
+/// is, the read-only account being the wall for a user's function there.
+pub(crate) fn field_kind(field: &Ident, after_a_value: bool) -> StatementKind {
+    let name = match field.quote_style {
+        Some(_) => field.value.clone(),
+        None => field.value.to_ascii_lowercase(),
+    };
+    match postgres_function_kind(std::slice::from_ref(&name)) {
+        StatementKind::Write => StatementKind::Write,
+        StatementKind::Unknown if after_a_value => StatementKind::Unknown,
+        _ => StatementKind::Read,
+    }
+}
+
 fn postgres_function_kind(parts: &[String]) -> StatementKind {
     let builtin = match parts {
         [name] => name.as_str(),
@@ -466,8 +484,9 @@ pub(crate) fn sql_text_argument(dialect: Dialect, function: &Function) -> Option
         return Some(None);
     };
     match &value.value {
+        // An E'…' string is left out: the server decodes its escapes
+        // (`\052` is `*`), and sqlparser need not decode them alike.
         sqlparser::ast::Value::SingleQuotedString(text)
-        | sqlparser::ast::Value::EscapedStringLiteral(text)
         | sqlparser::ast::Value::DollarQuotedString(sqlparser::ast::DollarQuotedString {
             value: text,
             ..

@@ -310,6 +310,15 @@ impl MysqlServer {
         if version.digits == 6 && !self.mariadb {
             return None;
         }
+        // MariaDB does not claim MySQL 5.7 and later: it skips `/*!50700`
+        // up to `/*!99999` (but runs `/*M!` with the same numbers).
+        if self.mariadb
+            && marker == Marker::Bang
+            && version.digits == 5
+            && (50700..=99999).contains(&version.value)
+        {
+            return Some(false);
+        }
         if self.version_id == 0 {
             return None;
         }
@@ -324,14 +333,31 @@ pub(crate) fn has_executable_comment(text: &[u8]) -> bool {
         .any(|w| w[0] == b'/' && w[1] == b'*' && matches!(w[2], b'!' | b'M' | b'm'))
 }
 
+/// Does `--` stand before a non-ASCII white space character? sqlparser's
+/// MySQL tokenizer starts a comment there; the server starts one only before
+/// an ASCII space or control byte, and reads U+00A0 and its kind as part of
+/// an identifier.
+fn dash_dash_before_unicode_space(text: &str) -> bool {
+    text.match_indices("--").any(|(at, _)| {
+        text[at + 2..]
+            .chars()
+            .next()
+            .is_some_and(|c| !c.is_ascii() && c.is_whitespace())
+    })
+}
+
 /// The text with every executable comment opened as `server` opens it: the
 /// marks of one it runs become spaces (its body stays, as code), one it does
 /// not run becomes spaces whole. `None` where the reading is not certain
 /// (nested comments, an unterminated executable comment, a marker or
-/// version whose handling this server's flavour leaves open), which the
+/// version whose handling this server's flavour leaves open, a `--` that
+/// sqlparser would take for a comment and the server would not), which the
 /// caller classifies as unknown.
 pub(crate) fn open_executable_comments(text: &str, server: MysqlServer) -> Option<Cow<'_, str>> {
     let bytes = text.as_bytes();
+    if dash_dash_before_unicode_space(text) {
+        return None;
+    }
     if !has_executable_comment(bytes) {
         return Some(Cow::Borrowed(text));
     }
@@ -477,10 +503,23 @@ mod tests {
             opened("SELECT 1 /*!999999 '*/ ; DELETE FROM t", MARIADB).as_deref(),
             Some("SELECT 1               ; DELETE FROM t")
         );
-        // Five digits are below every MariaDB version: it runs, and its
-        // body is an unterminated string.
+        // MariaDB skips MySQL 5.7-and-later numbers (checked on 10.11:
+        // `/*!50699 , 2 */` runs, `/*!50700 , 2 */` and `/*!99999 , 2 */`
+        // do not), unless written `/*M!`; below 50700 it runs.
         assert_eq!(
-            opened("SELECT 1 /*!99999 '*/ ; DELETE FROM t", MARIADB),
+            opened("SELECT 1 /*!99999 '*/ ; DELETE FROM t", MARIADB).as_deref(),
+            Some("SELECT 1              ; DELETE FROM t")
+        );
+        assert_eq!(
+            opened("SELECT 1 /*!50700 '*/ ; DELETE FROM t", MARIADB).as_deref(),
+            Some("SELECT 1              ; DELETE FROM t")
+        );
+        assert_eq!(
+            opened("SELECT 1 /*!50699 '*/ ; DELETE FROM t", MARIADB),
+            None
+        );
+        assert_eq!(
+            opened("SELECT 1 /*M!99999 '*/ ; DELETE FROM t", MARIADB),
             None
         );
         // A body that runs is code: `*/` inside its string does not close it.

@@ -230,8 +230,12 @@ fn postgres_options_kind(options: &str) -> StatementKind {
 /// [`Lexing::OPAQUE`].
 ///
 /// `SET sql_mode = DEFAULT` returns to `login`'s mode: the session's default
-/// is the server's global mode, which jitgate read at login.
-pub fn mysql_lexing_after(text: &[u8], before: Lexing, login: Lexing) -> Lexing {
+/// is the server's global mode, which jitgate read at login. The text is read
+/// as `reading`'s server reads it, executable comments opened as it opens
+/// them: a SET in a comment the server runs counts, one in a comment it
+/// skips does not.
+pub fn mysql_lexing_after(text: &[u8], reading: &Reading, login: Lexing) -> Lexing {
+    let before = reading.lexing;
     const WORDS: [&[u8]; 5] = [b"sql_mode", b"names", b"character", b"charset", b"execute"];
     let mentions = |word: &[u8]| {
         text.windows(word.len())
@@ -243,7 +247,13 @@ pub fn mysql_lexing_after(text: &[u8], before: Lexing, login: Lexing) -> Lexing 
     let Ok(text) = std::str::from_utf8(text) else {
         return Lexing::OPAQUE;
     };
-    let Ok(statements) = Parser::parse_sql(&MySqlDialect {}, text) else {
+    if before.reads_differently(text.as_bytes()) {
+        return Lexing::OPAQUE;
+    }
+    let Some(code) = lexing::open_executable_comments(text, reading.mysql_server) else {
+        return Lexing::OPAQUE;
+    };
+    let Ok(statements) = Parser::parse_sql(&MySqlDialect {}, &code) else {
         return Lexing::OPAQUE;
     };
     let mut after = before;
@@ -458,11 +468,23 @@ fn classify_cached_in(catalog: Catalog, sql: &str) -> StatementKind {
     cache.get_or_classify(catalog, sql)
 }
 
+/// May `sql` share a cache entry with the same text holding other numbers?
+/// Only a query or a data change (`SELECT`, `WITH`, `INSERT`…) without a
+/// backslash: in `SET default_transaction_read_only = 0` the number is the
+/// setting, and in `E'\052'` a backslash makes digits a character.
+fn numbers_do_not_matter(sql: &str) -> bool {
+    const SHAPED: &[&str] = &["select", "with", "insert", "update", "delete", "values"];
+    let text = sql.trim_start();
+    let first = &text[..text
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(text.len())];
+    SHAPED.iter().any(|word| first.eq_ignore_ascii_case(word)) && !sql.contains('\\')
+}
+
 /// `sql` with every standalone run of digits replaced by `1`: the cache key,
-/// and the text that is classified. No statement's kind depends on which
-/// number it holds, with one exception that this makes more cautious, not
-/// less: `EXPLAIN (ANALYZE 0) <write>` becomes `ANALYZE 1`, a write. Digits
-/// inside names (`t2`, `$1`) or stuck to letters (`0x1F`, `1e5`) stay.
+/// and the text that is classified, for the texts [`numbers_do_not_matter`]
+/// lets through. Digits inside names (`t2`, `$1`) or stuck to letters
+/// (`0x1F`, `1e5`) stay.
 ///
 /// Writes into `out` (cleared first) only when something changes, so the
 /// cache lookup of a statement allocates nothing once `out` has grown.
@@ -568,7 +590,11 @@ impl KindCache {
         // Statements that differ only in their numbers share an entry, so a
         // client sending `... WHERE id = 1`, `... id = 2`... parses once.
         SHAPE.with_borrow_mut(|buffer| {
-            let sql = number_shape(sql, buffer);
+            let sql = if numbers_do_not_matter(sql) {
+                number_shape(sql, buffer)
+            } else {
+                sql
+            };
             if let Some(kind) = self.kinds.get(sql) {
                 return *kind;
             }
@@ -819,13 +845,31 @@ fn set_config_of_one_setting(statement: &Statement) -> Option<StatementKind> {
     Some(postgres_startup_parameter_kind(&setting, &value))
 }
 
-/// Does a parenthesised EXPLAIN option list turn ANALYZE on? Only an explicit
-/// false value turns it off; anything else PostgreSQL might read as true
-/// (including prefixes like `ANALYZE t`) counts as on.
+/// Does a parenthesised EXPLAIN option list turn ANALYZE on? The server
+/// reads `ANALYSE` as `ANALYZE`; only an explicit false value turns it off.
+/// An option that is not one of the planning-only ones counts as on too:
+/// anything PostgreSQL might read as ANALYZE (a prefix, a new spelling).
 fn options_request_analyze(options: Option<&[UtilityOption]>) -> bool {
+    const PLANNING_ONLY: &[&str] = &[
+        "costs",
+        "verbose",
+        "buffers",
+        "format",
+        "settings",
+        "summary",
+        "timing",
+        "wal",
+        "generic_plan",
+        "memory",
+        "serialize",
+    ];
     options.into_iter().flatten().any(|option| {
-        option.name.value.eq_ignore_ascii_case("analyze")
-            && !option.arg.as_ref().is_some_and(is_false_literal)
+        let name = option.name.value.to_ascii_lowercase();
+        if name == "analyze" || name == "analyse" {
+            !option.arg.as_ref().is_some_and(is_false_literal)
+        } else {
+            !PLANNING_ONLY.contains(&name.as_str())
+        }
     })
 }
 
@@ -856,18 +900,20 @@ fn demotes_pg_catalog(variable: &ObjectName, values: &[Expr]) -> bool {
     {
         return false;
     }
-    let parts: Vec<String> = values
-        .iter()
-        .map(|value| match value {
+    let mut parts: Vec<&str> = Vec::with_capacity(values.len());
+    for value in values {
+        match value {
             Expr::Value(v) => match &v.value {
-                Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
-                other => other.to_string(),
+                Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => parts.push(s),
+                // An E'…' string (`E'pg_catal\157g'`) or anything else the
+                // server may decode to a schema name: assume the worst.
+                _ => return true,
             },
-            Expr::Identifier(ident) => ident.value.clone(),
-            other => other.to_string(),
-        })
-        .collect();
-    search_path_demotes_pg_catalog(parts.iter().map(String::as_str))
+            Expr::Identifier(ident) => parts.push(&ident.value),
+            _ => return true,
+        }
+    }
+    search_path_demotes_pg_catalog(parts)
 }
 
 fn is_true_literal(expr: &Expr) -> bool {
@@ -954,6 +1000,9 @@ fn own_kind(dialect: Dialect, sql: &str, statement: &Statement) -> StatementKind
             }
         }
         Statement::Set(set) => set_kind(dialect, sql, set),
+        // MySQL's RESET MASTER / SLAVE / REPLICA / QUERY CACHE / PERSIST
+        // reach sqlparser as the reset of a setting.
+        Statement::Reset(_) if dialect == Dialect::Mysql => Write,
         Statement::Reset(reset) => match &reset.reset {
             Reset::ALL | Reset::SessionAuthorization => Write,
             Reset::ConfigurationParameter(name) => setting_kind(None, name),
@@ -1159,6 +1208,19 @@ const GUARDED_SETTINGS: &[&str] = &[
     "super_read_only",
     "sql_log_bin",
     "password",
+    // Session settings that only a privileged account may change, and that
+    // change what reaches the logs and the replicas.
+    "sql_log_off",
+    "log_slow_query",
+    "slow_query_log",
+    "skip_replication",
+    "server_id",
+    "gtid_domain_id",
+    "gtid_seq_no",
+    "gtid_next",
+    "pseudo_thread_id",
+    "pseudo_slave_mode",
+    "wsrep_on",
 ];
 
 /// SET or RESET of one named setting (`search_path`, `@@session.autocommit`,
@@ -1302,6 +1364,31 @@ impl Visitor for SideEffectFinder<'_> {
             };
             if !built_in {
                 return self.note(StatementKind::Unknown);
+            }
+        }
+        // `(x).f` is PostgreSQL's attribute notation for the call `f(x)`, and
+        // so is `t.f` where `t` has no column `f`: a field name may be a
+        // function.
+        if self.dialect == Dialect::Postgres {
+            match expr {
+                Expr::CompoundFieldAccess { access_chain, .. } => {
+                    for access in access_chain {
+                        if let sqlparser::ast::AccessExpr::Dot(Expr::Identifier(field)) = access {
+                            let kind = functions::field_kind(field, true);
+                            if self.note(kind).is_break() {
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    }
+                }
+                Expr::CompoundIdentifier(parts) => {
+                    for field in parts.iter().skip(1) {
+                        if self.note(functions::field_kind(field, false)).is_break() {
+                            return ControlFlow::Break(());
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         let Expr::Function(function) = expr else {
@@ -1522,9 +1609,18 @@ mod tests {
             number_shape("SELECT 'ü', 42", &mut String::new()),
             "SELECT 'ü', 1"
         );
-        // Cautious where the number matters.
+        // Where the number matters, the text is its own key.
         let analyze0 = "EXPLAIN (ANALYZE 0) DELETE FROM t";
-        assert_eq!(classify_cached(Dialect::Postgres, analyze0), Write);
+        assert_eq!(classify_cached(Dialect::Postgres, analyze0), Read);
+        let analyze1 = "EXPLAIN (ANALYZE 1) DELETE FROM t";
+        assert_eq!(classify_cached(Dialect::Postgres, analyze1), Write);
+        for (sql, kind) in [
+            ("SET default_transaction_read_only = 1", Session),
+            ("SET default_transaction_read_only = 0", Write),
+            ("SET default_transaction_read_only TO '0'", Write),
+        ] {
+            assert_eq!(classify_cached(Dialect::Postgres, sql), kind, "{sql}");
+        }
         assert_eq!(
             classify_cached(
                 Dialect::Postgres,
@@ -2441,7 +2537,9 @@ ORDER BY attnum
     #[test]
     fn mysql_lexing_follows_literal_settings_and_gives_up_on_computed_ones() {
         let default = Lexing::DEFAULT;
-        let after = |sql: &str| mysql_lexing_after(sql.as_bytes(), default, default);
+        let on =
+            |lexing: Lexing| Reading::mysql(lexing, MysqlServer::from_version("10.11.19-MariaDB"));
+        let after = |sql: &str| mysql_lexing_after(sql.as_bytes(), &on(default), default);
         assert_eq!(after("SELECT 1"), default);
         assert_eq!(after("SET NAMES utf8mb4"), default);
         assert!(after("SET NAMES gbk").reads_differently(&[0xbf]));
@@ -2454,18 +2552,23 @@ ORDER BY attnum
         );
         assert_eq!(after("SET CHARACTER SET gbk"), Lexing::OPAQUE);
         assert_eq!(after("EXECUTE s"), Lexing::OPAQUE);
+        // As the server opens executable comments: a SET it runs counts,
+        // one it skips (MariaDB and `/*!50700`…`/*!99999`) does not.
+        assert!(after("/*M! SET sql_mode='NO_BACKSLASH_ESCAPES' */").reads_differently(b"\\"));
+        assert!(after("/*!40101 SET NAMES gbk */").reads_differently(&[0xbf]));
+        assert_eq!(after("/*!99999 SET NAMES gbk */"), default);
         let mut ansi = Lexing::DEFAULT;
         ansi.mysql_sql_mode("ANSI_QUOTES");
         assert_eq!(
-            mysql_lexing_after(b"SET sql_mode = ''", ansi, default),
+            mysql_lexing_after(b"SET sql_mode = ''", &on(ansi), default),
             default
         );
         assert_eq!(
-            mysql_lexing_after(b"SET sql_mode = DEFAULT", ansi, default),
+            mysql_lexing_after(b"SET sql_mode = DEFAULT", &on(ansi), default),
             default
         );
         assert_eq!(
-            mysql_lexing_after(b"SET sql_mode = DEFAULT", default, ansi),
+            mysql_lexing_after(b"SET sql_mode = DEFAULT", &on(default), ansi),
             ansi
         );
     }

@@ -57,6 +57,9 @@ pub(crate) struct Rules {
     /// not a delimiter (GBK, Big5, SJIS…). Without it, a non-ASCII byte
     /// separates words, so `KILL` right next to one is still found.
     pub(crate) multibyte: bool,
+    /// Executable comments are skipped as ordinary ones (a version this
+    /// server does not run) rather than returned as code.
+    pub(crate) skip_executable: bool,
 }
 
 impl Default for Rules {
@@ -65,6 +68,7 @@ impl Default for Rules {
             escape_single: true,
             escape_double: true,
             multibyte: false,
+            skip_executable: false,
         }
     }
 }
@@ -72,16 +76,19 @@ impl Default for Rules {
 impl Rules {
     /// Every reading the server could be using: with and without backslash
     /// escapes, `"` as a string or an identifier, single- or multi-byte
-    /// client character sets.
+    /// client character sets, executable comments run or skipped.
     pub(crate) fn every() -> impl Iterator<Item = Rules> {
-        [false, true].into_iter().flat_map(|multibyte| {
-            [(true, true), (true, false), (false, true), (false, false)]
-                .into_iter()
-                .map(move |(escape_single, escape_double)| Rules {
-                    escape_single,
-                    escape_double,
-                    multibyte,
-                })
+        [false, true].into_iter().flat_map(|skip_executable| {
+            [false, true].into_iter().flat_map(move |multibyte| {
+                [(true, true), (true, false), (false, true), (false, false)]
+                    .into_iter()
+                    .map(move |(escape_single, escape_double)| Rules {
+                        escape_single,
+                        escape_double,
+                        multibyte,
+                        skip_executable,
+                    })
+            })
         })
     }
 }
@@ -324,7 +331,7 @@ impl<'a> Lexer<'a> {
                         (Some(b'm'), Some(b'!')) => Some((Marker::LowerM, 4)),
                         _ => None,
                     };
-                    if let Some((marker, n)) = marker {
+                    if let Some((marker, n)) = marker.filter(|_| !self.rules.skip_executable) {
                         self.i += n;
                         let version = self.version_digits();
                         return Some(Tok::Executable { marker, version });

@@ -40,3 +40,7 @@ SELECT x'41' ; DELETE FROM items
 SELECT 1 INTO @v
 SELECT name INTO OUTFILE '/tmp/jitgate-oracle-out' FROM items
 DO GET_LOCK('jitgate-oracle', 0)
+-- Bypasses found by probing the classifier: each of these changes something
+SELECT 1 /*!50700 '*/ ; DELETE FROM items; #' */
+SELECT 1 /*!99999 '*/ ; DELETE FROM items; #' */
+SELECT 1--  FROM (SELECT 1 AS ` `) d; DELETE FROM items

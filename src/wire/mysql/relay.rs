@@ -1029,7 +1029,7 @@ impl Relay<'_> {
         if !mentions.lexing_setting() && !mentions.execute() {
             return None;
         }
-        let after = sql::mysql_lexing_after(text, self.reading.lexing, self.login_lexing);
+        let after = sql::mysql_lexing_after(text, &self.reading, self.login_lexing);
         (after != self.reading.lexing).then_some(after)
     }
 
