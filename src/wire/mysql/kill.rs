@@ -1,10 +1,14 @@
 //! `KILL [QUERY | CONNECTION] <id>` through jitgate: the MySQL counterpart of
 //! the Postgres cancel keys.
 //!
-//! A client only ever sees the random connection id jitgate announced in its
-//! greeting, never the upstream thread id. This registry maps each such id
-//! to the session it names: its identity, its upstream thread and the level
-//! account that can reach it. The relay answers a `KILL` itself: when the id
+//! A client sees two ids for its connection: the one jitgate announced in its
+//! greeting (before the target, and so the upstream, is known), which
+//! drivers report as their connection id and the `mariadb` CLI kills with on
+//! Ctrl-C; and its upstream thread's, which `CONNECTION_ID()` and `SHOW
+//! PROCESSLIST` show. This registry maps both to the session they name: its
+//! identity, its upstream thread and the level account that can reach it
+//! (a thread id only on the same target, since two servers may hand out the
+//! same one). The relay answers a `KILL` itself: when the id
 //! is one of the *same identity's* connections, jitgate stops the upstream
 //! query through a side connection (`KILL QUERY <thread>`), or ends that
 //! jitgate session (`KILL CONNECTION`); for any other id it answers MySQL's
@@ -113,6 +117,25 @@ impl KillRegistry {
         let e = self.by_id.get(&id)?;
         let entry = e.value().as_ref()?;
         (entry.identity == identity).then(|| entry.clone())
+    }
+
+    /// The session of `identity` on `target` whose upstream thread is
+    /// `thread_id`: the id `CONNECTION_ID()` and `SHOW PROCESSLIST` show
+    /// the client. Threads of other targets' servers, and other
+    /// identities', look exactly like unknown ones.
+    pub fn find_thread(
+        &self,
+        thread_id: u32,
+        identity: &str,
+        target: &str,
+    ) -> Option<Arc<KillEntry>> {
+        self.by_id.iter().find_map(|e| {
+            let entry = e.value().as_ref()?;
+            (entry.thread_id == thread_id
+                && entry.identity == identity
+                && entry.target.name == target)
+                .then(|| entry.clone())
+        })
     }
 
     /// Does `identity` have a live session on this listener?

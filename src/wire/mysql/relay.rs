@@ -757,12 +757,17 @@ impl Relay<'_> {
                 &packet::err(code::NOT_SUPPORTED_YET, KILL_FORMS),
             ));
         };
-        let Some(entry) = k.id.and_then(|id| ctx.kills.find(id, &ctx.info.identity)) else {
+        let Some(entry) = k.id.and_then(|id| {
+            ctx.kills.find(id, &ctx.info.identity).or_else(|| {
+                ctx.kills
+                    .find_thread(id, &ctx.info.identity, &ctx.target.name)
+            })
+        }) else {
             self.record_refusal(sql, StatementKind::Session, code::UNKNOWN_THREAD.0);
             return Action::Answer(unknown_thread(answer_seq, &k.id_text));
         };
         let detail = format!(
-            "{} of jitgate connection {} (session {})",
+            "{} of connection {} (session {})",
             match k.scope {
                 KillScope::Query => "KILL QUERY",
                 KillScope::Connection => "KILL CONNECTION",
