@@ -99,6 +99,9 @@ pub struct Listen {
     pub postgres: Option<SocketAddr>,
     /// MySQL/MariaDB clients (`mariadb -h … -P <port> <target>`).
     pub mysql: Option<SocketAddr>,
+    /// The server version the MySQL listener announces; by default the
+    /// first MySQL target's own (see `wire/mysql/announce.rs`).
+    pub mysql_server_version: Option<String>,
     pub admin: Option<SocketAddr>,
 }
 
@@ -355,6 +358,7 @@ struct RawWebhook {
 struct RawListen {
     postgres: Option<String>,
     mysql: Option<String>,
+    mysql_server_version: Option<String>,
     admin: Option<String>,
 }
 
@@ -594,6 +598,24 @@ impl Validator<'_> {
         let listen = Listen {
             postgres: self.addr("listen.postgres", raw.listen.postgres.as_deref())?,
             mysql: self.addr("listen.mysql", raw.listen.mysql.as_deref())?,
+            mysql_server_version: raw
+                .listen
+                .mysql_server_version
+                .map(|version| {
+                    let fits = !version.is_empty()
+                        && version.len() <= 60
+                        && version.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+                    if fits {
+                        Ok(version)
+                    } else {
+                        Err(self.invalid(
+                            "listen.mysql_server_version",
+                            "must be 1 to 60 printable ASCII characters, like \"10.11.19-MariaDB\""
+                                .to_owned(),
+                        ))
+                    }
+                })
+                .transpose()?,
             admin: self.addr("listen.admin", raw.listen.admin.as_deref())?,
         };
         let tls = TlsConfig {

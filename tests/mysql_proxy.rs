@@ -661,6 +661,72 @@ async fn kill_of_another_identitys_connection_is_unknown_thread() {
     running.abort();
 }
 
+/// The version string and default collation of a server's greeting, read
+/// off the wire without logging in.
+async fn greeting_of(port: u16) -> (String, u8) {
+    use tokio::io::AsyncReadExt;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut header = [0u8; 4];
+    tcp.read_exact(&mut header).await.expect("greeting header");
+    let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+    let mut payload = vec![0u8; len];
+    tcp.read_exact(&mut payload).await.expect("greeting");
+    assert_eq!(payload[0], 10, "protocol 10");
+    let end = 1 + payload[1..].iter().position(|&b| b == 0).expect("NUL");
+    let version = String::from_utf8_lossy(&payload[1..end]).into_owned();
+    // version NUL, id (4), nonce (8), filler (1), capabilities (2), collation
+    let collation = payload[end + 1 + 4 + 8 + 1 + 2];
+    (version, collation)
+}
+
+/// Clients are greeted with the upstream's own version and collation (read
+/// from its greeting at start), and a MariaDB-aware driver sees MariaDB;
+/// `listen.mysql_server_version` pins the version instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_greeting_announces_the_upstreams_version() {
+    let (db, jg) = setup().await;
+    let upstream = greeting_of(db.port()).await;
+    assert!(upstream.0.contains("MariaDB"), "{upstream:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let announced = greeting_of(jg.mysql_port).await;
+        if announced == upstream {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jitgate announces {announced:?}, the upstream {upstream:?}\n{}",
+            jg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    jg.grant("read", "10m").await;
+    let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
+    let version: Option<String> = conn.query_first("SELECT VERSION()").await.expect("version");
+    let version = version.expect("a row");
+    let (major, minor, patch) = conn.server_version();
+    assert!(
+        version.starts_with(&format!("{major}.{minor}.{patch}")),
+        "the driver sees {major}.{minor}.{patch}, the server says {version}"
+    );
+    conn.disconnect().await.expect("disconnect");
+    drop(jg);
+
+    let jg = Jitgate::start(
+        &db,
+        Options {
+            mysql_server_version: Some("10.6.0-MariaDB-pinned".to_owned()),
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(greeting_of(jg.mysql_port).await.0, "10.6.0-MariaDB-pinned");
+}
+
 /// `KILL QUERY <id>` with the id the server shows (`CONNECTION_ID()`,
 /// `SHOW PROCESSLIST`) stops the same identity's query on the same target;
 /// another identity using it gets the server's "Unknown thread id".

@@ -376,6 +376,8 @@ pub struct Options {
     pub max_login_failures: Option<u32>,
     /// `limits.login_failure_window`, e.g. "3s".
     pub login_failure_window: Option<String>,
+    /// `listen.mysql_server_version`.
+    pub mysql_server_version: Option<String>,
 }
 
 impl Default for Options {
@@ -388,6 +390,7 @@ impl Default for Options {
             allow_privileged_read_account: false,
             max_login_failures: None,
             login_failure_window: None,
+            mysql_server_version: None,
         }
     }
 }
@@ -446,7 +449,7 @@ impl Jitgate {
         }
         let config = format!(
             "data_dir = \"data\"\n\
-             \n[listen]\nmysql = \"127.0.0.1:{mysql_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n\
+             \n[listen]\nmysql = \"127.0.0.1:{mysql_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n{pinned}\
              \n[tls]\ncert = \"tls/cert.pem\"\nkey = \"tls/key.pem\"\nrequire = {require}\n\
              \n[audit]\npath = \"{audit}\"\nfsync = \"{fsync}\"\n\
              \n[limits]\nhandshake_timeout = \"5s\"\nmax_message_bytes = {max}\nmax_login_failures = {failures}\n\
@@ -458,6 +461,11 @@ impl Jitgate {
              allow_privileged_read_account = {allow}\n\
              \n[targets.levels.write]\nuser = \"jg_write\"\npassword_env = \"JG_TEST_WRITE_PW\"\n",
             require = opts.tls_require,
+            pinned = opts
+                .mysql_server_version
+                .as_ref()
+                .map(|v| format!("mysql_server_version = \"{v}\"\n"))
+                .unwrap_or_default(),
             audit = audit_path.display(),
             fsync = opts.audit_fsync.as_deref().unwrap_or("50ms"),
             max = opts.max_message_bytes.unwrap_or(64 << 20),

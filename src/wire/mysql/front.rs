@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use super::announce::Announced;
 use super::auth::{self, CACHING_SHA2, Sha2Cache};
 use super::kill::{self, ConnectionId, KillEntry, KillRegistry, KillResult, KillStatement};
 use super::packet::{
@@ -44,16 +45,13 @@ use crate::wire::stream::Stream;
 /// Login packets are small; a client cannot make us buffer more than this before login.
 const MAX_AUTH_PACKET_BYTES: usize = 8 * 1024;
 
-/// The version jitgate announces. Clients only use it for display and
-/// feature guesses; the real server's version is not known before login.
-const SERVER_VERSION: &str = concat!("8.0.99-jitgate-", env!("CARGO_PKG_VERSION"));
-
 pub struct MysqlFront {
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
     sessions: Arc<Semaphore>,
     sha2_cache: Sha2Cache,
     kills: Arc<KillRegistry>,
+    announced: Arc<Announced>,
 }
 
 /// A client that finished the handshake: authenticated, granted, logged in upstream.
@@ -146,11 +144,21 @@ enum AuthOutcome {
 impl MysqlFront {
     pub fn new(shared: Arc<Shared>, tls: Option<TlsAcceptor>) -> Arc<MysqlFront> {
         let limits = &shared.config.limits;
+        let announced = Arc::new(Announced::new(
+            shared.config.listen.mysql_server_version.clone(),
+            &shared.config.targets,
+        ));
+        // The targets' greetings, read in the background: until they are
+        // in, clients are greeted with jitgate's fallback version.
+        let learning = announced.clone();
+        let targets = shared.config.targets.clone();
+        tokio::spawn(async move { learning.learn_all(&targets).await });
         Arc::new(MysqlFront {
             tls,
             sessions: Arc::new(Semaphore::new(limits.max_sessions)),
             sha2_cache: Sha2Cache::default(),
             kills: Arc::new(KillRegistry::new(shared.sessions.clone())),
+            announced,
             shared,
         })
     }
@@ -193,16 +201,20 @@ impl MysqlFront {
     ) -> Result<LoggedIn, Refused> {
         let nonce = fresh_nonce();
         let connection = self.kills.reserve();
-        let offered = caps::OFFERED | if self.tls.is_some() { caps::SSL } else { 0 };
+        let announced = self
+            .announced
+            .announcement(caps::OFFERED | if self.tls.is_some() { caps::SSL } else { 0 });
+        let offered = announced.capabilities;
         let mut conv = Conversation {
             r: PacketReader::new(Stream::Plain(tcp), MAX_AUTH_PACKET_BYTES),
             seq: 0,
         };
         conv.send(&packet::greeting(
-            SERVER_VERSION,
+            &announced.version,
             connection.id(),
             &nonce,
             offered,
+            announced.collation,
             CACHING_SHA2,
         ))
         .await?;
@@ -520,7 +532,10 @@ impl MysqlFront {
             })
             .observe(connect_started.elapsed().as_secs_f64());
         let up = match connected {
-            Ok(up) => up,
+            Ok(up) => {
+                self.announced.learn(&target, &up.facts);
+                up
+            }
             Err(e) => {
                 tracing::warn!(target = %target, error = %e, "mysql upstream login failed");
                 METRICS.session_outcome(&target, "upstream_failed");

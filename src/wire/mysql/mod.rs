@@ -2,6 +2,7 @@
 //! (checked against the same SCRAM verifier as Postgres logins), the level's
 //! account upstream, and an inspecting, auditing relay between them.
 
+pub mod announce;
 pub mod auth;
 pub mod front;
 pub mod kill;

@@ -654,6 +654,7 @@ pub fn greeting(
     connection_id: u32,
     nonce: &[u8; 20],
     capabilities: u32,
+    collation: u8,
     auth_plugin: &str,
 ) -> BytesMut {
     let mut p = BytesMut::with_capacity(128);
@@ -664,7 +665,7 @@ pub fn greeting(
     p.put_slice(&nonce[..8]);
     p.put_u8(0);
     p.put_u16_le(capabilities as u16);
-    p.put_u8(45); // utf8mb4_general_ci
+    p.put_u8(collation);
     p.put_u16_le(status::AUTOCOMMIT);
     p.put_u16_le((capabilities >> 16) as u16);
     p.put_u8(21);
@@ -870,7 +871,14 @@ mod tests {
     #[test]
     fn greeting_round_trips() {
         let nonce = [7u8; 20];
-        let g = greeting("8.0.0", 42, &nonce, caps::OFFERED, "caching_sha2_password");
+        let g = greeting(
+            "8.0.0",
+            42,
+            &nonce,
+            caps::OFFERED,
+            45,
+            "caching_sha2_password",
+        );
         let parsed = parse_greeting(&g).unwrap();
         assert_eq!(parsed.connection_id, 42);
         assert_eq!(parsed.nonce, nonce.to_vec());

@@ -221,6 +221,7 @@ pub async fn run(
         status: login_status,
         server,
         lexing,
+        facts: _,
     } = up;
     let mut relay = Relay {
         ctx,

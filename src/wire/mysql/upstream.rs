@@ -92,6 +92,8 @@ pub struct Upstream {
     pub status: u16,
     /// Which executable comments the server runs, from its greeting.
     pub server: MysqlServer,
+    /// What the server's greeting said of it, to announce to clients.
+    pub facts: ServerFacts,
     /// How the server reads this session's text: its `sql_mode` and
     /// `character_set_client` right after login, as it reports them.
     pub lexing: Lexing,
@@ -127,6 +129,47 @@ pub async fn connect(
             target: target.name.clone(),
             address: target.address.clone(),
             secs: timeout.as_secs(),
+        })?
+}
+
+/// What a server's greeting says of it that clients choose features by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFacts {
+    pub version: String,
+    pub collation: u8,
+    pub capabilities: u32,
+}
+
+impl ServerFacts {
+    fn of(greeting: &Greeting) -> ServerFacts {
+        ServerFacts {
+            version: greeting.server_version.clone(),
+            collation: greeting.collation,
+            capabilities: greeting.capabilities,
+        }
+    }
+}
+
+/// Read a target's greeting and hang up, without logging in: what it is,
+/// before any client has logged in through it.
+pub async fn greeting_facts(target: &TargetConfig) -> Result<ServerFacts, UpstreamError> {
+    let fut = async {
+        let tcp = open_tcp(target).await?;
+        let mut plain = PacketReader::new(tcp, 64 * 1024);
+        let proto = |e: PacketError| UpstreamError::Protocol {
+            target: target.name.clone(),
+            detail: e.to_string(),
+        };
+        let first = packet::read_expected(&mut plain, 0).await.map_err(proto)?;
+        let greeting = parse_greeting(first.payload()).map_err(proto)?;
+        Ok(ServerFacts::of(&greeting))
+    };
+    tokio::time::timeout(target.connect_timeout, fut)
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            target: target.name.clone(),
+            address: target.address.clone(),
+            secs: target.connect_timeout.as_secs(),
         })?
 }
 
@@ -525,6 +568,7 @@ async fn login(
                     status,
                     server: MysqlServer::from_version(&greeting.server_version),
                     lexing: Lexing::OPAQUE,
+                    facts: ServerFacts::of(&greeting),
                 });
             }
             Some(0xff) => {
