@@ -260,6 +260,23 @@ async fn use_of_another_database_is_refused_wherever_it_hides() {
         assert_eq!(current_database(&mut conn).await.as_deref(), Some("app"));
     }
     conn.disconnect().await.expect("disconnect");
+    // The CLI's own `use` sends COM_INIT_DB; its outcome is audited.
+    let run = jg
+        .mariadb(ALICE_SECRET, true, "use app\nselect database()")
+        .await;
+    assert!(run.stdout.contains("app"), "{}{}", run.stdout, run.stderr);
+    let init_db = jg
+        .wait_for_audit("the CLI's use", |v| {
+            v["event"] == "statement" && v["statement"] == "USE `app`"
+        })
+        .await;
+    jg.wait_for_audit("its outcome", |v| {
+        v["event"] == "statement_end"
+            && v["session"] == init_db["session"]
+            && v["seq"] == init_db["seq"]
+            && v["outcome"] == "OK"
+    })
+    .await;
     assert_eq!(server_received(&db, "jg_read", "other"), 0);
     assert_eq!(server_received(&db, "jg_read", "USE app /* c */"), 1);
     let refused = jg

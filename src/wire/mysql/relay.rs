@@ -1114,7 +1114,17 @@ impl Relay<'_> {
         };
         let mut stage = f.stage;
         let result = match stage {
-            Stage::Single => Observed::Done,
+            Stage::Single => {
+                f.outcome = match first {
+                    0x00 => "OK".to_owned(),
+                    0xff => match parse_err(b) {
+                        Some((code, state, _)) => format!("ERR {code} ({state})"),
+                        None => "ERR".to_owned(),
+                    },
+                    _ => String::new(),
+                };
+                Observed::Done
+            }
             Stage::First if first == 0x00 => {
                 let (affected, flags) = parse_ok(b).unwrap_or((0, self.status));
                 self.status = flags;
