@@ -989,8 +989,8 @@ async fn a_select_only_read_account_is_checked_at_start_and_admitted() {
 }
 
 /// Commands jitgate refuses itself (COM_RESET_CONNECTION on a read level,
-/// COM_CHANGE_USER) each leave an audit record naming the command, and
-/// never reach the server.
+/// COM_CHANGE_USER, which leaves the session as it was) each leave an audit
+/// record naming the command, and never reach the server.
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_commands_are_audited_by_name() {
     let (db, jg) = setup().await;
@@ -1008,14 +1008,18 @@ async fn refused_commands_are_audited_by_name() {
         .change_user(Default::default())
         .await
         .expect_err("COM_CHANGE_USER");
-    assert!(
-        server_error(&err).is_some_and(|e| e.0 == 1045)
-            || err.to_string().contains("COM_CHANGE_USER"),
-        "{err}"
-    );
+    let (code, message) = server_error(&err).unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(code, 1235, "{message}");
+    assert!(message.contains("this session stays alice's"), "{message}");
+    // The session goes on as it was.
+    let one: Option<i64> = conn
+        .query_first("SELECT 1")
+        .await
+        .expect("the session after a refused COM_CHANGE_USER");
+    assert_eq!(one, Some(1));
     for (name, outcome) in [
         ("COM_RESET_CONNECTION (0x1f)", "1290"),
-        ("COM_CHANGE_USER (0x11)", "1045"),
+        ("COM_CHANGE_USER (0x11)", "1235"),
     ] {
         let record = jg
             .wait_for_audit(name, |v| {

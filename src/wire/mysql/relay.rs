@@ -722,15 +722,18 @@ impl Relay<'_> {
                 self.in_flight = Some(InFlight::new(Stage::FieldList, None, m.last_seq));
                 Action::Forward
             }
-            command::CHANGE_USER => Action::AnswerAndEnd(
-                self.refuse_command(
-                    cmd,
-                    answer_seq,
-                    code::ACCESS_DENIED,
-                    "COM_CHANGE_USER is not supported through jitgate: a session is bound to one grant; reconnect as the other identity",
+            // Refused, and the session goes on as it was: a session is bound
+            // to one identity's grant (as MySQL leaves the user unchanged
+            // after a change-user that fails).
+            command::CHANGE_USER => Action::Answer(self.refuse_command(
+                cmd,
+                answer_seq,
+                code::NOT_SUPPORTED_YET,
+                &format!(
+                    "COM_CHANGE_USER is not supported through jitgate: this session stays {}'s, on its grant; to work as another identity, open a new connection",
+                    ctx.info.identity
                 ),
-                SessionEnd::ClientError("COM_CHANGE_USER refused".to_owned()),
-            ),
+            )),
             other => Action::Answer(self.refuse_command(
                 other,
                 answer_seq,
