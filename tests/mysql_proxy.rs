@@ -727,6 +727,41 @@ async fn the_greeting_announces_the_upstreams_version() {
     assert_eq!(greeting_of(jg.mysql_port).await.0, "10.6.0-MariaDB-pinned");
 }
 
+/// `<target>@<level>` as the database picks the level among the grants the
+/// identity holds; the session lands in the target's own database.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_chooses_the_level_after_the_target() {
+    let (_db, jg) = setup().await;
+    jg.grant("read", "10m").await;
+    jg.grant("write", "10m").await;
+    for (database, user) in [
+        (format!("{TARGET}@read"), "jg_read"),
+        (format!("{TARGET}@write"), "jg_write"),
+        (TARGET.to_owned(), "jg_write"),
+    ] {
+        let opts = mysql_async::OptsBuilder::from_opts(jg.async_opts(ALICE_SECRET))
+            .db_name(Some(database.clone()));
+        let mut conn = mysql_async::Conn::new(opts)
+            .await
+            .unwrap_or_else(|e| panic!("{database}: {e}\n{}", jg.log()));
+        let row: Option<(String, String)> = conn
+            .query_first("SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1), DATABASE()")
+            .await
+            .expect("who and where");
+        assert_eq!(row, Some((user.to_owned(), "app".to_owned())), "{database}");
+        conn.disconnect().await.expect("disconnect");
+    }
+    let opts = mysql_async::OptsBuilder::from_opts(jg.async_opts(ALICE_SECRET))
+        .db_name(Some(format!("{TARGET}@admin")));
+    let err = mysql_async::Conn::new(opts)
+        .await
+        .err()
+        .expect("no admin grant");
+    let (code, message) = server_error(&err).unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(code, 1044, "{message}");
+    assert!(message.contains("at level admin"), "{message}");
+}
+
 /// `KILL QUERY <id>` with the id the server shows (`CONNECTION_ID()`,
 /// `SHOW PROCESSLIST`) stops the same identity's query on the same target;
 /// another identity using it gets the server's "Unknown thread id".

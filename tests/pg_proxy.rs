@@ -493,6 +493,46 @@ print(first, third, len(plain.fetchall()))
     assert!(refused.is_empty(), "{refused:#?}");
 }
 
+/// With a read and a write grant on one target, `dbname=<target>@<level>`
+/// picks the level; the bare name means the newest grant; a level with no
+/// grant is refused with a message that says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_chooses_the_level_after_the_target() {
+    let (_pg, jg) = setup().await;
+    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", TARGET, WRITE, "2m").await;
+    for (dbname, user) in [
+        (format!("{TARGET}@{READ}"), "jg_read"),
+        (format!("{TARGET}@{WRITE}"), "jg_write"),
+        (TARGET.to_owned(), "jg_write"),
+    ] {
+        let client = jg.connect_ok(&Login::alice().dbname(&dbname)).await;
+        let current: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .expect("current_user")
+            .get(0);
+        assert_eq!(current, user, "{dbname}");
+    }
+    let err = jg
+        .connect(&Login::alice().dbname(&format!("{TARGET}@admin")))
+        .await
+        .err()
+        .expect("no grant at level admin");
+    assert!(
+        describe_error(&err).contains("no active grant for demo-pg at level admin"),
+        "{}",
+        describe_error(&err)
+    );
+    let starts: Vec<Value> = jg
+        .audit_lines()
+        .into_iter()
+        .filter(|v| v["event"] == "session_start")
+        .collect();
+    assert_eq!(starts.len(), 3);
+    assert!(starts.iter().all(|v| v["target"] == TARGET), "{starts:?}");
+}
+
 /// The driver's backend pid is the server's: psycopg2's `get_backend_pid()`,
 /// `pg_backend_pid()` and the sender of the session's own NOTIFY agree, the
 /// server lists that pid as the upstream account's, and terminating it ends

@@ -119,11 +119,22 @@ impl GrantTable {
     }
 
     /// A lease on the newest active grant of `identity` for `target`.
-    pub fn lease_for(&self, identity: &str, target: &str, now: SystemTime) -> Option<Lease> {
+    /// The newest live grant of `identity` on `target` (at `level`, if one
+    /// is named).
+    pub fn lease_for(
+        &self,
+        identity: &str,
+        target: &str,
+        level: Option<&str>,
+        now: SystemTime,
+    ) -> Option<Lease> {
         self.by_id
             .iter()
             .filter(|e| {
-                e.grant.identity == identity && e.grant.target == target && e.grant.expires_at > now
+                e.grant.identity == identity
+                    && e.grant.target == target
+                    && level.is_none_or(|level| e.grant.level == level)
+                    && e.grant.expires_at > now
             })
             .max_by_key(|e| e.grant.created_at)
             .map(|e| Lease {
@@ -243,7 +254,9 @@ mod tests {
     async fn ended_waited_on_afresh_many_times_still_ends_at_the_deadline() {
         let table = GrantTable::default();
         table.insert(grant_for(Duration::from_millis(300)));
-        let mut lease = table.lease_for("alice", "t", SystemTime::now()).unwrap();
+        let mut lease = table
+            .lease_for("alice", "t", None, SystemTime::now())
+            .unwrap();
         let started = Instant::now();
         // As the MySQL relay does: a new `ended()` per wait, dropped when
         // something else finishes first.
@@ -270,7 +283,9 @@ mod tests {
     async fn a_revoke_ends_a_lease_before_its_deadline() {
         let table = GrantTable::default();
         let grant = table.insert(grant_for(Duration::from_secs(3600)));
-        let mut lease = table.lease_for("alice", "t", SystemTime::now()).unwrap();
+        let mut lease = table
+            .lease_for("alice", "t", None, SystemTime::now())
+            .unwrap();
         assert!(
             tokio::time::timeout(Duration::from_millis(20), lease.ended())
                 .await

@@ -48,6 +48,26 @@ pub enum AuthorizeError {
         "{identity} has no active grant for {target}; ask for one with `jitgate request {target} --level read --for 30m --reason \"...\"` and connect again once it is approved"
     )]
     NoGrant { identity: String, target: String },
+    #[error(
+        "{identity} has no active grant for {target} at level {level}; ask for one with `jitgate request {target} --level {level} --for 30m --reason \"...\"`, or connect to {target} without @{level} to use the newest grant you hold"
+    )]
+    NoGrantAtLevel {
+        identity: String,
+        target: String,
+        level: String,
+    },
+}
+
+impl AuthorizeError {
+    /// The target the client asked for, when it exists (for metrics labels:
+    /// never a client-chosen string).
+    pub fn known_target(&self) -> Option<&str> {
+        match self {
+            AuthorizeError::UnknownTarget(_) => None,
+            AuthorizeError::NoGrant { target, .. }
+            | AuthorizeError::NoGrantAtLevel { target, .. } => Some(target),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -282,15 +302,34 @@ impl AccessModel {
     }
 
     /// The one question a wire front asks: may `identity` use `target` now?
-    pub fn authorize(&self, identity: &str, target: &str) -> Result<Lease, AuthorizeError> {
-        if self.config.target(target).is_none() {
-            return Err(AuthorizeError::UnknownTarget(target.to_owned()));
-        }
+    ///
+    /// `requested` is a target's name, meaning the newest active grant the
+    /// identity holds on it, or `target@level` for the newest at that level
+    /// (a target literally named with an `@` wins over the split).
+    pub fn authorize(&self, identity: &str, requested: &str) -> Result<Lease, AuthorizeError> {
+        let (target, level) = match self.config.target(requested) {
+            Some(_) => (requested, None),
+            None => match requested.rsplit_once('@') {
+                Some((target, level))
+                    if !level.is_empty() && self.config.target(target).is_some() =>
+                {
+                    (target, Some(level))
+                }
+                _ => return Err(AuthorizeError::UnknownTarget(requested.to_owned())),
+            },
+        };
         self.grants
-            .lease_for(identity, target, SystemTime::now())
-            .ok_or_else(|| AuthorizeError::NoGrant {
-                identity: identity.to_owned(),
-                target: target.to_owned(),
+            .lease_for(identity, target, level, SystemTime::now())
+            .ok_or_else(|| match level {
+                None => AuthorizeError::NoGrant {
+                    identity: identity.to_owned(),
+                    target: target.to_owned(),
+                },
+                Some(level) => AuthorizeError::NoGrantAtLevel {
+                    identity: identity.to_owned(),
+                    target: target.to_owned(),
+                    level: level.to_owned(),
+                },
             })
     }
 

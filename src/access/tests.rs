@@ -944,3 +944,56 @@ async fn a_second_model_on_the_same_journal_is_refused() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_level_named_after_the_target_picks_that_grant() {
+    let world = World::new();
+    let model = world.open();
+    let grant = |level: &str| {
+        model
+            .grant(NewGrant {
+                identity: "alice".into(),
+                target: "demo-pg".into(),
+                level: level.into(),
+                duration: Duration::from_secs(60),
+                reason: "both levels".into(),
+                granted_by: "root".into(),
+            })
+            .unwrap()
+    };
+    let read = grant("read");
+    std::thread::sleep(Duration::from_millis(5));
+    let write = grant("write");
+    // The bare name: the newest grant.
+    assert_eq!(
+        model.authorize("alice", "demo-pg").unwrap().grant.id,
+        write.id
+    );
+    assert_eq!(
+        model.authorize("alice", "demo-pg@read").unwrap().grant.id,
+        read.id
+    );
+    assert_eq!(
+        model.authorize("alice", "demo-pg@write").unwrap().grant.id,
+        write.id
+    );
+    let err = model.authorize("alice", "other-pg@read").unwrap_err();
+    assert!(
+        matches!(err, AuthorizeError::NoGrantAtLevel { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("at level read"), "{err}");
+    assert!(matches!(
+        model.authorize("alice", "demo-pg@admin").unwrap_err(),
+        AuthorizeError::NoGrantAtLevel { .. }
+    ));
+    for unknown in ["nope@read", "demo-pg@", "@read"] {
+        assert!(
+            matches!(
+                model.authorize("alice", unknown).unwrap_err(),
+                AuthorizeError::UnknownTarget(_)
+            ),
+            "{unknown}"
+        );
+    }
+}

@@ -421,14 +421,15 @@ impl MysqlFront {
         let lease = match self.shared.access.authorize(&identity.name, &target) {
             Ok(l) => l,
             Err(e) => {
-                let (code, reason, outcome_target, outcome) = match e {
+                let (code, reason, outcome_target, outcome) = match &e {
                     AuthorizeError::UnknownTarget(_) => (
                         code::BAD_DB,
                         "unknown_target",
                         "unknown",
                         "refused_unknown_target",
                     ),
-                    AuthorizeError::NoGrant { .. } => (
+                    AuthorizeError::NoGrant { target, .. }
+                    | AuthorizeError::NoGrantAtLevel { target, .. } => (
                         code::DB_ACCESS_DENIED,
                         "no_grant",
                         target.as_str(),
@@ -441,6 +442,8 @@ impl MysqlFront {
             }
         };
         let grant = lease.grant.clone();
+        // The target's own name, without a `@level` the client added.
+        let target = grant.target.clone();
         let config = &self.shared.config;
         let Some(target_cfg) = config
             .target(&target)

@@ -315,15 +315,13 @@ impl PgFront {
                     AuthorizeError::UnknownTarget(_) => {
                         (sqlstate::INVALID_CATALOG_NAME, "unknown_target")
                     }
-                    AuthorizeError::NoGrant { .. } => (sqlstate::INVALID_AUTHORIZATION, "no_grant"),
+                    AuthorizeError::NoGrant { .. } | AuthorizeError::NoGrantAtLevel { .. } => {
+                        (sqlstate::INVALID_AUTHORIZATION, "no_grant")
+                    }
                 };
                 login_failed(reason);
                 METRICS.session_outcome(
-                    if reason == "no_grant" {
-                        &target
-                    } else {
-                        "unknown"
-                    },
+                    e.known_target().unwrap_or("unknown"),
                     if reason == "no_grant" {
                         "refused_no_grant"
                     } else {
@@ -334,6 +332,8 @@ impl PgFront {
             }
         };
         let grant = lease.grant.clone();
+        // The target's own name, without a `@level` the client added.
+        let target = grant.target.clone();
         let config = &self.shared.config;
         let Some(target_cfg) = config
             .target(&target)
