@@ -755,8 +755,7 @@ async fn the_client_chooses_the_level_after_the_target() {
         .db_name(Some(format!("{TARGET}@admin")));
     let err = mysql_async::Conn::new(opts)
         .await
-        .err()
-        .expect("no admin grant");
+        .expect_err("no admin grant");
     let (code, message) = server_error(&err).unwrap_or_else(|| panic!("{err}"));
     assert_eq!(code, 1044, "{message}");
     assert!(message.contains("at level admin"), "{message}");

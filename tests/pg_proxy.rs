@@ -517,8 +517,7 @@ async fn the_client_chooses_the_level_after_the_target() {
     let err = jg
         .connect(&Login::alice().dbname(&format!("{TARGET}@admin")))
         .await
-        .err()
-        .expect("no grant at level admin");
+        .expect_err("no grant at level admin");
     assert!(
         describe_error(&err).contains("no active grant for demo-pg at level admin"),
         "{}",
