@@ -727,6 +727,34 @@ async fn the_greeting_announces_the_upstreams_version() {
     assert_eq!(greeting_of(jg.mysql_port).await.0, "10.6.0-MariaDB-pinned");
 }
 
+/// A connection that names no target (allowed only while the identity has
+/// a live session, for the CLI's Ctrl-C) can run nothing but `KILL`; what
+/// else it sends is refused and audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_without_a_target_audits_what_it_refuses() {
+    let (_db, jg) = setup().await;
+    jg.grant("read", "10m").await;
+    let _live = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
+    let out = jg
+        .mariadb_command(ALICE_SECRET, true)
+        .args(["-e", "SELECT 'no target'"])
+        .output()
+        .await
+        .expect("run mariadb");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("ERROR 1049"), "{stderr}");
+    let refused = jg
+        .wait_for_audit("the refusal", |v| {
+            v["event"] == "statement_refused" && v["statement"] == "SELECT 'no target'"
+        })
+        .await;
+    assert_eq!(refused["reason"], "no_target", "{refused}");
+    assert_eq!(refused["identity"], "alice", "{refused}");
+}
+
 /// `<target>@<level>` as the database picks the level among the grants the
 /// identity holds; the session lands in the target's own database.
 #[tokio::test(flavor = "multi_thread")]

@@ -841,9 +841,18 @@ impl MysqlFront {
                         self.kill_without_target(&identity, &id, seq, &sql, &k, peer)
                             .await
                     }
-                    None => packet::err(code::BAD_DB, NO_TARGET_KILL_ONLY),
+                    None => {
+                        seq += 1;
+                        let sql = crate::wire::text(raw);
+                        self.refuse_without_target(&identity, &id, seq, Some(&sql), None, peer)
+                    }
                 },
-                _ => packet::err(code::BAD_DB, NO_TARGET_KILL_ONLY),
+                Some((&other, _)) => {
+                    seq += 1;
+                    let detail = format!("command {} (0x{other:02x})", command::name(other));
+                    self.refuse_without_target(&identity, &id, seq, None, Some(&detail), peer)
+                }
+                None => packet::err(code::BAD_DB, NO_TARGET_KILL_ONLY),
             };
             if crate::wire::stream::send(client.get_mut(), &frame(answer_seq, &reply))
                 .await
@@ -857,6 +866,33 @@ impl MysqlFront {
             client.get_mut().shutdown(),
         )
         .await;
+    }
+
+    /// Anything but a `KILL` on a connection without a target: refused, and
+    /// audited like a refused statement.
+    fn refuse_without_target(
+        &self,
+        identity: &str,
+        conn: &str,
+        seq: u64,
+        sql: Option<&str>,
+        detail: Option<&str>,
+        peer: SocketAddr,
+    ) -> bytes::BytesMut {
+        let outcome = code::BAD_DB.0.to_string();
+        let peer_s = peer.to_string();
+        let _ = self.shared.audit.record(&AuditEvent {
+            session: Some(conn),
+            seq: Some(seq),
+            identity: Some(identity),
+            client_addr: Some(&peer_s),
+            statement: sql,
+            detail,
+            reason: Some("no_target"),
+            outcome: Some(&outcome),
+            ..AuditEvent::new("statement_refused")
+        });
+        packet::err(code::BAD_DB, NO_TARGET_KILL_ONLY)
     }
 
     /// One `KILL` on a connection without a target, audited like a statement.
