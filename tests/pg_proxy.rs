@@ -532,6 +532,69 @@ async fn the_client_chooses_the_level_after_the_target() {
     assert!(starts.iter().all(|v| v["target"] == TARGET), "{starts:?}");
 }
 
+/// A Terminate sent while a statement runs is read by PostgreSQL only once
+/// the statement is done: the client still gets its results, then the
+/// connection closes. Through jitgate the same, compared with the server
+/// itself (plaintext here, so the test can write the raw Terminate on the
+/// driver's socket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_during_a_running_statement_still_delivers_its_results() {
+    let (pg, jg) = setup_with(JitgateOptions {
+        tls_require: false,
+        ..JitgateOptions::default()
+    })
+    .await;
+    jg.grant("alice", TARGET, READ, "2m").await;
+    let program = r#"
+import os, psycopg2, select, socket
+from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
+def wait(conn):
+    while True:
+        state = conn.poll()
+        if state == POLL_OK:
+            return
+        if state == POLL_READ:
+            select.select([conn.fileno()], [], [])
+        elif state == POLL_WRITE:
+            select.select([], [conn.fileno()], [])
+conn = psycopg2.connect(os.environ["JITGATE_DSN"], async_=1)
+wait(conn)
+cur = conn.cursor()
+cur.execute("SELECT pg_sleep(0.5), 42")
+os.write(conn.fileno(), b"X\x00\x00\x00\x04")
+wait(conn)
+answer = cur.fetchone()[1]
+sock = socket.socket(fileno=os.dup(conn.fileno()))
+sock.settimeout(10)
+print(answer, sock.recv(100) == b"")
+"#;
+    let through = jg.python(&Login::alice().sslmode("disable"), program).await;
+    through.assert_ok(&jg);
+    assert_eq!(through.stdout.trim(), "42 True", "{}", through.stderr);
+    let direct = tokio::process::Command::new("/usr/bin/python3")
+        .env(
+            "JITGATE_DSN",
+            format!(
+                "host=127.0.0.1 port={} user=jg_read dbname=app sslmode=disable",
+                pg.port()
+            ),
+        )
+        .env("PGPASSWORD", &pg.read_password)
+        .arg("-c")
+        .arg(program)
+        .output()
+        .await
+        .expect("python directly");
+    assert_eq!(
+        String::from_utf8_lossy(&direct.stdout).trim(),
+        "42 True",
+        "{}",
+        String::from_utf8_lossy(&direct.stderr)
+    );
+    jg.wait_for_audit("the session's end", |v| v["event"] == "session_end")
+        .await;
+}
+
 /// The driver's backend pid is the server's: psycopg2's `get_backend_pid()`,
 /// `pg_backend_pid()` and the sender of the session's own NOTIFY agree, the
 /// server lists that pid as the upstream account's, and terminating it ends

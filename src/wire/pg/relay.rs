@@ -99,6 +99,9 @@ struct Shared<'a> {
     /// whose ReadyForQuery has not come back yet. While there are any, a
     /// pipelined text's reading is not known.
     unsettled: AtomicUsize,
+    /// The client sent Terminate while statements were still running (see
+    /// `client_to_upstream`).
+    terminated: AtomicBool,
 }
 
 impl Shared<'_> {
@@ -195,6 +198,7 @@ pub async fn run(
         seq: AtomicU64::new(0),
         lexing: AtomicU8::new(initial_lexing(&parameter_status).bits()),
         unsettled: AtomicUsize::new(0),
+        terminated: AtomicBool::new(false),
     };
 
     let end = {
@@ -222,6 +226,16 @@ pub async fn run(
         .await
     };
 
+    // After a Terminate the server closing the connection is the end the
+    // client asked for.
+    let end = match end {
+        SessionEnd::UpstreamClosed | SessionEnd::UpstreamError(_)
+            if shared.terminated.load(Ordering::Acquire) =>
+        {
+            SessionEnd::ClientClosed
+        }
+        end => end,
+    };
     let unfinished: Vec<Expect> = shared
         .pipe
         .lock()
@@ -348,7 +362,7 @@ pub async fn run(
 async fn terminate_upstream(upstream: &mut Stream) {
     let _ = tokio::time::timeout(
         std::time::Duration::from_secs(1),
-        upstream.finish(&[b'X', 0, 0, 0, 4]),
+        upstream.finish(TERMINATE),
     )
     .await;
 }
@@ -446,10 +460,34 @@ async fn client_to_upstream(
             return refuse_client(shared, e).await;
         }
         if terminate {
-            return SessionEnd::ClientClosed;
+            // PostgreSQL reads a Terminate only once the running statement
+            // is done: until then its results still go to the client, and
+            // the connection closes when the backend exits. So with
+            // statements in flight the Terminate goes up behind them and
+            // jitgate reads no more from the client (as the server reads
+            // nothing after it), while the downward direction goes on
+            // until the server closes. What is not the same: a client that
+            // has closed its socket makes jitgate's next write fail, and
+            // jitgate then ends the session at once; the server would
+            // notice only at its own next write (or its
+            // client_connection_check_interval).
+            let busy = shared
+                .pipe
+                .lock()
+                .is_ok_and(|p| p.expect.iter().any(|e| !matches!(e, Expect::Local { .. })));
+            if !busy {
+                return SessionEnd::ClientClosed;
+            }
+            shared.terminated.store(true, Ordering::Release);
+            if let Err(e) = crate::wire::stream::send(up_w, TERMINATE).await {
+                return SessionEnd::UpstreamError(e.to_string());
+            }
+            return std::future::pending().await;
         }
     }
 }
+
+const TERMINATE: &[u8] = &[b'X', 0, 0, 0, 4];
 
 /// A client frame broke the protocol or a limit: say so, then end the session.
 async fn refuse_client(shared: &Shared<'_>, e: FrameError) -> SessionEnd {
