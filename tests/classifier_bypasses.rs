@@ -182,3 +182,109 @@ fn turning_read_only_off_with_zero_is_not_housekeeping() {
         refused(pg(sql), sql);
     }
 }
+
+fn mysql8() -> MysqlServer {
+    MysqlServer::from_version("8.0.36")
+}
+
+fn my_on(server: MysqlServer, sql: &str) -> StatementKind {
+    classify_for(&Reading::mysql(Lexing::DEFAULT, server), sql.as_bytes())
+}
+
+/// The classification cache replaces every standalone number of a text
+/// that starts with SELECT/WITH/VALUES/… by `1`, and classifies the shaped
+/// text. The first word decides, but a number inside a later statement or a
+/// string literal can be the whole meaning: `'0'` becomes `'1'`, `= 0`
+/// becomes `= 1`, and "lift read-only" becomes "turn read-only on".
+#[test]
+fn number_shaping_turns_lifting_read_only_into_housekeeping() {
+    for sql in [
+        // pg_dump's shape (set_config_of_one_setting), with a value of 0.
+        "SELECT set_config(name, '0', false) FROM pg_settings WHERE name = 'default_transaction_read_only'",
+        "SELECT set_config(name, '0', false) FROM pg_settings WHERE name = 'transaction_read_only'",
+        // A SET after a SELECT in one simple-query text.
+        "SELECT 1; SET default_transaction_read_only = 0",
+        "SELECT 1; SET default_transaction_read_only TO '0'",
+        "SELECT 1; SET transaction_read_only = 0",
+        "VALUES (1); SET default_transaction_read_only = 0",
+    ] {
+        assert_eq!(pg(sql), StatementKind::Write, "{sql}");
+    }
+}
+
+/// `set_config` and `query_to_xml` are recognised by the last part of the
+/// name only, before the function allow-list is asked: `public.set_config`,
+/// `"SET_CONFIG"` (a quoted name keeps its case) or `"PG_CATALOG".set_config`
+/// is a user's function, which the server calls.
+#[test]
+fn set_config_and_query_to_xml_of_another_schema_or_case_are_users_functions() {
+    for sql in [
+        "SELECT public.set_config('application_name', 'x', false)",
+        "SELECT \"SET_CONFIG\"('application_name', 'x', false)",
+        "SELECT \"SET_CONFIG\"(name, 'x', false) FROM pg_settings WHERE name = 'application_name'",
+        "SELECT \"PG_CATALOG\".set_config(name, 'x', false) FROM pg_settings WHERE name = 'application_name'",
+        "SELECT public.query_to_xml('SELECT 1', true, false, '')",
+        "SELECT \"QUERY_TO_XML\"('SELECT 1', true, false, '')",
+    ] {
+        refused(pg(sql), sql);
+    }
+}
+
+/// COALESCE, NULLIF, GREATEST, LEAST, ROW, ARRAY… are syntax only when
+/// written as keywords. Quoted, they are ordinary function names, and
+/// pg_catalog has no function of those names: the call reaches the first
+/// schema of the search path that has one (checked: `SELECT "coalesce"(1)`
+/// runs `public."coalesce"(integer)`).
+#[test]
+fn quoted_syntax_words_are_function_calls() {
+    for sql in [
+        "SELECT \"coalesce\"(1)",
+        "SELECT \"nullif\"(1, 2)",
+        "SELECT \"greatest\"(1, 2)",
+        "SELECT \"least\"(1, 2)",
+        "SELECT \"row\"(1)",
+        "SELECT \"array\"(1)",
+        "SELECT \"user\"()",
+        "SELECT \"current_date\"()",
+    ] {
+        refused(pg(sql), sql);
+    }
+}
+
+/// sqlparser turns SUBSTR/SUBSTRING/TRIM calls into `Expr::Substring` /
+/// `Expr::Trim`, never `Expr::Function`, so the `spaced` rule of
+/// mysql_functions.txt is never applied to them. With a space, tab, comment
+/// or newline-comment before `(`, MariaDB (and MySQL) call the stored
+/// function of that name in the current database.
+#[test]
+fn spaced_substr_substring_and_trim_reach_stored_functions() {
+    for server in [mariadb(), mysql8(), MysqlServer::default()] {
+        for sql in [
+            "SELECT substr (1)",
+            "SELECT substr ('abc', 2)",
+            "SELECT SUBSTRING\t('abc', 2)",
+            "SELECT substring/**/('abc', 2)",
+            "SELECT substring#c\n('abc', 2)",
+            "SELECT trim ('a')",
+            "SELECT trim/**/('a')",
+        ] {
+            refused(my_on(server, sql), sql);
+        }
+    }
+}
+
+/// PostgreSQL ends a `--` comment at `\r` as well as `\n` (scan.l:
+/// `newline [\n\r]`), and so does sqlparser; the operator scan
+/// (operators.rs) skips to `\n` only, so an operator after a `\r` is never
+/// looked at. Checked: `SELECT 2 --x\r%%% 3` runs the user operator
+/// `public.%%%` (its function inserted a row).
+#[test]
+fn an_operator_after_a_carriage_return_ending_a_comment_is_seen() {
+    for sql in [
+        "SELECT 2 --x\r%%% 3",
+        "SELECT 2 --\r@+ 3",
+        "SELECT 1 FROM t WHERE a -- c\r<=> b",
+    ] {
+        refused(pg(sql), sql);
+    }
+}

@@ -312,7 +312,8 @@ pub(crate) fn function_kind(
                     None => ident.value.to_ascii_lowercase(),
                 })
                 .collect();
-            postgres_function_kind(&names)
+            let syntax = parts.len() == 1 && parts[0].quote_style.is_none();
+            postgres_function_kind(&names, syntax)
         }
         Catalog::MariaDb | Catalog::Mysql | Catalog::MysqlFamily => {
             mysql_function_kind(catalog, &parts, arguments, sql)
@@ -366,7 +367,7 @@ fn mysql_function_kind(
 /// Is `name` (lower case) written anywhere in `sql` as a word followed by
 /// whitespace or a comment and then `(`? Occurrences inside literals count
 /// too, which can only make a call unknown that was not one.
-fn written_with_a_gap(sql: &str, name: &str) -> bool {
+pub(crate) fn written_with_a_gap(sql: &str, name: &str) -> bool {
     let bytes = sql.as_bytes();
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
     let mut from = 0;
@@ -425,14 +426,17 @@ pub(crate) fn field_kind(field: &Ident, after_a_value: bool) -> StatementKind {
         Some(_) => field.value.clone(),
         None => field.value.to_ascii_lowercase(),
     };
-    match postgres_function_kind(std::slice::from_ref(&name)) {
+    match postgres_function_kind(std::slice::from_ref(&name), false) {
         StatementKind::Write => StatementKind::Write,
         StatementKind::Unknown if after_a_value => StatementKind::Unknown,
         _ => StatementKind::Read,
     }
 }
 
-fn postgres_function_kind(parts: &[String]) -> StatementKind {
+/// `syntax`: the name may be SQL syntax that looks like a call (unqualified
+/// and unquoted: `COALESCE(…)`; a quoted `"coalesce"(…)` is a function of
+/// that name, which pg_catalog does not have).
+fn postgres_function_kind(parts: &[String], syntax: bool) -> StatementKind {
     let builtin = match parts {
         [name] => name.as_str(),
         [schema, name] if schema == "pg_catalog" => name.as_str(),
@@ -450,7 +454,7 @@ fn postgres_function_kind(parts: &[String]) -> StatementKind {
         StatementKind::Write
     } else if POSTGRES_NON_VOLATILE.contains(builtin)
         || POSTGRES_VOLATILE_READS.contains(&builtin)
-        || (parts.len() == 1 && POSTGRES_SYNTAX.contains(&builtin))
+        || (syntax && POSTGRES_SYNTAX.contains(&builtin))
     {
         StatementKind::Read
     } else {
@@ -458,21 +462,33 @@ fn postgres_function_kind(parts: &[String]) -> StatementKind {
     }
 }
 
+/// Does `name` call PostgreSQL's built-in `builtin` (lower case)? Unqualified
+/// or qualified with `pg_catalog`, each part unquoted or quoted as the
+/// server stores it; any other schema or spelling is someone else's function.
+pub(crate) fn is_postgres_builtin(name: &ObjectName, builtin: &str) -> bool {
+    let is = |part: &sqlparser::ast::ObjectNamePart, word: &str| {
+        part.as_ident()
+            .is_some_and(|ident| match ident.quote_style {
+                Some(_) => ident.value == word,
+                None => ident.value.eq_ignore_ascii_case(word),
+            })
+    };
+    match name.0.as_slice() {
+        [function] => is(function, builtin),
+        [schema, function] => is(schema, "pg_catalog") && is(function, builtin),
+        _ => false,
+    }
+}
+
 /// For a function that runs SQL text: the text, when it is a literal.
 /// `None` if `function` is not such a function; `Some(None)` if it is and
 /// its text is computed.
 pub(crate) fn sql_text_argument(dialect: Dialect, function: &Function) -> Option<Option<&str>> {
-    if dialect != Dialect::Postgres {
-        return None;
-    }
-    let name = function
-        .name
-        .0
-        .last()?
-        .as_ident()?
-        .value
-        .to_ascii_lowercase();
-    if !POSTGRES_RUN_SQL_TEXT.contains(&name.as_str()) {
+    if dialect != Dialect::Postgres
+        || !POSTGRES_RUN_SQL_TEXT
+            .iter()
+            .any(|builtin| is_postgres_builtin(&function.name, builtin))
+    {
         return None;
     }
     let FunctionArguments::List(list) = &function.args else {

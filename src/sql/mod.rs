@@ -469,16 +469,29 @@ fn classify_cached_in(catalog: Catalog, sql: &str) -> StatementKind {
 }
 
 /// May `sql` share a cache entry with the same text holding other numbers?
-/// Only a query or a data change (`SELECT`, `WITH`, `INSERT`…) without a
-/// backslash: in `SET default_transaction_read_only = 0` the number is the
-/// setting, and in `E'\052'` a backslash makes digits a character.
+/// Only one query or data change (`SELECT`, `WITH`, `INSERT`…) without a
+/// backslash or a `set_config`: in `SET default_transaction_read_only = 0`
+/// and `set_config(…, '0', …)` the number is the setting, and in `E'\052'`
+/// a backslash makes digits a character.
 fn numbers_do_not_matter(sql: &str) -> bool {
     const SHAPED: &[&str] = &["select", "with", "insert", "update", "delete", "values"];
     let text = sql.trim_start();
     let first = &text[..text
         .find(|c: char| !c.is_ascii_alphabetic())
         .unwrap_or(text.len())];
-    SHAPED.iter().any(|word| first.eq_ignore_ascii_case(word)) && !sql.contains('\\')
+    let body = sql.trim_end().trim_end_matches(';');
+    SHAPED.iter().any(|word| first.eq_ignore_ascii_case(word))
+        && !sql.contains('\\')
+        // One statement only: `SELECT 1; SET default_transaction_read_only = 0`.
+        && !body.contains(';')
+        // The value of a setting: `set_config(name, '0', false)`.
+        && !contains_ignoring_case(sql, "set_config")
+}
+
+fn contains_ignoring_case(text: &str, word: &str) -> bool {
+    text.as_bytes()
+        .windows(word.len())
+        .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
 }
 
 /// `sql` with every standalone run of digits replaced by `1`: the cache key,
@@ -776,15 +789,7 @@ fn set_config_of_one_setting(statement: &Statement) -> Option<StatementKind> {
         },
         _ => None,
     };
-    let called: Vec<String> = function
-        .name
-        .0
-        .iter()
-        .filter_map(|part| part.as_ident().map(|i| i.value.to_ascii_lowercase()))
-        .collect();
-    if !matches!(called.as_slice(), [f] | [_, f] if f == "set_config")
-        || called.len() == 2 && called[0] != "pg_catalog"
-    {
+    if !functions::is_postgres_builtin(&function.name, "set_config") {
         return None;
     }
     let FunctionArguments::List(list) = &function.args else {
@@ -1391,6 +1396,29 @@ impl Visitor for SideEffectFinder<'_> {
                 _ => {}
             }
         }
+        // MySQL calls that sqlparser reads as syntax of their own: spelled
+        // with a space or comment before the `(`, the server calls a stored
+        // function of that name instead.
+        if self.dialect == Dialect::Mysql {
+            let names: &[&str] = match expr {
+                Expr::Substring { .. } => &["substring", "substr", "mid"],
+                Expr::Trim { .. } => &["trim"],
+                Expr::Position { .. } => &["position"],
+                Expr::Extract { .. } => &["extract"],
+                Expr::Cast { .. } => &["cast"],
+                Expr::Convert { .. } => &["convert"],
+                Expr::Ceil { .. } => &["ceil", "ceiling"],
+                Expr::Floor { .. } => &["floor"],
+                Expr::Overlay { .. } => &["overlay"],
+                _ => &[],
+            };
+            if names
+                .iter()
+                .any(|name| functions::written_with_a_gap(self.sql, name))
+            {
+                return self.note(StatementKind::Unknown);
+            }
+        }
         let Expr::Function(function) = expr else {
             return ControlFlow::Continue(());
         };
@@ -1444,13 +1472,7 @@ impl Visitor for SideEffectFinder<'_> {
 /// than a `SET`. Anything computed stays a write.
 fn is_harmless_set_config(function: &sqlparser::ast::Function) -> bool {
     use sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments, Value};
-    let is_set_config = function
-        .name
-        .0
-        .last()
-        .and_then(|part| part.as_ident())
-        .is_some_and(|ident| ident.value.eq_ignore_ascii_case("set_config"));
-    if !is_set_config {
+    if !functions::is_postgres_builtin(&function.name, "set_config") {
         return false;
     }
     let FunctionArguments::List(list) = &function.args else {

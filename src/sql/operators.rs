@@ -85,10 +85,11 @@ pub(crate) fn unknown_operator(text: &str) -> Option<&str> {
             b'$' if i == 0 || !is_identifier_byte(bytes[i - 1]) => {
                 i = end_of_dollar_quote(bytes, i);
             }
+            // A `--` comment ends at a line feed or a carriage return.
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
                 i = bytes[i..]
                     .iter()
-                    .position(|&c| c == b'\n')
+                    .position(|&c| c == b'\n' || c == b'\r')
                     .map_or(bytes.len(), |n| i + n);
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => i = end_of_comment(bytes, i),
@@ -225,6 +226,7 @@ mod tests {
             ("SELECT a OPERATOR(public.===) b", "==="),
             ("SELECT 'x' ||| 'y'", "|||"),
             ("SELECT a `` b", "``"),
+            ("SELECT 2 --x\r%%% 3", "%%%"),
         ] {
             assert_eq!(unknown_operator(sql), Some(found), "{sql}");
         }
