@@ -727,6 +727,45 @@ async fn the_greeting_announces_the_upstreams_version() {
     assert_eq!(greeting_of(jg.mysql_port).await.0, "10.6.0-MariaDB-pinned");
 }
 
+/// Statements MariaDB accepts that sqlparser does not parse still get their
+/// kind: a read level runs `SET @\`x.y\``, `DO`, `HELP` and `CHECKSUM
+/// TABLE`, and refuses `CREATE PROCEDURE …` as the schema change it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_statements_sqlparser_does_not_parse_get_their_kind() {
+    let (db, jg) = setup().await;
+    jg.grant("read", "10m").await;
+    let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
+    conn.query_drop("SET @`x.y` = 41")
+        .await
+        .expect("a quoted user variable");
+    let v: Option<i64> = conn
+        .query_first("SELECT @`x.y` + 1")
+        .await
+        .expect("read it");
+    assert_eq!(v, Some(42));
+    for sql in ["DO 1 + 1", "HELP 'contents'", "CHECKSUM TABLE items"] {
+        conn.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("`{sql}` on a read grant: {e}"));
+    }
+    let err = conn
+        .query_drop("CREATE PROCEDURE p() BEGIN SELECT 1; END")
+        .await
+        .expect_err("a schema change");
+    let (code, message) = server_error(&err).unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(code, 1290, "{message}");
+    assert!(message.contains("can change data or schema"), "{message}");
+    assert_eq!(
+        db.root_query(
+            "SELECT count(*) FROM information_schema.routines WHERE routine_schema = 'app'"
+        )
+        .trim(),
+        "0"
+    );
+}
+
 /// A connection that names no target (allowed only while the identity has
 /// a live session, for the CLI's Ctrl-C) can run nothing but `KILL`; what
 /// else it sends is refused and audited.

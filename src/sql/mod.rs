@@ -624,6 +624,11 @@ impl KindCache {
 }
 
 fn parse_and_classify(catalog: Catalog, sql: &str) -> StatementKind {
+    parse_and_classify_as(catalog, sql, true)
+}
+
+/// `or_equivalent`: on a parse error, try the [`equivalent`] spelling (once).
+fn parse_and_classify_as(catalog: Catalog, sql: &str, or_equivalent: bool) -> StatementKind {
     let dialect = catalog.dialect();
     if dialect == Dialect::Postgres && operators::unknown_operator(sql).is_some() {
         return StatementKind::Unknown;
@@ -644,11 +649,121 @@ fn parse_and_classify(catalog: Catalog, sql: &str) -> StatementKind {
             .map(|statement| classify_statement(catalog, sql, statement))
             .reduce(StatementKind::most_dangerous)
             .unwrap_or(StatementKind::Session),
-        Err(_) => match postgres_equivalent(dialect, sql) {
-            Some(equivalent) => parse_and_classify(catalog, &equivalent),
+        Err(_) if or_equivalent => match equivalent(dialect, sql) {
+            Some(Equivalent::Text(text)) => parse_and_classify_as(catalog, &text, false),
+            Some(Equivalent::Kind(kind)) => kind,
             None => StatementKind::Unknown,
         },
+        Err(_) => StatementKind::Unknown,
     }
+}
+
+/// What a text sqlparser cannot parse is, where jitgate knows anyway.
+enum Equivalent {
+    /// The same statement, spelled so that sqlparser parses it.
+    Text(String),
+    /// Its kind, from its first word alone.
+    Kind(StatementKind),
+}
+
+fn equivalent(dialect: Dialect, sql: &str) -> Option<Equivalent> {
+    match dialect {
+        Dialect::Postgres => postgres_equivalent(dialect, sql).map(Equivalent::Text),
+        Dialect::Mysql => mysql_equivalent(sql),
+    }
+}
+
+/// MySQL/MariaDB statements sqlparser does not parse:
+/// - `DO expr, …` evaluates its expressions as `SELECT expr, …` does;
+/// - `HELP '…'` and `CHECKSUM TABLE …` only read;
+/// - a text that starts with a word that creates, changes or drops schema
+///   objects or privileges (`CREATE PROCEDURE …` with a body sqlparser does
+///   not know) is DDL, and one that starts with a data change is a write:
+///   whatever else it holds, it is at least that dangerous, and a read level
+///   refuses it for that reason;
+/// - otherwise, a quoted user variable (`` @`x.y` ``, `@'x'`) is spelled as
+///   a plain one.
+fn mysql_equivalent(sql: &str) -> Option<Equivalent> {
+    let start = sql.len() - sql.trim_start().len();
+    let first_end = sql[start..]
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .map_or(sql.len(), |n| start + n);
+    let first = sql[start..first_end].to_ascii_lowercase();
+    let rest = &sql[first_end..];
+    let kind = match first.as_str() {
+        "do" => return Some(Equivalent::Text(format!("SELECT{rest}"))),
+        "help" => StatementKind::Read,
+        "checksum" if rest.trim_start().to_ascii_lowercase().starts_with("table") => {
+            StatementKind::Read
+        }
+        "create" | "alter" | "drop" | "rename" | "grant" | "revoke" => StatementKind::Ddl,
+        "insert" | "update" | "delete" | "replace" | "truncate" | "load" | "call" => {
+            StatementKind::Write
+        }
+        _ => return mysql_plain_user_variables(sql).map(Equivalent::Text),
+    };
+    // `HELP` and `CHECKSUM` are reads only as one statement of their own.
+    if kind == StatementKind::Read && sql.trim_end().trim_end_matches(';').contains(';') {
+        return None;
+    }
+    Some(Equivalent::Kind(kind))
+}
+
+/// `sql` with every quoted user variable (`` @`x.y` ``, `@'x'`, `@"x"`)
+/// replaced by a plain one, found with MySQL's own quoting rules; `None` if
+/// there is none.
+fn mysql_plain_user_variables(sql: &str) -> Option<String> {
+    use mysql_lex::{Lexer, Rules, Tok};
+    let bytes = sql.as_bytes();
+    if !bytes
+        .windows(2)
+        .any(|w| w[0] == b'@' && matches!(w[1], b'`' | b'\'' | b'"'))
+    {
+        return None;
+    }
+    let mut lexer = Lexer::new(bytes, Rules::default());
+    let mut spans = Vec::new();
+    // Where the last token ended, if it was a lone `@` (not the second of
+    // `@@`, a system variable: `` @@`sql_mode` `` stays as it is).
+    let mut at_sign_end = None;
+    let mut previous_end = None;
+    let mut previous_at = false;
+    let mut previous_name = false;
+    while let Some(token) = lexer.next() {
+        let span = lexer.token_span();
+        let follows = previous_end == Some(span.start);
+        match token {
+            // Not after `@` (`@@x`, a system variable) nor right after a
+            // name (`'u'@'%'`, an account).
+            Tok::Punct(b'@') => {
+                at_sign_end = if follows && (previous_at || previous_name) {
+                    None
+                } else {
+                    Some(span.end)
+                };
+            }
+            Tok::Quoted if at_sign_end == Some(span.start) => {
+                spans.push(span.clone());
+                at_sign_end = None;
+            }
+            _ => at_sign_end = None,
+        }
+        previous_at = matches!(token, Tok::Punct(b'@')) && !(previous_at && follows);
+        previous_name = matches!(token, Tok::Quoted | Tok::Word(_));
+        previous_end = Some(span.end);
+    }
+    if spans.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
+    for span in spans {
+        out.push_str(&sql[copied..span.start]);
+        out.push_str("jitgate_user_variable");
+        copied = span.end;
+    }
+    out.push_str(&sql[copied..]);
+    Some(out)
 }
 
 /// PostgreSQL statements sqlparser does not parse, spelled as ones it does
@@ -2099,14 +2214,32 @@ ORDER BY attnum
         assert_my(
             Unknown,
             &[
-                "LOAD DATA INFILE '/tmp/x' INTO TABLE t",
                 "HANDLER t OPEN",
                 "SET PERSIST max_connections = 10",
-                "DO sleep(1)",
                 "XA START 'x'",
-                "CREATE USER 'u'@'%' IDENTIFIED BY 'x'",
+                "HELP 'x'; DELETE FROM t",
+                "SET @@`tx_read_only` = 0",
             ],
         );
+        // What MariaDB accepts and sqlparser does not, judged all the same.
+        assert_my(
+            Ddl,
+            &[
+                "CREATE USER 'u'@'%' IDENTIFIED BY 'x'",
+                "CREATE PROCEDURE p() BEGIN SELECT 1; END",
+                "CREATE TABLE t (a LONG BYTE)",
+            ],
+        );
+        assert_my(
+            Write,
+            &[
+                "LOAD DATA INFILE '/tmp/x' INTO TABLE t",
+                "DO GET_LOCK('x', 1)",
+                "SET @`x` = GET_LOCK('a', 1)",
+            ],
+        );
+        assert_my(Read, &["DO sleep(1)", "HELP 'select'", "CHECKSUM TABLE t"]);
+        assert_my(Session, &["SET @`x.y` = 1", "SET @'a' = 2, @\"b\" = 3"]);
     }
 
     #[test]
