@@ -44,6 +44,16 @@ static POSTGRES_NON_VOLATILE: LazyLock<HashSet<&'static str>> = LazyLock::new(||
         .collect()
 });
 
+/// Built-ins with a VOLATILE overload: what a field name may call that is
+/// not known to read.
+static POSTGRES_VOLATILE_NAMES: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("postgres_volatile_functions.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+});
+
 /// STABLE, but they assign the transaction an id: a write in the server's
 /// own bookkeeping, refused by a read-only standby.
 const POSTGRES_ASSIGN_XID: &[&str] = &["txid_current", "pg_current_xact_id"];
@@ -416,19 +426,23 @@ fn skip_spaces_and_comments(bytes: &[u8], mut at: usize) -> usize {
 }
 
 /// A PostgreSQL field name, which the server calls as a one-argument
-/// function when the value has no such field: a built-in writer's name is a
-/// write. After a parenthesised value (`(x).f`) any other name that is not a
-/// built-in read is unknown, since it may be a user's function; after a
-/// plain name (`t.c`, `s.t.c`) it is taken for the column it almost always
-/// is, the read-only account being the wall for a user's function there.
-pub(crate) fn field_kind(field: &Ident, after_a_value: bool) -> StatementKind {
+/// function when the value has no such field (`(x).f`, or `t.f` where `t`
+/// has no column `f`): a built-in writer's name is a write, and a built-in
+/// that is not known to read is unknown. Any other name is taken for the
+/// field or column it almost always is (`(information_schema._pg_expandarray(
+/// i.indkey)).n` in JDBC's metadata queries, `(address).street`); the
+/// read-only account and transaction are the wall for a user's function
+/// called this way.
+pub(crate) fn field_kind(field: &Ident) -> StatementKind {
     let name = match field.quote_style {
         Some(_) => field.value.clone(),
         None => field.value.to_ascii_lowercase(),
     };
     match postgres_function_kind(std::slice::from_ref(&name), false) {
         StatementKind::Write => StatementKind::Write,
-        StatementKind::Unknown if after_a_value => StatementKind::Unknown,
+        StatementKind::Unknown if POSTGRES_VOLATILE_NAMES.contains(name.as_str()) => {
+            StatementKind::Unknown
+        }
         _ => StatementKind::Read,
     }
 }

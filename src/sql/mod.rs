@@ -1494,7 +1494,7 @@ impl Visitor for SideEffectFinder<'_> {
                 Expr::CompoundFieldAccess { access_chain, .. } => {
                     for access in access_chain {
                         if let sqlparser::ast::AccessExpr::Dot(Expr::Identifier(field)) = access {
-                            let kind = functions::field_kind(field, true);
+                            let kind = functions::field_kind(field);
                             if self.note(kind).is_break() {
                                 return ControlFlow::Break(());
                             }
@@ -1503,7 +1503,7 @@ impl Visitor for SideEffectFinder<'_> {
                 }
                 Expr::CompoundIdentifier(parts) => {
                     for field in parts.iter().skip(1) {
-                        if self.note(functions::field_kind(field, false)).is_break() {
+                        if self.note(functions::field_kind(field)).is_break() {
                             return ControlFlow::Break(());
                         }
                     }

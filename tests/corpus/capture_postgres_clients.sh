@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates tests/corpus/postgres_clients.jsonl: every statement that real
 # PostgreSQL clients send while only reading (psql and its meta-commands,
-# pg_dump, pg_dumpall --globals-only, psycopg2), and the writes a driver
+# pg_dump, pg_dumpall --globals-only, psycopg2, JDBC), and the writes a driver
 # sends, captured from a throwaway server's own statement log
 # (log_statement = all, csvlog).
 #
@@ -12,7 +12,8 @@
 # classifies every entry.
 #
 # Usage: tests/corpus/capture_postgres_clients.sh   (as root or as postgres;
-# needs the PostgreSQL server binaries, psql, pg_dump and python3-psycopg2)
+# needs the PostgreSQL server binaries, psql, pg_dump and python3-psycopg2;
+# JDBC's statements need default-jdk-headless and libpostgresql-jdbc-java)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -37,7 +38,7 @@ trap cleanup EXIT
 port=$((40000 + RANDOM % 20000))
 as_postgres "$bindir/initdb" -D "$work/data" -U postgres --auth=trust >/dev/null
 as_postgres "$bindir/pg_ctl" -D "$work/data" -w -l "$work/server.log" -o \
-    "-p $port -k $work -c listen_addresses='' -c logging_collector=on \
+    "-p $port -k $work -c listen_addresses=127.0.0.1 -c logging_collector=on \
      -c log_destination=csvlog -c log_directory=$work/log -c log_statement=all" \
     start >/dev/null
 
@@ -157,6 +158,16 @@ cur.execute("SHOW server_version")
 cur.execute("SELECT oid, typname FROM pg_type WHERE typname = %s", ("mood",))
 conn.close()
 PY
+
+# JDBC reading (DatabaseMetaData as GUI clients use it, server-prepared
+# statements, a cursor-backed fetch), if the driver is installed.
+jdbc_jar=/usr/share/java/postgresql.jar
+if [ -r "$jdbc_jar" ] && command -v java >/dev/null; then
+    PGOPTIONS="$read_only" java -cp "$jdbc_jar" "$here/JdbcReader.java" \
+        "jdbc:postgresql://127.0.0.1:$port/app?options=-c%20default_transaction_read_only=on"
+else
+    echo "skipping JDBC: install default-jdk-headless and libpostgresql-jdbc-java" >&2
+fi
 
 # psycopg2 writing, in autocommit so that every statement is a write.
 /usr/bin/python3 - <<'PY'
