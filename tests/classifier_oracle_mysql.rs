@@ -68,25 +68,11 @@ const PARTS: oracle::Parts = oracle::Parts {
     closings: CLOSINGS,
 };
 
-fn opts(db: &MariaDb) -> mysql_async::Opts {
-    mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(db.port())
-        .user(Some("jg_write"))
-        .pass(Some(db.write_password.clone()))
-        .db_name(Some("app"))
-        .prefer_socket(false)
-        .ssl_opts(Some(
-            mysql_async::SslOpts::default()
-                .with_danger_accept_invalid_certs(true)
-                .with_danger_skip_domain_validation(true),
-        ))
-        .into()
-}
-
 /// Rows and tables of the test database.
 async fn state(db: &MariaDb) -> (i64, i64) {
-    let mut conn = mysql_async::Conn::new(opts(db)).await.expect("connect");
+    let mut conn = mysql_async::Conn::new(db.write_opts())
+        .await
+        .expect("connect");
     let row: Option<(i64, i64)> = conn
         .query_first(
             "SELECT (SELECT count(*) FROM items), \
@@ -102,7 +88,9 @@ async fn state(db: &MariaDb) -> (i64, i64) {
 /// changed something or tried to, and jitgate's reading of that session.
 async fn run(db: &MariaDb, setting: Option<&str>, sql: &str) -> (bool, Reading) {
     let before = state(db).await;
-    let mut conn = mysql_async::Conn::new(opts(db)).await.expect("connect");
+    let mut conn = mysql_async::Conn::new(db.write_opts())
+        .await
+        .expect("connect");
     let version: Option<String> = conn.query_first("SELECT VERSION()").await.expect("version");
     for setup in ["SET SESSION max_statement_time = 3"]
         .into_iter()

@@ -104,15 +104,9 @@ fn arguments(n: usize) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_function_list_matches_what_mariadb_has_built_in() {
     let db = MariaDb::start();
-    let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(db.port())
-        .user(Some("jg_write"))
-        .pass(Some(db.write_password.clone()))
-        .db_name(Some("app"))
-        .prefer_socket(false)
-        .into();
-    let mut conn = mysql_async::Conn::new(opts).await.expect("connect");
+    let mut conn = mysql_async::Conn::new(db.write_opts())
+        .await
+        .expect("connect");
     let list = the_list();
     let mut wrong = Vec::new();
     for (name, line) in &list {

@@ -530,14 +530,8 @@ mod tests {
     use super::*;
     use crate::sql::{Lexing, Reading, classify_for};
 
-    const MARIADB: MysqlServer = MysqlServer {
-        mariadb: true,
-        version_id: 101119,
-    };
-    const MYSQL: MysqlServer = MysqlServer {
-        mariadb: false,
-        version_id: 80036,
-    };
+    const MARIADB: MysqlServer = MysqlServer::MARIADB_10_11;
+    const MYSQL: MysqlServer = MysqlServer::MYSQL_8_0;
 
     fn on(server: MysqlServer, sql: &str) -> StatementKind {
         classify_for(&Reading::mysql(Lexing::DEFAULT, server), sql.as_bytes())

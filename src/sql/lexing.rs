@@ -267,6 +267,18 @@ pub struct MysqlServer {
 }
 
 impl MysqlServer {
+    /// The servers the unit tests read text as.
+    #[cfg(test)]
+    pub(crate) const MARIADB_10_11: MysqlServer = MysqlServer {
+        mariadb: true,
+        version_id: 101119,
+    };
+    #[cfg(test)]
+    pub(crate) const MYSQL_8_0: MysqlServer = MysqlServer {
+        mariadb: false,
+        version_id: 80036,
+    };
+
     /// From the greeting's version string: `8.0.36`, `5.5.5-10.11.19-MariaDB-…`.
     pub fn from_version(text: &str) -> MysqlServer {
         let mariadb = text.contains("MariaDB");
@@ -412,14 +424,8 @@ pub(crate) fn open_executable_comments(text: &str, server: MysqlServer) -> Optio
 mod tests {
     use super::*;
 
-    const MARIADB: MysqlServer = MysqlServer {
-        mariadb: true,
-        version_id: 101119,
-    };
-    const MYSQL8: MysqlServer = MysqlServer {
-        mariadb: false,
-        version_id: 80036,
-    };
+    const MARIADB: MysqlServer = MysqlServer::MARIADB_10_11;
+    const MYSQL8: MysqlServer = MysqlServer::MYSQL_8_0;
 
     #[test]
     fn server_versions_come_from_the_greeting() {

@@ -327,6 +327,24 @@ impl MariaDb {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// mysql_async options for `jg_write` (every privilege on `app`)
+    /// straight to this server, over TLS without checking its certificate.
+    pub fn write_opts(&self) -> mysql_async::Opts {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(self.port)
+            .user(Some("jg_write"))
+            .pass(Some(self.write_password.clone()))
+            .db_name(Some("app"))
+            .prefer_socket(false)
+            .ssl_opts(Some(
+                mysql_async::SslOpts::default()
+                    .with_danger_accept_invalid_certs(true)
+                    .with_danger_skip_domain_validation(true),
+            ))
+            .into()
+    }
+
     /// Run SQL as root over the private socket; tab-separated rows, no header.
     pub fn root_query(&self, sql: &str) -> String {
         run_checked(
