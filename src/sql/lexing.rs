@@ -350,6 +350,10 @@ pub(crate) fn has_executable_comment(text: &[u8]) -> bool {
 /// an ASCII space or control byte, and reads U+00A0 and its kind as part of
 /// an identifier.
 fn dash_dash_before_unicode_space(text: &str) -> bool {
+    // Unicode white space is never ASCII: most texts are done here.
+    if text.is_ascii() {
+        return false;
+    }
     text.match_indices("--").any(|(at, _)| {
         text[at + 2..]
             .chars()

@@ -479,19 +479,23 @@ fn numbers_do_not_matter(sql: &str) -> bool {
     let first = &text[..text
         .find(|c: char| !c.is_ascii_alphabetic())
         .unwrap_or(text.len())];
-    let body = sql.trim_end().trim_end_matches(';');
-    SHAPED.iter().any(|word| first.eq_ignore_ascii_case(word))
-        && !sql.contains('\\')
-        // One statement only: `SELECT 1; SET default_transaction_read_only = 0`.
-        && !body.contains(';')
-        // The value of a setting: `set_config(name, '0', false)`.
-        && !contains_ignoring_case(sql, "set_config")
-}
-
-fn contains_ignoring_case(text: &str, word: &str) -> bool {
-    text.as_bytes()
-        .windows(word.len())
-        .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
+    if !SHAPED.iter().any(|word| first.eq_ignore_ascii_case(word)) {
+        return false;
+    }
+    // One pass over the bytes: no backslash, no `;` but trailing ones (one
+    // statement only: `SELECT 1; SET default_transaction_read_only = 0`),
+    // no `set_config` (the value of a setting: `set_config(name, '0', …)`).
+    let bytes = sql.trim_end().trim_end_matches(';').as_bytes();
+    !bytes.iter().enumerate().any(|(i, &b)| match b {
+        b'\\' | b';' => true,
+        b'_' => {
+            i >= 3
+                && bytes[i - 3..]
+                    .get(..10)
+                    .is_some_and(|word| word.eq_ignore_ascii_case(b"set_config"))
+        }
+        _ => false,
+    })
 }
 
 /// `sql` with every standalone run of digits replaced by `1`: the cache key,
