@@ -588,7 +588,10 @@ thread_local! {
 /// One dialect's statement-text → kind cache (the text alone is the key, so a
 /// cache must never be shared between dialects).
 struct KindCache {
+    /// Texts whose numbers do not matter, by their shape.
     kinds: DashMap<Box<str>, StatementKind>,
+    /// The other texts, by themselves (never looked up by a shape).
+    exact: DashMap<Box<str>, StatementKind>,
     max_entries: usize,
 }
 
@@ -596,6 +599,7 @@ impl KindCache {
     fn new(max_entries: usize) -> KindCache {
         KindCache {
             kinds: DashMap::new(),
+            exact: DashMap::new(),
             max_entries,
         }
     }
@@ -606,22 +610,32 @@ impl KindCache {
         }
         // Statements that differ only in their numbers share an entry, so a
         // client sending `... WHERE id = 1`, `... id = 2`... parses once.
+        // Only texts whose numbers do not matter are stored under their
+        // shape; the others under themselves, in a map of their own.
+        // Whether numbers matter depends on no digit, so it is the same for
+        // every text of one shape: an entry found under the shape came from
+        // a text like this one, and the test runs only on a miss.
         SHAPE.with_borrow_mut(|buffer| {
-            let sql = if numbers_do_not_matter(sql) {
-                number_shape(sql, buffer)
-            } else {
-                sql
-            };
-            if let Some(kind) = self.kinds.get(sql) {
+            let original = sql;
+            let shaped = number_shape(original, buffer);
+            if let Some(kind) = self.kinds.get(shaped) {
                 return *kind;
             }
-            let kind = classify_in(catalog, sql);
+            let (map, key) = if numbers_do_not_matter(original) {
+                (&self.kinds, shaped)
+            } else {
+                if let Some(kind) = self.exact.get(original) {
+                    return *kind;
+                }
+                (&self.exact, original)
+            };
+            let kind = classify_in(catalog, key);
             // Two sessions may both see a full cache and both clear it; that
             // only costs a few extra parses.
-            if self.kinds.len() >= self.max_entries {
-                self.kinds.clear();
+            if map.len() >= self.max_entries {
+                map.clear();
             }
-            self.kinds.insert(sql.into(), kind);
+            map.insert(key.into(), kind);
             kind
         })
     }
