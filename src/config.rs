@@ -144,6 +144,10 @@ pub struct Limits {
     pub max_pending_handshakes_per_address: usize,
     pub max_sessions: usize,
     pub max_message_bytes: usize,
+    /// The longest statement text the classifier reads; a longer one is
+    /// unknown (refused on read levels). Texts over 8 KiB are classified on
+    /// a bounded blocking pool, not on the session threads.
+    pub max_classified_statement_bytes: usize,
     /// Failed logins allowed per identity and per client address in `login_failure_window`.
     pub max_login_failures: u32,
     pub login_failure_window: Duration,
@@ -393,6 +397,7 @@ struct RawLimits {
     max_pending_handshakes_per_address: Option<usize>,
     max_sessions: Option<usize>,
     max_message_bytes: Option<usize>,
+    max_classified_statement_bytes: Option<usize>,
     max_login_failures: Option<u32>,
     login_failure_window: Option<String>,
     session_threads: Option<usize>,
@@ -661,6 +666,9 @@ impl Validator<'_> {
             max_pending_handshakes_per_address: l.max_pending_handshakes_per_address.unwrap_or(32),
             max_sessions: l.max_sessions.unwrap_or(10_000),
             max_message_bytes: l.max_message_bytes.unwrap_or(64 << 20),
+            max_classified_statement_bytes: l
+                .max_classified_statement_bytes
+                .unwrap_or(crate::sql::DEFAULT_MAX_CLASSIFIED_SQL_BYTES),
             max_login_failures: l.max_login_failures.unwrap_or(10),
             login_failure_window: self.duration(
                 "limits.login_failure_window",
@@ -715,6 +723,12 @@ impl Validator<'_> {
         }
         if limits.admin_max_connections == 0 {
             return Err(self.invalid("limits.admin_max_connections", "must be at least 1"));
+        }
+        if limits.max_classified_statement_bytes < 1024 {
+            return Err(self.invalid(
+                "limits.max_classified_statement_bytes",
+                "must be at least 1024",
+            ));
         }
         if limits.max_message_bytes < 1024 {
             return Err(self.invalid("limits.max_message_bytes", "must be at least 1024"));

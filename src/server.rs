@@ -156,6 +156,13 @@ fn raise_descriptor_limit(limits: &Limits) {
 /// Run jitgate until a listener fails or the process is stopped.
 pub async fn run(config: Config) -> Result<(), ServeError> {
     raise_descriptor_limit(&config.limits);
+    // A statement longer than a message cannot arrive anyway.
+    crate::sql::set_max_classified_bytes(
+        config
+            .limits
+            .max_classified_statement_bytes
+            .min(config.limits.max_message_bytes),
+    );
     let tls = crate::tls::acceptor(&config.tls)?;
     let shared = Shared::new(config)?;
     let config = shared.config.clone();

@@ -766,6 +766,33 @@ async fn mariadb_statements_sqlparser_does_not_parse_get_their_kind() {
     );
 }
 
+/// A long generated read (a 300 KiB IN list) is classified off the session
+/// threads and runs on a read grant, as a query and as a prepared statement.
+#[tokio::test(flavor = "multi_thread")]
+async fn long_statements_are_classified_and_run_on_a_read_grant() {
+    let (_db, jg) = setup().await;
+    jg.grant("read", "10m").await;
+    let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
+    let ids: Vec<String> = (0..50_000).map(|i| i.to_string()).collect();
+    let long = format!(
+        "SELECT count(*) FROM items WHERE id IN ({})",
+        ids.join(", ")
+    );
+    assert!(long.len() > 300_000);
+    let n: Option<i64> = conn
+        .query_first(long.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("the long read: {e}"));
+    assert_eq!(n, Some(3));
+    let n: Option<i64> = conn
+        .exec_first(long.as_str(), ())
+        .await
+        .unwrap_or_else(|e| panic!("the long read, prepared: {e}"));
+    assert_eq!(n, Some(3));
+}
+
 /// A connection that names no target (allowed only while the identity has
 /// a live session, for the CLI's Ctrl-C) can run nothing but `KILL`; what
 /// else it sends is refused and audited.

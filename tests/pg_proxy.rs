@@ -595,6 +595,50 @@ print(answer, sock.recv(100) == b"")
         .await;
 }
 
+/// A long generated read (a 300 KiB IN list) is classified, off the session
+/// threads, and runs on a read grant; past
+/// `limits.max_classified_statement_bytes` a text is unknown and refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_statements_are_classified_up_to_the_configured_limit() {
+    let (_pg, jg) = setup_with(JitgateOptions {
+        extra_limits: "max_classified_statement_bytes = 400000\n".to_owned(),
+        ..JitgateOptions::default()
+    })
+    .await;
+    jg.grant("alice", TARGET, READ, "2m").await;
+    let client = jg.connect_ok(&Login::alice()).await;
+    let ids: Vec<String> = (0..50_000).map(|i| i.to_string()).collect();
+    let long = format!(
+        "SELECT count(*) FROM items WHERE id IN ({})",
+        ids.join(", ")
+    );
+    assert!(long.len() > 300_000);
+    let row = client
+        .query_one(long.as_str(), &[])
+        .await
+        .unwrap_or_else(|e| panic!("the long read, extended: {}", describe_error(&e)));
+    assert_eq!(row.get::<_, i64>(0), 3);
+    let messages = client
+        .simple_query(&long)
+        .await
+        .unwrap_or_else(|e| panic!("the long read, simple: {}", describe_error(&e)));
+    let count = messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(count.as_deref(), Some("3"));
+    let too_long = format!("{long}{}", " ".repeat(100_000));
+    let err = client
+        .simple_query(&too_long)
+        .await
+        .expect_err("over the limit");
+    assert!(
+        describe_error(&err).contains("could not classify"),
+        "{}",
+        describe_error(&err)
+    );
+}
+
 /// The driver's backend pid is the server's: psycopg2's `get_backend_pid()`,
 /// `pg_backend_pid()` and the sender of the session's own NOTIFY agree, the
 /// server lists that pid as the upstream account's, and terminating it ends

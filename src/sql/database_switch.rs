@@ -20,7 +20,7 @@ use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
 use super::mysql_lex::{Tok, has_word, under_some_reading};
-use super::{MAX_CLASSIFIED_SQL_BYTES, Reading, changes_mysql_lexing, lexing};
+use super::{Reading, changes_mysql_lexing, lexing, max_classified_bytes};
 
 /// What a MySQL text does to the session's current database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub fn mysql_database_switch(reading: &Reading, bytes: &[u8]) -> DatabaseSwitch 
     let parsed = std::str::from_utf8(bytes)
         .ok()
         .filter(|_| !reading.lexing.reads_differently(bytes))
-        .filter(|text| text.len() <= MAX_CLASSIFIED_SQL_BYTES)
+        .filter(|text| text.len() <= max_classified_bytes())
         .and_then(|text| lexing::open_executable_comments(text, reading.mysql_server))
         .and_then(|code| {
             std::panic::catch_unwind(|| Parser::parse_sql(&MySqlDialect {}, &code).ok())

@@ -20,6 +20,7 @@ mod prepared;
 
 use std::ops::ControlFlow;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use sqlparser::ast::{
@@ -394,7 +395,7 @@ fn classify_in(catalog: Catalog, sql: &str) -> StatementKind {
         // statement its classification instead of a session.
         std::panic::catch_unwind(|| parse_and_classify(catalog, sql))
             .unwrap_or(StatementKind::Unknown)
-    } else if sql.len() <= MAX_CLASSIFIED_SQL_BYTES {
+    } else if sql.len() <= max_classified_bytes() {
         classify_on_own_stack(catalog, sql)
     } else {
         StatementKind::Unknown
@@ -403,9 +404,45 @@ fn classify_in(catalog: Catalog, sql: &str) -> StatementKind {
 
 /// Longer texts are not parsed at all (they classify as
 /// [`StatementKind::Unknown`], so a read-only level refuses them): parsing
-/// time and memory grow with the text, and the relay classifies on its own
-/// task. 64 KiB parses in about 20 ms in the worst case measured.
-pub const MAX_CLASSIFIED_SQL_BYTES: usize = 64 * 1024;
+/// time and memory grow with the text (64 KiB parses in about 20 ms in the
+/// worst case measured, so 1 MiB in about a third of a second). The default
+/// of `limits.max_classified_statement_bytes`; see [`set_max_classified_bytes`].
+pub const DEFAULT_MAX_CLASSIFIED_SQL_BYTES: usize = 1024 * 1024;
+
+static MAX_CLASSIFIED_SQL_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_CLASSIFIED_SQL_BYTES);
+
+/// The longest text the classifier parses, from the config at start.
+pub fn set_max_classified_bytes(bytes: usize) {
+    MAX_CLASSIFIED_SQL_BYTES.store(bytes, Ordering::Relaxed);
+}
+
+pub fn max_classified_bytes() -> usize {
+    MAX_CLASSIFIED_SQL_BYTES.load(Ordering::Relaxed)
+}
+
+/// Does a text of `len` bytes classify quickly enough for a session thread?
+/// Longer ones go through [`classify_text_off_thread`].
+pub fn classifies_inline(len: usize) -> bool {
+    len <= INLINE_SQL_BYTES
+}
+
+/// Long texts classified at once, at most: each takes a blocking thread and
+/// memory in proportion to its length, so a flood of them waits here rather
+/// than exhausting either.
+const OFF_THREAD_SLOTS: usize = 2;
+
+/// [`classify_text`] on tokio's blocking pool, for a text too long to parse
+/// on a session thread (which serves other sessions meanwhile).
+pub async fn classify_text_off_thread(reading: Reading, text: String) -> StatementKind {
+    static SLOTS: LazyLock<tokio::sync::Semaphore> =
+        LazyLock::new(|| tokio::sync::Semaphore::new(OFF_THREAD_SLOTS));
+    let Ok(_slot) = SLOTS.acquire().await else {
+        return StatementKind::Unknown;
+    };
+    tokio::task::spawn_blocking(move || classify_text(&reading, &text))
+        .await
+        .unwrap_or(StatementKind::Unknown)
+}
 
 /// Texts up to this length are parsed on the caller's stack.
 ///
@@ -2588,7 +2625,7 @@ ORDER BY attnum
             format!("SELECT a{}", "[1]".repeat(20_000)),
             format!("SELECT 1{}", " UNION SELECT 1".repeat(4_000)),
         ];
-        assert!(chains.iter().all(|c| c.len() <= MAX_CLASSIFIED_SQL_BYTES));
+        assert!(chains.iter().all(|c| c.len() <= max_classified_bytes()));
         // The size of a tokio worker's stack.
         let worker = std::thread::Builder::new().stack_size(2 * 1024 * 1024);
         let kinds = worker
@@ -2601,10 +2638,10 @@ ORDER BY attnum
 
     #[test]
     fn text_over_the_size_limit_is_unknown() {
-        let sql = format!("SELECT 1{}", " ".repeat(MAX_CLASSIFIED_SQL_BYTES));
+        let sql = format!("SELECT 1{}", " ".repeat(max_classified_bytes()));
         assert_eq!(pg(&sql), Unknown);
         assert_eq!(classify_cached(Dialect::Postgres, &sql), Unknown);
-        let just_fits = format!("SELECT 1{}", " ".repeat(MAX_CLASSIFIED_SQL_BYTES - 8));
+        let just_fits = format!("SELECT 1{}", " ".repeat(max_classified_bytes() - 8));
         assert_eq!(pg(&just_fits), Read);
     }
 

@@ -95,7 +95,7 @@ impl PreparedStatements {
 fn lone_statement(reading: &Reading, text: &str) -> Option<Statement> {
     if reading.lexing.reads_differently(text.as_bytes())
         || operators::unknown_operator(text).is_some()
-        || text.len() > super::MAX_CLASSIFIED_SQL_BYTES
+        || !super::classifies_inline(text.len())
     {
         return None;
     }

@@ -169,6 +169,9 @@ struct Relay<'a> {
     /// The server said the session is no longer in the target's database
     /// (what it said): the next command ends the session.
     left_database: Option<String>,
+    /// The kind of the next command's text, when it was too long to
+    /// classify on the session thread (see `long_text_kind`).
+    long_kind: Option<StatementKind>,
 }
 
 /// What to do with one client command.
@@ -235,6 +238,7 @@ pub async fn run(
         exact: None,
         probe_due: false,
         left_database: None,
+        long_kind: None,
     };
     let mut out = BytesMut::with_capacity(16 * 1024);
     // A write to the client was cut off: no packet of ours may follow it.
@@ -290,6 +294,7 @@ pub async fn run(
                     break 'session SessionEnd::ClientError(detail);
                 }
             };
+            relay.long_kind = relay.long_text_kind(&message).await;
             let action = relay.command(&message);
             // Nothing audited goes up, or is carried out (a KILL), before
             // its record is written.
@@ -542,6 +547,24 @@ async fn guarded_write<F: Future<Output = SessionEnd>>(
 
 impl Relay<'_> {
     /// Decide what to do with one whole client command.
+    /// The kind of a command's statement text too long to classify on the
+    /// session thread (which serves other sessions meanwhile), classified
+    /// off it; `None` for every other command. (The `USE` and `sql_mode`
+    /// follow-ups of a long text that mentions them still parse it here.)
+    async fn long_text_kind(&self, m: &Message) -> Option<StatementKind> {
+        let (&cmd, args) = m.payload.split_first()?;
+        let text: &[u8] = match cmd {
+            command::QUERY | command::STMT_PREPARE => args,
+            command::STMT_EXECUTE => &self.statements.get(&Cursor(args).u32()?)?.0,
+            _ => return None,
+        };
+        if sql::classifies_inline(text.len()) {
+            return None;
+        }
+        let text = std::str::from_utf8(text).ok()?.to_owned();
+        Some(sql::classify_text_off_thread(self.reading, text).await)
+    }
+
     fn command(&mut self, m: &Message) -> Action {
         let answer_seq = m.last_seq.wrapping_add(1);
         let answer = |code: (u16, &str), msg: &str| frame(answer_seq, &packet::err(code, msg));
@@ -552,6 +575,7 @@ impl Relay<'_> {
         };
         let ctx = self.ctx;
         self.exact = None;
+        let long_kind = self.long_kind.take();
         if cmd != command::QUIT
             && let Some(now_in) = self.left_database.take()
         {
@@ -587,7 +611,7 @@ impl Relay<'_> {
                 if mentions.kill() && kill::mentions_kill(args) {
                     return self.kill_statement(sql, m.last_seq);
                 }
-                let kind = statement.classify(&self.reading);
+                let kind = long_kind.unwrap_or_else(|| statement.classify(&self.reading));
                 if mentions.use_()
                     && let Some(refused) = self.leaves_database(sql, args, kind, answer_seq)
                 {
@@ -606,7 +630,7 @@ impl Relay<'_> {
             }
             command::STMT_PREPARE => {
                 let statement = crate::wire::StatementText::new(args);
-                let kind = statement.classify(&self.reading);
+                let kind = long_kind.unwrap_or_else(|| statement.classify(&self.reading));
                 self.exact = statement.exact.clone();
                 let sql = &statement.text;
                 let mentions = Mentions::of(args);
@@ -647,9 +671,10 @@ impl Relay<'_> {
                 self.exact = statement.as_ref().and_then(|s| s.exact.clone());
                 let text: &str =
                     shown.unwrap_or("-- execute of a statement jitgate did not see prepared");
-                let kind = match &statement {
-                    Some(s) => s.classify(&self.reading),
-                    None => StatementKind::Unknown,
+                let kind = match (&statement, long_kind) {
+                    (Some(_), Some(kind)) => kind,
+                    (Some(s), None) => s.classify(&self.reading),
+                    (None, _) => StatementKind::Unknown,
                 };
                 match self.admit(text, kind, answer_seq) {
                     Ok(pending) => {

@@ -420,7 +420,8 @@ async fn client_to_upstream(
         let mut terminate = false;
         let mut bad = None;
         while let Some(f) = frame.take() {
-            match inspect(shared, &mut st, &f, &mut out) {
+            let long_kind = long_text_kind(shared, &st, &f).await;
+            match inspect(shared, &mut st, &f, &mut out, long_kind) {
                 Verdict::Forward => out.extend_from_slice(&f.bytes),
                 Verdict::Drop => {}
                 Verdict::Terminate => {
@@ -521,7 +522,38 @@ fn push_expect(shared: &Shared<'_>, e: Expect) {
 }
 
 /// Decide what to do with one client frame; may append an injected Sync to `out`.
-fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) -> Verdict {
+/// The kind of a Query's or Parse's text too long to classify on the
+/// session thread (which serves other sessions meanwhile), classified off
+/// it; `None` for every other frame, which [`inspect`] classifies itself.
+async fn long_text_kind(shared: &Shared<'_>, st: &Upward, f: &Frame) -> Option<StatementKind> {
+    if st.discarding {
+        return None;
+    }
+    let mut b = f.body();
+    let text = match f.tag() {
+        b'Q' => take_cstr_bytes(&mut b)?,
+        b'P' => {
+            take_cstr_bytes(&mut b)?;
+            take_cstr_bytes(&mut b)?
+        }
+        _ => return None,
+    };
+    if crate::sql::classifies_inline(text.len()) {
+        return None;
+    }
+    // Not UTF-8: unknown at once, without parsing (see `StatementText`).
+    let text = std::str::from_utf8(text).ok()?.to_owned();
+    Some(crate::sql::classify_text_off_thread(shared.reading(), text).await)
+}
+
+/// `long_kind`: the kind [`long_text_kind`] found for this frame's text.
+fn inspect(
+    shared: &Shared<'_>,
+    st: &mut Upward,
+    f: &Frame,
+    out: &mut BytesMut,
+    long_kind: Option<StatementKind>,
+) -> Verdict {
     let tag = f.tag();
     if st.discarding {
         return match tag {
@@ -539,9 +571,10 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             let mut b = f.body();
             let sql_bytes = take_cstr_bytes(&mut b).unwrap_or(b"");
             let statement = crate::wire::StatementText::new(sql_bytes);
-            let kind = match statement.exact {
-                None => st.prepared.classify(&shared.reading(), &statement.text),
-                Some(_) => statement.classify(&shared.reading()),
+            let kind = match (long_kind, &statement.exact) {
+                (Some(kind), _) => kind,
+                (None, None) => st.prepared.classify(&shared.reading(), &statement.text),
+                (None, Some(_)) => statement.classify(&shared.reading()),
             };
             let sql = &statement.text;
             match admit(shared, st, sql, statement.exact.as_deref(), kind) {
@@ -560,7 +593,7 @@ fn inspect(shared: &Shared<'_>, st: &mut Upward, f: &Frame, out: &mut BytesMut) 
             let name = take_cstr_bytes(&mut b).unwrap_or(b"");
             let sql_bytes = take_cstr_bytes(&mut b).unwrap_or(b"");
             let statement = crate::wire::StatementText::new(sql_bytes);
-            let kind = statement.classify(&shared.reading());
+            let kind = long_kind.unwrap_or_else(|| statement.classify(&shared.reading()));
             let sql: Arc<str> = Arc::from(statement.text);
             let exact: Option<Arc<str>> = statement.exact.map(Arc::from);
             if shared.ctx.read_only && !kind.allowed_read_only() {
