@@ -254,6 +254,24 @@ fn template() -> &'static Template {
 /// port, root without a password on its private socket for the witness.
 /// Database `app` holds `items(id, name)` with apple, banana, cherry;
 /// `jg_read` may only SELECT from it, `jg_write` may do anything in it.
+/// mysql_async options for `user` on 127.0.0.1:`port`, database `database`,
+/// over TLS without checking the certificate.
+fn tls_opts(port: u16, user: &str, password: &str, database: &str) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some(user))
+        .pass(Some(password))
+        .db_name(Some(database))
+        .prefer_socket(false)
+        .ssl_opts(Some(
+            mysql_async::SslOpts::default()
+                .with_danger_accept_invalid_certs(true)
+                .with_danger_skip_domain_validation(true),
+        ))
+        .into()
+}
+
 pub struct MariaDb {
     dir: TempDir,
     child: std::process::Child,
@@ -330,19 +348,7 @@ impl MariaDb {
     /// mysql_async options for `jg_write` (every privilege on `app`)
     /// straight to this server, over TLS without checking its certificate.
     pub fn write_opts(&self) -> mysql_async::Opts {
-        mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(self.port)
-            .user(Some("jg_write"))
-            .pass(Some(self.write_password.clone()))
-            .db_name(Some("app"))
-            .prefer_socket(false)
-            .ssl_opts(Some(
-                mysql_async::SslOpts::default()
-                    .with_danger_accept_invalid_certs(true)
-                    .with_danger_skip_domain_validation(true),
-            ))
-            .into()
+        tls_opts(self.port, "jg_write", &self.write_password, "app")
     }
 
     /// Run SQL as root over the private socket; tab-separated rows, no header.
@@ -685,19 +691,7 @@ impl Jitgate {
 
     /// mysql_async options for `user` through jitgate (TLS, any certificate).
     pub fn async_opts_as(&self, user: &str, secret: &str) -> mysql_async::Opts {
-        mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(self.mysql_port)
-            .user(Some(user))
-            .pass(Some(secret))
-            .db_name(Some(TARGET))
-            .prefer_socket(false)
-            .ssl_opts(Some(
-                mysql_async::SslOpts::default()
-                    .with_danger_accept_invalid_certs(true)
-                    .with_danger_skip_domain_validation(true),
-            ))
-            .into()
+        tls_opts(self.mysql_port, user, secret, TARGET)
     }
 
     /// Every byte a client could have seen must be free of upstream secrets.
