@@ -36,6 +36,7 @@ struct Proxy {
     child: Child,
     server: String,
     pg_port: u16,
+    mysql_port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -43,13 +44,14 @@ impl Proxy {
     fn start() -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let [alice, bob] = verifiers();
-        let (admin_port, pg_port) = (free_port(), free_port());
+        let (admin_port, pg_port, mysql_port) = (free_port(), free_port(), free_port());
         let config = format!(
             r#"
 data_dir = "{data}"
 [listen]
 admin = "127.0.0.1:{admin_port}"
 postgres = "127.0.0.1:{pg_port}"
+mysql = "127.0.0.1:{mysql_port}"
 [tls]
 cert = "tls/cert.pem"
 key = "tls/key.pem"
@@ -75,9 +77,18 @@ database = "postgres"
 user = "reader"
 read_only = true
 
+[[targets]]
+name = "demo-mysql"
+protocol = "mysql"
+address = "127.0.0.1:1"
+database = "app"
+[targets.levels.read]
+user = "reader"
+read_only = true
+
 [[policies]]
 name = "demo-read"
-targets = ["demo-pg"]
+targets = ["demo-pg", "demo-mysql"]
 levels = ["read"]
 requesters = ["developer"]
 max_duration = "1h"
@@ -101,6 +112,7 @@ approvers = ["approver"]
             child,
             server: format!("http://127.0.0.1:{admin_port}"),
             pg_port,
+            mysql_port,
             dir,
         };
         proxy.wait_until_listening(admin_port);
@@ -283,49 +295,68 @@ fn request_approve_list_and_revoke_through_the_cli() {
         .assert_refused("grant not found");
 }
 
+/// `request --wait` prints the command that connects to the target, with
+/// the client of its protocol: psql for PostgreSQL, mariadb for MySQL.
 #[test]
-fn request_wait_prints_a_psql_string_once_approved() {
+fn request_wait_prints_the_connection_command_once_approved() {
     let proxy = Proxy::start();
-    let waiting = proxy
-        .command(
-            ALICE,
-            &[
-                "request", "demo-pg", "--level", "read", "--for", "30m", "--reason", "INC-7",
-                "--wait",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
-        let pending = proxy.json(BOB, &["requests"]);
-        if let Some(id) = pending["requests"][0]["id"].as_str() {
-            break id.to_owned();
-        }
-        assert!(Instant::now() < deadline, "the request never appeared");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    proxy.run(BOB, &["approve", &id]).assert_ok();
+    for (target, expected) in [
+        (
+            "demo-pg",
+            format!(
+                "psql \"host=127.0.0.1 port={} user=alice dbname=demo-pg sslmode=require\"",
+                proxy.pg_port
+            ),
+        ),
+        (
+            "demo-mysql",
+            format!(
+                "mariadb -h 127.0.0.1 -P {} -u alice -p --ssl demo-mysql",
+                proxy.mysql_port
+            ),
+        ),
+    ] {
+        let waiting = proxy
+            .command(
+                ALICE,
+                &[
+                    "request", target, "--level", "read", "--for", "30m", "--reason", "INC-7",
+                    "--wait",
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let id = loop {
+            let pending = proxy.json(BOB, &["requests"]);
+            let found = pending["requests"]
+                .as_array()
+                .and_then(|list| list.iter().find(|r| r["target"] == target))
+                .and_then(|r| r["id"].as_str().map(str::to_owned));
+            if let Some(id) = found {
+                break id;
+            }
+            assert!(Instant::now() < deadline, "the request never appeared");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        proxy.run(BOB, &["approve", &id]).assert_ok();
 
-    let run = Run::from(waiting.wait_with_output().unwrap(), &["request", "--wait"]);
-    run.assert_ok();
-    let psql = format!(
-        "psql \"host=127.0.0.1 port={} user=alice dbname=demo-pg sslmode=require\"",
-        proxy.pg_port
-    );
-    assert!(
-        run.stdout.lines().any(|l| l == psql),
-        "stdout: {}\nstderr: {}",
-        run.stdout,
-        run.stderr
-    );
-    assert!(
-        !run.stdout.to_lowercase().contains("password="),
-        "{}",
-        run.stdout
-    );
+        let run = Run::from(waiting.wait_with_output().unwrap(), &["request", "--wait"]);
+        run.assert_ok();
+        assert!(
+            run.stdout.lines().any(|l| l == expected),
+            "{target}: stdout: {}\nstderr: {}",
+            run.stdout,
+            run.stderr
+        );
+        assert!(
+            !run.stdout.to_lowercase().contains("password="),
+            "{}",
+            run.stdout
+        );
+    }
 }
 
 #[test]

@@ -1040,7 +1040,17 @@ async fn whoami_and_info_answer_the_caller() {
     let r = api.get("/v1/info", Some(ALICE)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["postgres"], Value::Null, "no postgres listener here");
+    assert_eq!(r.json["mysql"], Value::Null, "no mysql listener here");
     assert_eq!(r.json["tls_required"], true);
+    let targets = r.json["targets"].as_array().expect("the targets");
+    assert!(!targets.is_empty());
+    assert!(
+        targets
+            .iter()
+            .all(|t| t["name"].is_string() && t["protocol"] == "postgres"
+                || t["protocol"] == "mysql"),
+        "{targets:?}"
+    );
 }
 
 // ---- the OpenAPI document ------------------------------------------------

@@ -1,8 +1,9 @@
 //! `/v1/whoami` and `/v1/info`: who the token belongs to, and where to connect.
 //!
-//! The CLI uses both to print a ready-to-paste connection string once a
+//! The CLI uses both to print a ready-to-paste connection command once a
 //! request is approved: the identity is the database user, the proxy's
-//! postgres listener is the host and port. Neither says anything secret.
+//! listener for the target's protocol is the host and port. Neither says
+//! anything secret.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,12 +30,22 @@ struct WhoAmI<'a> {
 }
 
 #[derive(Serialize)]
-struct Info {
+struct Info<'a> {
     version: &'static str,
     /// The address the postgres listener is bound to (`null` when there is none).
     postgres: Option<SocketAddr>,
-    /// Whether clients must start TLS (`sslmode=require`).
+    /// The address the MySQL/MariaDB listener is bound to (`null` when there is none).
+    mysql: Option<SocketAddr>,
+    /// Whether clients must start TLS (`sslmode=require`, `--ssl`).
     tls_required: bool,
+    /// Every target, with the protocol (and so the listener) it is reached by.
+    targets: Vec<TargetInfo<'a>>,
+}
+
+#[derive(Serialize)]
+struct TargetInfo<'a> {
+    name: &'a str,
+    protocol: &'static str,
 }
 
 async fn whoami(caller: Caller) -> Response {
@@ -50,7 +61,19 @@ async fn info(State(state): State<Arc<AdminState>>, _caller: Caller) -> Response
     Json(Info {
         version: env!("CARGO_PKG_VERSION"),
         postgres: config.listen.postgres,
+        mysql: config.listen.mysql,
         tls_required: config.tls.require,
+        targets: config
+            .targets
+            .iter()
+            .map(|t| TargetInfo {
+                name: &t.name,
+                protocol: match t.protocol {
+                    crate::config::Protocol::Postgres => "postgres",
+                    crate::config::Protocol::Mysql => "mysql",
+                },
+            })
+            .collect(),
     })
     .into_response()
 }

@@ -78,21 +78,26 @@ async fn request(api: ApiArgs, body: Value, wait: bool) -> anyhow::Result<()> {
     }
     match request.state {
         RequestState::Approved => {
-            let psql = psql_command(&client, &request).await?;
+            let command = connection_command(&client, &request).await?;
             if json {
-                if let (Some(psql), Some(object)) = (&psql, latest.as_object_mut()) {
-                    object.insert("psql".into(), Value::from(psql.as_str()));
+                if let (Some(command), Some(object)) = (&command, latest.as_object_mut()) {
+                    // `psql` for PostgreSQL targets, as before; `connect` for every one.
+                    if command.starts_with("psql ") {
+                        object.insert("psql".into(), Value::from(command.as_str()));
+                    }
+                    object.insert("connect".into(), Value::from(command.as_str()));
                 }
                 return print_json(&latest);
             }
             println!("{}", approved_sentence(&request));
-            match psql {
-                Some(psql) => {
+            match command {
+                Some(command) => {
                     println!("connect with your jitgate secret as the password:");
-                    println!("{psql}");
+                    println!("{command}");
                 }
                 None => println!(
-                    "this jitgate has no postgres listener; ask its operator where to connect"
+                    "this jitgate has no listener for {}'s protocol; ask its operator where to connect",
+                    request.target
                 ),
             }
             Ok(())
@@ -294,13 +299,29 @@ async fn whoami(api: ApiArgs) -> anyhow::Result<()> {
 #[derive(Deserialize)]
 struct Info {
     postgres: Option<SocketAddr>,
+    #[serde(default)]
+    mysql: Option<SocketAddr>,
+    #[serde(default)]
+    targets: Vec<TargetInfo>,
 }
 
-/// `psql "host=… port=… user=… dbname=… sslmode=require"` for an approved
-/// request: never a password. `None` when the proxy has no postgres listener.
-async fn psql_command(client: &Client, request: &Request) -> anyhow::Result<Option<String>> {
+#[derive(Deserialize)]
+struct TargetInfo {
+    name: String,
+    protocol: String,
+}
+
+/// The command that connects to an approved request's target, never with
+/// a password: `psql "host=… port=… user=… dbname=… sslmode=require"` for a
+/// PostgreSQL target, `mariadb -h … -P … -u … -p --ssl <target>` for a
+/// MySQL/MariaDB one. `None` when the proxy has no listener for it.
+async fn connection_command(client: &Client, request: &Request) -> anyhow::Result<Option<String>> {
     let info: Info = parse(&client.get("/v1/info").await?)?;
-    let Some(addr) = info.postgres else {
+    let mysql = info
+        .targets
+        .iter()
+        .any(|t| t.name == request.target && t.protocol == "mysql");
+    let Some(addr) = (if mysql { info.mysql } else { info.postgres }) else {
         return Ok(None);
     };
     // Bound to every interface: the proxy is wherever the admin API was reached.
@@ -309,6 +330,15 @@ async fn psql_command(client: &Client, request: &Request) -> anyhow::Result<Opti
     } else {
         addr.ip().to_string()
     };
+    if mysql {
+        return Ok(Some(format!(
+            "mariadb -h {} -P {} -u {} -p --ssl {}",
+            shell_word(&host),
+            addr.port(),
+            shell_word(&request.requested_by),
+            shell_word(&request.target),
+        )));
+    }
     Ok(Some(format!(
         "psql \"host={} port={} user={} dbname={} sslmode=require\"",
         conninfo_value(&host),
@@ -316,6 +346,19 @@ async fn psql_command(client: &Client, request: &Request) -> anyhow::Result<Opti
         conninfo_value(&request.requested_by),
         conninfo_value(&request.target),
     )))
+}
+
+/// A word for a POSIX shell: as it is when it holds nothing the shell
+/// reads, single-quoted otherwise.
+fn shell_word(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b));
+    if plain {
+        v.to_owned()
+    } else {
+        format!("'{}'", v.replace('\'', "'\\''"))
+    }
 }
 
 /// A libpq connection-string value, quoted when it has to be.
