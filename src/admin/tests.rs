@@ -1047,8 +1047,8 @@ async fn whoami_and_info_answer_the_caller() {
     assert!(
         targets
             .iter()
-            .all(|t| t["name"].is_string() && t["protocol"] == "postgres"
-                || t["protocol"] == "mysql"),
+            .all(|t| t["name"].is_string()
+                && (t["protocol"] == "postgres" || t["protocol"] == "mysql")),
         "{targets:?}"
     );
 }
