@@ -2,6 +2,7 @@
 //! model for a lease (`AccessModel::authorize`), logs in upstream and relays,
 //! writing every statement to the audit log. Fronts do not know each other.
 
+pub mod admission;
 pub mod handshakes;
 pub mod mysql;
 pub mod pg;
@@ -155,11 +156,7 @@ impl SessionEnd {
             }
             SessionEnd::Killed => "an administrator ended this session".to_owned(),
             SessionEnd::KilledByOwner(by) => by.clone(),
-            SessionEnd::AuditFailed => {
-                "jitgate cannot write its audit log, so it did not forward your last statements \
-                 (none of them ran) and forwards nothing more; tell the jitgate operators"
-                    .to_owned()
-            }
+            SessionEnd::AuditFailed => admission::AUDIT_DOWN_SESSION.to_owned(),
             _ => return None,
         })
     }

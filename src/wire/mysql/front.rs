@@ -401,7 +401,7 @@ impl MysqlFront {
                     })
                     .is_err()
                 {
-                    return Err(conv.fail(code::UNKNOWN_ERROR, AUDIT_DOWN).await);
+                    return Err(conv.fail(code::UNKNOWN_ERROR, crate::wire::admission::AUDIT_DOWN_LOGIN).await);
                 }
                 conv.send(&packet::ok(0, status::AUTOCOMMIT)).await?;
                 return Ok(LoggedIn::KillOnly(KillOnly {
@@ -482,7 +482,12 @@ impl MysqlFront {
             })
             .is_err()
         {
-            return Err(conv.fail(code::UNKNOWN_ERROR, AUDIT_DOWN).await);
+            return Err(conv
+                .fail(
+                    code::UNKNOWN_ERROR,
+                    crate::wire::admission::AUDIT_DOWN_LOGIN,
+                )
+                .await);
         }
         let Ok(session_permit) = self.sessions.clone().try_acquire_owned() else {
             return Err(conv
@@ -757,7 +762,13 @@ impl MysqlFront {
         if started.is_err() {
             let _ = client
                 .get_mut()
-                .write_all(&frame(1, &packet::err(code::UNKNOWN_ERROR, AUDIT_DOWN)))
+                .write_all(&frame(
+                    1,
+                    &packet::err(
+                        code::UNKNOWN_ERROR,
+                        crate::wire::admission::AUDIT_DOWN_LOGIN,
+                    ),
+                ))
                 .await;
             let _ = client.get_mut().shutdown().await;
             upstream::quit(&mut upstream.reader.into_parts().0).await;
@@ -952,7 +963,10 @@ impl MysqlFront {
             })
             .is_err()
         {
-            return packet::err(code::UNKNOWN_ERROR, AUDIT_DOWN);
+            return packet::err(
+                code::UNKNOWN_ERROR,
+                crate::wire::admission::AUDIT_DOWN_LOGIN,
+            );
         }
         let by = format!("KILL CONNECTION {} from connection {conn}", k.id_text);
         let result = self.kills.kill(&entry, k.scope, &by).await;
@@ -992,9 +1006,6 @@ impl MysqlFront {
 }
 
 const NO_TARGET_KILL_ONLY: &str = "this connection names no target, so it can only run `KILL [QUERY | CONNECTION] <id>` for your own jitgate connections; name the target as the database to do anything else, e.g. `mariadb -h <jitgate> -P 3307 -u alice -p --ssl demo-mysql`";
-
-pub(super) const AUDIT_DOWN: &str =
-    "jitgate cannot write its audit log, so it forwards nothing; tell the jitgate operators";
 
 /// A fresh 20-byte nonce of printable characters (clients treat it as a C string).
 fn fresh_nonce() -> [u8; 20] {

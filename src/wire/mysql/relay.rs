@@ -44,6 +44,7 @@ use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
 use crate::sql::{self, DatabaseSwitch, Lexing, Mentions, Reading, StatementKind};
 pub use crate::wire::SessionEnd;
+use crate::wire::admission;
 use crate::wire::quiet::Quiet;
 use crate::wire::stream::Stream;
 
@@ -644,7 +645,7 @@ impl Relay<'_> {
                 {
                     return Action::Answer(refused);
                 }
-                if ctx.read_only && !kind.allowed_read_only() {
+                if !admission::may_run(ctx.read_only, kind) {
                     return Action::Answer(self.refusal(sql, kind, answer_seq));
                 }
                 let mut f = InFlight::new(Stage::PrepareFirst, None, m.last_seq);
@@ -896,7 +897,7 @@ impl Relay<'_> {
         answer_seq: u8,
     ) -> Result<Pending, Bytes> {
         let ctx = self.ctx;
-        if ctx.read_only && !kind.allowed_read_only() {
+        if !admission::may_run(ctx.read_only, kind) {
             return Err(self.refusal(sql, kind, answer_seq));
         }
         self.seq += 1;
@@ -925,7 +926,11 @@ impl Relay<'_> {
                     answer_seq,
                     &packet::err(
                         code::UNKNOWN_ERROR,
-                        "jitgate cannot write its audit log, so it did not forward this statement; tell the jitgate operators (nothing was run)",
+                        &format!(
+                            "{}; {}",
+                            admission::AUDIT_DOWN_STATEMENT,
+                            admission::AUDIT_DOWN_STATEMENT_HINT
+                        ),
                     ),
                 ))
             }
@@ -972,21 +977,10 @@ impl Relay<'_> {
     fn refusal(&self, sql: &str, kind: StatementKind, answer_seq: u8) -> Bytes {
         let info = &self.ctx.info;
         self.record_refusal(sql, kind, code::OPTION_PREVENTS_STATEMENT.0);
-        let what = match kind {
-            StatementKind::Unknown => {
-                "jitgate could not classify this statement, so it is not allowed"
-            }
-            _ => "this statement can change data or schema, which is not allowed",
-        };
+        let refusal = admission::Refusal::read_only(kind, &info.target, &info.level);
         frame(
             answer_seq,
-            &packet::err(
-                code::OPTION_PREVENTS_STATEMENT,
-                &format!(
-                    "{what} on your read-only grant for {} (level {}); request a level that allows writes with `jitgate request`",
-                    info.target, info.level
-                ),
-            ),
+            &packet::err(code::OPTION_PREVENTS_STATEMENT, &refusal.one_line()),
         )
     }
 

@@ -388,7 +388,13 @@ impl PgFront {
             })
             .is_err()
         {
-            return Err(fail(&mut w, sqlstate::IO_ERROR, AUDIT_DOWN, None).await);
+            return Err(fail(
+                &mut w,
+                sqlstate::IO_ERROR,
+                crate::wire::admission::AUDIT_DOWN_LOGIN,
+                None,
+            )
+            .await);
         }
         let Ok(session_permit) = self.sessions.clone().try_acquire_owned() else {
             return Err(fail(
@@ -592,7 +598,7 @@ impl PgFront {
                 .write_all(&messages::error(
                     Severity::Fatal,
                     sqlstate::IO_ERROR,
-                    AUDIT_DOWN,
+                    crate::wire::admission::AUDIT_DOWN_LOGIN,
                     None,
                 ))
                 .await;
@@ -652,9 +658,6 @@ impl PgFront {
         drop(session_permit);
     }
 }
-
-const AUDIT_DOWN: &str =
-    "jitgate cannot write its audit log, so it forwards nothing; tell the jitgate operators";
 
 enum ScramFailure {
     Io,

@@ -26,6 +26,7 @@ use crate::metrics::{METRICS, SessionMetrics};
 use crate::session::SessionInfo;
 use crate::sql::{self, Lexing, Reading, StatementKind};
 pub use crate::wire::SessionEnd;
+use crate::wire::admission;
 use crate::wire::quiet::Quiet;
 use crate::wire::stream::Stream;
 
@@ -596,7 +597,7 @@ fn inspect(
             let kind = long_kind.unwrap_or_else(|| statement.classify(&shared.reading()));
             let sql: Arc<str> = Arc::from(statement.text);
             let exact: Option<Arc<str>> = statement.exact.map(Arc::from);
-            if shared.ctx.read_only && !kind.allowed_read_only() {
+            if !admission::may_run(shared.ctx.read_only, kind) {
                 let error = refusal(shared, &sql, exact.as_deref(), kind);
                 refuse_extended(shared, st, error, out);
                 return Verdict::Drop;
@@ -752,7 +753,7 @@ fn admit_with(
     detail: Option<&str>,
 ) -> Result<u64, Bytes> {
     let ctx = shared.ctx;
-    if ctx.read_only && !kind.allowed_read_only() {
+    if !admission::may_run(ctx.read_only, kind) {
         return Err(refusal_with(shared, sql, exact, kind, detail));
     }
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -776,8 +777,8 @@ fn admit_with(
             Err(messages::error(
                 Severity::Error,
                 sqlstate::IO_ERROR,
-                "jitgate cannot write its audit log, so it did not forward this statement",
-                Some("tell the jitgate operators; nothing was run"),
+                admission::AUDIT_DOWN_STATEMENT,
+                Some(admission::AUDIT_DOWN_STATEMENT_HINT),
             ))
         }
     }
@@ -805,18 +806,12 @@ fn refusal_with(
         detail,
         ..shared.ctx.members.event("statement_refused")
     });
-    let what = match kind {
-        StatementKind::Unknown => "jitgate could not classify this statement, so it is not allowed",
-        _ => "this statement can change data or schema, which is not allowed",
-    };
+    let refusal = admission::Refusal::read_only(kind, &info.target, &info.level);
     messages::error(
         Severity::Error,
         sqlstate::READ_ONLY_TRANSACTION,
-        &format!(
-            "{what} on your read-only grant for {} (level {})",
-            info.target, info.level
-        ),
-        Some("request a level that allows writes with `jitgate request`"),
+        &refusal.message,
+        Some(refusal.hint),
     )
 }
 
