@@ -62,6 +62,11 @@ struct Established {
     identity: String,
     target: String,
     level: String,
+    /// The target and level the lease names, looked up once at login: the
+    /// session never looks them up again, so it cannot lose them after the
+    /// upstream login.
+    target_cfg: crate::config::TargetConfig,
+    level_cfg: crate::config::LevelConfig,
     session_permit: tokio::sync::OwnedSemaphorePermit,
     connection: ConnectionId,
 }
@@ -580,6 +585,8 @@ impl MysqlFront {
             identity: identity.name.clone(),
             target,
             level: grant.level.clone(),
+            target_cfg: target_cfg.clone(),
+            level_cfg: level.clone(),
             session_permit,
             connection,
         })))
@@ -729,17 +736,13 @@ impl MysqlFront {
             identity,
             target,
             level,
+            target_cfg,
+            level_cfg,
             session_permit,
             connection,
         } = e;
         let grant = lease.grant.clone();
         let audit = &self.shared.audit;
-        let Some(target_cfg) = self.shared.config.target(&target).cloned() else {
-            return;
-        };
-        let Some(level_cfg) = target_cfg.levels.get(&level).cloned() else {
-            return;
-        };
         let guard = self.shared.sessions.register(NewSession {
             identity: &identity,
             target: &target,
