@@ -140,6 +140,21 @@ impl SessionEnd {
         }
     }
 
+    /// What the person at the client can do next, after an end the proxy
+    /// caused: the same for both protocols (PostgreSQL sends it as the
+    /// error's hint, MySQL after the message).
+    pub fn hint_to_user(&self) -> Option<&'static str> {
+        match self {
+            SessionEnd::GrantEnded(_) => {
+                Some("request a new grant with `jitgate request` to continue")
+            }
+            SessionEnd::Killed | SessionEnd::KilledByOwner(_) => Some(
+                "connect again while your grant lasts, or request a new one with `jitgate request`",
+            ),
+            _ => None,
+        }
+    }
+
     /// Why the proxy ended the session, in words for the person at the
     /// client ("your grant g_… for prod-pg was revoked"); `None` when the
     /// proxy did not end it. Each protocol wraps it in its own error.

@@ -452,16 +452,13 @@ pub async fn run(
         | SessionEnd::Killed
         | SessionEnd::KilledByOwner(_)
         | SessionEnd::AuditFailed => {
-            let hint = match &end {
-                SessionEnd::GrantEnded(_) => {
-                    "; request a new grant with `jitgate request` to continue"
-                }
-                _ => "",
-            };
-            let message = format!(
-                "Connection was killed: {}{hint}",
+            let mut message = format!(
+                "Connection was killed: {}",
                 end.told_to_user(&lease.grant).unwrap_or_default()
             );
+            if let Some(hint) = end.hint_to_user() {
+                message = format!("{message}; {hint}");
+            }
             let tell_client = async {
                 let e = if client_mid_write {
                     Bytes::new()

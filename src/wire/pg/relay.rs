@@ -281,11 +281,12 @@ pub async fn run(
                 let fatal = if mid_write {
                     Bytes::new()
                 } else {
-                    let hint = match &end {
-                        SessionEnd::AuditFailed => None,
-                        _ => Some("request a new grant with `jitgate request` to continue"),
-                    };
-                    messages::error(Severity::Fatal, sqlstate::ADMIN_SHUTDOWN, &message, hint)
+                    messages::error(
+                        Severity::Fatal,
+                        sqlstate::ADMIN_SHUTDOWN,
+                        &message,
+                        end.hint_to_user(),
+                    )
                 };
                 let _ =
                     tokio::time::timeout(std::time::Duration::from_secs(1), client.finish(&fatal))
