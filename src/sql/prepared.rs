@@ -16,8 +16,9 @@ use sqlparser::ast::{Ident, Statement, Visit};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+use super::effects::SideEffectFinder;
 use super::functions::Catalog;
-use super::{Dialect, Reading, SideEffectFinder, StatementKind, classify_text, operators};
+use super::{Dialect, Reading, StatementKind, classify_text, operators};
 
 /// Names remembered per session, at most; later ones stay unknown.
 const MAX_NAMES: usize = 10_000;
