@@ -1,7 +1,8 @@
 //! `SET`, `RESET` and `set_config`: which settings a read level may change
 //! (ordinary ones are housekeeping; those that lift read-only mode, change
 //! who the session is, or put a schema before `pg_catalog` are not), and
-//! which texts may change how the server reads the next one.
+//! which texts may change how the server reads the next one; and PostgreSQL
+//! startup parameters, which get the verdict of the `SET` of the same setting.
 
 use sqlparser::ast::{ContextModifier, Expr, ObjectName, Set};
 use sqlparser::dialect::MySqlDialect;
@@ -10,7 +11,8 @@ use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::functions;
 use super::{
-    Dialect, StatementKind, demotes_pg_catalog, transaction_modes_kind, turns_read_only_on,
+    Dialect, StatementKind, classify, demotes_pg_catalog, transaction_modes_kind,
+    turns_read_only_on,
 };
 
 pub(super) fn set_kind(dialect: Dialect, sql: &str, set: &Set) -> StatementKind {
@@ -223,4 +225,69 @@ pub fn postgres_may_change_settings(kind: StatementKind, text: &str) -> bool {
     ]
     .iter()
     .any(|safe| first.eq_ignore_ascii_case(safe))
+}
+
+/// The kind of a PostgreSQL startup parameter: the same as the `SET` of the
+/// same setting, since the server applies it as one. `options` holds
+/// command-line switches; each `-c name=value` / `--name=value` in it is
+/// judged as that `SET`, and any other switch is unknown.
+pub fn postgres_startup_parameter_kind(name: &str, value: &str) -> StatementKind {
+    if name.eq_ignore_ascii_case("options") {
+        return postgres_options_kind(value);
+    }
+    let sql = format!(
+        "SET \"{}\" TO '{}'",
+        name.replace('"', "\"\""),
+        value.replace('\'', "''")
+    );
+    classify(Dialect::Postgres, &sql)
+}
+
+/// The `options` startup parameter, split as the server splits it
+/// (whitespace separates words; a backslash takes the next byte literally).
+fn postgres_options_kind(options: &str) -> StatementKind {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_whitespace() {
+            if in_word {
+                words.push(std::mem::take(&mut word));
+                in_word = false;
+            }
+            continue;
+        }
+        in_word = true;
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                word.push(next);
+            }
+        } else {
+            word.push(c);
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    let mut kind = StatementKind::Session;
+    let mut words = words.into_iter();
+    while let Some(word) = words.next() {
+        let setting = if word == "-c" {
+            words.next()
+        } else {
+            word.strip_prefix("-c")
+                .or_else(|| word.strip_prefix("--"))
+                .map(str::to_owned)
+        };
+        let this = match setting.as_deref().and_then(|s| s.split_once('=')) {
+            Some((name, value)) if !name.is_empty() => {
+                // The server reads `-` in a switch's name as `_`.
+                postgres_startup_parameter_kind(&name.replace('-', "_"), value)
+            }
+            _ => StatementKind::Unknown,
+        };
+        kind = kind.most_dangerous(this);
+    }
+    kind
 }
