@@ -5,6 +5,8 @@
 //! (`access`) knows nothing of sockets, the wire fronts (`wire`) reach the rest
 //! only through [`access::AccessModel::authorize`] and [`audit::AuditLog`].
 
+#![forbid(unsafe_code)]
+
 pub mod access;
 pub mod admin;
 pub mod audit;
