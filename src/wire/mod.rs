@@ -24,6 +24,11 @@ use crate::access::{EndReason, Grant};
 /// (see `SessionInfo::grant_clients_told`).
 pub const TELL_CLIENTS_FIRST_FOR: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How long a session's end waits for the upstream's running statement to
+/// be stopped (PostgreSQL: the cancel request; MySQL: the side connection's
+/// `KILL`) before it goes on without.
+pub const STOP_UPSTREAM_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Statement text from the wire as a `str`, invalid UTF-8 replaced by U+FFFD.
 ///
 /// The same as `String::from_utf8_lossy`, which checks byte by byte; valid

@@ -173,6 +173,9 @@ struct Relay<'a> {
     /// The kind of the next command's text, when it was too long to
     /// classify on the session thread (see `long_text_kind`).
     long_kind: Option<StatementKind>,
+    /// Some prepared statement's text is too long to classify inline (so a
+    /// COM_STMT_EXECUTE may need `long_text_kind`).
+    long_statements: bool,
 }
 
 /// What to do with one client command.
@@ -240,6 +243,7 @@ pub async fn run(
         probe_due: false,
         left_database: None,
         long_kind: None,
+        long_statements: false,
     };
     let mut out = BytesMut::with_capacity(16 * 1024);
     // A write to the client was cut off: no packet of ours may follow it.
@@ -295,7 +299,14 @@ pub async fn run(
                     break 'session SessionEnd::ClientError(detail);
                 }
             };
-            relay.long_kind = relay.long_text_kind(&message).await;
+            let long = !sql::classifies_inline(message.payload.len())
+                || (relay.long_statements
+                    && message.payload.first() == Some(&command::STMT_EXECUTE));
+            relay.long_kind = if long {
+                relay.long_text_kind(&message).await
+            } else {
+                None
+            };
             let action = relay.command(&message);
             // Nothing audited goes up, or is carried out (a KILL), before
             // its record is written.
@@ -482,7 +493,7 @@ pub async fn run(
                         .await;
                 }
                 let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(3), stop_upstream_thread())
+                    tokio::time::timeout(crate::wire::STOP_UPSTREAM_WITHIN, stop_upstream_thread())
                         .await;
             };
             tokio::join!(tell_client, end_upstream);
@@ -497,7 +508,7 @@ pub async fn run(
         SessionEnd::ClientClosed | SessionEnd::ClientError(_) => {
             // The client is gone: nothing holds up the grant's other sessions.
             ctx.info.client_told();
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), stop_upstream_thread())
+            let _ = tokio::time::timeout(crate::wire::STOP_UPSTREAM_WITHIN, stop_upstream_thread())
                 .await;
             upstream::quit(&mut up_stream).await;
             let _ = tokio::time::timeout(
@@ -1224,6 +1235,7 @@ impl Relay<'_> {
                 };
                 if let Some(sql) = f.prepare_sql.take() {
                     let mentions = Mentions::of(&sql);
+                    self.long_statements |= !sql::classifies_inline(sql.len());
                     self.statements.insert(id, (sql, mentions));
                 }
                 let defs = |n: u16| if n > 0 { n as u64 + 1 } else { 0 };

@@ -315,7 +315,7 @@ pub async fn run(
                     || reaped
                     || matches!(
                         tokio::time::timeout(
-                            std::time::Duration::from_secs(2),
+                            crate::wire::STOP_UPSTREAM_WITHIN,
                             upstream::send_cancel(&cancel_address, pid, &key),
                         )
                         .await,
@@ -422,7 +422,12 @@ async fn client_to_upstream(
         let mut terminate = false;
         let mut bad = None;
         while let Some(f) = frame.take() {
-            let long_kind = long_text_kind(shared, &st, &f).await;
+            // Only a frame longer than the inline limit can hold such a text.
+            let long_kind = if crate::sql::classifies_inline(f.bytes.len()) {
+                None
+            } else {
+                long_text_kind(shared, &st, &f).await
+            };
             match inspect(shared, &mut st, &f, &mut out, long_kind) {
                 Verdict::Forward => out.extend_from_slice(&f.bytes),
                 Verdict::Drop => {}
