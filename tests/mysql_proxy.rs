@@ -791,6 +791,20 @@ async fn long_statements_are_classified_and_run_on_a_read_grant() {
         .await
         .unwrap_or_else(|e| panic!("the long read, prepared: {e}"));
     assert_eq!(n, Some(3));
+    // A long text the USE and sql_mode follow-ups would have to parse on
+    // the session thread is refused unparsed, and the proxy lives on.
+    let chain = "+1".repeat(100_000);
+    for sql in [
+        format!("USE app; SELECT 1{chain}"),
+        format!("SET sql_mode = 'ANSI'; SELECT 1{chain}"),
+    ] {
+        let _ = conn.query_drop(sql).await;
+    }
+    let mut again = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .unwrap_or_else(|e| panic!("jitgate after the long texts: {e}\n{}", jg.log()));
+    let one: Option<i64> = again.query_first("SELECT 1").await.expect("a new session");
+    assert_eq!(one, Some(1));
 }
 
 /// A connection that names no target (allowed only while the identity has

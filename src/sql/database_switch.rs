@@ -20,7 +20,7 @@ use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
 use super::mysql_lex::{Tok, has_word, under_some_reading};
-use super::{Reading, changes_mysql_lexing, lexing, max_classified_bytes};
+use super::{Reading, changes_mysql_lexing, classifies_inline, lexing};
 
 /// What a MySQL text does to the session's current database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +47,10 @@ pub fn mysql_database_switch(reading: &Reading, bytes: &[u8]) -> DatabaseSwitch 
     let parsed = std::str::from_utf8(bytes)
         .ok()
         .filter(|_| !reading.lexing.reads_differently(bytes))
-        .filter(|text| text.len() <= max_classified_bytes())
+        // Parsed here on the session thread's stack, so only as long as
+        // that is safe (a long `1+1+…` chain builds a tree whose drop
+        // recurses once per level); a longer text that uses USE is refused.
+        .filter(|text| classifies_inline(text.len()))
         .and_then(|text| lexing::open_executable_comments(text, reading.mysql_server))
         .and_then(|code| {
             std::panic::catch_unwind(|| Parser::parse_sql(&MySqlDialect {}, &code).ok())

@@ -232,14 +232,20 @@ const OFF_THREAD_SLOTS: usize = 2;
 /// [`classify_text`] on tokio's blocking pool, for a text too long to parse
 /// on a session thread (which serves other sessions meanwhile).
 pub async fn classify_text_off_thread(reading: Reading, text: String) -> StatementKind {
-    static SLOTS: LazyLock<tokio::sync::Semaphore> =
-        LazyLock::new(|| tokio::sync::Semaphore::new(OFF_THREAD_SLOTS));
-    let Ok(_slot) = SLOTS.acquire().await else {
+    static SLOTS: LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(OFF_THREAD_SLOTS)));
+    let Ok(slot) = SLOTS.clone().acquire_owned().await else {
         return StatementKind::Unknown;
     };
-    tokio::task::spawn_blocking(move || classify_text(&reading, &text))
-        .await
-        .unwrap_or(StatementKind::Unknown)
+    // The slot goes with the job: a session that ends while waiting for
+    // the answer does not free it before the parse is over.
+    tokio::task::spawn_blocking(move || {
+        let kind = classify_text(&reading, &text);
+        drop(slot);
+        kind
+    })
+    .await
+    .unwrap_or(StatementKind::Unknown)
 }
 
 /// Texts up to this length are parsed on the caller's stack.

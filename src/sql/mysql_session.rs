@@ -33,7 +33,10 @@ pub fn mysql_lexing_after(text: &[u8], reading: &Reading, login: Lexing) -> Lexi
     let Ok(text) = std::str::from_utf8(text) else {
         return Lexing::OPAQUE;
     };
-    if before.reads_differently(text.as_bytes()) {
+    // Parsed here on the session thread's stack, so only as long as that
+    // is safe (a long `1+1+…` chain builds a tree whose drop recurses once
+    // per level); after a longer one the reading is not known.
+    if before.reads_differently(text.as_bytes()) || !super::classifies_inline(text.len()) {
         return Lexing::OPAQUE;
     }
     let Some(code) = lexing::open_executable_comments(text, reading.mysql_server) else {

@@ -1123,3 +1123,27 @@ fn only_statements_that_may_change_settings_unsettle_a_pipeline() {
         assert!(may(sql), "{sql}");
     }
 }
+
+/// The MySQL relay's follow-ups (`USE`, `sql_mode`) parse on the session
+/// thread's stack: a long left-deep chain there must not be parsed at all
+/// (its tree's drop would overflow a 2 MiB stack and abort the proxy).
+#[test]
+fn long_texts_are_not_parsed_by_the_mysql_follow_ups() {
+    let chain = "+1".repeat(100_000);
+    let reading = Reading::mysql(Lexing::DEFAULT, MysqlServer::MARIADB_10_11);
+    let (switch, lexing) = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || {
+            let use_text = format!("USE app; SELECT 1{chain}");
+            let set_text = format!("SET sql_mode = 'ANSI'; SELECT 1{chain}");
+            (
+                mysql_database_switch(&reading, use_text.as_bytes()),
+                mysql_lexing_after(set_text.as_bytes(), &reading, Lexing::DEFAULT),
+            )
+        })
+        .expect("spawn a test thread")
+        .join()
+        .expect("no stack overflow, no panic");
+    assert_eq!(switch, DatabaseSwitch::Unknown);
+    assert_eq!(lexing, Lexing::OPAQUE);
+}

@@ -303,7 +303,13 @@ pub async fn run(
                 || (relay.long_statements
                     && message.payload.first() == Some(&command::STMT_EXECUTE));
             relay.long_kind = if long {
-                relay.long_text_kind(&message).await
+                // A grant's end or a kill is not held up by the wait for a
+                // classification slot.
+                tokio::select! {
+                    biased;
+                    e = stop.woken() => break 'session e,
+                    kind = relay.long_text_kind(&message) => kind,
+                }
             } else {
                 None
             };
@@ -618,7 +624,7 @@ impl Relay<'_> {
                 let sql = &statement.text;
                 let mentions = Mentions::of(args);
                 if mentions.kill() && kill::mentions_kill(args) {
-                    return self.kill_statement(sql, m.last_seq);
+                    return self.kill_statement(sql, m.last_seq, long_kind);
                 }
                 let kind = long_kind.unwrap_or_else(|| statement.classify(&self.reading));
                 if mentions.use_()
@@ -784,11 +790,19 @@ impl Relay<'_> {
     /// exactly `KILL [QUERY | CONNECTION] <id>` naming a connection of this
     /// identity, answered "Unknown thread id" if the id is not such a
     /// connection, refused in any other form. Never forwarded.
-    fn kill_statement(&mut self, sql: &str, last_seq: u8) -> Action {
+    /// `long_kind`: the text's kind when it was classified off the session
+    /// thread (a long text), so that it is not parsed again here.
+    fn kill_statement(
+        &mut self,
+        sql: &str,
+        last_seq: u8,
+        long_kind: Option<StatementKind>,
+    ) -> Action {
         let ctx = self.ctx;
         let answer_seq = last_seq.wrapping_add(1);
         let Some(k) = kill::parse_exact(sql.as_bytes()) else {
-            let kind = sql::classify_for(&self.reading, sql.as_bytes());
+            let kind =
+                long_kind.unwrap_or_else(|| sql::classify_for(&self.reading, sql.as_bytes()));
             self.record_refusal(sql, kind, code::NOT_SUPPORTED_YET.0);
             return Action::Answer(frame(
                 answer_seq,

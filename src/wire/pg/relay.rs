@@ -230,9 +230,7 @@ pub async fn run(
     // After a Terminate the server closing the connection is the end the
     // client asked for.
     let end = match end {
-        SessionEnd::UpstreamClosed | SessionEnd::UpstreamError(_)
-            if shared.terminated.load(Ordering::Acquire) =>
-        {
+        SessionEnd::UpstreamClosed if shared.terminated.load(Ordering::Acquire) => {
             SessionEnd::ClientClosed
         }
         end => end,
