@@ -565,7 +565,8 @@ impl Relay<'_> {
     /// The kind of a command's statement text too long to classify on the
     /// session thread (which serves other sessions meanwhile), classified
     /// off it; `None` for every other command. (The `USE` and `sql_mode`
-    /// follow-ups of a long text that mentions them still parse it here.)
+    /// follow-ups do not parse a long text at all: see
+    /// `sql::mysql_database_switch` and `sql::mysql_lexing_after`.)
     async fn long_text_kind(&self, m: &Message) -> Option<StatementKind> {
         let (&cmd, args) = m.payload.split_first()?;
         let text: &[u8] = match cmd {
