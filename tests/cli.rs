@@ -295,6 +295,38 @@ fn request_approve_list_and_revoke_through_the_cli() {
         .assert_refused("grant not found");
 }
 
+/// alice's `jitgate request <target> … --wait`, running, and the id of the
+/// request once bob sees it pending.
+// The caller waits on the child it gets back; a panic on the way kills the
+// test, and the child goes with the proxy it talks to.
+#[allow(clippy::zombie_processes)]
+fn request_waiting(proxy: &Proxy, target: &str) -> (std::process::Child, String) {
+    let waiting = proxy
+        .command(
+            ALICE,
+            &[
+                "request", target, "--level", "read", "--for", "30m", "--reason", "INC-7", "--wait",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pending = proxy.json(BOB, &["requests"]);
+        let found = pending["requests"]
+            .as_array()
+            .and_then(|list| list.iter().find(|r| r["target"] == target))
+            .and_then(|r| r["id"].as_str().map(str::to_owned));
+        if let Some(id) = found {
+            return (waiting, id);
+        }
+        assert!(Instant::now() < deadline, "the request never appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// `request --wait` prints the command that connects to the target, with
 /// the client of its protocol: psql for PostgreSQL, mariadb for MySQL.
 #[test]
@@ -316,31 +348,7 @@ fn request_wait_prints_the_connection_command_once_approved() {
             ),
         ),
     ] {
-        let waiting = proxy
-            .command(
-                ALICE,
-                &[
-                    "request", target, "--level", "read", "--for", "30m", "--reason", "INC-7",
-                    "--wait",
-                ],
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let id = loop {
-            let pending = proxy.json(BOB, &["requests"]);
-            let found = pending["requests"]
-                .as_array()
-                .and_then(|list| list.iter().find(|r| r["target"] == target))
-                .and_then(|r| r["id"].as_str().map(str::to_owned));
-            if let Some(id) = found {
-                break id;
-            }
-            assert!(Instant::now() < deadline, "the request never appeared");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let (waiting, id) = request_waiting(&proxy, target);
         proxy.run(BOB, &["approve", &id]).assert_ok();
 
         let run = Run::from(waiting.wait_with_output().unwrap(), &["request", "--wait"]);
@@ -362,27 +370,7 @@ fn request_wait_prints_the_connection_command_once_approved() {
 #[test]
 fn request_wait_exits_1_when_the_request_is_denied() {
     let proxy = Proxy::start();
-    let waiting = proxy
-        .command(
-            ALICE,
-            &[
-                "request", "demo-pg", "--level", "read", "--for", "5m", "--reason", "INC-8",
-                "--wait",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
-        let pending = proxy.json(BOB, &["requests"]);
-        if let Some(id) = pending["requests"][0]["id"].as_str() {
-            break id.to_owned();
-        }
-        assert!(Instant::now() < deadline, "the request never appeared");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (waiting, id) = request_waiting(&proxy, "demo-pg");
     proxy
         .run(BOB, &["deny", &id, "--comment", "use the replica"])
         .assert_ok();
