@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use dashmap::DashMap;
 
 use super::functions::Catalog;
-use super::{Dialect, StatementKind, classify_in};
+use super::{Dialect, StatementKind, classify_in, first_word};
 
 /// [`classify`], remembering the answer for short, frequently repeated texts
 /// (drivers and ORMs send the same few hundred statements over and over).
@@ -43,10 +43,7 @@ pub(super) fn classify_cached_in(catalog: Catalog, sql: &str) -> StatementKind {
 /// a backslash makes digits a character.
 fn numbers_do_not_matter(sql: &str) -> bool {
     const SHAPED: &[&str] = &["select", "with", "insert", "update", "delete", "values"];
-    let text = sql.trim_start();
-    let first = &text[..text
-        .find(|c: char| !c.is_ascii_alphabetic())
-        .unwrap_or(text.len())];
+    let (first, _) = first_word(sql);
     if !SHAPED.iter().any(|word| first.eq_ignore_ascii_case(word)) {
         return false;
     }

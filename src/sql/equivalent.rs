@@ -2,7 +2,7 @@
 //! same statement spelled as one it parses, or its kind from its first word.
 
 use super::mysql_lex;
-use super::{Dialect, StatementKind};
+use super::{Dialect, StatementKind, first_word};
 
 /// What a text sqlparser cannot parse is, where jitgate knows anyway.
 pub(super) enum Equivalent {
@@ -30,12 +30,8 @@ pub(super) fn equivalent(dialect: Dialect, sql: &str) -> Option<Equivalent> {
 /// - otherwise, a quoted user variable (`` @`x.y` ``, `@'x'`) is spelled as
 ///   a plain one.
 fn mysql_equivalent(sql: &str) -> Option<Equivalent> {
-    let start = sql.len() - sql.trim_start().len();
-    let first_end = sql[start..]
-        .find(|c: char| !c.is_ascii_alphabetic())
-        .map_or(sql.len(), |n| start + n);
-    let first = sql[start..first_end].to_ascii_lowercase();
-    let rest = &sql[first_end..];
+    let (first, rest) = first_word(sql);
+    let first = first.to_ascii_lowercase();
     let kind = match first.as_str() {
         "do" => return Some(Equivalent::Text(format!("SELECT{rest}"))),
         "help" => StatementKind::Read,
@@ -125,12 +121,7 @@ fn postgres_equivalent(dialect: Dialect, sql: &str) -> Option<String> {
     if dialect != Dialect::Postgres {
         return None;
     }
-    let start = sql.len() - sql.trim_start().len();
-    let first_end = sql[start..]
-        .find(|c: char| !c.is_ascii_alphabetic())
-        .map_or(sql.len(), |n| start + n);
-    let first = &sql[start..first_end];
-    let rest = &sql[first_end..];
+    let (first, rest) = first_word(sql);
     if first.eq_ignore_ascii_case("table") {
         return Some(format!("SELECT * FROM{rest}"));
     }

@@ -755,5 +755,16 @@ fn transaction_modes_kind(modes: &[TransactionMode]) -> StatementKind {
     }
 }
 
+/// A text's first word (ASCII letters after leading white space) and what
+/// follows it: how the statement-specific rules recognise a statement
+/// before, or without, parsing it.
+fn first_word(text: &str) -> (&str, &str) {
+    let text = text.trim_start();
+    let end = text
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    text.split_at(end)
+}
+
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ use sqlparser::parser::Parser;
 
 use super::effects::SideEffectFinder;
 use super::functions::Catalog;
-use super::{Dialect, Reading, StatementKind, classify_text, operators};
+use super::{Dialect, Reading, StatementKind, classify_text, first_word, operators};
 
 /// Names remembered per session, at most; later ones stay unknown.
 const MAX_NAMES: usize = 10_000;
@@ -46,7 +46,7 @@ impl PreparedStatements {
         if reading.dialect != Dialect::Postgres {
             return kind;
         }
-        let first = first_word(text);
+        let (first, _) = first_word(text);
         if first.eq_ignore_ascii_case("prepare") && kind != StatementKind::Unknown {
             if let Some(Statement::Prepare { name, .. }) = lone_statement(reading, text) {
                 self.remember(folded(&name), kind);
@@ -113,14 +113,6 @@ fn folded(ident: &Ident) -> String {
         Some(_) => ident.value.clone(),
         None => ident.value.to_lowercase(),
     }
-}
-
-fn first_word(text: &str) -> &str {
-    let text = text.trim_start();
-    let end = text
-        .find(|c: char| !c.is_ascii_alphabetic())
-        .unwrap_or(text.len());
-    &text[..end]
 }
 
 #[cfg(test)]
