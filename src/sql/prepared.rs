@@ -29,19 +29,18 @@ pub struct PreparedStatements {
 }
 
 impl PreparedStatements {
-    /// A statement the protocol's Parse prepared under `name` (exact, as
-    /// the protocol gives it).
-    pub fn parsed(&mut self, name: &str, kind: StatementKind) {
-        if !name.is_empty() {
-            self.remember(name.to_owned(), kind);
-        }
-    }
-
     /// The kind of a simple-query text of this session, as
     /// [`classify_text`] gives it, except that `EXECUTE` of a statement
     /// this session prepared gets that statement's kind (and its arguments'
-    /// side effects). A lone `PREPARE` is remembered.
-    pub fn classify(&mut self, reading: &Reading, text: &str) -> StatementKind {
+    /// side effects). A lone `PREPARE` is remembered; `parsed` gives the
+    /// kind of a statement the protocol's Parse prepared under a name
+    /// (exact, as the protocol gives it), which the relay keeps.
+    pub fn classify(
+        &mut self,
+        reading: &Reading,
+        text: &str,
+        parsed: impl Fn(&str) -> Option<StatementKind>,
+    ) -> StatementKind {
         let kind = classify_text(reading, text);
         if reading.dialect != Dialect::Postgres {
             return kind;
@@ -52,12 +51,17 @@ impl PreparedStatements {
                 self.remember(folded(&name), kind);
             }
         } else if first.eq_ignore_ascii_case("execute") && kind == StatementKind::Unknown {
-            return self.execute_kind(reading, text).unwrap_or(kind);
+            return self.execute_kind(reading, text, parsed).unwrap_or(kind);
         }
         kind
     }
 
-    fn execute_kind(&self, reading: &Reading, text: &str) -> Option<StatementKind> {
+    fn execute_kind(
+        &self,
+        reading: &Reading,
+        text: &str,
+        parsed: impl Fn(&str) -> Option<StatementKind>,
+    ) -> Option<StatementKind> {
         let Some(Statement::Execute {
             name: Some(name),
             parameters,
@@ -75,7 +79,8 @@ impl PreparedStatements {
         let [part] = name.0.as_slice() else {
             return None;
         };
-        let prepared = *self.kinds.get(&folded(part.as_ident()?))?;
+        let name = folded(part.as_ident()?);
+        let prepared = self.kinds.get(&name).copied().or_else(|| parsed(&name))?;
         let mut finder = SideEffectFinder::new(Catalog::Postgres, text);
         for parameter in &parameters {
             let _ = parameter.visit(&mut finder);
@@ -124,7 +129,8 @@ mod tests {
     fn execute_gets_the_kind_of_what_this_session_prepared() {
         let reading = Reading::postgres(Lexing::DEFAULT);
         let mut session = PreparedStatements::default();
-        let mut kind = |text: &str| session.classify(&reading, text);
+        let none = |_: &str| None;
+        let mut kind = |text: &str| session.classify(&reading, text, none);
         assert_eq!(
             kind("EXECUTE getDomainConstraints('1')"),
             StatementKind::Unknown
@@ -159,18 +165,19 @@ mod tests {
         assert_eq!(kind("EXECUTE wipe"), StatementKind::Write);
         // Not alone, or not read the way the server reads it: unknown.
         assert_eq!(kind("EXECUTE wipe; SELECT 1"), StatementKind::Unknown);
-        session.parsed("S_1", StatementKind::Read);
+        // A statement the protocol's Parse named, as the relay keeps it.
+        let parsed = |name: &str| (name == "S_1").then_some(StatementKind::Read);
         assert_eq!(
-            session.classify(&reading, "EXECUTE \"S_1\""),
+            session.classify(&reading, "EXECUTE \"S_1\"", parsed),
             StatementKind::Read
         );
         assert_eq!(
-            session.classify(&reading, "EXECUTE s_1"),
+            session.classify(&reading, "EXECUTE s_1", parsed),
             StatementKind::Unknown
         );
         let in_doubt = Reading::postgres(Lexing::OPAQUE);
         assert_eq!(
-            session.classify(&in_doubt, "EXECUTE \"S_1\""),
+            session.classify(&in_doubt, "EXECUTE \"S_1\"", parsed),
             StatementKind::Unknown
         );
     }

@@ -526,7 +526,6 @@ fn push_expect(shared: &Shared<'_>, e: Expect) {
     }
 }
 
-/// Decide what to do with one client frame; may append an injected Sync to `out`.
 /// The kind of a Query's or Parse's text too long to classify on the
 /// session thread (which serves other sessions meanwhile), classified off
 /// it; `None` for every other frame, which [`inspect`] classifies itself.
@@ -551,7 +550,8 @@ async fn long_text_kind(shared: &Shared<'_>, st: &Upward, f: &Frame) -> Option<S
     Some(crate::sql::classify_text_off_thread(shared.reading(), text).await)
 }
 
-/// `long_kind`: the kind [`long_text_kind`] found for this frame's text.
+/// Decide what to do with one client frame; may append an injected Sync to
+/// `out`. `long_kind`: the kind [`long_text_kind`] found for this frame's text.
 fn inspect(
     shared: &Shared<'_>,
     st: &mut Upward,
@@ -578,7 +578,13 @@ fn inspect(
             let statement = crate::wire::StatementText::new(sql_bytes);
             let kind = match (long_kind, &statement.exact) {
                 (Some(kind), _) => kind,
-                (None, None) => st.prepared.classify(&shared.reading(), &statement.text),
+                (None, None) => {
+                    let parsed = &st.statements;
+                    st.prepared
+                        .classify(&shared.reading(), &statement.text, |name| {
+                            parsed.get(name.as_bytes()).map(|p| p.kind)
+                        })
+                }
                 (None, Some(_)) => statement.classify(&shared.reading()),
             };
             let sql = &statement.text;
@@ -605,9 +611,6 @@ fn inspect(
                 let error = refusal(shared, &sql, exact.as_deref(), kind);
                 refuse_extended(shared, st, error, out);
                 return Verdict::Drop;
-            }
-            if let Ok(name) = std::str::from_utf8(name) {
-                st.prepared.parsed(name, kind);
             }
             st.statements
                 .insert(Bytes::copy_from_slice(name), Prepared { sql, exact, kind });
