@@ -6,19 +6,18 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::access::{AccessModel, StoreError};
+use crate::admin::ApiParts;
 use crate::audit::{AuditError, AuditLog};
 use crate::config::{Config, Limits};
 use crate::identity::{DecoyKey, DecoyKeyError, Identities, LoginLimiter};
 use crate::session::Sessions;
 use crate::tls::TlsError;
-use crate::wire::accept_loop;
-use crate::wire::handshakes::Handshakes;
-use crate::wire::mysql::MysqlFront;
-use crate::wire::pg::PgFront;
+use crate::wire::gate::{Gate, GateParts};
 use crate::wire::read_account::ReadAccounts;
 use crate::wire::workers::Workers;
+use crate::wire::{LISTENERS, Serving};
 
-/// Everything the listeners share.
+/// Everything the listeners and the admin API share; each gets its part.
 pub struct Shared {
     pub config: Arc<Config>,
     pub identities: Arc<Identities>,
@@ -30,8 +29,6 @@ pub struct Shared {
     /// The one failed-login budget per identity and per address, charged by
     /// every listener and the admin API alike.
     pub logins: Arc<LoginLimiter>,
-    /// Slots for connections still logging in, on every database listener.
-    pub handshakes: Arc<Handshakes>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,9 +96,37 @@ impl Shared {
             audit,
             read_accounts: Arc::default(),
             logins: Arc::new(LoginLimiter::from_limits(&config.limits)),
-            handshakes: Arc::new(Handshakes::from_limits(&config.limits)),
             config,
         })
+    }
+
+    /// The database listeners' gate.
+    fn gate(&self) -> Gate {
+        let parts = GateParts {
+            identities: self.identities.clone(),
+            access: self.access.clone(),
+            audit: self.audit.clone(),
+            logins: self.logins.clone(),
+            sessions: self.sessions.clone(),
+            read_accounts: self.read_accounts.clone(),
+        };
+        Gate::new(parts, &self.config.limits, self.config.tls.require)
+    }
+
+    /// The admin API's part.
+    fn api(&self) -> ApiParts {
+        ApiParts {
+            config: self.config.clone(),
+            identities: self.identities.clone(),
+            access: self.access.clone(),
+            sessions: self.sessions.clone(),
+            audit: self.audit.clone(),
+            logins: self.logins.clone(),
+            listeners: LISTENERS
+                .iter()
+                .filter_map(|l| Some((l.name, (l.address)(&self.config.listen)?)))
+                .collect(),
+        }
     }
 }
 
@@ -197,31 +222,28 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         Workers::start(config.limits.session_threads).map_err(ServeError::SessionThreads)?,
     );
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(addr) = config.listen.postgres {
-        let listener = bind(addr, "postgres").await?;
-        let front = PgFront::new(shared.clone(), Some(tls.clone()));
-        let workers = workers.clone();
-        tracing::info!(%addr, "postgres listener ready");
-        tasks.spawn(async move {
-            let served = accept_loop(listener, &workers, front, PgFront::handle).await;
-            ("postgres", served)
-        });
-    }
-    if let Some(addr) = config.listen.mysql {
-        let listener = bind(addr, "mysql").await?;
-        let front = MysqlFront::new(shared.clone(), Some(tls.clone()));
-        let workers = workers.clone();
-        tracing::info!(%addr, "mysql listener ready");
-        tasks.spawn(async move {
-            let served = accept_loop(listener, &workers, front, MysqlFront::handle).await;
-            ("mysql", served)
-        });
+    let gate = Arc::new(shared.gate());
+    for l in LISTENERS {
+        let Some(addr) = (l.address)(&config.listen) else {
+            continue;
+        };
+        let serving = Serving {
+            listener: bind(addr, l.name).await?,
+            workers: workers.clone(),
+            gate: gate.clone(),
+            tls: Some(tls.clone()),
+            config: config.clone(),
+        };
+        tracing::info!(%addr, "{} listener ready", l.name);
+        let served = (l.serve)(serving);
+        let name = l.name;
+        tasks.spawn(async move { (name, served.await) });
     }
     if let Some(addr) = config.listen.admin {
         let listener = bind(addr, "admin").await?;
-        let state = shared.clone();
+        let api = Arc::new(shared.api());
         tracing::info!(%addr, "admin API ready");
-        tasks.spawn(async move { ("admin", crate::admin::serve(listener, state).await) });
+        tasks.spawn(async move { ("admin", crate::admin::serve(listener, api).await) });
     }
     eprintln!(
         "jitgate is running (config {}, audit log {}, {} session thread{})",

@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::config::{LevelConfig, TargetConfig};
 use crate::metrics::{METRICS, Metrics};
 
 /// Why a grant (and so its sessions) ended.
@@ -127,7 +128,7 @@ impl GrantTable {
         target: &str,
         level: Option<&str>,
         now: SystemTime,
-    ) -> Option<Lease> {
+    ) -> Option<GrantWatch> {
         self.by_id
             .iter()
             .filter(|e| {
@@ -137,10 +138,9 @@ impl GrantTable {
                     && e.grant.expires_at > now
             })
             .max_by_key(|e| e.grant.created_at)
-            .map(|e| Lease {
+            .map(|e| GrantWatch {
                 grant: e.grant.clone(),
                 ended: e.ended.subscribe(),
-                deadline: None,
             })
     }
 
@@ -163,14 +163,37 @@ impl GrantTable {
     }
 }
 
-/// What a session holds: its grant and a watch on the grant's end.
+/// What a session holds: its grant, the target and level the grant names
+/// (resolved once, at login: a session never looks them up again), and a
+/// watch on the grant's end.
 pub struct Lease {
     pub grant: Arc<Grant>,
+    pub target: Arc<TargetConfig>,
+    pub level: Arc<LevelConfig>,
     ended: watch::Receiver<Option<Ended>>,
     /// The timer for the grant's deadline, made by the first `ended()` and
     /// kept: the MySQL relay waits on a fresh `ended()` for every packet,
     /// and would otherwise register (and drop) a timer each time.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// A live grant and a watch on its end, before its target and level are
+/// resolved into a [`Lease`].
+pub struct GrantWatch {
+    pub grant: Arc<Grant>,
+    ended: watch::Receiver<Option<Ended>>,
+}
+
+impl GrantWatch {
+    pub fn into_lease(self, target: Arc<TargetConfig>, level: Arc<LevelConfig>) -> Lease {
+        Lease {
+            grant: self.grant,
+            target,
+            level,
+            ended: self.ended,
+            deadline: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Lease {
@@ -233,6 +256,29 @@ pub fn instant_for(at: SystemTime) -> Instant {
 mod tests {
     use super::*;
 
+    fn target_t() -> Arc<TargetConfig> {
+        Arc::new(TargetConfig {
+            name: "t".into(),
+            protocol: crate::config::Protocol::Postgres,
+            address: "127.0.0.1:5432".into(),
+            database: "t".into(),
+            tls: crate::config::UpstreamTls::Disable,
+            tls_server_name: None,
+            connect_timeout: Duration::from_secs(5),
+            levels: Default::default(),
+            demo_create_read_accounts_with: None,
+        })
+    }
+
+    fn level_read() -> Arc<LevelConfig> {
+        Arc::new(LevelConfig {
+            user: "t_read".into(),
+            password: crate::config::SecretSource::None,
+            read_only: true,
+            allow_privileged_read_account: false,
+        })
+    }
+
     fn grant_for(lasting: Duration) -> Grant {
         let now = SystemTime::now();
         Grant {
@@ -256,7 +302,8 @@ mod tests {
         table.insert(grant_for(Duration::from_millis(300)));
         let mut lease = table
             .lease_for("alice", "t", None, SystemTime::now())
-            .unwrap();
+            .unwrap()
+            .into_lease(target_t(), level_read());
         let started = Instant::now();
         // As the MySQL relay does: a new `ended()` per wait, dropped when
         // something else finishes first.
@@ -285,7 +332,8 @@ mod tests {
         let grant = table.insert(grant_for(Duration::from_secs(3600)));
         let mut lease = table
             .lease_for("alice", "t", None, SystemTime::now())
-            .unwrap();
+            .unwrap()
+            .into_lease(target_t(), level_read());
         assert!(
             tokio::time::timeout(Duration::from_millis(20), lease.ended())
                 .await

@@ -33,7 +33,7 @@ use tokio::sync::broadcast;
 use crate::audit::{AuditError, AuditEvent, AuditLog};
 use crate::config::{Config, PolicyConfig};
 use crate::identity::Identity;
-pub use grants::{EndReason, Grant, GrantTable, Lease};
+pub use grants::{EndReason, Grant, GrantTable, GrantWatch, Lease};
 use journal::{Entry, Journal};
 pub use journal::{JOURNAL_FILE, JournalError};
 pub use policy::ADMIN_GROUP;
@@ -56,6 +56,9 @@ pub enum AuthorizeError {
         target: String,
         level: String,
     },
+    /// The grant names a level its target no longer has.
+    #[error("level \"{level}\" of your grant is no longer configured on {target}")]
+    LevelGone { target: String, level: String },
 }
 
 impl AuthorizeError {
@@ -65,7 +68,8 @@ impl AuthorizeError {
         match self {
             AuthorizeError::UnknownTarget(_) => None,
             AuthorizeError::NoGrant { target, .. }
-            | AuthorizeError::NoGrantAtLevel { target, .. } => Some(target),
+            | AuthorizeError::NoGrantAtLevel { target, .. }
+            | AuthorizeError::LevelGone { target, .. } => Some(target),
         }
     }
 }
@@ -318,7 +322,8 @@ impl AccessModel {
                 _ => return Err(AuthorizeError::UnknownTarget(requested.to_owned())),
             },
         };
-        self.grants
+        let watch = self
+            .grants
             .lease_for(identity, target, level, SystemTime::now())
             .ok_or_else(|| match level {
                 None => AuthorizeError::NoGrant {
@@ -330,7 +335,20 @@ impl AccessModel {
                     target: target.to_owned(),
                     level: level.to_owned(),
                 },
-            })
+            })?;
+        let grant = &watch.grant;
+        let target_cfg = self
+            .config
+            .target(&grant.target)
+            .ok_or_else(|| AuthorizeError::UnknownTarget(grant.target.clone()))?;
+        let Some(level_cfg) = target_cfg.levels.get(&grant.level) else {
+            return Err(AuthorizeError::LevelGone {
+                target: grant.target.clone(),
+                level: grant.level.clone(),
+            });
+        };
+        let (target_cfg, level_cfg) = (Arc::new(target_cfg.clone()), Arc::new(level_cfg.clone()));
+        Ok(watch.into_lease(target_cfg, level_cfg))
     }
 
     /// Create a grant now (break-glass by an admin), journaled and audited

@@ -997,3 +997,40 @@ async fn a_level_named_after_the_target_picks_that_grant() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_lease_carries_its_target_and_level_and_a_gone_level_is_refused_at_authorize() {
+    let world = World::new();
+    let model = world.open();
+    let granted = model
+        .grant(NewGrant {
+            identity: "alice".into(),
+            target: "demo-pg".into(),
+            level: "write".into(),
+            duration: Duration::from_secs(60),
+            reason: "level about to go".into(),
+            granted_by: "root".into(),
+        })
+        .unwrap();
+    let lease = model.authorize("alice", "demo-pg").unwrap();
+    assert_eq!(lease.grant.id, granted.id);
+    assert_eq!(lease.target.name, "demo-pg");
+    assert_eq!(lease.level.user, "writer");
+    assert!(!lease.level.read_only);
+    drop((lease, model));
+
+    // The journal still holds the grant when a restart's config no longer
+    // has its level: the login is refused before anything reaches the
+    // upstream, with a reason, instead of failing after the upstream login.
+    let mut config = (*world.config).clone();
+    config.targets[0].levels.remove("write");
+    let model = AccessModel::open(Arc::new(config), world.audit.clone()).unwrap();
+    match model.authorize("alice", "demo-pg") {
+        Err(e @ AuthorizeError::LevelGone { .. }) => {
+            assert_eq!(e.known_target(), Some("demo-pg"));
+            assert!(e.to_string().contains("no longer configured"), "{e}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(lease) => panic!("authorized with {:?}", lease.grant),
+    }
+}

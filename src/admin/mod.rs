@@ -29,25 +29,42 @@ use serde_json::json;
 
 use self::auth::Authenticator;
 use self::error::ApiError;
-use crate::server::Shared;
+use crate::access::AccessModel;
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::identity::{Identities, LoginLimiter};
+use crate::session::Sessions;
 
 /// Largest request body accepted; every body here is a small JSON object.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// What the admin API needs of the running proxy.
+pub struct ApiParts {
+    pub config: Arc<Config>,
+    pub identities: Arc<Identities>,
+    pub access: Arc<AccessModel>,
+    pub sessions: Arc<Sessions>,
+    pub audit: Arc<AuditLog>,
+    /// The one failed-login budget, shared with the database listeners.
+    pub logins: Arc<LoginLimiter>,
+    /// Where each database listener is bound: (protocol name, address).
+    pub listeners: Vec<(&'static str, std::net::SocketAddr)>,
+}
+
 /// What the handlers share: the proxy's state and the API's own caches.
 struct AdminState {
-    shared: Arc<Shared>,
+    shared: Arc<ApiParts>,
     auth: Authenticator,
 }
 
 impl AdminState {
-    fn new(shared: Arc<Shared>) -> AdminState {
+    fn new(shared: Arc<ApiParts>) -> AdminState {
         let auth = Authenticator::new(shared.identities.clone(), shared.logins.clone());
         AdminState { shared, auth }
     }
 }
 
-pub fn router(state: Arc<Shared>) -> Router {
+pub fn router(state: Arc<ApiParts>) -> Router {
     let state = Arc::new(AdminState::new(state));
     Router::new()
         .route("/healthz", get(healthz))
@@ -66,7 +83,7 @@ pub fn router(state: Arc<Shared>) -> Router {
 
 /// Serve the API on `listener` until the listener fails, within the
 /// connection limits of `limits` (see `connections.rs`).
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<Shared>) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiParts>) -> std::io::Result<()> {
     let limits = state.config.limits.clone();
     connections::serve(listener, router(state), &limits).await
 }

@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use super::ApiParts;
 use crate::access::AccessModel;
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::identity::ScramVerifier;
-use crate::server::Shared;
 use crate::session::{NewSession, SessionGuard};
 
 const ALICE: &str = "alice-demo";
@@ -28,7 +28,7 @@ fn verifiers() -> &'static [String; 4] {
 struct Api {
     base: String,
     http: reqwest::Client,
-    shared: Arc<Shared>,
+    shared: Arc<ApiParts>,
     _dir: tempfile::TempDir,
 }
 
@@ -107,7 +107,18 @@ approvers = ["approver"]
         let audit = AuditLog::open(&config.audit).unwrap();
         let access = AccessModel::new(config.clone(), audit.clone());
         let decoy_key = crate::identity::DecoyKey::load_or_create(dir.path()).unwrap();
-        let shared = Shared::assemble(config, audit, access, decoy_key);
+        let shared = Arc::new(ApiParts {
+            identities: Arc::new(crate::identity::Identities::from_config(
+                &config.identities,
+                decoy_key,
+            )),
+            logins: Arc::new(crate::identity::LoginLimiter::from_limits(&config.limits)),
+            sessions: Arc::default(),
+            listeners: Vec::new(),
+            config,
+            access,
+            audit,
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(super::serve(listener, shared.clone()));

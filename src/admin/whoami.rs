@@ -36,6 +36,8 @@ struct Info<'a> {
     postgres: Option<SocketAddr>,
     /// The address the MySQL/MariaDB listener is bound to (`null` when there is none).
     mysql: Option<SocketAddr>,
+    /// Every database listener by protocol name, with its address.
+    listeners: std::collections::BTreeMap<&'static str, SocketAddr>,
     /// Whether clients must start TLS (`sslmode=require`, `--ssl`).
     tls_required: bool,
     /// Every target, with the protocol (and so the listener) it is reached by.
@@ -58,20 +60,20 @@ async fn whoami(caller: Caller) -> Response {
 
 async fn info(State(state): State<Arc<AdminState>>, _caller: Caller) -> Response {
     let config = &state.shared.config;
+    let listeners: std::collections::BTreeMap<_, _> =
+        state.shared.listeners.iter().copied().collect();
     Json(Info {
         version: env!("CARGO_PKG_VERSION"),
-        postgres: config.listen.postgres,
-        mysql: config.listen.mysql,
+        postgres: listeners.get("postgres").copied(),
+        mysql: listeners.get("mysql").copied(),
+        listeners: listeners.clone(),
         tls_required: config.tls.require,
         targets: config
             .targets
             .iter()
             .map(|t| TargetInfo {
                 name: &t.name,
-                protocol: match t.protocol {
-                    crate::config::Protocol::Postgres => "postgres",
-                    crate::config::Protocol::Mysql => "mysql",
-                },
+                protocol: crate::wire::listener_for(t.protocol).name,
             })
             .collect(),
     })

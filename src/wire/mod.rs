@@ -1,8 +1,10 @@
-//! Wire protocol fronts. Each one authenticates a client, asks the access
-//! model for a lease (`AccessModel::authorize`), logs in upstream and relays,
-//! writing every statement to the audit log. Fronts do not know each other.
+//! Wire protocol fronts. Each one authenticates a client, passes the gate
+//! (`gate.rs`: limits, `AccessModel::authorize`, login records, session
+//! registration), logs in upstream and relays, writing every statement to
+//! the audit log. Fronts do not know each other; [`LISTENERS`] lists them.
 
 pub mod admission;
+pub mod gate;
 pub mod handshakes;
 pub mod mysql;
 pub mod pg;
@@ -18,6 +20,41 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::access::{EndReason, Grant};
+use crate::config::{Config, Listen, Protocol};
+
+/// One database protocol jitgate listens for. A new protocol adds its
+/// folder, one entry in [`LISTENERS`] and a `sql` dialect.
+pub struct Listener {
+    /// The name in logs, errors and `/v1/info` ("postgres").
+    pub name: &'static str,
+    pub protocol: Protocol,
+    /// Its address in `[listen]`, when it is configured.
+    pub address: fn(&Listen) -> Option<SocketAddr>,
+    /// Serve connections on a bound listener until it fails.
+    pub serve: fn(Serving) -> ServeFuture,
+}
+
+/// What a listener is started with.
+pub struct Serving {
+    pub listener: TcpListener,
+    pub workers: Arc<workers::Workers>,
+    pub gate: Arc<gate::Gate>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Read while the front is built, never after.
+    pub config: Arc<Config>,
+}
+
+pub type ServeFuture = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
+pub const LISTENERS: &[Listener] = &[pg::LISTENER, mysql::LISTENER];
+
+/// The protocol's listener.
+pub fn listener_for(protocol: Protocol) -> &'static Listener {
+    match LISTENERS.iter().find(|l| l.protocol == protocol) {
+        Some(l) => l,
+        None => unreachable!("every protocol has a listener"),
+    }
+}
 
 /// When a grant ends, how long a session waits for the grant's other
 /// sessions to tell their clients before it ends its upstream side anyway

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::announce::Announced;
@@ -31,14 +30,14 @@ use super::packet::{
     self, ClientHello, HandshakeResponse, PacketError, PacketReader, caps, code, command, frame,
     status,
 };
-use super::relay::{self, SessionCtx, SessionEnd};
+use super::relay::{self, SessionCtx};
 use super::upstream::{self, ClientTerms, KillScope};
-use crate::access::AuthorizeError;
-use crate::audit::{AuditEvent, client_name};
-use crate::config::Protocol;
-use crate::metrics::{METRICS, Metrics, SessionMetrics};
-use crate::server::Shared;
-use crate::session::NewSession;
+use crate::audit::AuditEvent;
+use crate::config::{Config, Protocol};
+use crate::identity::Identity;
+use crate::metrics::METRICS;
+use crate::wire::admission::AUDIT_DOWN_LOGIN;
+use crate::wire::gate::{Admitted, Cause, Gate, Login, Refusal};
 use crate::wire::handshakes::PendingHandshake;
 use crate::wire::stream::Stream;
 
@@ -46,9 +45,8 @@ use crate::wire::stream::Stream;
 const MAX_AUTH_PACKET_BYTES: usize = 8 * 1024;
 
 pub struct MysqlFront {
-    shared: Arc<Shared>,
+    gate: Arc<Gate>,
     tls: Option<TlsAcceptor>,
-    sessions: Arc<Semaphore>,
     sha2_cache: Sha2Cache,
     kills: Arc<KillRegistry>,
     announced: Arc<Announced>,
@@ -58,16 +56,8 @@ pub struct MysqlFront {
 struct Established {
     client: PacketReader<Stream>,
     upstream: upstream::Upstream,
-    lease: crate::access::Lease,
-    identity: String,
-    target: String,
-    level: String,
-    /// The target and level the lease names, looked up once at login: the
-    /// session never looks them up again, so it cannot lose them after the
-    /// upstream login.
-    target_cfg: crate::config::TargetConfig,
-    level_cfg: crate::config::LevelConfig,
-    session_permit: tokio::sync::OwnedSemaphorePermit,
+    /// The lease carries the target and level, resolved once at login.
+    admitted: Admitted,
     connection: ConnectionId,
 }
 
@@ -140,46 +130,43 @@ impl From<PacketError> for LoginError {
 enum AuthOutcome {
     Ok,
     BadSecret,
-    /// No login attempts left for this identity or address; wait this long.
-    RateLimited(std::time::Duration),
+    /// No login attempts left for this identity or address.
+    RateLimited(Refusal),
     /// Already told the client why.
     Refused,
 }
 
 impl MysqlFront {
-    pub fn new(shared: Arc<Shared>, tls: Option<TlsAcceptor>) -> Arc<MysqlFront> {
-        let limits = &shared.config.limits;
+    pub fn new(gate: Arc<Gate>, tls: Option<TlsAcceptor>, config: &Config) -> Arc<MysqlFront> {
         let announced = Arc::new(Announced::new(
-            shared.config.listen.mysql_server_version.clone(),
-            &shared.config.targets,
+            config.listen.mysql_server_version.clone(),
+            &config.targets,
         ));
         // The targets' greetings, read in the background: until they are
         // in, clients are greeted with jitgate's fallback version.
         let learning = announced.clone();
-        let targets = shared.config.targets.clone();
+        let targets = config.targets.clone();
         tokio::spawn(async move { learning.learn_all(&targets).await });
         Arc::new(MysqlFront {
             tls,
-            sessions: Arc::new(Semaphore::new(limits.max_sessions)),
             sha2_cache: Sha2Cache::default(),
-            kills: Arc::new(KillRegistry::new(shared.sessions.clone())),
+            kills: Arc::new(KillRegistry::new(gate.sessions().clone())),
             announced,
-            shared,
+            gate,
         })
     }
 
     /// One accepted connection, from first byte to the session's end
     /// (run by `wire::accept_loop` on a session thread).
     pub async fn handle(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
-        let mut pending = match self.shared.handshakes.admit(peer.ip()) {
+        let mut pending = match self.gate.admit_handshake(peer.ip()) {
             Ok(p) => p,
-            Err(full) => {
-                let msg = packet::err(code::CON_COUNT, &full.to_string());
-                let _ = tcp.write_all(&frame(0, &msg)).await;
+            Err(refusal) => {
+                let _ = tcp.write_all(&frame(0, &render(&refusal))).await;
                 return;
             }
         };
-        let limit = self.shared.config.limits.handshake_timeout;
+        let limit = self.gate.limits().handshake_timeout;
         let handshake = self.handshake(tcp, peer, &mut pending);
         let established = match tokio::time::timeout(limit, handshake).await {
             Ok(Ok(LoggedIn::Session(e))) => e,
@@ -195,7 +182,7 @@ impl MysqlFront {
             }
         };
         drop(pending);
-        self.run_session(*established, peer).await;
+        self.run_session(*established).await;
     }
 
     async fn handshake(
@@ -224,7 +211,7 @@ impl MysqlFront {
         ))
         .await?;
 
-        let first_message_timeout = self.shared.config.limits.first_message_timeout;
+        let first_message_timeout = self.gate.limits().first_message_timeout;
         let Ok(hello) = tokio::time::timeout(
             first_message_timeout,
             self.receive_hello(&mut conv, offered),
@@ -276,7 +263,7 @@ impl MysqlFront {
             return Err(Refused);
         };
         let secure = conv.r.get_mut().is_tls();
-        if self.shared.config.tls.require && !secure {
+        if self.gate.limits().tls_required && !secure {
             return Err(conv
                 .fail(
                     code::SECURE_TRANSPORT_REQUIRED,
@@ -320,214 +307,132 @@ impl MysqlFront {
         peer: SocketAddr,
         connection: ConnectionId,
     ) -> Result<LoggedIn, Refused> {
-        let user = resp.user.clone();
-        let audit = &self.shared.audit;
-        let peer_s = peer.to_string();
-        let target_hint = resp.database.clone().unwrap_or_default();
-        // Names the client chose, bounded in the records of failed logins.
-        let (user_named, target_named) = (client_name(&user), client_name(&target_hint));
-        let login_failed = |reason: &str| {
-            let _ = audit.record(&AuditEvent {
-                identity: Some(&user_named),
-                target: Some(&target_named),
-                client_addr: Some(&peer_s),
-                reason: Some(reason),
-                ..AuditEvent::new("login_failed")
-            });
+        let target = resp.database.clone().unwrap_or_default();
+        let login = self.gate.login(Protocol::Mysql, &resp.user, &target, peer);
+        let identity = match self
+            .authenticate(&login, &mut conv, &resp, nonce, secure)
+            .await
+        {
+            Ok(identity) => identity,
+            Err(Some(refusal)) => return Err(fail(&mut conv, &refusal).await),
+            Err(None) => return Err(Refused),
         };
-        let denied = format!(
-            "Access denied for user '{user}' (using password: {})",
-            if resp.auth_response.is_empty() {
-                "NO"
-            } else {
-                "YES"
-            }
-        );
-        let rate_limited = |wait: std::time::Duration| {
-            login_failed("rate_limited");
-            METRICS.auth_failure("rate_limited");
-            METRICS.session_outcome(&target_hint, "auth_failed");
-            format!(
-                "too many failed logins for '{user}' or from {}; try again in {} s",
-                peer.ip(),
-                wait.as_secs() + 1
-            )
-        };
-        // A cheap early no; the limit itself is charged in `authenticate`.
-        if let Some(wait) = self.shared.logins.blocked_for(Some(&user), peer.ip()) {
-            let why = rate_limited(wait);
-            return Err(conv.fail(code::ACCESS_DENIED, &why).await);
+        if target.is_empty() {
+            return self
+                .kill_only_or_refuse(&login, conv, &identity, connection)
+                .await;
         }
+        let (admitted, up) = match self.admit(&login, &identity, &resp).await {
+            Ok(admitted) => admitted,
+            Err(refusal) => return Err(fail(&mut conv, &refusal).await),
+        };
+        // Login done: the client gets OK with the server's status flags.
+        if conv.send(&packet::ok(0, up.status)).await.is_err() {
+            upstream::quit(&mut up.reader.into_parts().0).await;
+            return Err(Refused);
+        }
+        let mut client = conv.r;
+        client.set_max(self.gate.limits().max_message_bytes);
+        Ok(LoggedIn::Session(Box::new(Established {
+            client,
+            upstream: up,
+            admitted,
+            connection,
+        })))
+    }
 
-        let (identity, verifier) = self.shared.identities.verifier_for(&user);
+    /// Check the client's secret. `Err(None)`: the client went away or has
+    /// been told already.
+    async fn authenticate(
+        &self,
+        login: &Login<'_>,
+        conv: &mut Conversation,
+        resp: &HandshakeResponse,
+        nonce: &[u8; 20],
+        secure: bool,
+    ) -> Result<Arc<Identity>, Option<Refusal>> {
+        login.not_blocked()?;
+        let (identity, verifier) = login.verifier();
         let outcome = self
-            .authenticate(
-                &mut conv,
-                &resp,
+            .charged_exchange(
+                login,
+                conv,
+                resp,
                 nonce,
                 secure,
-                &user,
                 identity.is_some(),
                 &verifier,
-                peer,
             )
-            .await?;
-        let identity = match (outcome, identity) {
-            (AuthOutcome::Ok, Some(identity)) => identity,
-            (AuthOutcome::RateLimited(wait), _) => {
-                let why = rate_limited(wait);
-                return Err(conv.fail(code::ACCESS_DENIED, &why).await);
-            }
+            .await
+            .map_err(|Refused| None)?;
+        match (outcome, identity) {
+            (AuthOutcome::Ok, Some(identity)) => Ok(identity),
+            (AuthOutcome::RateLimited(refusal), _) => Err(Some(refusal)),
             (AuthOutcome::Refused, _) => {
-                login_failed("malformed_auth");
-                METRICS.auth_failure("malformed");
-                METRICS.session_outcome(&target_hint, "auth_failed");
-                return Err(Refused);
+                login.malformed();
+                Err(None)
             }
             (AuthOutcome::Ok, None) | (AuthOutcome::BadSecret, _) => {
-                login_failed("bad_secret");
-                METRICS.auth_failure("bad_secret");
-                METRICS.session_outcome(&target_hint, "auth_failed");
-                return Err(conv.fail(code::ACCESS_DENIED, &denied).await);
+                Err(Some(login.bad_secret(format!(
+                    "Access denied for user '{}' (using password: {})",
+                    login.user(),
+                    if resp.auth_response.is_empty() {
+                        "NO"
+                    } else {
+                        "YES"
+                    }
+                ))))
             }
-        };
+        }
+    }
 
-        let Some(target) = resp.database.clone().filter(|d| !d.is_empty()) else {
-            if self.kills.has_session_of(&identity.name) {
-                if audit
-                    .record(&AuditEvent {
-                        identity: Some(&identity.name),
-                        client_addr: Some(&peer_s),
-                        reason: Some("kill_only"),
-                        detail: Some(
-                            "no target named while a session of this identity is live: the connection may only KILL the identity's own connections",
-                        ),
-                        ..AuditEvent::new("login_ok")
-                    })
-                    .is_err()
-                {
-                    return Err(conv.fail(code::UNKNOWN_ERROR, crate::wire::admission::AUDIT_DOWN_LOGIN).await);
-                }
-                conv.send(&packet::ok(0, status::AUTOCOMMIT)).await?;
-                return Ok(LoggedIn::KillOnly(KillOnly {
-                    client: conv.r,
-                    identity: identity.name.clone(),
-                    _connection: connection,
-                }));
-            }
-            login_failed("no_target");
+    /// A login that names no target: a kill-only connection while the
+    /// identity has a live session here, refused otherwise.
+    async fn kill_only_or_refuse(
+        &self,
+        login: &Login<'_>,
+        mut conv: Conversation,
+        identity: &Identity,
+        connection: ConnectionId,
+    ) -> Result<LoggedIn, Refused> {
+        if !self.kills.has_session_of(&identity.name) {
+            login.failed("no_target");
             return Err(conv
                 .fail(
                     code::BAD_DB,
                     "name the target as the database when you connect, e.g. `mariadb -h <jitgate> -P 3307 -u alice -p --ssl demo-mysql`",
                 )
                 .await);
-        };
-        let lease = match self.shared.access.authorize(&identity.name, &target) {
-            Ok(l) => l,
-            Err(e) => {
-                let (code, reason, outcome_target, outcome) = match &e {
-                    AuthorizeError::UnknownTarget(_) => (
-                        code::BAD_DB,
-                        "unknown_target",
-                        "unknown",
-                        "refused_unknown_target",
-                    ),
-                    AuthorizeError::NoGrant { target, .. }
-                    | AuthorizeError::NoGrantAtLevel { target, .. } => (
-                        code::DB_ACCESS_DENIED,
-                        "no_grant",
-                        target.as_str(),
-                        "refused_no_grant",
-                    ),
-                };
-                login_failed(reason);
-                METRICS.session_outcome(outcome_target, outcome);
-                return Err(conv.fail(code, &e.to_string()).await);
-            }
-        };
-        let grant = lease.grant.clone();
-        // The target's own name, without a `@level` the client added.
-        let target = grant.target.clone();
-        let config = &self.shared.config;
-        let Some(target_cfg) = config
-            .target(&target)
-            .filter(|t| t.protocol == Protocol::Mysql)
-        else {
-            login_failed("wrong_protocol");
-            return Err(conv
-                .fail(
-                    code::BAD_DB,
-                    &format!(
-                        "target \"{target}\" is not a MySQL target; use the PostgreSQL listener"
-                    ),
-                )
-                .await);
-        };
-        let Some(level) = target_cfg.levels.get(&grant.level) else {
-            login_failed("unknown_level");
-            return Err(conv
-                .fail(
-                    code::DB_ACCESS_DENIED,
-                    &format!(
-                        "level \"{}\" of your grant is no longer configured on {target}",
-                        grant.level
-                    ),
-                )
-                .await);
-        };
-        if audit
-            .record(&AuditEvent {
-                identity: Some(&identity.name),
-                target: Some(&target),
-                grant: Some(&grant.id),
-                level: Some(&grant.level),
-                client_addr: Some(&peer_s),
-                ..AuditEvent::new("login_ok")
-            })
-            .is_err()
-        {
-            return Err(conv
-                .fail(
-                    code::UNKNOWN_ERROR,
-                    crate::wire::admission::AUDIT_DOWN_LOGIN,
-                )
-                .await);
         }
-        let Ok(session_permit) = self.sessions.clone().try_acquire_owned() else {
-            return Err(conv
-                .fail(
-                    code::CON_COUNT,
-                    "jitgate has reached its limit of live sessions; try again later or ask an admin to raise limits.max_sessions",
-                )
-                .await);
-        };
+        let recorded = self.gate.audit().record(&AuditEvent {
+            identity: Some(&identity.name),
+            client_addr: Some(&login.peer().to_string()),
+            reason: Some("kill_only"),
+            detail: Some(
+                "no target named while a session of this identity is live: the connection may only KILL the identity's own connections",
+            ),
+            ..AuditEvent::new("login_ok")
+        });
+        if recorded.is_err() {
+            return Err(conv.fail(code::UNKNOWN_ERROR, AUDIT_DOWN_LOGIN).await);
+        }
+        conv.send(&packet::ok(0, status::AUTOCOMMIT)).await?;
+        Ok(LoggedIn::KillOnly(KillOnly {
+            client: conv.r,
+            identity: identity.name.clone(),
+            _connection: connection,
+        }))
+    }
 
-        if let Err(e) = self
-            .shared
-            .read_accounts
-            .admit(
-                target_cfg,
-                &grant.level,
-                level,
-                config.limits.max_message_bytes,
-            )
-            .await
-        {
-            METRICS.session_outcome(&target, "refused_read_account");
-            let _ = audit.record(&AuditEvent {
-                identity: Some(&identity.name),
-                target: Some(&target),
-                grant: Some(&grant.id),
-                level: Some(&grant.level),
-                client_addr: Some(&peer_s),
-                reason: Some(e.reason()),
-                detail: Some(&e.to_string()),
-                ..AuditEvent::new("session_refused")
-            });
-            return Err(conv.fail(code::DB_ACCESS_DENIED, &e.to_string()).await);
-        }
-        let connect_started = std::time::Instant::now();
+    /// From the grant check to the upstream login.
+    async fn admit(
+        &self,
+        login: &Login<'_>,
+        identity: &Identity,
+        resp: &HandshakeResponse,
+    ) -> Result<(Admitted, upstream::Upstream), Refusal> {
+        let lease = login.authorize(identity)?;
+        let admitted = login.admit(identity, lease).await?;
         let terms = ClientTerms {
             capabilities: resp.capabilities,
             max_packet_size: resp.max_packet_size,
@@ -537,59 +442,11 @@ impl MysqlFront {
                 resp.collation
             },
         };
-        let connected = upstream::connect(target_cfg, &grant.level, level, terms).await;
-        METRICS
-            .upstream_connect_seconds
-            .get_or_create(&crate::metrics::TargetLabel {
-                target: target.clone(),
-            })
-            .observe(connect_started.elapsed().as_secs_f64());
-        let up = match connected {
-            Ok(up) => {
-                self.announced.learn(&target, &up.facts);
-                up
-            }
-            Err(e) => {
-                tracing::warn!(target = %target, error = %e, "mysql upstream login failed");
-                METRICS.session_outcome(&target, "upstream_failed");
-                let _ = audit.record(&AuditEvent {
-                    identity: Some(&identity.name),
-                    target: Some(&target),
-                    grant: Some(&grant.id),
-                    client_addr: Some(&peer_s),
-                    reason: Some("upstream_unavailable"),
-                    detail: Some(&e.to_string()),
-                    ..AuditEvent::new("session_refused")
-                });
-                return Err(conv
-                    .fail(
-                        code::CONN_HOST_ERROR,
-                        &format!(
-                            "{e}. jitgate itself is fine; the target database is down or refused jitgate's login. Tell its owners."
-                        ),
-                    )
-                    .await);
-            }
-        };
-        // Login done: the client gets OK with the server's status flags.
-        if conv.send(&packet::ok(0, up.status)).await.is_err() {
-            upstream::quit(&mut up.reader.into_parts().0).await;
-            return Err(Refused);
-        }
-        let mut client = conv.r;
-        client.set_max(config.limits.max_message_bytes);
-        Ok(LoggedIn::Session(Box::new(Established {
-            client,
-            upstream: up,
-            lease,
-            identity: identity.name.clone(),
-            target,
-            level: grant.level.clone(),
-            target_cfg: target_cfg.clone(),
-            level_cfg: level.clone(),
-            session_permit,
-            connection,
-        })))
+        let lease = &admitted.lease;
+        let connect = upstream::connect(&lease.target, &lease.grant.level, &lease.level, terms);
+        let up = login.dial(&admitted, connect).await?;
+        self.announced.learn(&lease.grant.target, &up.facts);
+        Ok((admitted, up))
     }
 
     /// The `caching_sha2_password` exchange, charged to the login limiter:
@@ -602,21 +459,21 @@ impl MysqlFront {
     /// alike keeps the limiter from telling cached names apart, and a
     /// scramble guess from ever going uncounted.
     #[allow(clippy::too_many_arguments)]
-    async fn authenticate(
+    async fn charged_exchange(
         &self,
+        login: &Login<'_>,
         conv: &mut Conversation,
         resp: &HandshakeResponse,
         nonce: &[u8; 20],
         secure: bool,
-        user: &str,
         known: bool,
         verifier: &crate::identity::ScramVerifier,
-        peer: SocketAddr,
     ) -> Result<AuthOutcome, Refused> {
-        let attempt = match self.shared.logins.charge(Some(user), peer.ip()) {
+        let attempt = match login.charge() {
             Ok(attempt) => attempt,
-            Err(wait) => return Ok(AuthOutcome::RateLimited(wait)),
+            Err(refusal) => return Ok(AuthOutcome::RateLimited(refusal)),
         };
+        let user = login.user();
         let mut asked_for_password = false;
         let outcome = self
             .check_secret(
@@ -728,97 +585,41 @@ impl MysqlFront {
         Ok(AuthOutcome::Ok)
     }
 
-    async fn run_session(&self, e: Established, peer: SocketAddr) {
+    async fn run_session(&self, e: Established) {
         let Established {
-            client,
+            mut client,
             upstream,
-            lease,
-            identity,
-            target,
-            level,
-            target_cfg,
-            level_cfg,
-            session_permit,
+            admitted,
             connection,
         } = e;
-        let grant = lease.grant.clone();
-        let audit = &self.shared.audit;
-        let guard = self.shared.sessions.register(NewSession {
-            identity: &identity,
-            target: &target,
-            level: &level,
-            grant: &grant.id,
-            client_addr: peer,
-        });
-        let info = guard.info.clone();
-        let started = audit.record(&AuditEvent {
-            session: Some(&info.id),
-            identity: Some(&identity),
-            grant: Some(&grant.id),
-            target: Some(&target),
-            level: Some(&level),
-            client_addr: Some(&peer.to_string()),
-            expires_at: Some(grant.expires_at),
-            ..AuditEvent::new("session_start")
-        });
-        let mut client = client;
-        if started.is_err() {
-            let _ = client
-                .get_mut()
-                .write_all(&frame(
-                    1,
-                    &packet::err(
-                        code::UNKNOWN_ERROR,
-                        crate::wire::admission::AUDIT_DOWN_LOGIN,
-                    ),
-                ))
-                .await;
-            let _ = client.get_mut().shutdown().await;
-            upstream::quit(&mut upstream.reader.into_parts().0).await;
-            return;
-        }
+        let (session, lease) = match admitted.open(&self.gate) {
+            Ok(opened) => opened,
+            Err(refusal) => {
+                let _ = client
+                    .get_mut()
+                    .write_all(&frame(1, &render(&refusal)))
+                    .await;
+                let _ = client.get_mut().shutdown().await;
+                upstream::quit(&mut upstream.reader.into_parts().0).await;
+                return;
+            }
+        };
         // From here on, KILL from this identity's other connections finds it.
         let own_entry = connection.bind(KillEntry::new(
-            &info,
-            target_cfg.clone(),
-            level_cfg.clone(),
+            &session.info,
+            lease.target.clone(),
+            lease.level.clone(),
             upstream.thread_id,
         ));
         let ctx = SessionCtx {
-            members: info.audit_members(),
-            info: info.clone(),
-            audit: audit.clone(),
-            read_only: level_cfg.read_only,
-            metrics: SessionMetrics::new(&target),
-            target: target_cfg,
-            level: level_cfg,
+            session: session.relay_ctx(),
+            target: lease.target.clone(),
+            level: lease.level.clone(),
             kills: self.kills.clone(),
             connection: own_entry,
         };
-        METRICS.session_outcome(&target, "started");
-        let active = METRICS
-            .sessions_active
-            .get_or_create_owned(&Metrics::target_level(&target, &level));
-        active.inc();
-        let end = relay::run(&ctx, client, upstream, lease).await;
-        active.dec();
-        METRICS.session_outcome(&target, end.metric_outcome());
-        let _ = audit.record(&AuditEvent {
-            session: Some(&info.id),
-            identity: Some(&identity),
-            grant: Some(&grant.id),
-            target: Some(&target),
-            level: Some(&level),
-            reason: Some(end.reason()),
-            detail: end.detail(),
-            ..AuditEvent::new("session_end")
-        });
-        if let SessionEnd::GrantEnded(r) = end {
-            tracing::info!(session = %info.id, grant = %grant.id, reason = r.as_str(), "mysql session ended with its grant");
-        }
+        session.run(relay::run(&ctx, client, upstream, lease)).await;
         drop(connection);
-        drop(guard);
-        drop(session_permit);
     }
 
     /// A connection without a target: answer `KILL`s of the identity's own
@@ -895,7 +696,7 @@ impl MysqlFront {
     ) -> bytes::BytesMut {
         let outcome = code::BAD_DB.0.to_string();
         let peer_s = peer.to_string();
-        let _ = self.shared.audit.record(&AuditEvent {
+        let _ = self.gate.audit().record(&AuditEvent {
             session: Some(conn),
             seq: Some(seq),
             identity: Some(identity),
@@ -919,7 +720,7 @@ impl MysqlFront {
         k: &KillStatement,
         peer: SocketAddr,
     ) -> bytes::BytesMut {
-        let audit = &self.shared.audit;
+        let audit = &self.gate.audit();
         let peer_s = peer.to_string();
         let kind = crate::sql::StatementKind::Session.as_str();
         let Some(entry) = k.id.and_then(|id| self.kills.find(id, identity)) else {
@@ -966,10 +767,7 @@ impl MysqlFront {
             })
             .is_err()
         {
-            return packet::err(
-                code::UNKNOWN_ERROR,
-                crate::wire::admission::AUDIT_DOWN_LOGIN,
-            );
+            return packet::err(code::UNKNOWN_ERROR, AUDIT_DOWN_LOGIN);
         }
         let by = format!("KILL CONNECTION {} from connection {conn}", k.id_text);
         let result = self.kills.kill(&entry, k.scope, &by).await;
@@ -1006,6 +804,30 @@ impl MysqlFront {
         });
         reply
     }
+}
+
+/// A refusal of the gate as an `ERR` payload.
+fn render(refusal: &Refusal) -> bytes::BytesMut {
+    let code = match refusal.cause {
+        Cause::Busy => code::CON_COUNT,
+        Cause::RateLimited | Cause::BadSecret => code::ACCESS_DENIED,
+        Cause::Malformed => code::HANDSHAKE,
+        Cause::NoSuchTarget => code::BAD_DB,
+        Cause::NoGrant | Cause::ReadOnly | Cause::ReadAccount => code::DB_ACCESS_DENIED,
+        Cause::AuditDown => code::UNKNOWN_ERROR,
+        Cause::UpstreamDown => code::CONN_HOST_ERROR,
+    };
+    match refusal.hint {
+        Some(hint) => packet::err(code, &format!("{}; {hint}", refusal.message)),
+        None => packet::err(code, &refusal.message),
+    }
+}
+
+/// Send the refusal and close.
+async fn fail(conv: &mut Conversation, refusal: &Refusal) -> Refused {
+    let _ = conv.send(&render(refusal)).await;
+    let _ = conv.r.get_mut().shutdown().await;
+    Refused
 }
 
 const NO_TARGET_KILL_ONLY: &str = "this connection names no target, so it can only run `KILL [QUERY | CONNECTION] <id>` for your own jitgate connections; name the target as the database to do anything else, e.g. `mariadb -h <jitgate> -P 3307 -u alice -p --ssl demo-mysql`";

@@ -45,9 +45,9 @@ pub struct KillEntry {
     /// The jitgate session (for `KILL CONNECTION` and the audit record).
     pub session: String,
     pub grant: String,
-    pub target: TargetConfig,
+    pub target: Arc<TargetConfig>,
     pub level_name: String,
-    pub level: LevelConfig,
+    pub level: Arc<LevelConfig>,
     /// The upstream server's thread id of the session's connection.
     pub thread_id: u32,
     /// Set when another connection of the same identity ends this session
@@ -58,8 +58,8 @@ pub struct KillEntry {
 impl KillEntry {
     pub fn new(
         session: &SessionInfo,
-        target: TargetConfig,
-        level: LevelConfig,
+        target: Arc<TargetConfig>,
+        level: Arc<LevelConfig>,
         thread_id: u32,
     ) -> KillEntry {
         KillEntry {

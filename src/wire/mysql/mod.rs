@@ -12,3 +12,15 @@ pub mod relay;
 pub mod upstream;
 
 pub use front::MysqlFront;
+
+pub const LISTENER: super::Listener = super::Listener {
+    name: "mysql",
+    protocol: crate::config::Protocol::Mysql,
+    address: |listen| listen.mysql,
+    serve: |s| {
+        let front = MysqlFront::new(s.gate, s.tls, &s.config);
+        Box::pin(async move {
+            super::accept_loop(s.listener, &s.workers, front, MysqlFront::handle).await
+        })
+    },
+};

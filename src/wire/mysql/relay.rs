@@ -38,13 +38,13 @@ use super::packet::{
 };
 use super::upstream::{self, KillScope, Upstream};
 use crate::access::Lease;
-use crate::audit::{AuditEvent, AuditLog, Sealed, SessionMembers};
+use crate::audit::{AuditEvent, Sealed};
 use crate::config::{LevelConfig, TargetConfig};
-use crate::metrics::{METRICS, SessionMetrics};
-use crate::session::SessionInfo;
+use crate::metrics::METRICS;
 use crate::sql::{self, DatabaseSwitch, Lexing, Mentions, Reading, StatementKind};
 pub use crate::wire::SessionEnd;
 use crate::wire::admission;
+use crate::wire::gate::RelayCtx;
 use crate::wire::quiet::Quiet;
 use crate::wire::stream::Stream;
 
@@ -55,18 +55,20 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 const READ_AHEAD_BYTES: usize = 64 * 1024;
 
 pub struct SessionCtx {
-    pub info: Arc<SessionInfo>,
-    pub audit: Arc<AuditLog>,
-    /// `info`'s members of every audit record, encoded once.
-    pub members: SessionMembers,
-    pub read_only: bool,
-    pub metrics: SessionMetrics,
-    pub target: TargetConfig,
-    pub level: LevelConfig,
+    pub session: RelayCtx,
+    pub target: Arc<TargetConfig>,
+    pub level: Arc<LevelConfig>,
     /// Connection id → session, for `KILL` (shared by the listener's sessions).
     pub kills: Arc<KillRegistry>,
     /// This session's own entry in `kills`.
     pub connection: Arc<KillEntry>,
+}
+
+impl std::ops::Deref for SessionCtx {
+    type Target = RelayCtx;
+    fn deref(&self) -> &RelayCtx {
+        &self.session
+    }
 }
 
 /// A statement whose outcome the server still owes.

@@ -7,26 +7,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::cancel::{CancelKeys, UpstreamKey};
 use super::framing::{FrameError, FrameReader, StartupPacket, read_startup, take_cstr_bytes};
 use super::messages::{self, Severity, sqlstate};
-use super::relay::{self, SessionEnd};
+use super::relay;
 use super::scram::{MECHANISM, ScramError, ScramServer};
 use super::upstream;
-use crate::access::AuthorizeError;
-use crate::audit::{AuditEvent, client_name};
 use crate::config::Protocol;
-use crate::metrics::{METRICS, Metrics, SessionMetrics};
-use crate::server::Shared;
-use crate::session::NewSession;
+use crate::wire::gate::{Admitted, Cause, Gate, Login, Refusal};
 use crate::wire::handshakes::PendingHandshake;
 use crate::wire::stream::Stream;
 
@@ -34,11 +28,10 @@ use crate::wire::stream::Stream;
 const MAX_AUTH_MESSAGE_BYTES: usize = 8 * 1024;
 
 pub struct PgFront {
-    shared: Arc<Shared>,
+    gate: Arc<Gate>,
     tls: Option<TlsAcceptor>,
     cancel_keys: Arc<CancelKeys>,
     reapers: super::reaper::Reapers,
-    sessions: Arc<Semaphore>,
 }
 
 /// A client that finished the handshake: authenticated, granted, logged in upstream.
@@ -46,12 +39,7 @@ struct Established {
     client_r: FrameReader<ReadHalf<Stream>>,
     client_w: WriteHalf<Stream>,
     upstream: upstream::Upstream,
-    lease: crate::access::Lease,
-    identity: String,
-    target: String,
-    level: String,
-    read_only: bool,
-    session_permit: tokio::sync::OwnedSemaphorePermit,
+    admitted: Admitted,
     reaper: Option<super::reaper::Reaper>,
 }
 
@@ -59,34 +47,26 @@ struct Established {
 struct Refused;
 
 impl PgFront {
-    pub fn new(shared: Arc<Shared>, tls: Option<TlsAcceptor>) -> Arc<PgFront> {
-        let limits = &shared.config.limits;
+    pub fn new(gate: Arc<Gate>, tls: Option<TlsAcceptor>) -> Arc<PgFront> {
         Arc::new(PgFront {
+            gate,
             tls,
             cancel_keys: Arc::default(),
             reapers: Default::default(),
-            sessions: Arc::new(Semaphore::new(limits.max_sessions)),
-            shared,
         })
     }
 
     /// One accepted connection, from first byte to the session's end
     /// (run by `wire::accept_loop` on a session thread).
     pub async fn handle(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
-        let mut pending = match self.shared.handshakes.admit(peer.ip()) {
+        let mut pending = match self.gate.admit_handshake(peer.ip()) {
             Ok(p) => p,
-            Err(full) => {
-                let msg = messages::error(
-                    Severity::Fatal,
-                    sqlstate::TOO_MANY_CONNECTIONS,
-                    &full.to_string(),
-                    None,
-                );
-                let _ = tcp.write_all(&msg).await;
+            Err(refusal) => {
+                let _ = tcp.write_all(&render(&refusal)).await;
                 return;
             }
         };
-        let limit = self.shared.config.limits.handshake_timeout;
+        let limit = self.gate.limits().handshake_timeout;
         let handshake = self.handshake(tcp, peer, &mut pending);
         let established = match tokio::time::timeout(limit, handshake).await {
             Ok(Ok(Some(e))) => e,
@@ -97,7 +77,7 @@ impl PgFront {
             }
         };
         drop(pending);
-        self.run_session(established, peer).await;
+        self.run_session(established).await;
     }
 
     async fn handshake(
@@ -107,7 +87,7 @@ impl PgFront {
         pending: &mut PendingHandshake,
     ) -> Result<Option<Established>, Refused> {
         let mut stream = Stream::Plain(tcp);
-        let first_message_timeout = self.shared.config.limits.first_message_timeout;
+        let first_message_timeout = self.gate.limits().first_message_timeout;
         let mut first = true;
         let (major, minor, params) = loop {
             let read = if first {
@@ -187,7 +167,7 @@ impl PgFront {
             }
         };
 
-        if self.shared.config.tls.require && !stream.is_tls() {
+        if self.gate.limits().tls_required && !stream.is_tls() {
             return Err(fail_stream(
                 &mut stream,
                 sqlstate::INVALID_AUTHORIZATION,
@@ -247,263 +227,101 @@ impl PgFront {
 
         let (r, mut w) = tokio::io::split(stream);
         let mut r = FrameReader::new(r, MAX_AUTH_MESSAGE_BYTES);
-        let audit = &self.shared.audit;
-        let peer_s = peer.to_string();
-        // Names the client chose, bounded in the records of failed logins.
-        let (user_named, target_named) = (client_name(&user), client_name(&target));
-        let login_failed = |reason: &str| {
-            let _ = audit.record(&AuditEvent {
-                identity: Some(&user_named),
-                target: Some(&target_named),
-                client_addr: Some(&peer_s),
-                reason: Some(reason),
-                ..AuditEvent::new("login_failed")
-            });
-        };
-        let rate_limited = |wait: std::time::Duration| {
-            login_failed("rate_limited");
-            METRICS.auth_failure("rate_limited");
-            METRICS.session_outcome(&target, "auth_failed");
-            format!(
-                "too many failed logins for \"{user}\" or from {}; try again in {} s",
-                peer.ip(),
-                wait.as_secs() + 1
-            )
-        };
-        // A cheap early no; the limit itself is charged in the exchange.
-        if let Some(wait) = self.shared.logins.blocked_for(Some(&user), peer.ip()) {
-            let why = rate_limited(wait);
-            return Err(fail(&mut w, sqlstate::INVALID_AUTHORIZATION, &why, None).await);
+        let login = self.gate.login(Protocol::Postgres, &user, &target, peer);
+        match self.log_in(&login, &mut r, &mut w, &params).await {
+            Ok(Some((admitted, up))) => {
+                let r = r.with_max(self.gate.limits().max_message_bytes);
+                let reaper = up.local_port.map(|_| {
+                    let lease = &admitted.lease;
+                    self.reapers.for_level(
+                        &lease.target,
+                        &lease.grant.level,
+                        &lease.level,
+                        self.gate.limits().max_message_bytes,
+                    )
+                });
+                Ok(Some(Established {
+                    reaper,
+                    client_r: r,
+                    client_w: w,
+                    upstream: up,
+                    admitted,
+                }))
+            }
+            Ok(None) => Err(Refused),
+            Err(refusal) => Err(fail(&mut w, &refusal).await),
         }
+    }
 
+    /// From the SCRAM exchange to the upstream login. `Ok(None)` when the
+    /// client went away mid-exchange (nobody to tell).
+    async fn log_in(
+        &self,
+        login: &Login<'_>,
+        r: &mut FrameReader<ReadHalf<Stream>>,
+        w: &mut WriteHalf<Stream>,
+        params: &[(String, String)],
+    ) -> Result<Option<(Admitted, upstream::Upstream)>, Refusal> {
+        login.not_blocked()?;
         // SCRAM-SHA-256, against a decoy verifier for unknown names.
-        let (identity, verifier) = self.shared.identities.verifier_for(&user);
-        let scram = self
-            .scram_exchange(&mut r, &mut w, verifier, &user, peer)
-            .await;
+        let (identity, verifier) = login.verifier();
+        let scram = self.scram_exchange(login, r, w, verifier).await;
         let identity = match (scram, identity) {
             (Ok(()), Some(identity)) => identity,
-            (Err(ScramFailure::Io), _) => return Err(Refused),
-            (Err(ScramFailure::RateLimited(wait)), _) => {
-                let why = rate_limited(wait);
-                return Err(fail(&mut w, sqlstate::INVALID_AUTHORIZATION, &why, None).await);
-            }
+            (Err(ScramFailure::Io), _) => return Ok(None),
+            (Err(ScramFailure::RateLimited(refusal)), _) => return Err(refusal),
             (Err(ScramFailure::Malformed(why)), _) => {
-                login_failed("malformed_auth");
-                METRICS.auth_failure("malformed");
-                METRICS.session_outcome(&target, "auth_failed");
-                return Err(fail(&mut w, sqlstate::PROTOCOL_VIOLATION, &why, None).await);
+                login.malformed();
+                return Err(Refusal::new(Cause::Malformed, why, None));
             }
             (Ok(()), None) | (Err(ScramFailure::BadPassword), _) => {
-                login_failed("bad_secret");
-                METRICS.auth_failure("bad_secret");
-                METRICS.session_outcome(&target, "auth_failed");
-                return Err(fail(
-                    &mut w,
-                    sqlstate::INVALID_PASSWORD,
-                    &format!("password authentication failed for user \"{user}\""),
-                    None,
-                )
-                .await);
+                return Err(login.bad_secret(format!(
+                    "password authentication failed for user \"{}\"",
+                    login.user()
+                )));
             }
         };
-
-        let lease = match self.shared.access.authorize(&identity.name, &target) {
-            Ok(l) => l,
-            Err(e) => {
-                let (code, reason) = match e {
-                    AuthorizeError::UnknownTarget(_) => {
-                        (sqlstate::INVALID_CATALOG_NAME, "unknown_target")
-                    }
-                    AuthorizeError::NoGrant { .. } | AuthorizeError::NoGrantAtLevel { .. } => {
-                        (sqlstate::INVALID_AUTHORIZATION, "no_grant")
-                    }
-                };
-                login_failed(reason);
-                METRICS.session_outcome(
-                    e.known_target().unwrap_or("unknown"),
-                    if reason == "no_grant" {
-                        "refused_no_grant"
-                    } else {
-                        "refused_unknown_target"
-                    },
-                );
-                return Err(fail(&mut w, code, &e.to_string(), None).await);
-            }
-        };
-        let grant = lease.grant.clone();
-        // The target's own name, without a `@level` the client added.
-        let target = grant.target.clone();
-        let config = &self.shared.config;
-        let Some(target_cfg) = config
-            .target(&target)
-            .filter(|t| t.protocol == Protocol::Postgres)
-        else {
-            login_failed("wrong_protocol");
-            return Err(fail(
-                &mut w,
-                sqlstate::INVALID_CATALOG_NAME,
-                &format!("target \"{target}\" is not a PostgreSQL target; use the MySQL listener"),
-                None,
-            )
-            .await);
-        };
-        let Some(level) = target_cfg.levels.get(&grant.level) else {
-            login_failed("unknown_level");
-            return Err(fail(
-                &mut w,
-                sqlstate::INVALID_AUTHORIZATION,
-                &format!(
-                    "level \"{}\" of your grant is no longer configured on {target}",
-                    grant.level
+        let lease = login.authorize(&identity)?;
+        if lease.level.read_only
+            && let Some(name) = upstream::refused_on_read_only(params)
+        {
+            let why = format!(
+                "startup parameter \"{name}\" is not allowed on your read-only grant for {} (level {}): it does what SET {name} does, which a read-only grant refuses",
+                lease.grant.target, lease.grant.level
+            );
+            return Err(login.refuse(
+                "read_only_startup_parameter",
+                "refused_startup_parameter",
+                Refusal::new(
+                    Cause::ReadOnly,
+                    why,
+                    Some("leave it out of the connection string and PGOPTIONS, or request a level that allows writes with `jitgate request`"),
                 ),
-                None,
-            )
-            .await);
-        };
-        if level.read_only
-            && let Some(name) = upstream::refused_on_read_only(&params)
-        {
-            login_failed("read_only_startup_parameter");
-            METRICS.session_outcome(&target, "refused_startup_parameter");
-            return Err(fail(
-                &mut w,
-                sqlstate::READ_ONLY_TRANSACTION,
-                &format!(
-                    "startup parameter \"{name}\" is not allowed on your read-only grant for {target} (level {}): it does what SET {name} does, which a read-only grant refuses",
-                    grant.level
+            ));
+        }
+        let admitted = login.admit(&identity, lease).await?;
+        let lease = &admitted.lease;
+        let up = login
+            .dial(
+                &admitted,
+                upstream::connect(
+                    &lease.target,
+                    &lease.grant.level,
+                    &lease.level,
+                    params,
+                    self.gate.limits().max_message_bytes,
                 ),
-                Some("leave it out of the connection string and PGOPTIONS, or request a level that allows writes with `jitgate request`"),
             )
-            .await);
-        }
-        if audit
-            .record(&AuditEvent {
-                identity: Some(&identity.name),
-                target: Some(&target),
-                grant: Some(&grant.id),
-                level: Some(&grant.level),
-                client_addr: Some(&peer_s),
-                ..AuditEvent::new("login_ok")
-            })
-            .is_err()
-        {
-            return Err(fail(
-                &mut w,
-                sqlstate::IO_ERROR,
-                crate::wire::admission::AUDIT_DOWN_LOGIN,
-                None,
-            )
-            .await);
-        }
-        let Ok(session_permit) = self.sessions.clone().try_acquire_owned() else {
-            return Err(fail(
-                &mut w,
-                sqlstate::TOO_MANY_CONNECTIONS,
-                "jitgate has reached its limit of live sessions",
-                Some("try again later or ask an admin to raise limits.max_sessions"),
-            )
-            .await);
-        };
-
-        if let Err(e) = self
-            .shared
-            .read_accounts
-            .admit(
-                target_cfg,
-                &grant.level,
-                level,
-                config.limits.max_message_bytes,
-            )
-            .await
-        {
-            METRICS.session_outcome(&target, "refused_read_account");
-            let _ = audit.record(&AuditEvent {
-                identity: Some(&identity.name),
-                target: Some(&target),
-                grant: Some(&grant.id),
-                level: Some(&grant.level),
-                client_addr: Some(&peer_s),
-                reason: Some(e.reason()),
-                detail: Some(&e.to_string()),
-                ..AuditEvent::new("session_refused")
-            });
-            return Err(fail(
-                &mut w,
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                &e.to_string(),
-                Some("tell jitgate's operators; the proxy log says more"),
-            )
-            .await);
-        }
-        let connect_started = std::time::Instant::now();
-        let connected = upstream::connect(
-            target_cfg,
-            &grant.level,
-            level,
-            &params,
-            config.limits.max_message_bytes,
-        )
-        .await;
-        METRICS
-            .upstream_connect_seconds
-            .get_or_create(&crate::metrics::TargetLabel {
-                target: target.clone(),
-            })
-            .observe(connect_started.elapsed().as_secs_f64());
-        let up = match connected {
-            Ok(up) => up,
-            Err(e) => {
-                tracing::warn!(target = %target, error = %e, "upstream login failed");
-                METRICS.session_outcome(&target, "upstream_failed");
-                let _ = audit.record(&AuditEvent {
-                    identity: Some(&identity.name),
-                    target: Some(&target),
-                    grant: Some(&grant.id),
-                    client_addr: Some(&peer_s),
-                    reason: Some("upstream_unavailable"),
-                    detail: Some(&e.to_string()),
-                    ..AuditEvent::new("session_refused")
-                });
-                return Err(fail(
-                    &mut w,
-                    sqlstate::CONNECTION_FAILURE,
-                    &e.to_string(),
-                    Some("jitgate itself is fine; the target database is down or refused jitgate's login. Tell its owners."),
-                )
-                .await);
-            }
-        };
-        let r = r.with_max(config.limits.max_message_bytes);
-        let reaper = up.local_port.map(|_| {
-            self.reapers.for_level(
-                target_cfg,
-                &grant.level,
-                level,
-                config.limits.max_message_bytes,
-            )
-        });
-        Ok(Some(Established {
-            reaper,
-            client_r: r,
-            client_w: w,
-            upstream: up,
-            lease,
-            identity: identity.name.clone(),
-            target,
-            level: grant.level.clone(),
-            read_only: level.read_only,
-            session_permit,
-        }))
+            .await?;
+        Ok(Some((admitted, up)))
     }
 
     async fn scram_exchange(
         &self,
+        login: &Login<'_>,
         r: &mut FrameReader<ReadHalf<Stream>>,
         w: &mut WriteHalf<Stream>,
         verifier: crate::identity::ScramVerifier,
-        user: &str,
-        peer: SocketAddr,
     ) -> Result<(), ScramFailure> {
         w.write_all(&messages::auth_sasl(MECHANISM))
             .await
@@ -531,11 +349,7 @@ impl PgFront {
             .map_err(|_| ScramFailure::Io)?;
         let last = read_password_message(r).await?;
         // Charged before the proof is checked, refunded only if it matched.
-        let attempt = self
-            .shared
-            .logins
-            .charge(Some(user), peer.ip())
-            .map_err(ScramFailure::RateLimited)?;
+        let attempt = login.charge().map_err(ScramFailure::RateLimited)?;
         let server_final = server.finish(&last).map_err(ScramFailure::from)?;
         attempt.refund();
         w.write_all(&messages::auth_sasl_final(&server_final))
@@ -555,55 +369,26 @@ impl PgFront {
         }
     }
 
-    async fn run_session(&self, e: Established, peer: SocketAddr) {
+    async fn run_session(&self, e: Established) {
         let Established {
             client_r,
             mut client_w,
             upstream,
-            lease,
-            identity,
-            target,
-            level,
-            read_only,
-            session_permit,
+            admitted,
             reaper,
         } = e;
-        let grant = lease.grant.clone();
-        let audit = &self.shared.audit;
-        let guard = self.shared.sessions.register(NewSession {
-            identity: &identity,
-            target: &target,
-            level: &level,
-            grant: &grant.id,
-            client_addr: peer,
-        });
-        let info = guard.info.clone();
+        let (session, lease) = match admitted.open(&self.gate) {
+            Ok(opened) => opened,
+            Err(refusal) => {
+                let _ = client_w.write_all(&render(&refusal)).await;
+                return;
+            }
+        };
         let key_guard = self.cancel_keys.issue(UpstreamKey {
             address: upstream.cancel_address.clone(),
             pid: upstream.pid,
             key: upstream.key.clone(),
         });
-        let started = audit.record(&AuditEvent {
-            session: Some(&info.id),
-            identity: Some(&identity),
-            grant: Some(&grant.id),
-            target: Some(&target),
-            level: Some(&level),
-            client_addr: Some(&peer.to_string()),
-            expires_at: Some(grant.expires_at),
-            ..AuditEvent::new("session_start")
-        });
-        if started.is_err() {
-            let _ = client_w
-                .write_all(&messages::error(
-                    Severity::Fatal,
-                    sqlstate::IO_ERROR,
-                    crate::wire::admission::AUDIT_DOWN_LOGIN,
-                    None,
-                ))
-                .await;
-            return;
-        }
         // Greet the client: login done, the server's parameters, our own cancel key.
         let mut hello = bytes::BytesMut::new();
         hello.extend_from_slice(&messages::auth_ok());
@@ -622,40 +407,14 @@ impl PgFront {
         {
             return;
         }
-
         let ctx = relay::SessionCtx {
-            members: info.audit_members(),
-            info: info.clone(),
-            audit: audit.clone(),
-            read_only,
-            metrics: SessionMetrics::new(&target),
+            session: session.relay_ctx(),
             reaper,
         };
-        METRICS.session_outcome(&target, "started");
-        let active = METRICS
-            .sessions_active
-            .get_or_create_owned(&Metrics::target_level(&target, &level));
-        active.inc();
-        let end = relay::run(&ctx, client_r, client_w, upstream, lease).await;
-        active.dec();
-        METRICS.session_outcome(&target, end.metric_outcome());
-        let reason = end.reason();
-        let _ = audit.record(&AuditEvent {
-            session: Some(&info.id),
-            identity: Some(&identity),
-            grant: Some(&grant.id),
-            target: Some(&target),
-            level: Some(&level),
-            reason: Some(reason),
-            detail: end.detail(),
-            ..AuditEvent::new("session_end")
-        });
-        if let SessionEnd::GrantEnded(r) = end {
-            tracing::info!(session = %info.id, grant = %grant.id, reason = r.as_str(), at = %humantime::format_rfc3339_millis(SystemTime::now()), "session ended with its grant");
-        }
+        session
+            .run(relay::run(&ctx, client_r, client_w, upstream, lease))
+            .await;
         drop(key_guard);
-        drop(guard);
-        drop(session_permit);
     }
 }
 
@@ -663,8 +422,8 @@ enum ScramFailure {
     Io,
     Malformed(String),
     BadPassword,
-    /// No login attempts left for this identity or address; wait this long.
-    RateLimited(std::time::Duration),
+    /// No login attempts left for this identity or address.
+    RateLimited(Refusal),
 }
 
 impl ScramFailure {
@@ -694,15 +453,30 @@ async fn read_password_message(
     }
 }
 
-/// Send a FATAL error and close (TLS is closed with close_notify).
-async fn fail(w: &mut WriteHalf<Stream>, code: &str, message: &str, hint: Option<&str>) -> Refused {
-    let _ = w
-        .write_all(&messages::error(Severity::Fatal, code, message, hint))
-        .await;
+/// A refusal of the gate as a FATAL `ErrorResponse`.
+fn render(refusal: &Refusal) -> Bytes {
+    let code = match refusal.cause {
+        Cause::Busy => sqlstate::TOO_MANY_CONNECTIONS,
+        Cause::RateLimited | Cause::NoGrant => sqlstate::INVALID_AUTHORIZATION,
+        Cause::BadSecret => sqlstate::INVALID_PASSWORD,
+        Cause::Malformed => sqlstate::PROTOCOL_VIOLATION,
+        Cause::NoSuchTarget => sqlstate::INVALID_CATALOG_NAME,
+        Cause::ReadOnly => sqlstate::READ_ONLY_TRANSACTION,
+        Cause::AuditDown => sqlstate::IO_ERROR,
+        Cause::ReadAccount => sqlstate::INSUFFICIENT_PRIVILEGE,
+        Cause::UpstreamDown => sqlstate::CONNECTION_FAILURE,
+    };
+    messages::error(Severity::Fatal, code, &refusal.message, refusal.hint)
+}
+
+/// Send the refusal and close (TLS is closed with close_notify).
+async fn fail(w: &mut WriteHalf<Stream>, refusal: &Refusal) -> Refused {
+    let _ = w.write_all(&render(refusal)).await;
     let _ = w.shutdown().await;
     Refused
 }
 
+/// Send a FATAL error before the login proper and close.
 async fn fail_stream(s: &mut Stream, code: &str, message: &str, hint: Option<&str>) -> Refused {
     let _ = s
         .write_all(&messages::error(Severity::Fatal, code, message, hint))

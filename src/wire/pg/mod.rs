@@ -12,3 +12,15 @@ pub mod scram;
 pub mod upstream;
 
 pub use front::PgFront;
+
+pub const LISTENER: super::Listener = super::Listener {
+    name: "postgres",
+    protocol: crate::config::Protocol::Postgres,
+    address: |listen| listen.postgres,
+    serve: |s| {
+        let front = PgFront::new(s.gate, s.tls);
+        Box::pin(
+            async move { super::accept_loop(s.listener, &s.workers, front, PgFront::handle).await },
+        )
+    },
+};

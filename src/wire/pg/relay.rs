@@ -21,12 +21,12 @@ use super::framing::{Frame, FrameError, FrameReader, take_cstr_bytes};
 use super::messages::{self, Severity, sqlstate};
 use super::upstream::{self, Upstream};
 use crate::access::Lease;
-use crate::audit::{AuditEvent, AuditLog, Sealed, SessionMembers};
-use crate::metrics::{METRICS, SessionMetrics};
-use crate::session::SessionInfo;
+use crate::audit::{AuditEvent, Sealed};
+use crate::metrics::METRICS;
 use crate::sql::{self, Lexing, Reading, StatementKind};
 pub use crate::wire::SessionEnd;
 use crate::wire::admission;
+use crate::wire::gate::RelayCtx;
 use crate::wire::quiet::Quiet;
 use crate::wire::stream::Stream;
 
@@ -34,14 +34,16 @@ use crate::wire::stream::Stream;
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 pub struct SessionCtx {
-    pub info: Arc<SessionInfo>,
-    pub audit: Arc<AuditLog>,
-    /// `info`'s members of every audit record, encoded once.
-    pub members: SessionMembers,
-    pub read_only: bool,
-    pub metrics: SessionMetrics,
+    pub session: RelayCtx,
     /// Ends this level's busy backends in batches when a grant ends.
     pub reaper: Option<super::reaper::Reaper>,
+}
+
+impl std::ops::Deref for SessionCtx {
+    type Target = RelayCtx;
+    fn deref(&self) -> &RelayCtx {
+        &self.session
+    }
 }
 
 /// A statement whose outcome the server still owes.
