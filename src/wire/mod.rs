@@ -11,6 +11,7 @@ pub mod pg;
 pub mod quiet;
 pub mod read_account;
 pub mod stream;
+pub mod upstream;
 pub mod workers;
 
 use std::future::Future;

@@ -36,7 +36,7 @@ use dashmap::DashMap;
 use crate::config::{LevelConfig, TargetConfig};
 use crate::session::{SessionInfo, Sessions};
 
-use super::upstream::{self, KillScope, UpstreamError};
+use super::upstream::{self, KillScope};
 use crate::sql::mysql_lex::{self, Lexer, Rules, Tok};
 
 /// What a client-visible connection id stands for.
@@ -172,7 +172,7 @@ impl KillRegistry {
                 {
                     Ok(()) => KillResult::Done,
                     // The thread ended in the meantime.
-                    Err(UpstreamError::Refused { code: 1094, .. }) => KillResult::Gone,
+                    Err(e) if e.is_refused_with("1094") => KillResult::Gone,
                     Err(e) => KillResult::Failed(e.to_string()),
                 }
             }

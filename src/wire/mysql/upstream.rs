@@ -10,7 +10,6 @@
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::packet::{
     self, Greeting, PacketError, PacketReader, caps, frame, parse_err, parse_greeting, parse_ok,
@@ -18,51 +17,8 @@ use super::packet::{
 use crate::config::{LevelConfig, TargetConfig, UpstreamTls};
 use crate::sql::{Lexing, MysqlServer};
 use crate::wire::stream::Stream;
-
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("cannot reach target {target} at {address}: {source}")]
-    Connect {
-        target: String,
-        address: String,
-        source: std::io::Error,
-    },
-    #[error("target {target} at {address} did not answer within {secs} s")]
-    Timeout {
-        target: String,
-        address: String,
-        secs: u64,
-    },
-    #[error("target {0} does not accept TLS, but its config requires it")]
-    NoTls(String),
-    #[error("TLS to target {target} failed: {detail}")]
-    Tls { target: String, detail: String },
-    #[error("target {target} refused the login of level {level} ({code}: {message})")]
-    Refused {
-        target: String,
-        level: String,
-        code: u16,
-        message: String,
-    },
-    #[error("the password of level {level} on target {target} is not available: {detail}")]
-    NoPassword {
-        target: String,
-        level: String,
-        detail: String,
-    },
-    #[error(
-        "target {target} wants full caching_sha2_password authentication for level {level}, which needs TLS to the target (set tls = \"require\" or \"verify-full\" on it), or make the account use mysql_native_password"
-    )]
-    FullAuthNeedsTls { target: String, level: String },
-    #[error(
-        "target {target} asked for authentication plugin {plugin}, which jitgate does not support"
-    )]
-    UnsupportedAuth { target: String, plugin: String },
-    #[error("target {target} does not support {what}, which this client needs")]
-    Capability { target: String, what: String },
-    #[error("target {target} broke the protocol during login: {detail}")]
-    Protocol { target: String, detail: String },
-}
+pub use crate::wire::upstream::UpstreamError;
+use crate::wire::upstream::{open_tcp, start_tls, tls_connector, within_timeout};
 
 /// What the client settled with jitgate, to repeat upstream.
 #[derive(Debug, Clone, Copy)]
@@ -107,7 +63,6 @@ pub async fn connect(
     level: &LevelConfig,
     terms: ClientTerms,
 ) -> Result<Upstream, UpstreamError> {
-    let timeout = target.connect_timeout;
     let fut = async {
         let mut up = login(target, level_name, level, terms).await?;
         up.lexing = session_lexing(&mut up, target, level_name).await?;
@@ -123,13 +78,7 @@ pub async fn connect(
         }
         Ok(up)
     };
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| UpstreamError::Timeout {
-            target: target.name.clone(),
-            address: target.address.clone(),
-            secs: timeout.as_secs(),
-        })?
+    within_timeout(target, fut).await
 }
 
 /// What a server's greeting says of it that clients choose features by.
@@ -164,13 +113,7 @@ pub async fn greeting_facts(target: &TargetConfig) -> Result<ServerFacts, Upstre
         let greeting = parse_greeting(first.payload()).map_err(proto)?;
         Ok(ServerFacts::of(&greeting))
     };
-    tokio::time::timeout(target.connect_timeout, fut)
-        .await
-        .map_err(|_| UpstreamError::Timeout {
-            target: target.name.clone(),
-            address: target.address.clone(),
-            secs: target.connect_timeout.as_secs(),
-        })?
+    within_timeout(target, fut).await
 }
 
 /// Which `KILL` to send upstream.
@@ -203,7 +146,6 @@ pub async fn kill(
     thread_id: u32,
     scope: KillScope,
 ) -> Result<(), UpstreamError> {
-    let timeout = target.connect_timeout;
     let sql = match scope {
         KillScope::Query => format!("KILL QUERY {thread_id}"),
         KillScope::Connection => format!("KILL CONNECTION {thread_id}"),
@@ -214,13 +156,7 @@ pub async fn kill(
         quit(side.reader.get_mut()).await;
         r.map(|_| ())
     };
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| UpstreamError::Timeout {
-            target: target.name.clone(),
-            address: target.address.clone(),
-            secs: timeout.as_secs(),
-        })?
+    within_timeout(target, fut).await
 }
 
 /// A side connection of jitgate's own as the level's account (no read-only
@@ -230,17 +166,11 @@ pub async fn side_connection(
     level_name: &str,
     level: &LevelConfig,
 ) -> Result<Upstream, UpstreamError> {
-    let timeout = target.connect_timeout;
-    tokio::time::timeout(
-        timeout,
+    within_timeout(
+        target,
         login(target, level_name, level, ClientTerms::internal()),
     )
     .await
-    .map_err(|_| UpstreamError::Timeout {
-        target: target.name.clone(),
-        address: target.address.clone(),
-        secs: timeout.as_secs(),
-    })?
 }
 
 /// Run one statement of jitgate's own that changes something (no rows).
@@ -367,7 +297,7 @@ async fn read_answer(
         return Err(UpstreamError::Refused {
             target: target.name.clone(),
             level: level_name.to_owned(),
-            code,
+            code: code.to_string(),
             message,
         });
     }
@@ -408,34 +338,6 @@ async fn session_lexing(
     Ok(lexing)
 }
 
-async fn open_tcp(target: &TargetConfig) -> Result<TcpStream, UpstreamError> {
-    let tcp = TcpStream::connect(&target.address)
-        .await
-        .map_err(|source| UpstreamError::Connect {
-            target: target.name.clone(),
-            address: target.address.clone(),
-            source,
-        })?;
-    let _ = tcp.set_nodelay(true);
-    Ok(tcp)
-}
-
-fn server_name(
-    target: &TargetConfig,
-) -> Result<rustls::pki_types::ServerName<'static>, UpstreamError> {
-    let host = target.tls_server_name.clone().unwrap_or_else(|| {
-        target
-            .address
-            .rsplit_once(':')
-            .map_or(&*target.address, |(h, _)| h)
-            .to_owned()
-    });
-    crate::tls::server_name(host.trim_matches(['[', ']'])).ok_or_else(|| UpstreamError::Tls {
-        target: target.name.clone(),
-        detail: format!("`{host}` is not a valid TLS server name; set tls_server_name"),
-    })
-}
-
 /// The login proper: greeting, TLS, HandshakeResponse, the auth exchange.
 async fn login(
     target: &TargetConfig,
@@ -466,7 +368,7 @@ async fn login(
         return Err(UpstreamError::Refused {
             target: target.name.clone(),
             level: level_name.to_owned(),
-            code,
+            code: code.to_string(),
             message,
         });
     }
@@ -500,10 +402,7 @@ async fn login(
         | (server & caps::PLUGIN_AUTH_LENENC_CLIENT_DATA);
     let mut seq = 1u8;
 
-    let connector = crate::tls::connector(&target.tls).map_err(|e| UpstreamError::Tls {
-        target: target.name.clone(),
-        detail: e.to_string(),
-    })?;
+    let connector = tls_connector(target)?;
     let (tcp, leftover) = plain.into_parts();
     if !leftover.is_empty() {
         return Err(proto(
@@ -523,14 +422,7 @@ async fn login(
                 .await
                 .map_err(|e| proto(e.to_string()))?;
             seq += 1;
-            let tls = connector
-                .connect(server_name(target)?, tcp)
-                .await
-                .map_err(|e| UpstreamError::Tls {
-                    target: target.name.clone(),
-                    detail: e.to_string(),
-                })?;
-            Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls)))
+            start_tls(connector, target, tcp).await?
         }
     };
     let secure = stream.is_tls();
@@ -577,7 +469,7 @@ async fn login(
                 return Err(UpstreamError::Refused {
                     target: target.name.clone(),
                     level: level_name.to_owned(),
-                    code,
+                    code: code.to_string(),
                     message,
                 });
             }
@@ -670,7 +562,7 @@ fn scramble(
         }
         other => Err(UpstreamError::UnsupportedAuth {
             target: target.name.clone(),
-            plugin: other.to_owned(),
+            detail: format!("plugin {other}"),
         }),
     }
 }

@@ -13,45 +13,8 @@ use super::framing::{FrameError, FrameReader, SSL_REQUEST_CODE, take_cstr};
 use super::messages::{error_code, error_message};
 use crate::config::{LevelConfig, TargetConfig};
 use crate::wire::stream::Stream;
-
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("cannot reach target {target} at {address}: {source}")]
-    Connect {
-        target: String,
-        address: String,
-        source: std::io::Error,
-    },
-    #[error("target {target} at {address} did not answer within {secs} s")]
-    Timeout {
-        target: String,
-        address: String,
-        secs: u64,
-    },
-    #[error("target {0} does not accept TLS, but its config requires it")]
-    NoTls(String),
-    #[error("TLS to target {target} failed: {detail}")]
-    Tls { target: String, detail: String },
-    #[error("target {target} refused the login of level {level} ({code}: {message})")]
-    Refused {
-        target: String,
-        level: String,
-        code: String,
-        message: String,
-    },
-    #[error(
-        "target {target} asked for a password, but level {level} has none configured: {detail}"
-    )]
-    NoPassword {
-        target: String,
-        level: String,
-        detail: String,
-    },
-    #[error("target {target} asked for an authentication method jitgate does not support ({0})", .detail)]
-    UnsupportedAuth { target: String, detail: String },
-    #[error("target {target} broke the protocol during login: {detail}")]
-    Protocol { target: String, detail: String },
-}
+pub use crate::wire::upstream::UpstreamError;
+use crate::wire::upstream::{open_tcp, start_tls, tls_connector, within_timeout};
 
 /// A logged-in upstream connection, ready for queries.
 pub struct Upstream {
@@ -150,22 +113,10 @@ fn password_message(tag: u8, payload: &[u8]) -> BytesMut {
 
 /// Open a TCP (and, per the target, TLS) connection to the target.
 pub async fn open(target: &TargetConfig) -> Result<Stream, UpstreamError> {
-    let tcp = TcpStream::connect(&target.address)
-        .await
-        .map_err(|source| UpstreamError::Connect {
-            target: target.name.clone(),
-            address: target.address.clone(),
-            source,
-        })?;
-    let _ = tcp.set_nodelay(true);
-    let connector = crate::tls::connector(&target.tls).map_err(|e| UpstreamError::Tls {
-        target: target.name.clone(),
-        detail: e.to_string(),
-    })?;
-    let Some(connector) = connector else {
+    let mut tcp = open_tcp(target).await?;
+    let Some(connector) = tls_connector(target)? else {
         return Ok(Stream::Plain(tcp));
     };
-    let mut tcp = tcp;
     let mut req = BytesMut::with_capacity(8);
     req.put_u32(8);
     req.put_u32(SSL_REQUEST_CODE);
@@ -179,27 +130,7 @@ pub async fn open(target: &TargetConfig) -> Result<Stream, UpstreamError> {
     if answer != b'S' {
         return Err(UpstreamError::NoTls(target.name.clone()));
     }
-    let host = target.tls_server_name.clone().unwrap_or_else(|| {
-        target
-            .address
-            .rsplit_once(':')
-            .map_or(&*target.address, |(h, _)| h)
-            .to_owned()
-    });
-    let name = crate::tls::server_name(host.trim_matches(['[', ']'])).ok_or_else(|| {
-        UpstreamError::Tls {
-            target: target.name.clone(),
-            detail: format!("`{host}` is not a valid TLS server name; set tls_server_name"),
-        }
-    })?;
-    let tls = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| UpstreamError::Tls {
-            target: target.name.clone(),
-            detail: e.to_string(),
-        })?;
-    Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
+    start_tls(connector, target, tcp).await
 }
 
 /// Connect and log in as the level's account.
@@ -210,7 +141,6 @@ pub async fn connect(
     client_params: &[(String, String)],
     max_message_bytes: usize,
 ) -> Result<Upstream, UpstreamError> {
-    let timeout = target.connect_timeout;
     let fut = async {
         let mut stream = open(target).await?;
         let local_port = stream.local_port();
@@ -271,13 +201,7 @@ pub async fn connect(
             }
         }
     };
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| UpstreamError::Timeout {
-            target: target.name.clone(),
-            address: target.address.clone(),
-            secs: timeout.as_secs(),
-        })?
+    within_timeout(target, fut).await
 }
 
 async fn next(
@@ -327,7 +251,8 @@ async fn login(
             Ok(None) => Err(UpstreamError::NoPassword {
                 target: target.name.clone(),
                 level: level_name.to_owned(),
-                detail: "set password_env or password_file for this level".into(),
+                detail: "the target asks for one; set password_env or password_file for this level"
+                    .into(),
             }),
             Err(e) => Err(UpstreamError::NoPassword {
                 target: target.name.clone(),
