@@ -4,6 +4,7 @@
 //! the audit log. Fronts do not know each other; [`LISTENERS`] lists them.
 
 pub mod admission;
+pub mod ending;
 pub mod gate;
 pub mod handshakes;
 pub mod mysql;
@@ -160,6 +161,17 @@ pub enum SessionEnd {
 }
 
 impl SessionEnd {
+    /// The proxy ended the session (not the client, not the target).
+    pub fn proxy_ended(&self) -> bool {
+        matches!(
+            self,
+            SessionEnd::GrantEnded(_)
+                | SessionEnd::Killed
+                | SessionEnd::KilledByOwner(_)
+                | SessionEnd::AuditFailed
+        )
+    }
+
     /// The `reason` of the `session_end` audit record.
     pub fn reason(&self) -> &'static str {
         match self {

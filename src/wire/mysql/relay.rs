@@ -40,10 +40,10 @@ use super::upstream::{self, KillScope, Upstream};
 use crate::access::Lease;
 use crate::audit::{AuditEvent, Sealed};
 use crate::config::{LevelConfig, TargetConfig};
-use crate::metrics::METRICS;
 use crate::sql::{self, DatabaseSwitch, Lexing, Mentions, Reading, StatementKind};
 pub use crate::wire::SessionEnd;
 use crate::wire::admission;
+use crate::wire::ending::{self, SessionEnding};
 use crate::wire::gate::RelayCtx;
 use crate::wire::quiet::Quiet;
 use crate::wire::stream::Stream;
@@ -446,106 +446,81 @@ pub async fn run(
     // It borrows the lease, which what follows reads.
     drop(stop);
 
-    // A statement still running gets its closing record.
-    let busy = relay.in_flight.is_some();
-    let answer_seq = relay.in_flight.as_ref().map_or(1, |f| f.next_seq);
-    if let Some(f) = relay.in_flight.take()
-        && let Some(p) = &f.pending
-    {
-        relay.audit_end(p, end.reason(), f.rows);
+    let ending = MysqlEnding {
+        busy: relay.in_flight.is_some(),
+        answer_seq: relay.in_flight.as_ref().map_or(1, |f| f.next_seq),
+        unfinished: relay.in_flight.take(),
+        relay: &relay,
+        mid_write: client_mid_write,
+        upstream: up_r.into_parts().0,
+        thread_id,
+    };
+    ending::end_session(&end, &ctx.info, &lease, client.get_mut(), ending).await;
+    end
+}
+
+/// How a MySQL session ends (see `wire::ending`): a statement still
+/// running is stopped by `KILL CONNECTION` on a side connection as the
+/// level's account; the connection ends with `COM_QUIT`.
+struct MysqlEnding<'a> {
+    relay: &'a Relay<'a>,
+    busy: bool,
+    /// The statement in flight, for its closing record.
+    unfinished: Option<InFlight>,
+    /// The sequence id the client expects next.
+    answer_seq: u8,
+    /// A packet to the client was cut off: nothing of ours may follow.
+    mid_write: bool,
+    upstream: Stream,
+    thread_id: u32,
+}
+
+impl SessionEnding for MysqlEnding<'_> {
+    fn farewell(&self, told: &str, hint: Option<&str>) -> Bytes {
+        if self.mid_write {
+            return Bytes::new();
+        }
+        let message = match hint {
+            Some(hint) => format!("Connection was killed: {told}; {hint}"),
+            None => format!("Connection was killed: {told}"),
+        };
+        frame(
+            self.answer_seq,
+            &packet::err(code::CONNECTION_KILLED, &message),
+        )
     }
 
-    let (mut up_stream, _) = up_r.into_parts();
-    let stop_upstream_thread = || async {
-        if busy {
-            let killed =
-                upstream::kill_connection(&ctx.target, &ctx.info.level, &ctx.level, thread_id)
-                    .await;
-            if let Err(e) = killed {
-                tracing::warn!(session = %ctx.info.id, error = %e, "could not kill the upstream thread");
-            }
+    fn upstream_lost(&self) -> Bytes {
+        if self.mid_write {
+            return Bytes::new();
         }
-    };
-    match &end {
-        SessionEnd::GrantEnded(_)
-        | SessionEnd::Killed
-        | SessionEnd::KilledByOwner(_)
-        | SessionEnd::AuditFailed => {
-            let mut message = format!(
-                "Connection was killed: {}",
-                end.told_to_user(&lease.grant).unwrap_or_default()
-            );
-            if let Some(hint) = end.hint_to_user() {
-                message = format!("{message}; {hint}");
-            }
-            let tell_client = async {
-                let e = if client_mid_write {
-                    Bytes::new()
-                } else {
-                    frame(answer_seq, &packet::err(code::CONNECTION_KILLED, &message))
-                };
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(1),
-                    client.get_mut().finish(&e),
-                )
-                .await;
-                ctx.info.client_told();
-            };
-            // When a grant ends, every client of the grant is told before any
-            // of its upstream threads is killed (see
-            // `SessionInfo::grant_clients_told`).
-            let end_upstream = async {
-                if let SessionEnd::GrantEnded(_) = &end {
-                    ctx.info
-                        .grant_clients_told(crate::wire::TELL_CLIENTS_FIRST_FOR)
-                        .await;
-                }
-                let _ =
-                    tokio::time::timeout(crate::wire::STOP_UPSTREAM_WITHIN, stop_upstream_thread())
-                        .await;
-            };
-            tokio::join!(tell_client, end_upstream);
-            upstream::quit(&mut up_stream).await;
-            if let SessionEnd::GrantEnded(reason) = &end {
-                let lag = std::time::SystemTime::now()
-                    .duration_since(lease.ended_at(*reason))
-                    .unwrap_or_default();
-                METRICS.grant_end_lag_seconds.observe(lag.as_secs_f64());
-            }
-        }
-        SessionEnd::ClientClosed | SessionEnd::ClientError(_) => {
-            // The client is gone: nothing holds up the grant's other sessions.
-            ctx.info.client_told();
-            let _ = tokio::time::timeout(crate::wire::STOP_UPSTREAM_WITHIN, stop_upstream_thread())
-                .await;
-            upstream::quit(&mut up_stream).await;
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(1),
-                client.get_mut().shutdown(),
-            )
-            .await;
-        }
-        SessionEnd::UpstreamClosed | SessionEnd::UpstreamError(_) => {
-            let e = if client_mid_write {
-                Bytes::new()
-            } else {
-                frame(
-                    answer_seq,
-                    &packet::err(
-                        code::SERVER_LOST,
-                        "Lost connection to server: the target database closed the connection",
-                    ),
-                )
-            };
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(1),
-                client.get_mut().finish(&e),
-            )
-            .await;
-            ctx.info.client_told();
+        let message = "Lost connection to server: the target database closed the connection";
+        frame(self.answer_seq, &packet::err(code::SERVER_LOST, message))
+    }
+
+    fn record_unfinished(&mut self, end: &SessionEnd) {
+        if let Some(f) = self.unfinished.take()
+            && let Some(p) = &f.pending
+        {
+            self.relay.audit_end(p, end.reason(), f.rows);
         }
     }
-    end
+
+    async fn stop_running(&mut self, _end: &SessionEnd) {
+        if !self.busy {
+            return;
+        }
+        let ctx = self.relay.ctx;
+        let kill =
+            upstream::kill_connection(&ctx.target, &ctx.info.level, &ctx.level, self.thread_id);
+        if let Some(Err(e)) = ending::within_stop_limit(kill).await {
+            tracing::warn!(session = %ctx.info.id, error = %e, "could not kill the upstream thread");
+        }
+    }
+
+    async fn close_upstream(&mut self) {
+        upstream::quit(&mut self.upstream).await;
+    }
 }
 
 /// Write all of `bytes`, unless the grant ends or an operator kills the

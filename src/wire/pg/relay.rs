@@ -15,17 +15,17 @@ use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 
 use super::framing::{Frame, FrameError, FrameReader, take_cstr_bytes};
 use super::messages::{self, Severity, sqlstate};
 use super::upstream::{self, Upstream};
 use crate::access::Lease;
 use crate::audit::{AuditEvent, Sealed};
-use crate::metrics::METRICS;
 use crate::sql::{self, Lexing, Reading, StatementKind};
 pub use crate::wire::SessionEnd;
 use crate::wire::admission;
+use crate::wire::ending::{self, SessionEnding};
 use crate::wire::gate::RelayCtx;
 use crate::wire::quiet::Quiet;
 use crate::wire::stream::Stream;
@@ -242,123 +242,103 @@ pub async fn run(
         .lock()
         .map(|mut p| p.expect.drain(..).collect())
         .unwrap_or_default();
-    // Statements still running get their closing record (when a grant
-    // ends, once all its clients have been told: they wait for nothing else).
-    let audit_unfinished = || {
-        for e in &unfinished {
-            if let Expect::Query(p) | Expect::Execute(p) = e {
-                shared.audit_end(p, end.reason());
-            }
-        }
-    };
     let mut client = client_r.into_parts().0.unsplit(client_w);
-    let mut upstream = up_r.into_parts().0.unsplit(up_w);
+    let ending = PgEnding {
+        in_flight: unfinished
+            .iter()
+            .any(|e| !matches!(e, Expect::Local { .. })),
+        unfinished,
+        shared: &shared,
+        mid_write: shared.writing_to_client.load(Ordering::Acquire),
+        upstream: up_r.into_parts().0.unsplit(up_w),
+        server,
+        local_port,
+        pid,
+        key,
+        cancel_address,
+    };
+    ending::end_session(&end, &ctx.info, &lease, &mut client, ending).await;
+    end
+}
 
-    let mid_write = shared.writing_to_client.load(Ordering::Acquire);
-    match &end {
-        SessionEnd::GrantEnded(_)
-        | SessionEnd::Killed
-        | SessionEnd::KilledByOwner(_)
-        | SessionEnd::AuditFailed => {
-            // Tell the client, stop the query on the server, close both sides.
-            // When a grant ends, every client of the grant is told before
-            // any of its upstream connections is ended (see
-            // `SessionInfo::grant_clients_told`).
-            //
-            // An idle backend ends on our Terminate; only a busy one needs to
-            // be stopped: when a grant ends, by the level's reaper (one
-            // statement for all the grant's busy backends), otherwise, or if
-            // the reaper could not, by a cancel request (a new connection and
-            // a process on the server).
-            let in_flight = unfinished
-                .iter()
-                .any(|e| !matches!(e, Expect::Local { .. }));
-            let message = format!(
-                "terminating connection: {}",
-                end.told_to_user(&lease.grant).unwrap_or_default()
-            );
-            let tell_client = async {
-                let fatal = if mid_write {
-                    Bytes::new()
-                } else {
-                    messages::error(
-                        Severity::Fatal,
-                        sqlstate::ADMIN_SHUTDOWN,
-                        &message,
-                        end.hint_to_user(),
-                    )
-                };
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(1), client.finish(&fatal))
-                        .await;
-                ctx.info.client_told();
-            };
-            let end_upstream = async {
-                if let SessionEnd::GrantEnded(_) = &end {
-                    if let (true, Some(reaper)) = (in_flight, &ctx.reaper) {
-                        reaper.prepare();
-                    }
-                    ctx.info
-                        .grant_clients_told(crate::wire::TELL_CLIENTS_FIRST_FOR)
-                        .await;
-                }
-                audit_unfinished();
-                let reaped = match (&end, &ctx.reaper, server, local_port) {
-                    (SessionEnd::GrantEnded(_), Some(reaper), Some(server), Some(port))
-                        if in_flight =>
-                    {
-                        reaper.end_backend(server, pid, port).await
-                    }
-                    _ => false,
-                };
-                let cancelled = !in_flight
-                    || reaped
-                    || matches!(
-                        tokio::time::timeout(
-                            crate::wire::STOP_UPSTREAM_WITHIN,
-                            upstream::send_cancel(&cancel_address, pid, &key),
-                        )
-                        .await,
-                        Ok(Ok(()))
-                    );
-                if !cancelled {
-                    tracing::warn!(session = %ctx.info.id, "could not deliver the cancel request upstream");
-                }
-                terminate_upstream(&mut upstream).await;
-            };
-            tokio::join!(tell_client, end_upstream);
-            if let SessionEnd::GrantEnded(reason) = &end {
-                let lag = std::time::SystemTime::now()
-                    .duration_since(lease.ended_at(*reason))
-                    .unwrap_or_default();
-                METRICS.grant_end_lag_seconds.observe(lag.as_secs_f64());
-            }
+/// How a PostgreSQL session ends (see `wire::ending`). An idle backend
+/// ends on our Terminate; only a busy one needs to be stopped: when a grant
+/// ends, by the level's reaper (one statement for all the grant's busy
+/// backends), otherwise, or if the reaper could not, by a cancel request
+/// (a new connection and a process on the server).
+struct PgEnding<'a> {
+    shared: &'a Shared<'a>,
+    /// What the client was still waiting for.
+    unfinished: Vec<Expect>,
+    /// Some of it runs on the server.
+    in_flight: bool,
+    /// A message to the client was cut off: nothing of ours may follow.
+    mid_write: bool,
+    upstream: Stream,
+    server: Option<std::net::SocketAddr>,
+    local_port: Option<u16>,
+    pid: u32,
+    key: Vec<u8>,
+    cancel_address: String,
+}
+
+impl SessionEnding for PgEnding<'_> {
+    fn farewell(&self, told: &str, hint: Option<&str>) -> Bytes {
+        if self.mid_write {
+            return Bytes::new();
         }
-        SessionEnd::ClientClosed | SessionEnd::ClientError(_) => {
-            // The client is gone: nothing holds up the grant's other sessions.
-            ctx.info.client_told();
-            audit_unfinished();
-            terminate_upstream(&mut upstream).await;
-            let _ = client.shutdown().await;
+        let message = format!("terminating connection: {told}");
+        messages::error(Severity::Fatal, sqlstate::ADMIN_SHUTDOWN, &message, hint)
+    }
+
+    fn upstream_lost(&self) -> Bytes {
+        if self.mid_write {
+            return Bytes::new();
         }
-        SessionEnd::UpstreamClosed | SessionEnd::UpstreamError(_) => {
-            audit_unfinished();
-            let fatal = if mid_write {
-                Bytes::new()
-            } else {
-                messages::error(
-                    Severity::Fatal,
-                    sqlstate::CONNECTION_FAILURE,
-                    "the target database closed the connection",
-                    None,
-                )
-            };
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.finish(&fatal))
-                .await;
-            ctx.info.client_told();
+        messages::error(
+            Severity::Fatal,
+            sqlstate::CONNECTION_FAILURE,
+            "the target database closed the connection",
+            None,
+        )
+    }
+
+    fn grant_ending(&mut self) {
+        if let (true, Some(reaper)) = (self.in_flight, &self.shared.ctx.reaper) {
+            reaper.prepare();
         }
     }
-    end
+
+    fn record_unfinished(&mut self, end: &SessionEnd) {
+        for e in &self.unfinished {
+            if let Expect::Query(p) | Expect::Execute(p) = e {
+                self.shared.audit_end(p, end.reason());
+            }
+        }
+    }
+
+    async fn stop_running(&mut self, end: &SessionEnd) {
+        if !self.in_flight || !end.proxy_ended() {
+            return;
+        }
+        let reaped = match (end, &self.shared.ctx.reaper, self.server, self.local_port) {
+            (SessionEnd::GrantEnded(_), Some(reaper), Some(server), Some(port)) => {
+                reaper.end_backend(server, self.pid, port).await
+            }
+            _ => false,
+        };
+        if reaped {
+            return;
+        }
+        let cancel = upstream::send_cancel(&self.cancel_address, self.pid, &self.key);
+        if !matches!(ending::within_stop_limit(cancel).await, Some(Ok(()))) {
+            tracing::warn!(session = %self.shared.ctx.info.id, "could not deliver the cancel request upstream");
+        }
+    }
+
+    async fn close_upstream(&mut self) {
+        terminate_upstream(&mut self.upstream).await;
+    }
 }
 
 async fn terminate_upstream(upstream: &mut Stream) {
