@@ -28,7 +28,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
 use dashmap::DashMap;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
@@ -264,66 +263,11 @@ fn statement(batch: &[Job]) -> String {
 
 /// Run [`statement`] over the simple query protocol and collect the pids it ended.
 async fn terminate(up: &mut Upstream, batch: &[Job]) -> Result<HashSet<u32>, String> {
-    let sql = statement(batch);
-    let mut q = BytesMut::with_capacity(sql.len() + 6);
-    q.put_u8(b'Q');
-    q.put_u32(sql.len() as u32 + 5);
-    q.put_slice(sql.as_bytes());
-    q.put_u8(0);
-    let exchange = async {
-        up.reader
-            .get_mut()
-            .write_all(&q)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut ended = HashSet::new();
-        let mut error = None;
-        loop {
-            let f = match up.reader.next().await {
-                Ok(Some(f)) => f,
-                Ok(None) => return Err("the server closed the connection".to_owned()),
-                Err(e) => return Err(e.to_string()),
-            };
-            match f.tag() {
-                b'D' => {
-                    if let Some(pid) = first_column_u32(f.body()) {
-                        ended.insert(pid);
-                    }
-                }
-                b'E' => {
-                    let body = f.body();
-                    error = Some(format!(
-                        "{} ({})",
-                        super::messages::error_message(body).unwrap_or("no message"),
-                        super::messages::error_code(body).unwrap_or("?????")
-                    ));
-                }
-                b'Z' => break,
-                _ => {}
-            }
-        }
-        match error {
-            Some(e) => Err(e),
-            None => Ok(ended),
-        }
-    };
-    tokio::time::timeout(WAIT, exchange)
-        .await
-        .map_err(|_| "the server did not answer in time".to_owned())?
-}
-
-/// The first column of a DataRow, as an unsigned integer in text.
-fn first_column_u32(body: &[u8]) -> Option<u32> {
-    let count = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
-    if count == 0 {
-        return None;
-    }
-    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
-    let len = usize::try_from(len).ok()?;
-    std::str::from_utf8(body.get(6..6 + len)?)
-        .ok()?
-        .parse()
-        .ok()
+    let rows = super::upstream::query_rows(up, &statement(batch), WAIT).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| row.first()?.as_deref()?.parse().ok())
+        .collect())
 }
 
 #[cfg(test)]
@@ -350,16 +294,5 @@ mod tests {
         assert!(sql.contains("rolname = session_user"));
         // The filter is materialised before anything is signalled.
         assert!(sql.contains("AS MATERIALIZED"));
-    }
-
-    #[test]
-    fn data_rows_are_read_defensively() {
-        let mut row = vec![0, 1, 0, 0, 0, 4];
-        row.extend_from_slice(b"4242");
-        assert_eq!(first_column_u32(&row), Some(4242));
-        assert_eq!(first_column_u32(&[0, 1, 0, 0, 0, 9, b'1']), None);
-        assert_eq!(first_column_u32(&[0, 1, 255, 255, 255, 255]), None);
-        assert_eq!(first_column_u32(&[0, 0]), None);
-        assert_eq!(first_column_u32(&[]), None);
     }
 }

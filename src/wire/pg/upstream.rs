@@ -470,6 +470,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn data_rows_of_the_reapers_one_column_are_read_defensively() {
+        let mut row = vec![0, 1, 0, 0, 0, 4];
+        row.extend_from_slice(b"4242");
+        assert_eq!(data_row(&row), Some(vec![Some("4242".to_owned())]));
+        assert_eq!(data_row(&[0, 1, 0, 0, 0, 9, b'1']), None);
+        assert_eq!(data_row(&[0, 1, 255, 255, 255, 255]), Some(vec![None]));
+        assert_eq!(data_row(&[0, 0]), Some(vec![]));
+        assert_eq!(data_row(&[]), None);
+    }
+
+    #[test]
     fn client_cannot_choose_user_database_or_lift_read_only() {
         let client = vec![
             ("user".to_owned(), "alice".to_owned()),
