@@ -86,87 +86,10 @@ impl PgFront {
         peer: SocketAddr,
         pending: &mut PendingHandshake,
     ) -> Result<Option<Established>, Refused> {
-        let mut stream = Stream::Plain(tcp);
-        let first_message_timeout = self.gate.limits().first_message_timeout;
-        let mut first = true;
-        let (major, minor, params) = loop {
-            let read = if first {
-                match tokio::time::timeout(first_message_timeout, read_startup(&mut stream)).await {
-                    Ok(read) => read,
-                    Err(_) => {
-                        tracing::debug!(%peer, "no startup message in time");
-                        return Ok(None);
-                    }
-                }
-            } else {
-                read_startup(&mut stream).await
-            };
-            let packet = match read {
-                Ok(Some(p)) => p,
-                Ok(None) => return Ok(None),
-                Err(e) => {
-                    return Err(fail_stream(
-                        &mut stream,
-                        sqlstate::PROTOCOL_VIOLATION,
-                        &e.to_string(),
-                        None,
-                    )
-                    .await);
-                }
-            };
-            // A cancel request is over at once and needs no handshake slot.
-            if first
-                && !matches!(packet, StartupPacket::Cancel { .. })
-                && let Err(full) = pending.spoke()
-            {
-                return Err(fail_stream(
-                    &mut stream,
-                    sqlstate::TOO_MANY_CONNECTIONS,
-                    &full.to_string(),
-                    None,
-                )
-                .await);
-            }
-            first = false;
-            match packet {
-                StartupPacket::SslRequest => match (stream, &self.tls) {
-                    (Stream::Plain(mut tcp), Some(acceptor)) => {
-                        tcp.write_all(b"S").await.map_err(|_| Refused)?;
-                        let tls = acceptor.accept(tcp).await.map_err(|e| {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            Refused
-                        })?;
-                        stream = Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls)));
-                    }
-                    (Stream::Plain(mut tcp), None) => {
-                        tcp.write_all(b"N").await.map_err(|_| Refused)?;
-                        stream = Stream::Plain(tcp);
-                    }
-                    (mut s @ Stream::Tls(_), _) => {
-                        return Err(fail_stream(
-                            &mut s,
-                            sqlstate::PROTOCOL_VIOLATION,
-                            "SSLRequest inside TLS",
-                            None,
-                        )
-                        .await);
-                    }
-                },
-                StartupPacket::GssEncRequest => {
-                    stream.write_all(b"N").await.map_err(|_| Refused)?;
-                }
-                StartupPacket::Cancel { pid, key } => {
-                    self.forward_cancel(pid, &key).await;
-                    return Ok(None);
-                }
-                StartupPacket::Startup {
-                    major,
-                    minor,
-                    params,
-                } => break (major, minor, params),
-            }
+        let Some((mut stream, major, minor, params)) = self.negotiate(tcp, peer, pending).await?
+        else {
+            return Ok(None);
         };
-
         if self.gate.limits().tls_required && !stream.is_tls() {
             return Err(fail_stream(
                 &mut stream,
@@ -176,55 +99,13 @@ impl PgFront {
             )
             .await);
         }
-        if major != 3 {
-            return Err(fail_stream(
-                &mut stream,
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                &format!("unsupported frontend protocol {major}.{minor}: jitgate speaks 3.0"),
-                None,
-            )
-            .await);
-        }
-        let unsupported: Vec<String> = params
-            .iter()
-            .filter(|(k, _)| k.starts_with("_pq_."))
-            .map(|(k, _)| k.clone())
-            .collect();
-        if minor > 0 || !unsupported.is_empty() {
-            stream
-                .write_all(&messages::negotiate_protocol_version(unsupported))
-                .await
-                .map_err(|_| Refused)?;
-        }
-        let param = |name: &str| {
-            params
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
+        let (user, target) = match check_startup(&mut stream, major, minor, &params).await {
+            Ok(named) => named,
+            Err(Some((code, message, hint))) => {
+                return Err(fail_stream(&mut stream, code, &message, hint).await);
+            }
+            Err(None) => return Err(Refused),
         };
-        let Some(user) = param("user").filter(|u| !u.is_empty()).map(str::to_owned) else {
-            return Err(fail_stream(
-                &mut stream,
-                sqlstate::INVALID_AUTHORIZATION,
-                "no user name in the startup packet",
-                None,
-            )
-            .await);
-        };
-        let target = param("database")
-            .filter(|d| !d.is_empty())
-            .unwrap_or(&user)
-            .to_owned();
-        if param("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
-            return Err(fail_stream(
-                &mut stream,
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                "replication connections are not supported through jitgate",
-                None,
-            )
-            .await);
-        }
-
         let (r, mut w) = tokio::io::split(stream);
         let mut r = FrameReader::new(r, MAX_AUTH_MESSAGE_BYTES);
         let login = self.gate.login(Protocol::Postgres, &user, &target, peer);
@@ -250,6 +131,95 @@ impl PgFront {
             }
             Ok(None) => Err(Refused),
             Err(refusal) => Err(fail(&mut w, &refusal).await),
+        }
+    }
+
+    /// The requests before the startup message: TLS (or not), GSSAPI
+    /// encryption (declined), a cancel request (forwarded, and the
+    /// connection is done: `None`). The first message takes the handshake
+    /// slot of a client that speaks.
+    async fn negotiate(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        pending: &mut PendingHandshake,
+    ) -> Result<Option<(Stream, u16, u16, Vec<(String, String)>)>, Refused> {
+        let mut stream = Stream::Plain(tcp);
+        let first_message_timeout = self.gate.limits().first_message_timeout;
+        let mut first = true;
+        loop {
+            let read = if first {
+                match tokio::time::timeout(first_message_timeout, read_startup(&mut stream)).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        tracing::debug!(%peer, "no startup message in time");
+                        return Ok(None);
+                    }
+                }
+            } else {
+                read_startup(&mut stream).await
+            };
+            let packet = match read {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    let why = e.to_string();
+                    return Err(
+                        fail_stream(&mut stream, sqlstate::PROTOCOL_VIOLATION, &why, None).await,
+                    );
+                }
+            };
+            // A cancel request is over at once and needs no handshake slot.
+            if first
+                && !matches!(packet, StartupPacket::Cancel { .. })
+                && let Err(full) = pending.spoke()
+            {
+                let why = full.to_string();
+                return Err(
+                    fail_stream(&mut stream, sqlstate::TOO_MANY_CONNECTIONS, &why, None).await,
+                );
+            }
+            first = false;
+            match packet {
+                StartupPacket::SslRequest => stream = self.start_tls(stream, peer).await?,
+                StartupPacket::GssEncRequest => {
+                    stream.write_all(b"N").await.map_err(|_| Refused)?;
+                }
+                StartupPacket::Cancel { pid, key } => {
+                    self.forward_cancel(pid, &key).await;
+                    return Ok(None);
+                }
+                StartupPacket::Startup {
+                    major,
+                    minor,
+                    params,
+                } => return Ok(Some((stream, major, minor, params))),
+            }
+        }
+    }
+
+    /// Answer an SSLRequest: TLS when this listener has it, `N` otherwise.
+    async fn start_tls(&self, stream: Stream, peer: SocketAddr) -> Result<Stream, Refused> {
+        match (stream, &self.tls) {
+            (Stream::Plain(mut tcp), Some(acceptor)) => {
+                tcp.write_all(b"S").await.map_err(|_| Refused)?;
+                let tls = acceptor.accept(tcp).await.map_err(|e| {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    Refused
+                })?;
+                Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls))))
+            }
+            (Stream::Plain(mut tcp), None) => {
+                tcp.write_all(b"N").await.map_err(|_| Refused)?;
+                Ok(Stream::Plain(tcp))
+            }
+            (mut s @ Stream::Tls(_), _) => Err(fail_stream(
+                &mut s,
+                sqlstate::PROTOCOL_VIOLATION,
+                "SSLRequest inside TLS",
+                None,
+            )
+            .await),
         }
     }
 
@@ -416,6 +386,61 @@ impl PgFront {
             .await;
         drop(key_guard);
     }
+}
+
+/// What the startup message asks for, checked: the protocol version
+/// (3.0; a newer minor or `_pq_.` options are negotiated down), the user
+/// and the target (the database, the user's name if none). `Err(None)`:
+/// the client went away.
+async fn check_startup(
+    stream: &mut Stream,
+    major: u16,
+    minor: u16,
+    params: &[(String, String)],
+) -> Result<(String, String), Option<(&'static str, String, Option<&'static str>)>> {
+    if major != 3 {
+        return Err(Some((
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("unsupported frontend protocol {major}.{minor}: jitgate speaks 3.0"),
+            None,
+        )));
+    }
+    let unsupported: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if minor > 0 || !unsupported.is_empty() {
+        stream
+            .write_all(&messages::negotiate_protocol_version(unsupported))
+            .await
+            .map_err(|_| None)?;
+    }
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let Some(user) = param("user").filter(|u| !u.is_empty()).map(str::to_owned) else {
+        return Err(Some((
+            sqlstate::INVALID_AUTHORIZATION,
+            "no user name in the startup packet".to_owned(),
+            None,
+        )));
+    };
+    let target = param("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user)
+        .to_owned();
+    if param("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
+        return Err(Some((
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "replication connections are not supported through jitgate".to_owned(),
+            None,
+        )));
+    }
+    Ok((user, target))
 }
 
 enum ScramFailure {
