@@ -247,9 +247,6 @@ pub async fn run(
         long_kind: None,
         long_statements: false,
     };
-    let mut out = BytesMut::with_capacity(16 * 1024);
-    // A write to the client was cut off: no packet of ours may follow it.
-    let mut client_mid_write = false;
 
     // The grant's end and an operator's kill, waited on once for the whole
     // session and polled only when one of them fires (`wire::quiet`),
@@ -262,185 +259,17 @@ pub async fn run(
         }
     });
 
-    let end = 'session: loop {
-        if relay.in_flight.is_none() && relay.probe_due {
-            relay.probe_due = false;
-            let mut f = InFlight::new(Stage::First, None, 0);
-            f.ours = true;
-            relay.in_flight = Some(f);
-            let probe = frame(0, b"\x03SELECT DATABASE()");
-            match guarded_write(up_r.get_mut(), &probe, &mut stop).await {
-                Ok(()) => {}
-                Err(Interrupted::Io(e)) => break 'session SessionEnd::UpstreamError(e.to_string()),
-                Err(Interrupted::Ended(e)) => break 'session e,
-            }
-        }
-        // Commands, one at a time, only while nothing is in flight.
-        while relay.in_flight.is_none() {
-            let message = match client.try_message() {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(e) => {
-                    let code = match e {
-                        PacketError::TooLarge { .. } => code::NET_PACKET_TOO_LARGE,
-                        _ => code::UNKNOWN_COM,
-                    };
-                    let detail = e.to_string();
-                    if let PacketError::TooLarge { .. } = e {
-                        client
-                            .discard_incoming(std::time::Duration::from_secs(2))
-                            .await;
-                    }
-                    let _ = tokio::time::timeout(
-                        std::time::Duration::from_secs(1),
-                        client
-                            .get_mut()
-                            .write_all(&frame(1, &packet::err(code, &detail))),
-                    )
-                    .await;
-                    break 'session SessionEnd::ClientError(detail);
-                }
-            };
-            let long = !sql::classifies_inline(message.payload.len())
-                || (relay.long_statements
-                    && message.payload.first() == Some(&command::STMT_EXECUTE));
-            relay.long_kind = if long {
-                // A grant's end or a kill is not held up by the wait for a
-                // classification slot.
-                tokio::select! {
-                    biased;
-                    e = stop.woken() => break 'session e,
-                    kind = relay.long_text_kind(&message) => kind,
-                }
-            } else {
-                None
-            };
-            let action = relay.command(&message);
-            // Nothing audited goes up, or is carried out (a KILL), before
-            // its record is written.
-            if let Some(sealed) = relay.unwritten.take()
-                && let Err(e) = ctx.audit.write_sealed(sealed).await
-            {
-                // The command was neither forwarded nor carried out: fail
-                // closed. Nothing runs upstream (one command at a time), so
-                // there is no thread to kill.
-                tracing::error!(error = %e, "audit log write failed; ending the session unforwarded");
-                relay.in_flight = None;
-                break 'session SessionEnd::AuditFailed;
-            }
-            let (bytes_up, answer, end) = match action {
-                Action::Forward => (Some(message.raw), None, None),
-                Action::Answer(a) => (None, Some(a), None),
-                Action::AnswerAndEnd(a, e) => (None, Some(a), Some(e)),
-                Action::End(e) => (None, None, Some(e)),
-                Action::Kill(order) => {
-                    let by = format!(
-                        "KILL CONNECTION {} from session {}",
-                        order.id_text, ctx.info.id
-                    );
-                    let result = tokio::select! {
-                        biased;
-                        e = stop.woken() => break 'session e,
-                        r = ctx.kills.kill(&order.entry, order.scope, &by) => r,
-                    };
-                    (None, Some(relay.kill_done(result, &order)), None)
-                }
-            };
-            if let Some(raw) = bytes_up {
-                ctx.metrics.bytes_up.inc_by(raw.len() as u64);
-                match guarded_write(up_r.get_mut(), &raw, &mut stop).await {
-                    Ok(()) => {}
-                    Err(Interrupted::Io(e)) => {
-                        break 'session SessionEnd::UpstreamError(e.to_string());
-                    }
-                    Err(Interrupted::Ended(e)) => break 'session e,
-                }
-            }
-            if let Some(a) = answer {
-                match guarded_write(client.get_mut(), &a, &mut stop).await {
-                    Ok(()) => {}
-                    Err(Interrupted::Io(_)) => break 'session SessionEnd::ClientClosed,
-                    Err(Interrupted::Ended(e)) => {
-                        client_mid_write = true;
-                        break 'session e;
-                    }
-                }
-            }
-            if let Some(e) = end {
-                // The answer was the last word: nothing of ours may follow it.
-                client_mid_write = true;
-                break 'session e;
-            }
-        }
-
-        // Response packets, streamed through in batches.
-        loop {
-            let p = match up_r.try_packet() {
-                Ok(Some(p)) => p,
-                Ok(None) => break,
-                Err(e) => break 'session SessionEnd::UpstreamError(e.to_string()),
-            };
-            let ours = relay.in_flight.as_ref().is_some_and(|f| f.ours);
-            match relay.observe(&p) {
-                Some(Observed::Violation(why)) => {
-                    break 'session SessionEnd::UpstreamError(why.to_owned());
-                }
-                Some(Observed::Done) => {
-                    if !ours {
-                        out.extend_from_slice(&p.bytes);
-                    }
-                    relay.finish();
-                    break;
-                }
-                Some(Observed::More) if ours => {}
-                Some(Observed::More) => out.extend_from_slice(&p.bytes),
-                None => {
-                    // Nothing was asked: a server closing on its own says why first.
-                    if let Some((code, _, message)) = parse_err(p.payload()) {
-                        tracing::info!(session = %ctx.info.id, code, %message, "upstream sent an unsolicited error");
-                    }
-                }
-            }
-            if out.len() >= WRITE_BATCH_BYTES {
-                break;
-            }
-        }
-        if !out.is_empty() {
-            ctx.metrics.bytes_down.inc_by(out.len() as u64);
-            match guarded_write(client.get_mut(), &out, &mut stop).await {
-                Ok(()) => {}
-                Err(Interrupted::Io(_)) => break 'session SessionEnd::ClientClosed,
-                Err(Interrupted::Ended(e)) => {
-                    client_mid_write = true;
-                    break 'session e;
-                }
-            }
-            out.clear();
-            continue;
-        }
-        // A finished response may have left a client command waiting.
-        if relay.in_flight.is_none() && client.has_message() {
-            continue;
-        }
-
-        let idle = relay.in_flight.is_none();
-        tokio::select! {
-            biased;
-            e = stop.woken() => break 'session e,
-            r = up_r.fill(), if !idle || up_r.buffered() < READ_AHEAD_BYTES => match r {
-                Ok(true) => {}
-                Ok(false) | Err(PacketError::Io(_)) | Err(PacketError::Truncated) => {
-                    break 'session SessionEnd::UpstreamClosed
-                }
-                Err(e) => break 'session SessionEnd::UpstreamError(e.to_string()),
-            },
-            r = client.fill(), if idle || client.buffered() < READ_AHEAD_BYTES => match r {
-                Ok(true) => {}
-                Ok(false) | Err(PacketError::Io(_)) | Err(PacketError::Truncated) => {
-                    break 'session SessionEnd::ClientClosed
-                }
-                Err(e) => break 'session SessionEnd::ClientError(e.to_string()),
-            },
+    let mut pipes = Pipes {
+        client: &mut client,
+        up_r: &mut up_r,
+        out: BytesMut::with_capacity(16 * 1024),
+    };
+    let Stop {
+        end,
+        client_mid_write,
+    } = loop {
+        if let Err(stop) = pipes.turn(&mut relay, &mut stop).await {
+            break stop;
         }
     };
     // It borrows the lease, which what follows reads.
@@ -520,6 +349,264 @@ impl SessionEnding for MysqlEnding<'_> {
 
     async fn close_upstream(&mut self) {
         upstream::quit(&mut self.upstream).await;
+    }
+}
+
+/// Why the relay loop stops: the session's end, and whether a message to
+/// the client was cut off (then no packet of ours may follow it).
+struct Stop {
+    end: SessionEnd,
+    client_mid_write: bool,
+}
+
+impl From<SessionEnd> for Stop {
+    fn from(end: SessionEnd) -> Stop {
+        Stop {
+            end,
+            client_mid_write: false,
+        }
+    }
+}
+
+impl Stop {
+    /// The end came while a message to the client was being written, or
+    /// that message was the last word.
+    fn after_cut(end: SessionEnd) -> Stop {
+        Stop {
+            end,
+            client_mid_write: true,
+        }
+    }
+
+    /// A write to the client that did not finish.
+    fn client_write(e: Interrupted) -> Stop {
+        match e {
+            Interrupted::Io(_) => SessionEnd::ClientClosed.into(),
+            Interrupted::Ended(end) => Stop::after_cut(end),
+        }
+    }
+
+    /// A write upstream that did not finish.
+    fn upstream_write(e: Interrupted) -> Stop {
+        match e {
+            Interrupted::Io(e) => SessionEnd::UpstreamError(e.to_string()).into(),
+            Interrupted::Ended(end) => end.into(),
+        }
+    }
+}
+
+/// The two connections of a session and the batch on its way down.
+struct Pipes<'a> {
+    client: &'a mut PacketReader<Stream>,
+    up_r: &'a mut PacketReader<Stream>,
+    out: BytesMut,
+}
+
+impl Pipes<'_> {
+    /// One turn of the relay: jitgate's own probe when due, the client's
+    /// commands while nothing is in flight, a batch of the response, or a
+    /// wait for more bytes (or the session's end).
+    async fn turn<F: Future<Output = SessionEnd>>(
+        &mut self,
+        relay: &mut Relay<'_>,
+        stop: &mut Quiet<F>,
+    ) -> Result<(), Stop> {
+        if relay.in_flight.is_none() && relay.probe_due {
+            relay.probe_due = false;
+            let mut f = InFlight::new(Stage::First, None, 0);
+            f.ours = true;
+            relay.in_flight = Some(f);
+            let probe = frame(0, b"\x03SELECT DATABASE()");
+            guarded_write(self.up_r.get_mut(), &probe, stop)
+                .await
+                .map_err(Stop::upstream_write)?;
+        }
+        // Commands, one at a time, only while nothing is in flight.
+        while relay.in_flight.is_none() {
+            let message = match self.client.try_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => return Err(self.refuse_packet(e).await),
+            };
+            self.command(relay, message, stop).await?;
+        }
+        if self.responses(relay, stop).await? {
+            return Ok(());
+        }
+        // A finished response may have left a client command waiting.
+        if relay.in_flight.is_none() && self.client.has_message() {
+            return Ok(());
+        }
+        self.wait(relay.in_flight.is_none(), stop).await
+    }
+
+    /// A client packet jitgate cannot take: say why, and end the session.
+    async fn refuse_packet(&mut self, e: PacketError) -> Stop {
+        let code = match e {
+            PacketError::TooLarge { .. } => code::NET_PACKET_TOO_LARGE,
+            _ => code::UNKNOWN_COM,
+        };
+        let detail = e.to_string();
+        if let PacketError::TooLarge { .. } = e {
+            self.client
+                .discard_incoming(std::time::Duration::from_secs(2))
+                .await;
+        }
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.client
+                .get_mut()
+                .write_all(&frame(1, &packet::err(code, &detail))),
+        )
+        .await;
+        SessionEnd::ClientError(detail).into()
+    }
+
+    /// One whole client command: decided, audited, then forwarded,
+    /// answered or carried out.
+    async fn command<F: Future<Output = SessionEnd>>(
+        &mut self,
+        relay: &mut Relay<'_>,
+        message: Message,
+        stop: &mut Quiet<F>,
+    ) -> Result<(), Stop> {
+        let ctx = relay.ctx;
+        let long = !sql::classifies_inline(message.payload.len())
+            || (relay.long_statements && message.payload.first() == Some(&command::STMT_EXECUTE));
+        relay.long_kind = if long {
+            // A grant's end or a kill is not held up by the wait for a
+            // classification slot.
+            tokio::select! {
+                biased;
+                e = stop.woken() => return Err(e.into()),
+                kind = relay.long_text_kind(&message) => kind,
+            }
+        } else {
+            None
+        };
+        let action = relay.command(&message);
+        // Nothing audited goes up, or is carried out (a KILL), before its
+        // record is written.
+        if let Some(sealed) = relay.unwritten.take()
+            && let Err(e) = ctx.audit.write_sealed(sealed).await
+        {
+            // The command was neither forwarded nor carried out: fail
+            // closed. Nothing runs upstream (one command at a time), so
+            // there is no thread to kill.
+            tracing::error!(error = %e, "audit log write failed; ending the session unforwarded");
+            relay.in_flight = None;
+            return Err(SessionEnd::AuditFailed.into());
+        }
+        let (bytes_up, answer, end) = match action {
+            Action::Forward => (Some(message.raw), None, None),
+            Action::Answer(a) => (None, Some(a), None),
+            Action::AnswerAndEnd(a, e) => (None, Some(a), Some(e)),
+            Action::End(e) => (None, None, Some(e)),
+            Action::Kill(order) => {
+                let by = format!(
+                    "KILL CONNECTION {} from session {}",
+                    order.id_text, ctx.info.id
+                );
+                let result = tokio::select! {
+                    biased;
+                    e = stop.woken() => return Err(e.into()),
+                    r = ctx.kills.kill(&order.entry, order.scope, &by) => r,
+                };
+                (None, Some(relay.kill_done(result, &order)), None)
+            }
+        };
+        if let Some(raw) = bytes_up {
+            ctx.metrics.bytes_up.inc_by(raw.len() as u64);
+            guarded_write(self.up_r.get_mut(), &raw, stop)
+                .await
+                .map_err(Stop::upstream_write)?;
+        }
+        if let Some(a) = answer {
+            guarded_write(self.client.get_mut(), &a, stop)
+                .await
+                .map_err(Stop::client_write)?;
+        }
+        match end {
+            // The answer was the last word: nothing of ours may follow it.
+            Some(e) => Err(Stop::after_cut(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Response packets, streamed through in batches; `true` if a batch
+    /// went to the client.
+    async fn responses<F: Future<Output = SessionEnd>>(
+        &mut self,
+        relay: &mut Relay<'_>,
+        stop: &mut Quiet<F>,
+    ) -> Result<bool, Stop> {
+        loop {
+            let p = match self.up_r.try_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => return Err(SessionEnd::UpstreamError(e.to_string()).into()),
+            };
+            let ours = relay.in_flight.as_ref().is_some_and(|f| f.ours);
+            match relay.observe(&p) {
+                Some(Observed::Violation(why)) => {
+                    return Err(SessionEnd::UpstreamError(why.to_owned()).into());
+                }
+                Some(Observed::Done) => {
+                    if !ours {
+                        self.out.extend_from_slice(&p.bytes);
+                    }
+                    relay.finish();
+                    break;
+                }
+                Some(Observed::More) if ours => {}
+                Some(Observed::More) => self.out.extend_from_slice(&p.bytes),
+                None => {
+                    // Nothing was asked: a server closing on its own says why first.
+                    if let Some((code, _, message)) = parse_err(p.payload()) {
+                        tracing::info!(session = %relay.ctx.info.id, code, %message, "upstream sent an unsolicited error");
+                    }
+                }
+            }
+            if self.out.len() >= WRITE_BATCH_BYTES {
+                break;
+            }
+        }
+        if self.out.is_empty() {
+            return Ok(false);
+        }
+        relay.ctx.metrics.bytes_down.inc_by(self.out.len() as u64);
+        guarded_write(self.client.get_mut(), &self.out, stop)
+            .await
+            .map_err(Stop::client_write)?;
+        self.out.clear();
+        Ok(true)
+    }
+
+    /// Wait for bytes from either side (reading ahead a little), or the end.
+    async fn wait<F: Future<Output = SessionEnd>>(
+        &mut self,
+        idle: bool,
+        stop: &mut Quiet<F>,
+    ) -> Result<(), Stop> {
+        let (up_r, client) = (&mut *self.up_r, &mut *self.client);
+        tokio::select! {
+            biased;
+            e = stop.woken() => Err(e.into()),
+            r = up_r.fill(), if !idle || up_r.buffered() < READ_AHEAD_BYTES => match r {
+                Ok(true) => Ok(()),
+                Ok(false) | Err(PacketError::Io(_)) | Err(PacketError::Truncated) => {
+                    Err(SessionEnd::UpstreamClosed.into())
+                }
+                Err(e) => Err(SessionEnd::UpstreamError(e.to_string()).into()),
+            },
+            r = client.fill(), if idle || client.buffered() < READ_AHEAD_BYTES => match r {
+                Ok(true) => Ok(()),
+                Ok(false) | Err(PacketError::Io(_)) | Err(PacketError::Truncated) => {
+                    Err(SessionEnd::ClientClosed.into())
+                }
+                Err(e) => Err(SessionEnd::ClientError(e.to_string()).into()),
+            },
+        }
     }
 }
 
