@@ -647,11 +647,11 @@ impl Relay<'_> {
 
     fn command(&mut self, m: &Message) -> Action {
         let answer_seq = m.last_seq.wrapping_add(1);
-        let answer = |code: (u16, &str), msg: &str| frame(answer_seq, &packet::err(code, msg));
         let body = &m.payload[..];
         let Some((&cmd, args)) = body.split_first() else {
             self.record_command_refusal("an empty command packet", code::UNKNOWN_COM.0);
-            return Action::Answer(answer(code::UNKNOWN_COM, "empty command packet"));
+            let refused = packet::err(code::UNKNOWN_COM, "empty command packet");
+            return Action::Answer(frame(answer_seq, &refused));
         };
         let ctx = self.ctx;
         self.exact = None;
@@ -659,122 +659,13 @@ impl Relay<'_> {
         if cmd != command::QUIT
             && let Some(now_in) = self.left_database.take()
         {
-            let detail = format!(
-                "the session left database '{}' for {now_in} (seen after a statement that ran dynamic SQL)",
-                ctx.target.database
-            );
-            self.record_command_refusal(
-                &format!(
-                    "{} (0x{cmd:02x}) after the session left its database",
-                    command::name(cmd)
-                ),
-                code::DB_ACCESS_DENIED.0,
-            );
-            return Action::AnswerAndEnd(
-                answer(
-                    code::DB_ACCESS_DENIED,
-                    &format!(
-                        "this session is now in {now_in}, but sessions on {} may only use database '{}', so jitgate ended it; reconnect, and switch databases only with `USE {}`",
-                        ctx.info.target, ctx.target.database, ctx.target.database
-                    ),
-                ),
-                SessionEnd::ClientError(detail),
-            );
+            return self.end_outside_database(cmd, &now_in, answer_seq);
         }
         match cmd {
             command::QUIT => Action::End(SessionEnd::ClientClosed),
-            command::QUERY => {
-                let statement = crate::wire::StatementText::new(args);
-                self.exact = statement.exact.clone();
-                let sql = &statement.text;
-                let mentions = Mentions::of(args);
-                if mentions.kill() && kill::mentions_kill(args) {
-                    return self.kill_statement(sql, m.last_seq, long_kind);
-                }
-                let kind = long_kind.unwrap_or_else(|| statement.classify(&self.reading));
-                if mentions.use_()
-                    && let Some(refused) = self.leaves_database(sql, args, kind, answer_seq)
-                {
-                    return Action::Answer(refused);
-                }
-                match self.admit(sql, kind, answer_seq) {
-                    Ok(pending) => {
-                        let mut f = InFlight::new(Stage::First, Some(pending), m.last_seq);
-                        f.lexing_after = self.lexing_after(args, mentions);
-                        f.probe_after = mentions.execute() && sql::mysql_may_run_dynamic_sql(args);
-                        self.in_flight = Some(f);
-                        Action::Forward
-                    }
-                    Err(e) => Action::Answer(e),
-                }
-            }
-            command::STMT_PREPARE => {
-                let statement = crate::wire::StatementText::new(args);
-                let kind = long_kind.unwrap_or_else(|| statement.classify(&self.reading));
-                self.exact = statement.exact.clone();
-                let sql = &statement.text;
-                let mentions = Mentions::of(args);
-                if mentions.kill() && kill::mentions_kill(args) {
-                    // A prepared KILL would run with a raw id: never.
-                    self.record_refusal(sql, kind, code::NOT_SUPPORTED_YET.0);
-                    return Action::Answer(answer(code::NOT_SUPPORTED_YET, KILL_FORMS));
-                }
-                if mentions.use_()
-                    && let Some(refused) = self.leaves_database(sql, args, kind, answer_seq)
-                {
-                    return Action::Answer(refused);
-                }
-                if !admission::may_run(ctx.read_only, kind) {
-                    return Action::Answer(self.refusal(sql, kind, answer_seq));
-                }
-                let mut f = InFlight::new(Stage::PrepareFirst, None, m.last_seq);
-                f.prepare_sql = Some(Arc::from(args));
-                self.in_flight = Some(f);
-                Action::Forward
-            }
-            command::STMT_EXECUTE => {
-                let Some(id) = Cursor(args).u32() else {
-                    return Action::Answer(self.refuse_command(
-                        cmd,
-                        answer_seq,
-                        code::UNKNOWN_COM,
-                        "malformed COM_STMT_EXECUTE",
-                    ));
-                };
-                let prepared = self.statements.get(&id).cloned();
-                let (sql, mentions) = match prepared {
-                    Some((sql, mentions)) => (Some(sql), Some(mentions)),
-                    None => (None, None),
-                };
-                let statement = sql.as_deref().map(crate::wire::StatementText::new);
-                let shown = statement.as_ref().map(|s| &*s.text);
-                self.exact = statement.as_ref().and_then(|s| s.exact.clone());
-                let text: &str =
-                    shown.unwrap_or("-- execute of a statement jitgate did not see prepared");
-                let kind = match (&statement, long_kind) {
-                    (Some(_), Some(kind)) => kind,
-                    (Some(s), None) => s.classify(&self.reading),
-                    (None, _) => StatementKind::Unknown,
-                };
-                match self.admit(text, kind, answer_seq) {
-                    Ok(pending) => {
-                        let mut f = InFlight::new(Stage::First, Some(pending), m.last_seq);
-                        f.lexing_after = match (&sql, mentions) {
-                            (Some(s), Some(mentions)) => self.lexing_after(s, mentions),
-                            _ => Some(Lexing::OPAQUE),
-                        };
-                        f.probe_after = match (&sql, mentions) {
-                            (Some(s), Some(mentions)) => {
-                                mentions.execute() && sql::mysql_may_run_dynamic_sql(s)
-                            }
-                            _ => true,
-                        };
-                        self.in_flight = Some(f);
-                        Action::Forward
-                    }
-                    Err(e) => Action::Answer(e),
-                }
-            }
+            command::QUERY => self.query(args, m.last_seq, long_kind),
+            command::STMT_PREPARE => self.prepare(args, m.last_seq, long_kind),
+            command::STMT_EXECUTE => self.execute(args, m.last_seq, long_kind),
             command::STMT_FETCH => {
                 self.in_flight = Some(InFlight::new(Stage::Rows, None, m.last_seq));
                 Action::Forward
@@ -803,26 +694,7 @@ impl Relay<'_> {
                 self.in_flight = Some(InFlight::new(Stage::Single, None, m.last_seq));
                 Action::Forward
             }
-            command::INIT_DB => {
-                let db = String::from_utf8_lossy(args).into_owned();
-                let sql = format!("USE `{}`", db.replace('`', "``"));
-                if db != ctx.target.database {
-                    return Action::Answer(self.wrong_database(
-                        &sql,
-                        StatementKind::Session,
-                        &db,
-                        answer_seq,
-                    ));
-                }
-                match self.admit(&sql, StatementKind::Session, answer_seq) {
-                    Ok(pending) => {
-                        self.in_flight =
-                            Some(InFlight::new(Stage::Single, Some(pending), m.last_seq));
-                        Action::Forward
-                    }
-                    Err(e) => Action::Answer(e),
-                }
-            }
+            command::INIT_DB => self.init_db(args, m.last_seq),
             command::FIELD_LIST => {
                 self.in_flight = Some(InFlight::new(Stage::FieldList, None, m.last_seq));
                 Action::Forward
@@ -848,6 +720,157 @@ impl Relay<'_> {
                     command::name(other)
                 ),
             )),
+        }
+    }
+
+    /// The session was seen in another database (after dynamic SQL): the
+    /// next command is refused and the session ends.
+    fn end_outside_database(&mut self, cmd: u8, now_in: &str, answer_seq: u8) -> Action {
+        let ctx = self.ctx;
+        let detail = format!(
+            "the session left database '{}' for {now_in} (seen after a statement that ran dynamic SQL)",
+            ctx.target.database
+        );
+        self.record_command_refusal(
+            &format!(
+                "{} (0x{cmd:02x}) after the session left its database",
+                command::name(cmd)
+            ),
+            code::DB_ACCESS_DENIED.0,
+        );
+        let message = format!(
+            "this session is now in {now_in}, but sessions on {} may only use database '{}', so jitgate ended it; reconnect, and switch databases only with `USE {}`",
+            ctx.info.target, ctx.target.database, ctx.target.database
+        );
+        Action::AnswerAndEnd(
+            frame(answer_seq, &packet::err(code::DB_ACCESS_DENIED, &message)),
+            SessionEnd::ClientError(detail),
+        )
+    }
+
+    /// `COM_QUERY`: a `KILL` is jitgate's to carry out; anything else is
+    /// classified, checked against the level and the database, and audited.
+    fn query(&mut self, args: &[u8], last_seq: u8, long_kind: Option<StatementKind>) -> Action {
+        let answer_seq = last_seq.wrapping_add(1);
+        let statement = crate::wire::StatementText::new(args);
+        self.exact = statement.exact.clone();
+        let sql = &statement.text;
+        let mentions = Mentions::of(args);
+        if mentions.kill() && kill::mentions_kill(args) {
+            return self.kill_statement(sql, last_seq, long_kind);
+        }
+        let kind = long_kind.unwrap_or_else(|| statement.classify(&self.reading));
+        if mentions.use_()
+            && let Some(refused) = self.leaves_database(sql, args, kind, answer_seq)
+        {
+            return Action::Answer(refused);
+        }
+        match self.admit(sql, kind, answer_seq) {
+            Ok(pending) => {
+                let mut f = InFlight::new(Stage::First, Some(pending), last_seq);
+                f.lexing_after = self.lexing_after(args, mentions);
+                f.probe_after = mentions.execute() && sql::mysql_may_run_dynamic_sql(args);
+                self.in_flight = Some(f);
+                Action::Forward
+            }
+            Err(e) => Action::Answer(e),
+        }
+    }
+
+    /// `COM_STMT_PREPARE`: checked like a query (a prepared `KILL` never
+    /// goes up); audited when it is executed.
+    fn prepare(&mut self, args: &[u8], last_seq: u8, long_kind: Option<StatementKind>) -> Action {
+        let answer_seq = last_seq.wrapping_add(1);
+        let statement = crate::wire::StatementText::new(args);
+        let kind = long_kind.unwrap_or_else(|| statement.classify(&self.reading));
+        self.exact = statement.exact.clone();
+        let sql = &statement.text;
+        let mentions = Mentions::of(args);
+        if mentions.kill() && kill::mentions_kill(args) {
+            // A prepared KILL would run with a raw id: never.
+            self.record_refusal(sql, kind, code::NOT_SUPPORTED_YET.0);
+            let refused = packet::err(code::NOT_SUPPORTED_YET, KILL_FORMS);
+            return Action::Answer(frame(answer_seq, &refused));
+        }
+        if mentions.use_()
+            && let Some(refused) = self.leaves_database(sql, args, kind, answer_seq)
+        {
+            return Action::Answer(refused);
+        }
+        if !admission::may_run(self.ctx.read_only, kind) {
+            return Action::Answer(self.refusal(sql, kind, answer_seq));
+        }
+        let mut f = InFlight::new(Stage::PrepareFirst, None, last_seq);
+        f.prepare_sql = Some(Arc::from(args));
+        self.in_flight = Some(f);
+        Action::Forward
+    }
+
+    /// `COM_STMT_EXECUTE`: the statement's text as prepared is what is
+    /// checked and audited; one jitgate did not see prepared is unknown.
+    fn execute(&mut self, args: &[u8], last_seq: u8, long_kind: Option<StatementKind>) -> Action {
+        let answer_seq = last_seq.wrapping_add(1);
+        let Some(id) = Cursor(args).u32() else {
+            return Action::Answer(self.refuse_command(
+                command::STMT_EXECUTE,
+                answer_seq,
+                code::UNKNOWN_COM,
+                "malformed COM_STMT_EXECUTE",
+            ));
+        };
+        let prepared = self.statements.get(&id).cloned();
+        let (sql, mentions) = match prepared {
+            Some((sql, mentions)) => (Some(sql), Some(mentions)),
+            None => (None, None),
+        };
+        let statement = sql.as_deref().map(crate::wire::StatementText::new);
+        let shown = statement.as_ref().map(|s| &*s.text);
+        self.exact = statement.as_ref().and_then(|s| s.exact.clone());
+        let text: &str = shown.unwrap_or("-- execute of a statement jitgate did not see prepared");
+        let kind = match (&statement, long_kind) {
+            (Some(_), Some(kind)) => kind,
+            (Some(s), None) => s.classify(&self.reading),
+            (None, _) => StatementKind::Unknown,
+        };
+        match self.admit(text, kind, answer_seq) {
+            Ok(pending) => {
+                let mut f = InFlight::new(Stage::First, Some(pending), last_seq);
+                f.lexing_after = match (&sql, mentions) {
+                    (Some(s), Some(mentions)) => self.lexing_after(s, mentions),
+                    _ => Some(Lexing::OPAQUE),
+                };
+                f.probe_after = match (&sql, mentions) {
+                    (Some(s), Some(mentions)) => {
+                        mentions.execute() && sql::mysql_may_run_dynamic_sql(s)
+                    }
+                    _ => true,
+                };
+                self.in_flight = Some(f);
+                Action::Forward
+            }
+            Err(e) => Action::Answer(e),
+        }
+    }
+
+    /// `COM_INIT_DB`: only the target's own database, audited as a `USE`.
+    fn init_db(&mut self, args: &[u8], last_seq: u8) -> Action {
+        let answer_seq = last_seq.wrapping_add(1);
+        let db = String::from_utf8_lossy(args).into_owned();
+        let sql = format!("USE `{}`", db.replace('`', "``"));
+        if db != self.ctx.target.database {
+            return Action::Answer(self.wrong_database(
+                &sql,
+                StatementKind::Session,
+                &db,
+                answer_seq,
+            ));
+        }
+        match self.admit(&sql, StatementKind::Session, answer_seq) {
+            Ok(pending) => {
+                self.in_flight = Some(InFlight::new(Stage::Single, Some(pending), last_seq));
+                Action::Forward
+            }
+            Err(e) => Action::Answer(e),
         }
     }
 
