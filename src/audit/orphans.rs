@@ -54,13 +54,9 @@ impl AuditLog {
     /// Call once, right after [`AuditLog::open`], before any session
     /// starts. Answers how many sessions it closed.
     pub fn end_orphaned_sessions(&self) -> Result<usize, AuditError> {
-        let scan = match File::open(&self.path) {
+        let scan = match File::open(self.path()) {
             Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => {
-                scan(file).map_err(|source| AuditError::Io {
-                    path: self.path.clone(),
-                    action: "read",
-                    source,
-                })?
+                scan(file).map_err(AuditError::io(self.path(), "read"))?
             }
             // A pipe or device: nothing to read back.
             _ => Scan::default(),
@@ -161,13 +157,11 @@ fn time_of(line: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::test_support;
     use crate::config::{AuditConfig, FsyncPolicy};
 
     fn config(path: &std::path::Path) -> AuditConfig {
-        AuditConfig {
-            path: path.to_owned(),
-            fsync: FsyncPolicy::Always,
-        }
+        test_support::config(path, FsyncPolicy::Always)
     }
 
     fn session(log: &AuditLog, event: &str, id: &str) {
