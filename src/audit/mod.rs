@@ -48,11 +48,11 @@ mod test_support;
 mod verify;
 mod writer;
 
-pub use orphans::{PROXY_START_EVENT, PROXY_STOPPED};
-pub use record::{AuditEvent, CLIENT_NAME_MAX_CHARS, SessionMembers, client_name};
-pub use recover::RECOVERED_EVENT;
+pub(crate) use record::client_name;
+pub use record::{AuditEvent, SessionMembers};
 pub use verify::{VerifyReport, verify};
-pub use writer::{AuditLog, Sealed};
+pub use writer::AuditLog;
+pub(crate) use writer::Sealed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

@@ -23,11 +23,11 @@ use serde::Deserialize;
 use super::{AuditError, AuditEvent, AuditLog};
 
 /// The `reason` of a `session_end` written for a session whose proxy stopped.
-pub const PROXY_STOPPED: &str = "proxy_stopped";
+pub(crate) const PROXY_STOPPED: &str = "proxy_stopped";
 /// The `event` jitgate writes once it has settled the previous run's sessions.
-pub const PROXY_START_EVENT: &str = "proxy_start";
+pub(crate) const PROXY_START_EVENT: &str = "proxy_start";
 /// How much of the end of the log the scan reads at most.
-pub const SCAN_BYTES: u64 = 64 * 1024 * 1024;
+const SCAN_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The members of a `session_start` that its `session_end` repeats.
 #[derive(Debug, Deserialize)]
@@ -53,7 +53,7 @@ impl AuditLog {
     /// session the previous process left open, then record this start.
     /// Call once, right after [`AuditLog::open`], before any session
     /// starts. Answers how many sessions it closed.
-    pub fn end_orphaned_sessions(&self) -> Result<usize, AuditError> {
+    pub(crate) fn end_orphaned_sessions(&self) -> Result<usize, AuditError> {
         let scan = match File::open(self.path()) {
             Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => {
                 scan(file).map_err(AuditError::io(self.path(), "read"))?

@@ -102,7 +102,13 @@ pub struct SessionMembers {
 }
 
 impl SessionMembers {
-    pub fn new(session: &str, identity: &str, grant: &str, target: &str, level: &str) -> Self {
+    pub(crate) fn new(
+        session: &str,
+        identity: &str,
+        grant: &str,
+        target: &str,
+        level: &str,
+    ) -> Self {
         let mut members = SessionMembers {
             session: session.to_owned(),
             identity: identity.to_owned(),
@@ -131,7 +137,7 @@ impl SessionMembers {
     }
 
     /// A record of this session: its five members set, the rest empty.
-    pub fn event<'a>(&'a self, event: &'a str) -> AuditEvent<'a> {
+    pub(crate) fn event<'a>(&'a self, event: &'a str) -> AuditEvent<'a> {
         AuditEvent {
             event,
             session: Some(&self.session),
@@ -148,11 +154,11 @@ impl SessionMembers {
 /// Longest client-chosen name (a user or database a login named) kept in a
 /// record of a login that did not get in: anyone can knock, so what their
 /// records hold must be bounded.
-pub const CLIENT_NAME_MAX_CHARS: usize = 64;
+pub(crate) const CLIENT_NAME_MAX_CHARS: usize = 64;
 
 /// `name` as a login record keeps it: at most [`CLIENT_NAME_MAX_CHARS`]
 /// characters, a cut one ending in `…` so a reader knows it was cut.
-pub fn client_name(name: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn client_name(name: &str) -> std::borrow::Cow<'_, str> {
     match name.char_indices().nth(CLIENT_NAME_MAX_CHARS) {
         None => std::borrow::Cow::Borrowed(name),
         Some((cut, _)) => std::borrow::Cow::Owned(format!("{}…", &name[..cut])),

@@ -21,7 +21,7 @@ use super::{AuditError, AuditEvent};
 
 /// The `event` of the record [`AuditLog::open`](super::AuditLog::open) writes right after sealing a
 /// line that a crash cut short.
-pub const RECOVERED_EVENT: &str = "audit_log_recovered";
+pub(crate) const RECOVERED_EVENT: &str = "audit_log_recovered";
 
 /// The hash the next line's `prev` must hold: that of the last line of the
 /// `len` bytes of `file`, or of the recovery record that now follows it if

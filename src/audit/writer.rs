@@ -74,7 +74,7 @@ pub struct AuditLog {
 /// A line sealed into the chain by [`AuditLog::seal`]: its place in the
 /// chain, which [`AuditLog::write_sealed`] makes sure is in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Sealed(u64);
+pub(crate) struct Sealed(u64);
 
 /// What the writers' lock protects: the end of the file and of the chain.
 struct Chain {
@@ -177,7 +177,7 @@ impl AuditLog {
     /// `statement_end`, which closes a statement already on disk, so a busy
     /// session makes one `write(2)` per statement instead of two. With
     /// `fsync = "always"` it is the same as `record`.
-    pub fn record_later(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
+    pub(crate) fn record_later(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
         if !matches!(self.durability, Durability::Grouped(_)) {
             return self.record(event);
         }
@@ -188,7 +188,7 @@ impl AuditLog {
     /// [`AuditLog::write_sealed`], by the next [`AuditLog::record`], or by
     /// the next group fsync, whichever comes first. A statement sealed here
     /// may be forwarded only once `write_sealed` has returned `Ok` for it.
-    pub fn seal(&self, event: &AuditEvent<'_>) -> Result<Sealed, AuditError> {
+    pub(crate) fn seal(&self, event: &AuditEvent<'_>) -> Result<Sealed, AuditError> {
         let sealed = self.seal_line(event);
         if sealed.is_err() {
             crate::metrics::METRICS.audit_error();
@@ -204,7 +204,7 @@ impl AuditLog {
     /// too, and then writes every line sealed so far with one `write(2)`:
     /// the sessions woken together share one write (and one fsync), and
     /// find their own lines already written when their turn comes.
-    pub async fn write_sealed(&self, sealed: Sealed) -> Result<(), AuditError> {
+    pub(crate) async fn write_sealed(&self, sealed: Sealed) -> Result<(), AuditError> {
         if self.is_written(sealed) {
             return Ok(());
         }
@@ -219,7 +219,7 @@ impl AuditLog {
     }
 
     /// True once `sealed`'s line is in the file (and fsynced with `fsync = "always"`).
-    pub fn is_written(&self, sealed: Sealed) -> bool {
+    pub(crate) fn is_written(&self, sealed: Sealed) -> bool {
         self.written.load(Ordering::Acquire) >= sealed.0
     }
 
@@ -253,7 +253,7 @@ impl AuditLog {
     }
 
     /// The file this log writes to.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
