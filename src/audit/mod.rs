@@ -54,6 +54,8 @@ pub use verify::{VerifyReport, verify};
 pub use writer::AuditLog;
 pub(crate) use writer::Sealed;
 
+/// Why the log could not be opened, read or written: the file and the
+/// I/O error, never the record.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit log {path}: cannot {action}: {source}")]

@@ -42,6 +42,7 @@ enum Durability {
 }
 
 impl Durability {
+    /// What `audit.fsync` asks for, on a file that can be fsynced or not.
     fn of(fsync: FsyncPolicy, is_regular: bool) -> Self {
         match fsync {
             _ if !is_regular => Durability::NotAFile,
