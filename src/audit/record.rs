@@ -65,7 +65,7 @@ pub struct AuditEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<&'a str>,
     /// The same `session`, `identity`, `grant`, `target` and `level` as the
-    /// fields above, already encoded: set by [`SessionMembers::event`].
+    /// fields above, already encoded: set by `SessionMembers::event`.
     #[serde(skip)]
     pub encoded: Option<&'a SessionMembers>,
 }
