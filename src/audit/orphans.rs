@@ -23,11 +23,11 @@ use serde::Deserialize;
 use super::{AuditError, AuditEvent, AuditLog};
 
 /// The `reason` of a `session_end` written for a session whose proxy stopped.
-pub const PROXY_STOPPED: &str = "proxy_stopped";
+pub(crate) const PROXY_STOPPED: &str = "proxy_stopped";
 /// The `event` jitgate writes once it has settled the previous run's sessions.
-pub const PROXY_START_EVENT: &str = "proxy_start";
+pub(crate) const PROXY_START_EVENT: &str = "proxy_start";
 /// How much of the end of the log the scan reads at most.
-pub const SCAN_BYTES: u64 = 64 * 1024 * 1024;
+const SCAN_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The members of a `session_start` that its `session_end` repeats.
 #[derive(Debug, Deserialize)]
@@ -53,14 +53,10 @@ impl AuditLog {
     /// session the previous process left open, then record this start.
     /// Call once, right after [`AuditLog::open`], before any session
     /// starts. Answers how many sessions it closed.
-    pub fn end_orphaned_sessions(&self) -> Result<usize, AuditError> {
-        let scan = match File::open(&self.path) {
+    pub(crate) fn end_orphaned_sessions(&self) -> Result<usize, AuditError> {
+        let scan = match File::open(self.path()) {
             Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => {
-                scan(file).map_err(|source| AuditError::Io {
-                    path: self.path.clone(),
-                    action: "read",
-                    source,
-                })?
+                scan(file).map_err(AuditError::io(self.path(), "read"))?
             }
             // A pipe or device: nothing to read back.
             _ => Scan::default(),
@@ -161,13 +157,11 @@ fn time_of(line: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::test_support;
     use crate::config::{AuditConfig, FsyncPolicy};
 
     fn config(path: &std::path::Path) -> AuditConfig {
-        AuditConfig {
-            path: path.to_owned(),
-            fsync: FsyncPolicy::Always,
-        }
+        test_support::config(path, FsyncPolicy::Always)
     }
 
     fn session(log: &AuditLog, event: &str, id: &str) {
