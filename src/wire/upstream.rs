@@ -11,7 +11,7 @@ use std::future::Future;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::TargetConfig;
+use crate::config::{LevelConfig, TargetConfig};
 use crate::wire::stream::Stream;
 
 /// Why jitgate could not log in upstream (the client is told this, and the
@@ -134,4 +134,21 @@ pub async fn start_tls(
             detail: e.to_string(),
         })?;
     Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
+}
+
+/// The level's upstream password, read now from its env var or file
+/// (`None` when the level has none configured).
+pub fn level_password(
+    target: &TargetConfig,
+    level_name: &str,
+    level: &LevelConfig,
+) -> Result<Option<String>, UpstreamError> {
+    level
+        .password
+        .read()
+        .map_err(|e| UpstreamError::NoPassword {
+            target: target.name.clone(),
+            level: level_name.to_owned(),
+            detail: e.to_string(),
+        })
 }

@@ -18,7 +18,7 @@ use crate::config::{LevelConfig, TargetConfig, UpstreamTls};
 use crate::sql::{Lexing, MysqlServer};
 use crate::wire::stream::Stream;
 pub use crate::wire::upstream::UpstreamError;
-use crate::wire::upstream::{open_tcp, start_tls, tls_connector, within_timeout};
+use crate::wire::upstream::{level_password, open_tcp, start_tls, tls_connector, within_timeout};
 
 /// What the client settled with jitgate, to repeat upstream.
 #[derive(Debug, Clone, Copy)]
@@ -350,15 +350,7 @@ async fn login(
         detail,
     };
     let perr = |e: PacketError| proto(e.to_string());
-    let password = level
-        .password
-        .read()
-        .map_err(|e| UpstreamError::NoPassword {
-            target: target.name.clone(),
-            level: level_name.to_owned(),
-            detail: e.to_string(),
-        })?
-        .unwrap_or_default();
+    let password = level_password(target, level_name, level)?.unwrap_or_default();
 
     let tcp = open_tcp(target).await?;
     // Greetings are small; the server sends nothing more until we answer.

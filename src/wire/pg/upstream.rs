@@ -14,7 +14,7 @@ use super::messages::{error_code, error_message};
 use crate::config::{LevelConfig, TargetConfig};
 use crate::wire::stream::Stream;
 pub use crate::wire::upstream::UpstreamError;
-use crate::wire::upstream::{open_tcp, start_tls, tls_connector, within_timeout};
+use crate::wire::upstream::{level_password, open_tcp, start_tls, tls_connector, within_timeout};
 
 /// A logged-in upstream connection, ready for queries.
 pub struct Upstream {
@@ -245,21 +245,13 @@ async fn login(
         target: target.name.clone(),
         detail,
     };
-    let password = || -> Result<String, UpstreamError> {
-        match level.password.read() {
-            Ok(Some(p)) => Ok(p),
-            Ok(None) => Err(UpstreamError::NoPassword {
-                target: target.name.clone(),
-                level: level_name.to_owned(),
-                detail: "the target asks for one; set password_env or password_file for this level"
-                    .into(),
-            }),
-            Err(e) => Err(UpstreamError::NoPassword {
-                target: target.name.clone(),
-                level: level_name.to_owned(),
-                detail: e.to_string(),
-            }),
-        }
+    let password = || {
+        level_password(target, level_name, level)?.ok_or_else(|| UpstreamError::NoPassword {
+            target: target.name.clone(),
+            level: level_name.to_owned(),
+            detail: "the target asks for one; set password_env or password_file for this level"
+                .into(),
+        })
     };
     let mut scram: Option<ScramSha256> = None;
     loop {
@@ -305,31 +297,8 @@ async fn login(
                     .map_err(io)?;
             }
             10 => {
-                let mut d = data;
-                let mut mechanisms = Vec::new();
-                while let Some(m) = take_cstr(&mut d) {
-                    if m.is_empty() {
-                        break;
-                    }
-                    mechanisms.push(m);
-                }
-                if !mechanisms.contains(&"SCRAM-SHA-256") {
-                    return Err(UpstreamError::UnsupportedAuth {
-                        target: target.name.clone(),
-                        detail: format!("SASL mechanisms {mechanisms:?}"),
-                    });
-                }
-                let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                let first = s.message();
-                let mut payload = BytesMut::new();
-                payload.put_slice(b"SCRAM-SHA-256\0");
-                payload.put_u32(first.len() as u32);
-                payload.put_slice(first);
-                reader
-                    .get_mut()
-                    .write_all(&password_message(b'p', &payload))
-                    .await
-                    .map_err(io)?;
+                let (s, first) = sasl_start(target, data, &password()?)?;
+                reader.get_mut().write_all(&first).await.map_err(io)?;
                 scram = Some(s);
             }
             11 => {
@@ -356,6 +325,36 @@ async fn login(
             }
         }
     }
+}
+
+/// Answer AuthenticationSASL: SCRAM-SHA-256 if the server offers it; the
+/// exchange and its first message (SASLInitialResponse).
+fn sasl_start(
+    target: &TargetConfig,
+    mechanisms: &[u8],
+    password: &str,
+) -> Result<(ScramSha256, BytesMut), UpstreamError> {
+    let mut d = mechanisms;
+    let mut offered = Vec::new();
+    while let Some(m) = take_cstr(&mut d) {
+        if m.is_empty() {
+            break;
+        }
+        offered.push(m);
+    }
+    if !offered.contains(&"SCRAM-SHA-256") {
+        return Err(UpstreamError::UnsupportedAuth {
+            target: target.name.clone(),
+            detail: format!("SASL mechanisms {offered:?}"),
+        });
+    }
+    let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+    let first = s.message();
+    let mut payload = BytesMut::new();
+    payload.put_slice(b"SCRAM-SHA-256\0");
+    payload.put_u32(first.len() as u32);
+    payload.put_slice(first);
+    Ok((s, password_message(b'p', &payload)))
 }
 
 /// Run `sql` (one or more statements) over the simple query protocol on a
