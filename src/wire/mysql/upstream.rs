@@ -366,32 +366,7 @@ async fn login(
     }
     let greeting: Greeting = parse_greeting(first.payload()).map_err(perr)?;
     let server = greeting.capabilities;
-    for (flag, what) in [
-        (caps::PROTOCOL_41, "the MySQL 4.1+ protocol"),
-        (caps::SECURE_CONNECTION, "secure connection authentication"),
-        (caps::PLUGIN_AUTH, "authentication plugins"),
-    ] {
-        if server & flag == 0 {
-            return Err(UpstreamError::Capability {
-                target: target.name.clone(),
-                what: what.to_owned(),
-            });
-        }
-    }
-    let relayed = terms.capabilities & caps::RELAYED;
-    if relayed & !server != 0 {
-        return Err(UpstreamError::Capability {
-            target: target.name.clone(),
-            what: format!("capability flags {:#x}", relayed & !server),
-        });
-    }
-    let mut capabilities = relayed
-        | caps::LONG_PASSWORD
-        | caps::PROTOCOL_41
-        | caps::SECURE_CONNECTION
-        | caps::PLUGIN_AUTH
-        | caps::CONNECT_WITH_DB
-        | (server & caps::PLUGIN_AUTH_LENENC_CLIENT_DATA);
+    let mut capabilities = capabilities_for(target, server, terms)?;
     let mut seq = 1u8;
 
     let connector = tls_connector(target)?;
@@ -408,13 +383,9 @@ async fn login(
                 return Err(UpstreamError::NoTls(target.name.clone()));
             }
             capabilities |= caps::SSL;
-            let mut tcp = tcp;
-            let req = packet::ssl_request(capabilities, terms.max_packet_size, terms.collation);
-            tcp.write_all(&frame(seq, &req))
-                .await
-                .map_err(|e| proto(e.to_string()))?;
+            let stream = ssl_request(connector, target, tcp, capabilities, terms, seq).await?;
             seq += 1;
-            start_tls(connector, target, tcp).await?
+            stream
         }
     };
     let secure = stream.is_tls();
@@ -494,6 +465,60 @@ async fn login(
             _ => return Err(proto("unexpected packet during login".to_owned())),
         }
     }
+}
+
+/// Ask for TLS (an SSLRequest with sequence id `seq`) and start it.
+async fn ssl_request(
+    connector: tokio_rustls::TlsConnector,
+    target: &TargetConfig,
+    mut tcp: tokio::net::TcpStream,
+    capabilities: u32,
+    terms: ClientTerms,
+    seq: u8,
+) -> Result<Stream, UpstreamError> {
+    let req = packet::ssl_request(capabilities, terms.max_packet_size, terms.collation);
+    tcp.write_all(&frame(seq, &req))
+        .await
+        .map_err(|e| UpstreamError::Protocol {
+            target: target.name.clone(),
+            detail: e.to_string(),
+        })?;
+    start_tls(connector, target, tcp).await
+}
+
+/// The capability flags to log in with: the client's relayed flags (which
+/// the server must have) and what the login needs.
+fn capabilities_for(
+    target: &TargetConfig,
+    server: u32,
+    terms: ClientTerms,
+) -> Result<u32, UpstreamError> {
+    for (flag, what) in [
+        (caps::PROTOCOL_41, "the MySQL 4.1+ protocol"),
+        (caps::SECURE_CONNECTION, "secure connection authentication"),
+        (caps::PLUGIN_AUTH, "authentication plugins"),
+    ] {
+        if server & flag == 0 {
+            return Err(UpstreamError::Capability {
+                target: target.name.clone(),
+                what: what.to_owned(),
+            });
+        }
+    }
+    let relayed = terms.capabilities & caps::RELAYED;
+    if relayed & !server != 0 {
+        return Err(UpstreamError::Capability {
+            target: target.name.clone(),
+            what: format!("capability flags {:#x}", relayed & !server),
+        });
+    }
+    Ok(relayed
+        | caps::LONG_PASSWORD
+        | caps::PROTOCOL_41
+        | caps::SECURE_CONNECTION
+        | caps::PLUGIN_AUTH
+        | caps::CONNECT_WITH_DB
+        | (server & caps::PLUGIN_AUTH_LENENC_CLIENT_DATA))
 }
 
 async fn send(
