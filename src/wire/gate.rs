@@ -483,6 +483,32 @@ pub struct RelayCtx {
     pub metrics: SessionMetrics,
 }
 
+impl RelayCtx {
+    /// A statement's answer is complete: count it and queue its
+    /// `statement_end` record (`failed`: the server answered with an error).
+    pub fn statement_end(
+        &self,
+        seq: u64,
+        kind: crate::sql::StatementKind,
+        started: Instant,
+        outcome: &str,
+        rows: u64,
+        failed: bool,
+    ) {
+        let took = started.elapsed().as_secs_f64();
+        self.metrics.duration.observe(took);
+        self.metrics
+            .statement(kind.as_str(), if failed { "error" } else { "ok" });
+        let _ = self.audit.record_later(&AuditEvent {
+            seq: Some(seq),
+            outcome: Some(outcome),
+            rows: Some(rows),
+            duration_ms: Some((took * 1_000_000.0).round() / 1000.0),
+            ..self.members.event("statement_end")
+        });
+    }
+}
+
 impl LiveSession {
     /// The relay's view of this session.
     pub fn relay_ctx(&self) -> RelayCtx {

@@ -7,24 +7,9 @@ use super::*;
 
 impl Relay<'_> {
     pub(super) fn audit_end(&self, p: &Pending, outcome: &str, rows: u64) {
-        let ctx = self.ctx;
-        let took = p.started.elapsed().as_secs_f64();
-        ctx.metrics.duration.observe(took);
-        ctx.metrics.statement(
-            p.kind.as_str(),
-            if outcome.starts_with("ERR") {
-                "error"
-            } else {
-                "ok"
-            },
-        );
-        let _ = ctx.audit.record_later(&AuditEvent {
-            seq: Some(p.seq),
-            outcome: Some(outcome),
-            rows: Some(rows),
-            duration_ms: Some((took * 1_000_000.0).round() / 1000.0),
-            ..ctx.members.event("statement_end")
-        });
+        let failed = outcome.starts_with("ERR");
+        self.ctx
+            .statement_end(p.seq, p.kind, p.started, outcome, rows, failed);
     }
 
     /// How the server reads text after `text` runs, where that changes.

@@ -146,20 +146,9 @@ impl Shared<'_> {
     }
 
     fn audit_end(&self, p: &Pending, outcome: &str) {
-        let took = p.started.elapsed().as_secs_f64();
-        let duration_ms = took * 1000.0;
-        let ok = !is_sqlstate(outcome);
-        self.ctx.metrics.duration.observe(took);
+        let failed = is_sqlstate(outcome);
         self.ctx
-            .metrics
-            .statement(p.kind.as_str(), if ok { "ok" } else { "error" });
-        let _ = self.ctx.audit.record_later(&AuditEvent {
-            seq: Some(p.seq),
-            outcome: Some(outcome),
-            rows: Some(p.rows),
-            duration_ms: Some((duration_ms * 1000.0).round() / 1000.0),
-            ..self.ctx.members.event("statement_end")
-        });
+            .statement_end(p.seq, p.kind, p.started, outcome, p.rows, failed);
     }
 }
 
