@@ -15,12 +15,12 @@
 //! test --test classifier_oracle_mysql -- --nocapture`.
 
 mod mysql_common;
-#[path = "support/oracle.rs"]
-mod oracle;
+mod support;
 
 use jitgate::sql::{Lexing, MysqlServer, Reading, classify_for};
 use mysql_async::prelude::*;
 use mysql_common::*;
+use support::oracle;
 
 const SETTINGS: [(&str, Option<&str>); 4] = [
     ("default", None),

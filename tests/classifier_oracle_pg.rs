@@ -16,11 +16,11 @@
 //! classifier_oracle_pg -- --nocapture`.
 
 mod common;
-#[path = "support/oracle.rs"]
-mod oracle;
+mod support;
 
 use common::*;
 use jitgate::sql::{Lexing, Reading, classify_for};
+use support::oracle;
 
 /// A session reading: the SET that puts the server in it, and the same
 /// reading as jitgate learns it from the server's ParameterStatus.

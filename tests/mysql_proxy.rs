@@ -6,10 +6,10 @@
 //! own processlist as the witness.
 
 mod mysql_common;
-#[path = "support/tmpfs.rs"]
-mod tmpfs;
+mod support;
 
 use std::time::{Duration, SystemTime};
+use support::tmpfs;
 
 use mysql_async::prelude::*;
 use mysql_common::*;

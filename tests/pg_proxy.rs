@@ -6,10 +6,10 @@
 //! takes the server's own view (`pg_stat_activity`, its log) as the witness.
 
 mod common;
-#[path = "support/tmpfs.rs"]
-mod tmpfs;
+mod support;
 
 use std::time::{Duration, Instant, SystemTime};
+use support::tmpfs;
 
 use common::*;
 use serde_json::Value;
