@@ -10,8 +10,8 @@
 //! attempt even if the client goes away when asked for its password. The
 //! witnesses are raw protocol exchanges, byte by byte.
 
-mod common;
 mod mysql_common;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use common::{JitgateOptions, PgServer, within};
+use support::{JitgateOptions, PgServer, within};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -64,7 +64,7 @@ async fn scram_first(port: u16, user: &str) -> ScramFirst {
         .await
         .expect("connect to jitgate");
     let mut startup = 196_608u32.to_be_bytes().to_vec();
-    for (k, v) in [("user", user), ("database", common::TARGET)] {
+    for (k, v) in [("user", user), ("database", support::PG_TARGET)] {
         for s in [k, v] {
             startup.extend_from_slice(s.as_bytes());
             startup.push(0);
@@ -122,7 +122,7 @@ async fn scram_first(port: u16, user: &str) -> ScramFirst {
 }
 
 /// alice's salt as her verifier in the config file says.
-fn configured_salt(jg: &common::Jitgate, name: &str) -> Vec<u8> {
+fn configured_salt(jg: &support::Jitgate, name: &str) -> Vec<u8> {
     let text = std::fs::read_to_string(jg.config_path()).expect("read jitgate.toml");
     let config: toml::Value = toml::from_str(&text).expect("jitgate.toml is TOML");
     let secret = config["identities"]
@@ -140,7 +140,7 @@ fn configured_salt(jg: &common::Jitgate, name: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_names_get_a_stable_salt_shaped_like_a_known_one_postgres() {
     let pg = PgServer::start().await;
-    let mut jg = common::Jitgate::start(
+    let mut jg = support::Jitgate::start(
         &pg,
         JitgateOptions {
             tls_require: false,

@@ -8,8 +8,8 @@
 //! (how many attempts reached the secret check, how many the limiter
 //! refused) and the servers' own view of the sessions that got through.
 
-mod common;
 mod mysql_common;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use common::{JitgateOptions, Login, PgServer, eventually, within};
+use support::{JitgateOptions, Login, PgServer, eventually, within};
 
 const GUESSES: usize = 20;
 const LIMIT: u32 = 3;
@@ -58,7 +58,7 @@ async fn failures_once_all_recorded(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_wrong_passwords_reach_the_check_only_up_to_the_limit_postgres() {
     let pg = PgServer::start().await;
-    let jg = common::Jitgate::start(
+    let jg = support::Jitgate::start(
         &pg,
         JitgateOptions {
             max_login_failures: Some(LIMIT),
@@ -67,7 +67,7 @@ async fn parallel_wrong_passwords_reach_the_check_only_up_to_the_limit_postgres(
         },
     )
     .await;
-    jg.grant("alice", common::TARGET, "read", "5m").await;
+    jg.grant("alice", support::PG_TARGET, "read", "5m").await;
 
     let started = Instant::now();
     let mut guesses = tokio::task::JoinSet::new();
@@ -110,7 +110,7 @@ async fn parallel_wrong_passwords_reach_the_check_only_up_to_the_limit_postgres(
         .connect(&Login::alice())
         .await
         .expect_err("alice has no attempts left in this window");
-    assert!(common::describe_error(&err).contains("too many failed logins"));
+    assert!(support::describe_error(&err).contains("too many failed logins"));
     let client = eventually(secs(15), "a login once the window passed", || async {
         jg.connect(&Login::alice()).await.ok()
     })
@@ -138,12 +138,12 @@ async fn guess_postgres(port: u16, login: Login) -> Option<String> {
     match within(
         secs(20),
         "a guessed login",
-        config.connect(common::AnyCertTls::new()),
+        config.connect(support::AnyCertTls::new()),
     )
     .await
     {
         Ok(_) => None,
-        Err(e) => Some(common::describe_error(&e)),
+        Err(e) => Some(support::describe_error(&e)),
     }
 }
 
@@ -233,7 +233,7 @@ async fn assert_server_runs_as_the_read_account(conn: &mut mysql_async::Conn) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bearer_tokens_spend_the_addresss_budget_for_database_logins_too() {
     let pg = PgServer::start().await;
-    let jg = common::Jitgate::start(
+    let jg = support::Jitgate::start(
         &pg,
         JitgateOptions {
             max_login_failures: Some(LIMIT),
@@ -241,7 +241,7 @@ async fn bad_bearer_tokens_spend_the_addresss_budget_for_database_logins_too() {
         },
     )
     .await;
-    jg.grant("alice", common::TARGET, "read", "5m").await;
+    jg.grant("alice", support::PG_TARGET, "read", "5m").await;
     for i in 0..LIMIT {
         let (status, _) = jg
             .api(
@@ -264,9 +264,9 @@ async fn bad_bearer_tokens_spend_the_addresss_budget_for_database_logins_too() {
         .await
         .expect_err("the address spent its budget on the admin API");
     assert!(
-        common::describe_error(&err).contains("too many failed logins"),
+        support::describe_error(&err).contains("too many failed logins"),
         "{}",
-        common::describe_error(&err)
+        support::describe_error(&err)
     );
     jg.wait_for_audit("the refused database login", |v| {
         v["event"] == "login_failed" && v["identity"] == "alice" && v["reason"] == "rate_limited"
@@ -350,8 +350,8 @@ async fn assert_silent_ones_closed(mut watches: tokio::task::JoinSet<Duration>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_do_not_keep_a_good_postgres_client_out() {
     let pg = PgServer::start().await;
-    let jg = common::Jitgate::start(&pg, JitgateOptions::default()).await;
-    jg.grant("alice", common::TARGET, "read", "5m").await;
+    let jg = support::Jitgate::start(&pg, JitgateOptions::default()).await;
+    jg.grant("alice", support::PG_TARGET, "read", "5m").await;
     let watches = flood(SocketAddr::from(([127, 0, 0, 1], jg.pg_port()))).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -408,14 +408,14 @@ async fn read_until_closed(tcp: &mut TcpStream, limit: Duration) -> (String, Dur
     (text, started.elapsed())
 }
 
-fn admin_addr(jg: &common::Jitgate) -> String {
+fn admin_addr(jg: &support::Jitgate) -> String {
     jg.admin_url().trim_start_matches("http://").to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_connections_over_the_cap_get_503_while_database_listeners_accept() {
     let pg = PgServer::start().await;
-    let jg = common::Jitgate::start(
+    let jg = support::Jitgate::start(
         &pg,
         JitgateOptions {
             extra_limits: "admin_max_connections = 4\nadmin_idle_timeout = \"3s\"\n".into(),
@@ -423,7 +423,7 @@ async fn admin_connections_over_the_cap_get_503_while_database_listeners_accept(
         },
     )
     .await;
-    jg.grant("alice", common::TARGET, "read", "5m").await;
+    jg.grant("alice", support::PG_TARGET, "read", "5m").await;
     // The harness's own HTTP client keeps connections alive: let the idle
     // timeout close them, so the four slots are free.
     tokio::time::sleep(Duration::from_millis(3500)).await;
@@ -497,7 +497,7 @@ async fn admin_connections_over_the_cap_get_503_while_database_listeners_accept(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_admin_connections_are_closed() {
     let pg = PgServer::start().await;
-    let mut jg = common::Jitgate::start(
+    let mut jg = support::Jitgate::start(
         &pg,
         JitgateOptions {
             extra_limits: "admin_header_read_timeout = \"1s\"\nadmin_idle_timeout = \"2s\"\n\
@@ -548,7 +548,7 @@ async fn slow_and_idle_admin_connections_are_closed() {
         let head = format!(
             "POST /v1/grants HTTP/1.1\r\nhost: jitgate\r\nauthorization: Bearer {}\r\n\
              content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"identity\":",
-            common::ADMIN_SECRET
+            support::ADMIN_SECRET
         );
         tcp.write_all(head.as_bytes()).await.unwrap();
         read_until_closed(&mut tcp, secs(8)).await
@@ -559,7 +559,7 @@ async fn slow_and_idle_admin_connections_are_closed() {
         let head = format!(
             "POST /v1/grants HTTP/1.1\r\nhost: jitgate\r\nauthorization: Bearer {}\r\n\
              content-type: application/json\r\ncontent-length: 100\r\n\r\n",
-            common::ADMIN_SECRET
+            support::ADMIN_SECRET
         );
         tcp.write_all(head.as_bytes()).await.unwrap();
         let started = Instant::now();
@@ -620,7 +620,7 @@ async fn slow_and_idle_admin_connections_are_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_with_huge_names_leave_bounded_audit_records() {
     let pg = PgServer::start().await;
-    let jg = common::Jitgate::start(
+    let jg = support::Jitgate::start(
         &pg,
         JitgateOptions {
             max_login_failures: Some(1),

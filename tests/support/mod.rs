@@ -1,11 +1,57 @@
-//! The one integration-test kit, shared by every test crate (`mod support;`)
-//! and by the benches that need real servers.
+//! The one integration-test kit: throwaway PostgreSQL servers, a jitgate
+//! in front of them, and the real clients that talk to both. Every test
+//! crate takes it in with `mod support;`; the benches that need servers
+//! take it in too.
 //!
-//! Each test crate compiles the kit on its own and uses only part of it, so
-//! what one crate leaves unused is not dead code of the kit: hence the
-//! `allow(dead_code)` below.
+//! Everything here runs real processes from the installed binaries, so a test
+//! asserts on what the server itself saw (`pg_stat_activity`, its log) rather
+//! than on mocks. Every server lives in its own temporary directory on its own
+//! free ports, so tests run in parallel; every wait is bounded, so a broken
+//! proxy fails a test instead of hanging the suite; and `Drop` stops every
+//! process a test started, even when the test panics.
+//!
+//! One idea a file: `process` (ports, commands, accounts), `scratch` (the
+//! servers' directories and the sweep of leftovers), `wait` (bounded
+//! waits), `postgres` (the server, its template and its own view),
+//! `jitgate` (the proxy process, its config, its audit log), `admin` (the
+//! admin API and CLI), `pg_client` (psql, pgbench, tokio-postgres), `run`
+//! (what a client program did), `tls` (any-certificate TLS), `raw_pg` (a
+//! hand-driven client), and the helpers of two kinds of test (`oracle`,
+//! `tmpfs`).
 
-#![allow(dead_code)]
+// Each test crate compiles the kit on its own and uses only part of it, so
+// what one crate leaves unused (a helper, or a name re-exported below) is
+// still used by another.
+#![allow(dead_code, unused_imports)]
+
+mod admin;
+mod jitgate;
+mod pg_client;
+mod postgres;
+mod process;
+mod raw_pg;
+mod run;
+mod scratch;
+mod tls;
+mod wait;
 
 pub mod oracle;
 pub mod tmpfs;
+
+pub use admin::{AdminApi, expires_at, id_of, id_string, time_of};
+pub use jitgate::{
+    ADMIN_SECRET, ALICE_SECRET, BOB_SECRET, CAROL_SECRET, Jitgate, JitgateConfig, JitgateOptions,
+    MYSQL_TARGET, PG_TARGET, Protocol, Upstream,
+};
+pub use pg_client::{Login, assert_sqlstate, describe_error, sqlstate};
+pub use postgres::{
+    Backend, PgServer, PgSettings, wait_for_reaper_termination, watch_backends_gone,
+};
+pub use process::free_port;
+pub use raw_pg::{
+    BackendMessage, CANCEL_REQUEST_CODE, Ending, GSSENC_REQUEST_CODE, PROTOCOL_3_0, PROTOCOL_3_2,
+    RawConn, SSL_REQUEST_CODE, cancel_packet, put_cstr, request_packet, startup_packet, tagged,
+};
+pub use run::Run;
+pub use tls::{AnyCertTls, tls_client_config};
+pub use wait::{eventually, later_by, secs, within};
