@@ -10,7 +10,6 @@
 //! attempt even if the client goes away when asked for its password. The
 //! witnesses are raw protocol exchanges, byte by byte.
 
-mod mysql_common;
 mod support;
 
 use std::sync::Arc;
@@ -287,7 +286,7 @@ async fn caching_sha2_login(
     response.push(0);
     response.push(32);
     response.extend_from_slice(&scramble);
-    response.extend_from_slice(mysql_common::TARGET.as_bytes());
+    response.extend_from_slice(support::MYSQL_TARGET.as_bytes());
     response.push(0);
     response.extend_from_slice(b"caching_sha2_password\0");
     send_mysql(&mut tls, 2, &response).await;
@@ -338,16 +337,16 @@ fn replace_bytes(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_scramble_is_answered_alike_for_cached_uncached_and_unknown_names_mysql() {
-    let db = mysql_common::MariaDb::start();
-    let jg = mysql_common::Jitgate::start(&db, mysql_common::Options::default()).await;
-    jg.grant("read", "5m").await;
+    let db = support::MariaDb::start();
+    let jg = support::Jitgate::start(&db, support::JitgateOptions::default()).await;
+    jg.grant("alice", support::MYSQL_TARGET, "read", "5m").await;
     // alice logs in (full authentication), so she is in the fast-path cache.
     drop(
-        mysql_async::Conn::new(jg.async_opts(mysql_common::ALICE_SECRET))
+        mysql_async::Conn::new(jg.async_opts(support::ALICE_SECRET))
             .await
             .unwrap_or_else(|e| panic!("alice's login: {e}\n{}", jg.log())),
     );
-    let port = jg.mysql_port;
+    let port = jg.mysql_port();
     let (here, wrong) = ("127.0.0.1", "not-the-password");
     let cached = caching_sha2_login(here, port, "alice", wrong, Some(wrong)).await;
     let uncached = caching_sha2_login(here, port, "bob", wrong, Some(wrong)).await;
@@ -364,29 +363,29 @@ async fn a_wrong_scramble_is_answered_alike_for_cached_uncached_and_unknown_name
     assert_eq!(cached, unknown, "unknown name");
 
     // Only the right scramble of a name that logged in takes the fast path.
-    let fast = caching_sha2_login(here, port, "alice", mysql_common::ALICE_SECRET, None).await;
+    let fast = caching_sha2_login(here, port, "alice", support::ALICE_SECRET, None).await;
     assert_eq!(fast[0], (3, vec![0x01, 0x03]), "fast auth OK: {fast:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_logins_cost_an_attempt_for_cached_uncached_and_unknown_names_mysql() {
-    let db = mysql_common::MariaDb::start();
-    let jg = mysql_common::Jitgate::start(
+    let db = support::MariaDb::start();
+    let jg = support::Jitgate::start(
         &db,
-        mysql_common::Options {
+        support::JitgateOptions {
             max_login_failures: Some(2),
             login_failure_window: Some("1m".into()),
-            ..mysql_common::Options::default()
+            ..support::JitgateOptions::default()
         },
     )
     .await;
-    jg.grant("read", "5m").await;
+    jg.grant("alice", support::MYSQL_TARGET, "read", "5m").await;
     drop(
-        mysql_async::Conn::new(jg.async_opts(mysql_common::ALICE_SECRET))
+        mysql_async::Conn::new(jg.async_opts(support::ALICE_SECRET))
             .await
             .unwrap_or_else(|e| panic!("alice's login: {e}\n{}", jg.log())),
     );
-    let port = jg.mysql_port;
+    let port = jg.mysql_port();
     // A guesser sends scrambles and goes away when asked for the password:
     // each try costs an attempt, whether or not the name is cached (alice),
     // known (bob) or unknown (mallory). Each name from its own address, so

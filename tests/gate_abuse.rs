@@ -8,7 +8,6 @@
 //! (how many attempts reached the secret check, how many the limiter
 //! refused) and the servers' own view of the sessions that got through.
 
-mod mysql_common;
 mod support;
 
 use std::net::SocketAddr;
@@ -149,17 +148,17 @@ async fn guess_postgres(port: u16, login: Login) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_wrong_passwords_reach_the_check_only_up_to_the_limit_mysql() {
-    let db = mysql_common::MariaDb::start();
-    let jg = mysql_common::Jitgate::start(
+    let db = support::MariaDb::start();
+    let jg = support::Jitgate::start(
         &db,
-        mysql_common::Options {
+        support::JitgateOptions {
             max_login_failures: Some(LIMIT),
             login_failure_window: Some(WINDOW.into()),
-            ..mysql_common::Options::default()
+            ..support::JitgateOptions::default()
         },
     )
     .await;
-    jg.grant("read", "5m").await;
+    jg.grant("alice", support::MYSQL_TARGET, "read", "5m").await;
 
     let started = Instant::now();
     let mut guesses = tokio::task::JoinSet::new();
@@ -202,13 +201,13 @@ async fn parallel_wrong_passwords_reach_the_check_only_up_to_the_limit_mysql() {
         "each refused client is told why: {refusals:?}"
     );
 
-    let err = mysql_async::Conn::new(jg.async_opts(mysql_common::ALICE_SECRET))
+    let err = mysql_async::Conn::new(jg.async_opts(support::ALICE_SECRET))
         .await
         .expect_err("alice has no attempts left in this window");
     assert!(err.to_string().contains("too many failed logins"), "{err}");
     let deadline = Instant::now() + secs(15);
     let mut conn = loop {
-        match mysql_async::Conn::new(jg.async_opts(mysql_common::ALICE_SECRET)).await {
+        match mysql_async::Conn::new(jg.async_opts(support::ALICE_SECRET)).await {
             Ok(conn) => break conn,
             Err(e) if Instant::now() < deadline => {
                 assert!(e.to_string().contains("too many failed logins"), "{e}");
@@ -367,13 +366,13 @@ async fn silent_connections_do_not_keep_a_good_postgres_client_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_do_not_keep_a_good_mysql_client_out() {
-    let db = mysql_common::MariaDb::start();
-    let jg = mysql_common::Jitgate::start(&db, mysql_common::Options::default()).await;
-    jg.grant("read", "5m").await;
-    let watches = flood(SocketAddr::from(([127, 0, 0, 1], jg.mysql_port))).await;
+    let db = support::MariaDb::start();
+    let jg = support::Jitgate::start(&db, support::JitgateOptions::default()).await;
+    jg.grant("alice", support::MYSQL_TARGET, "read", "5m").await;
+    let watches = flood(SocketAddr::from(([127, 0, 0, 1], jg.mysql_port()))).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let opts = jg.async_opts(mysql_common::ALICE_SECRET);
+    let opts = jg.async_opts(support::ALICE_SECRET);
     let mut conn = within(secs(2), "a good login past 600 silent connections", async {
         mysql_async::Conn::new(opts).await
     })

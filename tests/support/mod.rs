@@ -1,20 +1,22 @@
-//! The one integration-test kit: throwaway PostgreSQL servers, a jitgate
-//! in front of them, and the real clients that talk to both. Every test
-//! crate takes it in with `mod support;`; the benches that need servers
-//! take it in too.
+//! The one integration-test kit: throwaway PostgreSQL and MariaDB servers,
+//! a jitgate in front of them, and the real clients that talk to both.
+//! Every test crate takes it in with `mod support;`; the benches that need
+//! servers take it in too.
 //!
-//! Everything here runs real processes from the installed binaries, so a test
-//! asserts on what the server itself saw (`pg_stat_activity`, its log) rather
-//! than on mocks. Every server lives in its own temporary directory on its own
-//! free ports, so tests run in parallel; every wait is bounded, so a broken
-//! proxy fails a test instead of hanging the suite; and `Drop` stops every
-//! process a test started, even when the test panics.
+//! Everything here runs real processes from the installed binaries, so a
+//! test asserts on what the server itself saw (`pg_stat_activity`,
+//! `information_schema.processlist`, its log) rather than on mocks. Every
+//! server lives in its own temporary directory on its own free ports, so
+//! tests run in parallel; every wait is bounded, so a broken proxy fails a
+//! test instead of hanging the suite; and `Drop` stops every process a test
+//! started, even when the test panics.
 //!
 //! One idea a file: `process` (ports, commands, accounts), `scratch` (the
 //! servers' directories and the sweep of leftovers), `wait` (bounded
-//! waits), `postgres` (the server, its template and its own view),
-//! `jitgate` (the proxy process, its config, its audit log), `admin` (the
-//! admin API and CLI), `pg_client` (psql, pgbench, tokio-postgres), `run`
+//! waits), `postgres` and `mariadb` (the servers, their templates and their
+//! own view), `jitgate` (the proxy process, its config, its audit log),
+//! `admin` (the admin API and CLI), `pg_client` (psql, pgbench,
+//! tokio-postgres), `mysql_client` (the mariadb CLI, mysql_async), `run`
 //! (what a client program did), `tls` (any-certificate TLS), `raw_pg` (a
 //! hand-driven client), and the helpers of two kinds of test (`oracle`,
 //! `tmpfs`).
@@ -26,6 +28,8 @@
 
 mod admin;
 mod jitgate;
+mod mariadb;
+mod mysql_client;
 mod pg_client;
 mod postgres;
 mod process;
@@ -43,6 +47,7 @@ pub use jitgate::{
     ADMIN_SECRET, ALICE_SECRET, BOB_SECRET, CAROL_SECRET, Jitgate, JitgateConfig, JitgateOptions,
     MYSQL_TARGET, PG_TARGET, Protocol, Upstream,
 };
+pub use mariadb::MariaDb;
 pub use pg_client::{Login, assert_sqlstate, describe_error, sqlstate};
 pub use postgres::{
     Backend, PgServer, PgSettings, wait_for_reaper_termination, watch_backends_gone,

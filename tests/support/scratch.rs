@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use tempfile::TempDir;
 
 use super::process::pid_alive;
-use super::{jitgate, postgres};
+use super::{jitgate, mariadb, postgres};
 
 /// Where test servers keep their data directories.
 ///
@@ -66,10 +66,14 @@ struct Kind {
     stop: fn(&Path),
 }
 
-const KINDS: [Kind; 2] = [
+const KINDS: [Kind; 3] = [
     Kind {
         prefix: postgres::DIR_PREFIX,
         stop: postgres::stop_leftover,
+    },
+    Kind {
+        prefix: mariadb::DIR_PREFIX,
+        stop: mariadb::stop_leftover,
     },
     Kind {
         prefix: jitgate::DIR_PREFIX,
