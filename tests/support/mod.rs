@@ -1,7 +1,7 @@
 //! The one integration-test kit: throwaway PostgreSQL and MariaDB servers,
 //! a jitgate in front of them, and the real clients that talk to both.
 //! Every test crate takes it in with `mod support;`; the benches that need
-//! servers take it in too.
+//! servers take it in too, with `#[path = "../tests/support/mod.rs"]`.
 //!
 //! Everything here runs real processes from the installed binaries, so a
 //! test asserts on what the server itself saw (`pg_stat_activity`,
@@ -14,7 +14,8 @@
 //! One idea a file: `process` (ports, commands, accounts), `scratch` (the
 //! servers' directories and the sweep of leftovers), `wait` (bounded
 //! waits), `postgres` and `mariadb` (the servers, their templates and their
-//! own view), `jitgate` (the proxy process, its config, its audit log),
+//! own view), `pgbouncer` (a pooler in front of PostgreSQL, for the
+//! benches), `jitgate` (the proxy process, its config, its audit log),
 //! `admin` (the admin API and CLI), `pg_client` (psql, pgbench,
 //! tokio-postgres), `mysql_client` (the mariadb CLI, mysql_async), `run`
 //! (what a client program did), `tls` (any-certificate TLS), `raw_pg` (a
@@ -31,6 +32,7 @@ mod jitgate;
 mod mariadb;
 mod mysql_client;
 mod pg_client;
+mod pgbouncer;
 mod postgres;
 mod process;
 mod raw_pg;
@@ -49,6 +51,7 @@ pub use jitgate::{
 };
 pub use mariadb::MariaDb;
 pub use pg_client::{Login, assert_sqlstate, describe_error, sqlstate};
+pub use pgbouncer::{Pgbouncer, PgbouncerSettings, pooled_clients};
 pub use postgres::{
     Backend, PgServer, PgSettings, wait_for_reaper_termination, watch_backends_gone,
 };

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use tempfile::TempDir;
 
 use super::process::pid_alive;
-use super::{jitgate, mariadb, postgres};
+use super::{jitgate, mariadb, pgbouncer, postgres};
 
 /// Where test servers keep their data directories.
 ///
@@ -66,7 +66,7 @@ struct Kind {
     stop: fn(&Path),
 }
 
-const KINDS: [Kind; 3] = [
+const KINDS: [Kind; 4] = [
     Kind {
         prefix: postgres::DIR_PREFIX,
         stop: postgres::stop_leftover,
@@ -78,6 +78,10 @@ const KINDS: [Kind; 3] = [
     Kind {
         prefix: jitgate::DIR_PREFIX,
         stop: jitgate::stop_leftover,
+    },
+    Kind {
+        prefix: pgbouncer::DIR_PREFIX,
+        stop: pgbouncer::stop_leftover,
     },
 ];
 

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 pub const ADMIN_SECRET: &str = "admin-secret";
 pub const ALICE_SECRET: &str = "alice-secret";
@@ -47,6 +48,8 @@ pub struct JitgateConfig {
     /// `RUST_LOG` for the proxy; `None` keeps the caller's (a bench's
     /// figures must not pay for debug logging).
     pub log_filter: Option<String>,
+    /// How long the kit waits for an answer of the admin API.
+    pub admin_timeout: Duration,
 }
 
 impl Default for JitgateConfig {
@@ -66,6 +69,7 @@ impl Default for JitgateConfig {
             upstream_secrets: Vec::new(),
             exe: PathBuf::from(env!("CARGO_BIN_EXE_jitgate")),
             log_filter: Some("info,jitgate=debug".to_owned()),
+            admin_timeout: Duration::from_secs(10),
         }
     }
 }

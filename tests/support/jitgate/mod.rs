@@ -67,7 +67,7 @@ impl Jitgate {
         let child = spawn_serve(dir.path(), &config_path, &log_path, &config);
         let http = reqwest::Client::builder()
             .no_proxy()
-            .timeout(Duration::from_secs(10))
+            .timeout(config.admin_timeout)
             .build()
             .expect("http client");
         let mut jg = Jitgate {
