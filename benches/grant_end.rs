@@ -649,6 +649,8 @@ async fn open_sessions(
 /// jitgate in front of `stack`, room for `n` sessions, TLS offered but not
 /// required, alice's grant on the one `write` level of target `bench`; it
 /// logs at its own default level (debug logging would cost the figures).
+/// Every client comes from 127.0.0.1, so the per-address handshake cap is
+/// the total one (`--concurrency` logins are in flight at once).
 /// `JITGATE_BIN` runs another binary, `SESSION_THREADS` sets its
 /// `limits.session_threads`.
 async fn start_jitgate(stack: &Upstream, n: usize) -> Jitgate {
@@ -661,6 +663,7 @@ async fn start_jitgate(stack: &Upstream, n: usize) -> Jitgate {
         tls_require: false,
         limits: format!(
             "handshake_timeout = \"60s\"\nmax_pending_handshakes = 1024\n\
+             max_pending_handshakes_per_address = 1024\n\
              max_sessions = {}\nmax_login_failures = 100000\n{session_threads}",
             n + 100
         ),
