@@ -70,7 +70,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
 use support::{
-    ALICE_SECRET, AnyCertTls, Jitgate, JitgateConfig, PgServer, PgSettings, Pgbouncer,
+    ALICE_SECRET, AnyCertTls, Jitgate, JitgateConfig, Login, PgServer, PgSettings, Pgbouncer,
     PgbouncerSettings, expires_at, id_of, pooled_clients,
 };
 use tokio::sync::Semaphore;
@@ -582,20 +582,13 @@ async fn open_sessions(
     concurrency: usize,
     tls: bool,
 ) -> anyhow::Result<Vec<Session>> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(jitgate.pg_port())
-        .user("alice")
-        .password(ALICE_SECRET)
+    let mut config = Login::new("alice", ALICE_SECRET)
         .dbname("bench")
+        .sslmode(if tls { "require" } else { "disable" })
+        .config(jitgate.pg_port());
+    config
         .application_name("grant_end_bench")
-        .connect_timeout(Duration::from_secs(60))
-        .ssl_mode(if tls {
-            tokio_postgres::config::SslMode::Require
-        } else {
-            tokio_postgres::config::SslMode::Disable
-        });
+        .connect_timeout(Duration::from_secs(60));
     let config = Arc::new(config);
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let tls_connector = AnyCertTls::new();

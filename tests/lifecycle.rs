@@ -59,10 +59,6 @@ async fn setup_with(opts: JitgateOptions) -> (PgServer, Jitgate) {
     (pg, jg)
 }
 
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
 /// psql's `\set VERBOSITY verbose` prints the SQLSTATE in front of each error.
 const VERBOSE: [&str; 2] = ["-v", "VERBOSITY=verbose"];
 

@@ -330,22 +330,9 @@ async fn commands_of_16_mib_and_more_pass_through() {
 
 /// Read one packet (payload) from a raw socket, with a time limit.
 async fn read_packet(s: &mut TcpStream) -> Option<Vec<u8>> {
-    within(Duration::from_secs(10), "a packet from jitgate", async {
-        let mut h = [0u8; 4];
-        s.read_exact(&mut h).await.ok()?;
-        let len = h[0] as usize | (h[1] as usize) << 8 | (h[2] as usize) << 16;
-        let mut body = vec![0u8; len];
-        s.read_exact(&mut body).await.ok()?;
-        Some(body)
-    })
-    .await
-}
-
-fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
-    let n = payload.len();
-    let mut p = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
-    p.extend_from_slice(payload);
-    p
+    read_mysql_packet(s, Duration::from_secs(10))
+        .await
+        .map(|(_, payload)| payload)
 }
 
 /// Connect, read the greeting, send `bytes`, and return the ERR code the
@@ -383,14 +370,14 @@ async fn malformed_handshakes_and_oversize_packets_get_errors_not_crashes() {
     let port = jg.mysql_port();
 
     // Garbage where the HandshakeResponse belongs.
-    let code = answer_to(port, &packet(1, b"\x01\x02\x03")).await;
+    let code = answer_to(port, &mysql_packet(1, b"\x01\x02\x03")).await;
     assert_eq!(code, 1043);
     // A client without CLIENT_PROTOCOL_41.
     let mut old = vec![0x00, 0x80, 0, 0]; // SECURE_CONNECTION only
     old.extend_from_slice(&[0, 0, 0, 1, 33]);
     old.extend_from_slice(&[0; 23]);
     old.extend_from_slice(b"alice\0\0");
-    let code = answer_to(port, &packet(1, &old)).await;
+    let code = answer_to(port, &mysql_packet(1, &old)).await;
     assert_eq!(code, 1043);
     // A login packet far larger than any login needs: refused before it is read.
     let mut huge = vec![0xff, 0xff, 0xff, 1];
@@ -402,7 +389,7 @@ async fn malformed_handshakes_and_oversize_packets_get_errors_not_crashes() {
     lying.extend_from_slice(&[0, 0, 0, 1, 33]);
     lying.extend_from_slice(&[0; 23]);
     lying.extend_from_slice(b"alice\0\xfe\xff\xff\xff\xff\xff\xff\xff\x7f");
-    let code = answer_to(port, &packet(1, &lying)).await;
+    let code = answer_to(port, &mysql_packet(1, &lying)).await;
     assert_eq!(code, 1043);
     jg.assert_alive().await;
 
@@ -666,15 +653,10 @@ async fn kill_of_another_identitys_connection_is_unknown_thread() {
 /// The version string and default collation of a server's greeting, read
 /// off the wire without logging in.
 async fn greeting_of(port: u16) -> (String, u8) {
-    use tokio::io::AsyncReadExt;
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let mut header = [0u8; 4];
-    tcp.read_exact(&mut header).await.expect("greeting header");
-    let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
-    let mut payload = vec![0u8; len];
-    tcp.read_exact(&mut payload).await.expect("greeting");
+    let payload = read_packet(&mut tcp).await.expect("greeting");
     assert_eq!(payload[0], 10, "protocol 10");
     let end = 1 + payload[1..].iter().position(|&b| b == 0).expect("NUL");
     let version = String::from_utf8_lossy(&payload[1..end]).into_owned();

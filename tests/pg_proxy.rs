@@ -25,10 +25,6 @@ async fn setup_with(opts: JitgateOptions) -> (PgServer, Jitgate) {
     (pg, jg)
 }
 
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
 fn event_is(v: &Value, event: &str) -> bool {
     v["event"] == event
 }
@@ -789,15 +785,7 @@ async fn a_slow_reader_over_tls_gets_the_end_of_a_large_result() {
     let (_pg, jg) = setup().await;
     jg.grant("alice", PG_TARGET, READ, "2m").await;
     let hop = slow_reader_in_front_of(jg.pg_port()).await;
-    let login = Login::alice();
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(hop)
-        .user(&login.user)
-        .password(&login.password)
-        .dbname(&login.dbname)
-        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let config = Login::alice().config(hop);
     let (client, connection) = within(secs(20), "login through the slow hop", async {
         config.connect(AnyCertTls::new()).await
     })

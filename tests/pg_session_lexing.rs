@@ -41,15 +41,8 @@ async fn connect_with_options(
     jg: &Jitgate,
     options: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(jg.pg_port())
-        .user("alice")
-        .password(ALICE_SECRET)
-        .dbname(PG_TARGET)
-        .options(options)
-        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let mut config = Login::alice().config(jg.pg_port());
+    config.options(options);
     let (client, connection) = config.connect(AnyCertTls::new()).await?;
     tokio::spawn(connection);
     Ok(client)

@@ -18,9 +18,9 @@
 //! benches), `jitgate` (the proxy process, its config, its audit log),
 //! `admin` (the admin API and CLI), `pg_client` (psql, pgbench,
 //! tokio-postgres), `mysql_client` (the mariadb CLI, mysql_async), `run`
-//! (what a client program did), `tls` (any-certificate TLS), `raw_pg` (a
-//! hand-driven client), and the helpers of two kinds of test (`oracle`,
-//! `tmpfs`).
+//! (what a client program did), `tls` (any-certificate TLS), `raw_pg` and
+//! `raw_mysql` (protocol bytes by hand), and the helpers of two kinds of
+//! test (`oracle`, `tmpfs`).
 
 // Each test crate compiles the kit on its own and uses only part of it, so
 // what one crate leaves unused (a helper, or a name re-exported below) is
@@ -35,6 +35,7 @@ mod pg_client;
 mod pgbouncer;
 mod postgres;
 mod process;
+mod raw_mysql;
 mod raw_pg;
 mod run;
 mod scratch;
@@ -56,6 +57,7 @@ pub use postgres::{
     Backend, PgServer, PgSettings, wait_for_reaper_termination, watch_backends_gone,
 };
 pub use process::free_port;
+pub use raw_mysql::{mysql_packet, read_mysql_packet};
 pub use raw_pg::{
     BackendMessage, CANCEL_REQUEST_CODE, Ending, GSSENC_REQUEST_CODE, PROTOCOL_3_0, PROTOCOL_3_2,
     RawConn, SSL_REQUEST_CODE, cancel_packet, put_cstr, request_packet, startup_packet, tagged,

@@ -45,6 +45,24 @@ impl Login {
         self.sslmode = sslmode.to_owned();
         self
     }
+
+    /// tokio-postgres settings for this login to 127.0.0.1:`port`, with TLS
+    /// as `sslmode` says (connect with [`AnyCertTls`]).
+    pub fn config(&self, port: u16) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(port)
+            .user(&self.user)
+            .password(&self.password)
+            .dbname(&self.dbname)
+            .ssl_mode(match self.sslmode.as_str() {
+                "disable" => tokio_postgres::config::SslMode::Disable,
+                "prefer" => tokio_postgres::config::SslMode::Prefer,
+                _ => tokio_postgres::config::SslMode::Require,
+            });
+        config
+    }
 }
 
 impl Jitgate {
@@ -175,20 +193,10 @@ impl Jitgate {
         &self,
         login: &Login,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let mut config = tokio_postgres::Config::new();
+        let mut config = login.config(self.pg_port());
         config
-            .host("127.0.0.1")
-            .port(self.pg_port())
-            .user(&login.user)
-            .password(&login.password)
-            .dbname(&login.dbname)
             .application_name("jitgate-tests")
-            .connect_timeout(Duration::from_secs(5))
-            .ssl_mode(match login.sslmode.as_str() {
-                "disable" => tokio_postgres::config::SslMode::Disable,
-                "prefer" => tokio_postgres::config::SslMode::Prefer,
-                _ => tokio_postgres::config::SslMode::Require,
-            });
+            .connect_timeout(Duration::from_secs(5));
         let (client, connection) = within(
             Duration::from_secs(20),
             "tokio-postgres login through jitgate",
