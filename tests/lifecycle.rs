@@ -143,14 +143,7 @@ async fn request_approve_connect_expire_end_to_end() {
     let approve = jg
         .cli(BOB, &["approve", &request_id, "--comment", "ok for INC-42"])
         .await;
-    assert!(
-        approve.status.success(),
-        "`jitgate approve` failed ({}):\n--- stdout\n{}\n--- stderr\n{}\n--- jitgate log\n{}",
-        approve.status,
-        approve.stdout,
-        approve.stderr,
-        jg.log()
-    );
+    approve.assert_ok(&jg);
     let approved = jg.request_by_id(ALICE, &request_id).await;
     assert_eq!(approved["state"], "approved", "{approved}");
     assert_eq!(approved["approvals"][0]["by"], "bob", "{approved}");
