@@ -22,8 +22,9 @@
 //! on a small machine they share the cores, and the second bounds what
 //! the first can reach.
 //!
-//! The upstream is a throwaway PostgreSQL (initdb in a temp dir, run as the
-//! `postgres` user when we are root) with `max_connections` sized for N when N
+//! The upstream is the tests' throwaway PostgreSQL (`tests/support`: a copy
+//! of a template data directory, run as the `postgres` user when we are
+//! root; here with trust logins) with `max_connections` sized for N when N
 //! is at most `--direct-max` (default 1000): there "upstream gone" is the
 //! backend leaving `pg_stat_activity`. Larger N do not fit as real backends,
 //! so jitgate's target is a pgbouncer in transaction mode (pool of 20,
@@ -57,17 +58,21 @@
 //! `JITGATE_BIN=path` measures another jitgate binary (a patched copy, say);
 //! `SESSION_THREADS=n` sets its `limits.session_threads` (default: jitgate's own).
 
+// The kit's servers and proxy are the integration tests' own. A bench
+// crate looks for its modules under benches/, so it names the kit's path.
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::io;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use support::{
+    ALICE_SECRET, AnyCertTls, Jitgate, JitgateConfig, Login, PgServer, PgSettings, Pgbouncer,
+    PgbouncerSettings, expires_at, id_of, pooled_clients,
+};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
@@ -229,7 +234,7 @@ async fn run(args: Args, fd_limit: usize) -> anyhow::Result<()> {
     for &requested in &args.sessions {
         let n = cap(requested);
         let pgbouncer = args.use_pgbouncer(n);
-        let stack = Upstream::start(n, pgbouncer).await?;
+        let stack = Upstream::start(n, pgbouncer).await;
         for &end in &args.ends {
             let report = grant_end_scenario(&args, &stack, n, end).await?;
             println!("{report}");
@@ -238,7 +243,7 @@ async fn run(args: Args, fd_limit: usize) -> anyhow::Result<()> {
 
     if args.memory_sessions > 0 {
         let n = cap(args.memory_sessions);
-        let stack = Upstream::start(n, args.use_pgbouncer(n)).await?;
+        let stack = Upstream::start(n, args.use_pgbouncer(n)).await;
         for tls in [false, true] {
             let report = memory_scenario(&args, &stack, n, tls).await?;
             println!("{report}");
@@ -299,7 +304,7 @@ async fn grant_end_scenario(
     n: usize,
     end: End,
 ) -> anyhow::Result<String> {
-    let jitgate = Jitgate::start(stack, n).await?;
+    let jitgate = start_jitgate(stack, n).await;
     let sleepers = (n as f64 * args.sleeping).round() as usize;
     // Opening costs roughly a SCRAM login each; give the expiring grant
     // enough time to open everything, plus a margin.
@@ -310,7 +315,8 @@ async fn grant_end_scenario(
         End::Revoke => "1h".to_owned(),
         End::Expire => format!("{grant_secs}s"),
     };
-    let grant = jitgate.grant(&duration).await?;
+    let grant = jitgate.grant("alice", "bench", "write", &duration).await;
+    let (grant_id, grant_expires_at) = (id_of(&grant), expires_at(&grant));
 
     let opened = Instant::now();
     let sessions = open_sessions(&jitgate, n, args.concurrency, false).await?;
@@ -339,7 +345,7 @@ async fn grant_end_scenario(
     stack
         .wait_for_running_sleeps(running_expected, Duration::from_secs(60))
         .await?;
-    let metrics_before = jitgate.end_lag_histogram().await?;
+    let metrics_before = end_lag_histogram(&jitgate).await;
 
     // The poller starts before the end, on its own thread, so that its
     // timestamps do not queue behind the sessions' wake-ups.
@@ -351,14 +357,13 @@ async fn grant_end_scenario(
     let cpu_before;
     let (t0, revoke_took) = match end {
         End::Revoke => {
-            cpu_before = (jitgate.cpu_time(), cpu_time_of("self"));
+            cpu_before = (jitgate_cpu_time(&jitgate), cpu_time_of("self"));
             let t0 = Instant::now();
-            jitgate.revoke(&grant.id).await?;
+            jitgate.revoke(&grant_id).await;
             (t0, Some(t0.elapsed()))
         }
         End::Expire => {
-            let until = grant
-                .expires_at
+            let until = grant_expires_at
                 .duration_since(SystemTime::now())
                 .map_err(|_| {
                     anyhow!(
@@ -368,7 +373,7 @@ async fn grant_end_scenario(
                 })?;
             let t0 = Instant::now() + until;
             tokio::time::sleep_until((t0 - Duration::from_millis(5).min(until)).into()).await;
-            cpu_before = (jitgate.cpu_time(), cpu_time_of("self"));
+            cpu_before = (jitgate_cpu_time(&jitgate), cpu_time_of("self"));
             tokio::time::sleep_until(t0.into()).await;
             (t0, None)
         }
@@ -387,7 +392,7 @@ async fn grant_end_scenario(
             Ok(Err(_)) | Err(_) => stuck += 1,
         }
     }
-    let cpu_jitgate = jitgate.cpu_time().saturating_sub(cpu_before.0);
+    let cpu_jitgate = jitgate_cpu_time(&jitgate).saturating_sub(cpu_before.0);
     let cpu_bench = cpu_time_of("self").saturating_sub(cpu_before.1);
     let upstream = poller.finish(t0, END_TIMEOUT).await?;
     drop(idle);
@@ -396,11 +401,11 @@ async fn grant_end_scenario(
     }
     // A session observes its lag once it has ended both sides, which can be
     // after the server saw its backend go: wait (a little) for all of them.
-    let mut jitgate_lag = jitgate.end_lag_histogram().await?.minus(&metrics_before);
+    let mut jitgate_lag = end_lag_histogram(&jitgate).await.minus(&metrics_before);
     let counted_by = tokio::time::Instant::now() + Duration::from_secs(10);
     while jitgate_lag.count < n as u64 && tokio::time::Instant::now() < counted_by {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        jitgate_lag = jitgate.end_lag_histogram().await?.minus(&metrics_before);
+        jitgate_lag = end_lag_histogram(&jitgate).await.minus(&metrics_before);
     }
 
     let mut out = String::new();
@@ -532,8 +537,8 @@ async fn memory_scenario(
     n: usize,
     tls: bool,
 ) -> anyhow::Result<String> {
-    let jitgate = Jitgate::start(stack, n).await?;
-    jitgate.grant("1h").await?;
+    let jitgate = start_jitgate(stack, n).await;
+    jitgate.grant("alice", "bench", "write", "1h").await;
     // One session first, so that lazily built state (metrics, caches, TLS
     // config) is in the baseline rather than in the per-session figure.
     {
@@ -543,13 +548,13 @@ async fn memory_scenario(
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = jitgate.rss_kib()?;
+    let before = rss_kib(&jitgate)?;
     let opened = Instant::now();
     let sessions = open_sessions(&jitgate, n, args.concurrency, tls).await?;
     let open_took = opened.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = jitgate.rss_kib()?;
-    let fds = jitgate.open_fds();
+    let after = rss_kib(&jitgate)?;
+    let fds = open_fds(&jitgate);
     drop(sessions);
     let per_session = (after.saturating_sub(before)) as f64 / n as f64;
     Ok(format!(
@@ -577,20 +582,13 @@ async fn open_sessions(
     concurrency: usize,
     tls: bool,
 ) -> anyhow::Result<Vec<Session>> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(jitgate.pg_port)
-        .user("alice")
-        .password(&jitgate.alice_secret)
+    let mut config = Login::new("alice", ALICE_SECRET)
         .dbname("bench")
+        .sslmode(if tls { "require" } else { "disable" })
+        .config(jitgate.pg_port());
+    config
         .application_name("grant_end_bench")
-        .connect_timeout(Duration::from_secs(60))
-        .ssl_mode(if tls {
-            tokio_postgres::config::SslMode::Require
-        } else {
-            tokio_postgres::config::SslMode::Disable
-        });
+        .connect_timeout(Duration::from_secs(60));
     let config = Arc::new(config);
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let tls_connector = AnyCertTls::new();
@@ -631,7 +629,7 @@ async fn open_sessions(
                 return Err(anyhow!(
                     "a login through jitgate failed after {} sessions: {why}\n--- jitgate log (tail)\n{}",
                     sessions.len(),
-                    jitgate.log_tail()
+                    log_tail(jitgate)
                 ));
             }
         }
@@ -641,223 +639,78 @@ async fn open_sessions(
 
 // ---- jitgate ---------------------------------------------------------------------------
 
-struct Grant {
-    id: String,
-    expires_at: SystemTime,
+/// jitgate in front of `stack`, room for `n` sessions, TLS offered but not
+/// required, alice's grant on the one `write` level of target `bench`; it
+/// logs at its own default level (debug logging would cost the figures).
+/// Every client comes from 127.0.0.1, so the per-address handshake cap is
+/// the total one (`--concurrency` logins are in flight at once).
+/// `JITGATE_BIN` runs another binary, `SESSION_THREADS` sets its
+/// `limits.session_threads`.
+async fn start_jitgate(stack: &Upstream, n: usize) -> Jitgate {
+    let session_threads = match std::env::var("SESSION_THREADS") {
+        Ok(n) => format!("session_threads = {}\n", n.trim()),
+        Err(_) => String::new(),
+    };
+    let mut config = JitgateConfig {
+        postgres_listener: true,
+        tls_require: false,
+        limits: format!(
+            "handshake_timeout = \"60s\"\nmax_pending_handshakes = 1024\n\
+             max_pending_handshakes_per_address = 1024\n\
+             max_sessions = {}\nmax_login_failures = 100000\n{session_threads}",
+            n + 100
+        ),
+        targets: format!(
+            "[[targets]]\nname = \"bench\"\nprotocol = \"postgres\"\n\
+             address = \"127.0.0.1:{}\"\ndatabase = \"{}\"\ntls = \"disable\"\n\
+             \n[targets.levels.write]\nuser = \"{UPSTREAM_USER}\"\n",
+            stack.target_port(),
+            stack.target_database()
+        ),
+        log_filter: None,
+        admin_timeout: Duration::from_secs(30),
+        ..JitgateConfig::default()
+    };
+    if let Some(exe) = std::env::var_os("JITGATE_BIN") {
+        config.exe = PathBuf::from(exe);
+    }
+    Jitgate::launch(config).await
 }
 
-struct Jitgate {
-    _dir: tempfile::TempDir,
-    log_path: PathBuf,
-    child: Child,
-    pg_port: u16,
-    admin_url: String,
-    admin_secret: String,
-    alice_secret: String,
-    http: reqwest::Client,
+/// jitgate's own `jitgate_grant_end_lag_seconds` histogram, from `/metrics`.
+async fn end_lag_histogram(jitgate: &Jitgate) -> Histogram {
+    let (status, body) = jitgate
+        .api(reqwest::Method::GET, "/metrics", None, None)
+        .await;
+    assert_eq!(status, 200, "GET /metrics answered {status}");
+    Histogram::parse(
+        body.as_str().unwrap_or_default(),
+        "jitgate_grant_end_lag_seconds",
+    )
 }
 
-impl Jitgate {
-    async fn start(stack: &Upstream, n: usize) -> anyhow::Result<Jitgate> {
-        let dir = tempfile::Builder::new()
-            .prefix("jitgate-grant-end-")
-            .tempdir()?;
-        let pg_port = free_port()?;
-        let admin_port = free_port()?;
-        let alice_secret = random_hex(16);
-        let admin_secret = random_hex(16);
-        let session_threads = match std::env::var("SESSION_THREADS") {
-            Ok(n) => format!("session_threads = {}", n.trim()),
-            Err(_) => String::new(),
-        };
-        let config = format!(
-            r#"data_dir = "data"
-
-[listen]
-postgres = "127.0.0.1:{pg_port}"
-admin = "127.0.0.1:{admin_port}"
-
-[tls]
-cert = "tls/cert.pem"
-key = "tls/key.pem"
-self_signed_if_missing = true
-require = false
-
-[audit]
-path = "data/audit.log"
-fsync = "100ms"
-
-[limits]
-handshake_timeout = "60s"
-max_pending_handshakes = 1024
-max_sessions = {max_sessions}
-max_login_failures = 100000
-{session_threads}
-
-[[identities]]
-name = "alice"
-groups = ["developer"]
-secret = "{alice}"
-
-[[identities]]
-name = "admin"
-groups = ["admin"]
-secret = "{admin}"
-
-[[targets]]
-name = "bench"
-protocol = "postgres"
-address = "127.0.0.1:{upstream_port}"
-database = "{database}"
-tls = "disable"
-
-[targets.levels.write]
-user = "{UPSTREAM_USER}"
-"#,
-            max_sessions = n + 100,
-            alice = jitgate::identity::ScramVerifier::generate(&alice_secret),
-            admin = jitgate::identity::ScramVerifier::generate(&admin_secret),
-            upstream_port = stack.target_port(),
-            database = stack.target_database(),
-        );
-        let config_path = dir.path().join("jitgate.toml");
-        std::fs::write(&config_path, config)?;
-        let log_path = dir.path().join("jitgate.log");
-        let log = std::fs::File::create(&log_path)?;
-        let exe = std::env::var_os("JITGATE_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_jitgate")));
-        let child = Command::new(exe)
-            .arg("serve")
-            .arg("-c")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawn jitgate serve")?;
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        let mut jg = Jitgate {
-            _dir: dir,
-            log_path,
-            child,
-            pg_port,
-            admin_url: format!("http://127.0.0.1:{admin_port}"),
-            admin_secret,
-            alice_secret,
-            http,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = jg.child.try_wait()? {
-                bail!("jitgate exited at start ({status}):\n{}", jg.log_tail());
-            }
-            let health = jg
-                .http
-                .get(format!("{}/healthz", jg.admin_url))
-                .send()
-                .await;
-            if matches!(&health, Ok(r) if r.status().is_success()) {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("jitgate did not become healthy in 20 s:\n{}", jg.log_tail());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(jg)
-    }
-
-    async fn grant(&self, duration: &str) -> anyhow::Result<Grant> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/grants", self.admin_url))
-            .bearer_auth(&self.admin_secret)
-            .json(&serde_json::json!({
-                "identity": "alice", "target": "bench", "level": "write",
-                "duration": duration, "reason": "benches/grant_end.rs",
-            }))
-            .send()
-            .await?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await?;
-        if !status.is_success() {
-            bail!("POST /v1/grants answered {status}: {body}");
-        }
-        let id = match &body["id"] {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let expires = body["expires_at"]
-            .as_str()
-            .ok_or_else(|| anyhow!("grant without expires_at: {body}"))?;
-        let expires_at = humantime::parse_rfc3339_weak(expires)
-            .with_context(|| format!("expires_at {expires:?}"))?;
-        Ok(Grant { id, expires_at })
-    }
-
-    async fn revoke(&self, id: &str) -> anyhow::Result<()> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/grants/{id}/revoke", self.admin_url))
-            .bearer_auth(&self.admin_secret)
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            bail!(
-                "revoke answered {}: {}",
-                resp.status(),
-                resp.text().await.unwrap_or_default()
-            );
-        }
-        Ok(())
-    }
-
-    async fn end_lag_histogram(&self) -> anyhow::Result<Histogram> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.admin_url))
-            .send()
-            .await?
-            .text()
-            .await?;
-        Ok(Histogram::parse(&text, "jitgate_grant_end_lag_seconds"))
-    }
-
-    fn rss_kib(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| anyhow!("no VmRSS in /proc/{}/status", self.child.id()))
-    }
-
-    /// CPU time jitgate's threads have used so far.
-    fn cpu_time(&self) -> Duration {
-        cpu_time_of(&self.child.id().to_string())
-    }
-
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count())
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
+fn rss_kib(jitgate: &Jitgate) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", jitgate.pid()))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS in /proc/{}/status", jitgate.pid()))
 }
 
-impl Drop for Jitgate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// CPU time jitgate's threads have used so far.
+fn jitgate_cpu_time(jitgate: &Jitgate) -> Duration {
+    cpu_time_of(&jitgate.pid().to_string())
+}
+
+fn open_fds(jitgate: &Jitgate) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", jitgate.pid())).map_or(0, |d| d.count())
+}
+
+fn log_tail(jitgate: &Jitgate) -> String {
+    let log = jitgate.log();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// A Prometheus histogram's cumulative buckets, sum and count.
@@ -937,19 +790,38 @@ struct Upstream {
 }
 
 impl Upstream {
-    async fn start(n: usize, pgbouncer: bool) -> anyhow::Result<Upstream> {
-        let max_connections = if pgbouncer { 100 } else { n + 50 };
-        let pg = PgServer::start(max_connections)?;
-        let pgbouncer = if pgbouncer {
-            Some(Pgbouncer::start(&pg, n + 200)?)
-        } else {
-            None
-        };
-        Ok(Upstream { pg, pgbouncer })
+    /// A PostgreSQL with trust logins for the bench's account and room
+    /// for `n` backends, or for a pgbouncer's pool in front of it.
+    async fn start(n: usize, pgbouncer: bool) -> Upstream {
+        let pg = PgServer::start_with(PgSettings {
+            max_connections: if pgbouncer { 100 } else { n + 50 },
+            shared_buffers: "64MB".to_owned(),
+            tcp_auth: "trust".to_owned(),
+            ssl: false,
+            log_connections: false,
+        })
+        .await;
+        pg.superuser_client("postgres")
+            .await
+            .batch_execute(&format!("CREATE ROLE {UPSTREAM_USER} LOGIN"))
+            .await
+            .expect("create the bench role");
+        let pgbouncer = pgbouncer.then(|| {
+            Pgbouncer::start(
+                &pg,
+                &PgbouncerSettings {
+                    database: "bench".to_owned(),
+                    user: UPSTREAM_USER.to_owned(),
+                    pool_size: PGBOUNCER_POOL,
+                    max_client_conn: n + 200,
+                },
+            )
+        });
+        Upstream { pg, pgbouncer }
     }
 
     fn target_port(&self) -> u16 {
-        self.pgbouncer.as_ref().map_or(self.pg.port, |b| b.port)
+        self.pgbouncer.as_ref().map_or(self.pg.port(), |b| b.port())
     }
 
     fn target_database(&self) -> &'static str {
@@ -960,8 +832,8 @@ impl Upstream {
         }
     }
 
-    async fn superuser(&self) -> anyhow::Result<tokio_postgres::Client> {
-        self.pg.superuser().await
+    async fn superuser(&self) -> tokio_postgres::Client {
+        self.pg.superuser_client("postgres").await
     }
 
     /// Wait until `expected` pg_sleep queries of the bench user run on the server.
@@ -970,7 +842,7 @@ impl Upstream {
         expected: usize,
         limit: Duration,
     ) -> anyhow::Result<()> {
-        let su = self.superuser().await?;
+        let su = self.superuser().await;
         let deadline = Instant::now() + limit;
         loop {
             let running = count(
@@ -993,7 +865,7 @@ impl Upstream {
 
     /// End queries that outlived their sessions, so the next scenario starts clean.
     async fn terminate_running_sleeps(&self) -> anyhow::Result<()> {
-        let su = self.superuser().await?;
+        let su = self.superuser().await;
         su.simple_query(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{UPSTREAM_USER}' \
              AND query LIKE 'SELECT pg_sleep%' AND state = 'active'"
@@ -1004,7 +876,7 @@ impl Upstream {
 
     /// Wait until no bench connection is left upstream (between scenarios).
     async fn wait_upstream_empty(&self, limit: Duration) -> anyhow::Result<()> {
-        let su = self.superuser().await?;
+        let su = self.superuser().await;
         let deadline = Instant::now() + limit;
         loop {
             let left =
@@ -1028,9 +900,8 @@ impl Upstream {
 
     fn start_poller(&self) -> Poller {
         Poller::start(
-            self.pg.socket_dir.clone(),
-            self.pg.port,
-            self.pgbouncer.as_ref().map(|b| b.port),
+            self.pg.superuser_config("postgres"),
+            self.pgbouncer.as_ref().map(Pgbouncer::admin_config),
         )
     }
 }
@@ -1080,7 +951,10 @@ struct Poller {
 }
 
 impl Poller {
-    fn start(socket_dir: PathBuf, pg_port: u16, pgbouncer_port: Option<u16>) -> Poller {
+    fn start(
+        pg: tokio_postgres::Config,
+        pgbouncer_admin: Option<tokio_postgres::Config>,
+    ) -> Poller {
         let (first_tx, first_snapshot) = tokio::sync::oneshot::channel();
         let (stop, stop_rx) = std::sync::mpsc::channel::<(Instant, Duration)>();
         let (result_tx, result) = tokio::sync::oneshot::channel();
@@ -1089,13 +963,7 @@ impl Poller {
                 .enable_all()
                 .build()
                 .expect("poller runtime");
-            let r = rt.block_on(poll_upstream(
-                socket_dir,
-                pg_port,
-                pgbouncer_port,
-                first_tx,
-                stop_rx,
-            ));
+            let r = rt.block_on(poll_upstream(pg, pgbouncer_admin, first_tx, stop_rx));
             let _ = result_tx.send(r);
         });
         Poller {
@@ -1156,15 +1024,14 @@ impl Countdown {
 }
 
 async fn poll_upstream(
-    socket_dir: PathBuf,
-    pg_port: u16,
-    pgbouncer_port: Option<u16>,
+    pg: tokio_postgres::Config,
+    pgbouncer_admin: Option<tokio_postgres::Config>,
     first: tokio::sync::oneshot::Sender<anyhow::Result<()>>,
     stop: std::sync::mpsc::Receiver<(Instant, Duration)>,
 ) -> anyhow::Result<UpstreamEnd> {
-    let pg = connect_superuser(&socket_dir, pg_port).await?;
-    let bouncer = match pgbouncer_port {
-        Some(port) => Some(connect_pgbouncer_admin(port).await?),
+    let pg = connect(pg).await?;
+    let bouncer = match pgbouncer_admin {
+        Some(config) => Some(connect(config).await?),
         None => None,
     };
     // One statement for both counts, from the per-backend functions: the
@@ -1183,7 +1050,7 @@ async fn poll_upstream(
     let sample = || async {
         let (conns, queries) = count_pair(&pg, &counts_sql).await?;
         let conns = match &bouncer {
-            Some(b) => pgbouncer_client_count(b, UPSTREAM_USER).await?,
+            Some(b) => pooled_clients(b, UPSTREAM_USER).await?,
             None => conns,
         };
         anyhow::Ok((conns, queries))
@@ -1229,421 +1096,9 @@ async fn poll_upstream(
     }
 }
 
-/// Clients of `user` in pgbouncer's pools, active or waiting.
-async fn pgbouncer_client_count(
-    admin: &tokio_postgres::Client,
-    user: &str,
-) -> anyhow::Result<usize> {
-    let mut total = 0;
-    for m in admin.simple_query("SHOW POOLS").await? {
-        if let SimpleQueryMessage::Row(r) = m
-            && r.get("user") == Some(user)
-        {
-            for column in [
-                "cl_active",
-                "cl_waiting",
-                "cl_active_cancel_req",
-                "cl_waiting_cancel_req",
-            ] {
-                if let Ok(Some(v)) = r.try_get(column) {
-                    total += v.parse::<usize>().unwrap_or(0);
-                }
-            }
-        }
-    }
-    Ok(total)
-}
-
-async fn connect_superuser(socket_dir: &Path, port: u16) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host_path(socket_dir)
-        .port(port)
-        .user("postgres")
-        .dbname("postgres")
-        .connect(NoTls)
-        .await
-        .context("superuser connection over the unix socket")?;
+/// A connection on the current runtime, for the poller's own thread.
+async fn connect(config: tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
-}
-
-async fn connect_pgbouncer_admin(port: u16) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user("postgres")
-        .dbname("pgbouncer")
-        .ssl_mode(tokio_postgres::config::SslMode::Disable)
-        .connect(NoTls)
-        .await
-        .context("pgbouncer admin console")?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-/// A PostgreSQL of our own: trust auth, own port and socket dir, a login
-/// role for the sessions.
-struct PgServer {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    socket_dir: PathBuf,
-    port: u16,
-}
-
-impl PgServer {
-    fn start(max_connections: usize) -> anyhow::Result<PgServer> {
-        let root = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("jitgate-grant-end-pg-")
-            .tempdir_in(root)?;
-        hand_to_postgres(dir.path())?;
-        let data = dir.path().join("data");
-        let socket_dir = dir.path().to_owned();
-        let port = free_port()?;
-        run_checked(
-            pg_command("initdb")?.arg("-D").arg(&data).args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "-N",
-            ]),
-            "initdb",
-        )?;
-        let mut conf = std::fs::OpenOptions::new()
-            .append(true)
-            .open(data.join("postgresql.conf"))?;
-        use std::io::Write;
-        write!(
-            conf,
-            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
-             max_connections = {max_connections}\nshared_buffers = '64MB'\nfsync = off\n\
-             synchronous_commit = off\nlogging_collector = off\n",
-            socket_dir.display()
-        )?;
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all all trust\nhost all all 127.0.0.1/32 trust\n",
-        )?;
-        hand_to_postgres(dir.path())?;
-        let server = PgServer {
-            _dir: dir,
-            data,
-            socket_dir,
-            port,
-        };
-        run_checked(
-            pg_command("pg_ctl")?
-                .arg("-D")
-                .arg(&server.data)
-                .arg("-l")
-                .arg(server.socket_dir.join("postgres.log"))
-                .args(["-w", "-t", "60", "start"]),
-            "pg_ctl start",
-        )?;
-        run_checked(
-            Command::new("psql")
-                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-h"])
-                .arg(&server.socket_dir)
-                .args(["-p", &port.to_string(), "-d", "postgres", "-c"])
-                .arg(format!("CREATE ROLE {UPSTREAM_USER} LOGIN")),
-            "create the bench role",
-        )?;
-        Ok(server)
-    }
-
-    async fn superuser(&self) -> anyhow::Result<tokio_postgres::Client> {
-        connect_superuser(&self.socket_dir, self.port).await
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        if let Ok(mut cmd) = pg_command("pg_ctl") {
-            let _ = cmd
-                .arg("-D")
-                .arg(&self.data)
-                .args(["-m", "immediate", "-w", "-t", "30", "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-/// pgbouncer in transaction mode in front of a [`PgServer`], database `bench`.
-struct Pgbouncer {
-    _dir: tempfile::TempDir,
-    child: Child,
-    pidfile: PathBuf,
-    port: u16,
-}
-
-impl Pgbouncer {
-    fn start(pg: &PgServer, max_client_conn: usize) -> anyhow::Result<Pgbouncer> {
-        let exe = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .ok_or_else(|| anyhow!("pgbouncer is not installed: apt-get install -y pgbouncer"))?;
-        let dir = tempfile::Builder::new()
-            .prefix("jitgate-grant-end-pgbouncer-")
-            .tempdir()?;
-        let port = free_port()?;
-        let pidfile = dir.path().join("pgbouncer.pid");
-        std::fs::write(
-            dir.path().join("userlist.txt"),
-            format!("\"{UPSTREAM_USER}\" \"\"\n\"postgres\" \"\"\n"),
-        )?;
-        std::fs::write(
-            dir.path().join("pgbouncer.ini"),
-            format!(
-                "[databases]\nbench = host=127.0.0.1 port={pg_port} dbname=postgres\n\n\
-                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
-                 auth_type = trust\nauth_file = {dir}/userlist.txt\nadmin_users = postgres\n\
-                 pool_mode = transaction\nmax_client_conn = {max_client_conn}\nlisten_backlog = 4096\n\
-                 default_pool_size = {PGBOUNCER_POOL}\nquery_wait_timeout = 0\n\
-                 ignore_startup_parameters = extra_float_digits\n\
-                 log_connections = 0\nlog_disconnections = 0\n\
-                 logfile = {dir}/pgbouncer.log\npidfile = {pidfile}\n",
-                pg_port = pg.port,
-                dir = dir.path().display(),
-                pidfile = pidfile.display(),
-            ),
-        )?;
-        hand_to_postgres(dir.path())?;
-        // runuser starts a PAM session, which puts the soft open-files limit
-        // back to 1024; pgbouncer needs one per client.
-        let raise_and_exec = r#"ulimit -n "$(ulimit -Hn)" && exec "$0" "$1""#;
-        let mut cmd = if running_as_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", "sh", "-c", raise_and_exec, exe]);
-            c
-        } else {
-            let mut c = Command::new("sh");
-            c.args(["-c", raise_and_exec, exe]);
-            c
-        };
-        let child = cmd
-            .arg(dir.path().join("pgbouncer.ini"))
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawn pgbouncer")?;
-        let bouncer = Pgbouncer {
-            _dir: dir,
-            child,
-            pidfile,
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!(
-                    "pgbouncer did not start:\n{}",
-                    std::fs::read_to_string(bouncer._dir.path().join("pgbouncer.log"))
-                        .unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(bouncer)
-    }
-
-    async fn clients_of(&self, user: &str) -> anyhow::Result<usize> {
-        let admin = connect_pgbouncer_admin(self.port).await?;
-        pgbouncer_client_count(&admin, user).await
-    }
-}
-
-impl Drop for Pgbouncer {
-    fn drop(&mut self) {
-        // runuser does not pass signals on, so stop pgbouncer by its own pid.
-        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-// ---- small helpers ---------------------------------------------------------------------
-
-fn running_as_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A command for a PostgreSQL server binary, as `postgres` when we are root.
-fn pg_command(program: &str) -> anyhow::Result<Command> {
-    let bindir = pg_bindir()?;
-    let mut cmd = if running_as_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bindir.join(program));
-        c
-    } else {
-        Command::new(bindir.join(program))
-    };
-    cmd.current_dir("/");
-    for var in ["PGDATA", "PGPORT", "PGHOST", "PGUSER", "PGDATABASE"] {
-        cmd.env_remove(var);
-    }
-    Ok(cmd)
-}
-
-/// The newest `/usr/lib/postgresql/<N>/bin`, or `pg_config --bindir`.
-fn pg_bindir() -> anyhow::Result<PathBuf> {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let major = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("postgres").exists().then_some((major, bin))
-        })
-        .collect();
-    found.sort();
-    if let Some((_, bin)) = found.pop() {
-        return Ok(bin);
-    }
-    let out = Command::new("pg_config").arg("--bindir").output();
-    match out {
-        Ok(o) if o.status.success() => Ok(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())),
-        _ => bail!("no PostgreSQL server binaries (apt-get install postgresql)"),
-    }
-}
-
-fn hand_to_postgres(path: &Path) -> anyhow::Result<()> {
-    if running_as_root() {
-        run_checked(
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(path),
-            "chown to postgres",
-        )?;
-    }
-    Ok(())
-}
-
-fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let out = cmd.output().with_context(|| format!("run {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn random_hex(bytes: usize) -> String {
-    let raw: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
-    hex::encode(raw)
-}
-
-// ---- TLS for tokio-postgres: any certificate (jitgate's is self-signed) -------------------
-
-#[derive(Clone)]
-struct AnyCertTls(Arc<rustls::ClientConfig>);
-
-impl AnyCertTls {
-    fn new() -> AnyCertTls {
-        // libpq's sslmode=require: encrypt, accept jitgate's self-signed certificate.
-        AnyCertTls(
-            jitgate::tls::client_config(&jitgate::config::UpstreamTls::Require)
-                .expect("TLS settings")
-                .expect("TLS is on with Require"),
-        )
-    }
-}
-
-impl<S> tokio_postgres::tls::MakeTlsConnect<S> for AnyCertTls
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Stream = AnyCertTlsStream<S>;
-    type TlsConnect = AnyCertTlsConnect;
-    type Error = io::Error;
-
-    fn make_tls_connect(&mut self, domain: &str) -> io::Result<AnyCertTlsConnect> {
-        let name = ServerName::try_from(domain.to_owned())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        Ok(AnyCertTlsConnect {
-            config: self.0.clone(),
-            name,
-        })
-    }
-}
-
-struct AnyCertTlsConnect {
-    config: Arc<rustls::ClientConfig>,
-    name: ServerName<'static>,
-}
-
-impl<S> tokio_postgres::tls::TlsConnect<S> for AnyCertTlsConnect
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Stream = AnyCertTlsStream<S>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<AnyCertTlsStream<S>>> + Send>>;
-
-    fn connect(self, stream: S) -> Self::Future {
-        Box::pin(async move {
-            let tls = tokio_rustls::TlsConnector::from(self.config)
-                .connect(self.name, stream)
-                .await?;
-            Ok(AnyCertTlsStream(tls))
-        })
-    }
-}
-
-struct AnyCertTlsStream<S>(tokio_rustls::client::TlsStream<S>);
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for AnyCertTlsStream<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for AnyCertTlsStream<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for AnyCertTlsStream<S> {
-    fn channel_binding(&self) -> tokio_postgres::tls::ChannelBinding {
-        tokio_postgres::tls::ChannelBinding::none()
-    }
 }

@@ -14,13 +14,11 @@
 //! For a long run: `JITGATE_ORACLE_CASES=5000 JITGATE_ORACLE_SEED=7 cargo
 //! test --test classifier_oracle_mysql -- --nocapture`.
 
-mod mysql_common;
-#[path = "support/oracle.rs"]
-mod oracle;
+mod support;
 
 use jitgate::sql::{Lexing, MysqlServer, Reading, classify_for};
 use mysql_async::prelude::*;
-use mysql_common::*;
+use support::*;
 
 const SETTINGS: [(&str, Option<&str>); 4] = [
     ("default", None),

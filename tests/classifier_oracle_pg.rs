@@ -15,12 +15,10 @@
 //! `JITGATE_ORACLE_CASES=20000 JITGATE_ORACLE_SEED=7 cargo test --test
 //! classifier_oracle_pg -- --nocapture`.
 
-mod common;
-#[path = "support/oracle.rs"]
-mod oracle;
+mod support;
 
-use common::*;
 use jitgate::sql::{Lexing, Reading, classify_for};
+use support::*;
 
 /// A session reading: the SET that puts the server in it, and the same
 /// reading as jitgate learns it from the server's ParameterStatus.

@@ -10,22 +10,13 @@
 //! attempt even if the client goes away when asked for its password. The
 //! witnesses are raw protocol exchanges, byte by byte.
 
-mod common;
-mod mysql_common;
-
-use std::sync::Arc;
-use std::time::Duration;
+mod support;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use common::{JitgateOptions, PgServer, within};
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
+use support::*;
 
 // ---- PostgreSQL ----------------------------------------------------------------
 
@@ -41,39 +32,23 @@ struct ScramFirst {
 }
 
 /// One backend message: its tag and body.
-async fn pg_message(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut head = [0u8; 5];
-    tcp.read_exact(&mut head).await.expect("a message header");
-    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+async fn pg_message(conn: &mut RawConn) -> (u8, Vec<u8>) {
+    let m = conn
+        .next_message(secs(20))
+        .await
+        .expect("a message")
+        .expect("a message, not the end of the connection");
+    let len = m.body.len() + 4;
     assert!((4..=64 * 1024).contains(&len), "message length {len}");
-    let mut body = vec![0u8; len - 4];
-    tcp.read_exact(&mut body).await.expect("a message body");
-    (head[0], body)
-}
-
-fn pg_frame(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    out.extend_from_slice(body);
-    out
+    (m.tag, m.body)
 }
 
 /// A plaintext SCRAM exchange for `user` up to a wrong proof.
 async fn scram_first(port: u16, user: &str) -> ScramFirst {
-    let mut tcp = TcpStream::connect(("127.0.0.1", port))
+    let mut tcp = RawConn::plain(port).await;
+    tcp.send(&startup_packet(&[("user", user), ("database", PG_TARGET)]))
         .await
-        .expect("connect to jitgate");
-    let mut startup = 196_608u32.to_be_bytes().to_vec();
-    for (k, v) in [("user", user), ("database", common::TARGET)] {
-        for s in [k, v] {
-            startup.extend_from_slice(s.as_bytes());
-            startup.push(0);
-        }
-    }
-    startup.push(0);
-    let mut msg = (startup.len() as u32 + 4).to_be_bytes().to_vec();
-    msg.extend_from_slice(&startup);
-    tcp.write_all(&msg).await.unwrap();
+        .unwrap();
 
     let (tag, body) = pg_message(&mut tcp).await;
     assert_eq!(tag, b'R', "{}", String::from_utf8_lossy(&body));
@@ -84,7 +59,7 @@ async fn scram_first(port: u16, user: &str) -> ScramFirst {
     let mut initial = b"SCRAM-SHA-256\0".to_vec();
     initial.extend_from_slice(&(client_first.len() as u32).to_be_bytes());
     initial.extend_from_slice(client_first.as_bytes());
-    tcp.write_all(&pg_frame(b'p', &initial)).await.unwrap();
+    tcp.send(&tagged(b'p', &initial)).await.unwrap();
 
     let (tag, body) = pg_message(&mut tcp).await;
     assert_eq!(tag, b'R', "{}", String::from_utf8_lossy(&body));
@@ -108,7 +83,7 @@ async fn scram_first(port: u16, user: &str) -> ScramFirst {
 
     let without_proof = format!("c=biws,r={nonce}");
     let client_final = format!("{without_proof},p={}", B64.encode([7u8; 32]));
-    tcp.write_all(&pg_frame(b'p', client_final.as_bytes()))
+    tcp.send(&tagged(b'p', client_final.as_bytes()))
         .await
         .unwrap();
     let (tag, body) = pg_message(&mut tcp).await;
@@ -122,7 +97,7 @@ async fn scram_first(port: u16, user: &str) -> ScramFirst {
 }
 
 /// alice's salt as her verifier in the config file says.
-fn configured_salt(jg: &common::Jitgate, name: &str) -> Vec<u8> {
+fn configured_salt(jg: &Jitgate, name: &str) -> Vec<u8> {
     let text = std::fs::read_to_string(jg.config_path()).expect("read jitgate.toml");
     let config: toml::Value = toml::from_str(&text).expect("jitgate.toml is TOML");
     let secret = config["identities"]
@@ -140,7 +115,7 @@ fn configured_salt(jg: &common::Jitgate, name: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_names_get_a_stable_salt_shaped_like_a_known_one_postgres() {
     let pg = PgServer::start().await;
-    let mut jg = common::Jitgate::start(
+    let mut jg = Jitgate::start(
         &pg,
         JitgateOptions {
             tls_require: false,
@@ -203,20 +178,14 @@ async fn unknown_names_get_a_stable_salt_shaped_like_a_known_one_postgres() {
 // ---- MySQL ---------------------------------------------------------------------
 
 /// One MySQL packet: its sequence id and payload.
-async fn mysql_packet<S: AsyncRead + Unpin>(s: &mut S) -> (u8, Vec<u8>) {
-    let mut head = [0u8; 4];
-    s.read_exact(&mut head).await.expect("a packet header");
-    let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
-    let mut payload = vec![0u8; len];
-    s.read_exact(&mut payload).await.expect("a packet payload");
-    (head[3], payload)
+async fn read_packet<S: AsyncRead + Unpin>(s: &mut S) -> (u8, Vec<u8>) {
+    read_mysql_packet(s, secs(20)).await.expect("a packet")
 }
 
-async fn send_mysql<S: AsyncWrite + Unpin>(s: &mut S, seq: u8, payload: &[u8]) {
-    let len = (payload.len() as u32).to_le_bytes();
-    let mut out = vec![len[0], len[1], len[2], seq];
-    out.extend_from_slice(payload);
-    s.write_all(&out).await.expect("send a packet");
+async fn send_packet<S: AsyncWrite + Unpin>(s: &mut S, seq: u8, payload: &[u8]) {
+    s.write_all(&mysql_packet(seq, payload))
+        .await
+        .expect("send a packet");
 }
 
 /// PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH | CONNECT_WITH_DB | SSL.
@@ -257,7 +226,7 @@ async fn caching_sha2_login(
         .connect(([127, 0, 0, 1], port).into())
         .await
         .expect("connect to jitgate");
-    let (seq, greeting) = mysql_packet(&mut tcp).await;
+    let (seq, greeting) = read_packet(&mut tcp).await;
     assert_eq!((seq, greeting[0]), (0, 10), "a v10 greeting");
     let nonce = greeting_nonce(&greeting);
     let nonce: [u8; 20] = nonce.try_into().expect("a 20-byte nonce");
@@ -271,11 +240,8 @@ async fn caching_sha2_login(
     ssl_request.extend_from_slice(&(16u32 << 20).to_le_bytes());
     ssl_request.push(45);
     ssl_request.extend_from_slice(&[0; 23]);
-    send_mysql(&mut tcp, 1, &ssl_request).await;
-    let config = jitgate::tls::client_config(&jitgate::config::UpstreamTls::Require)
-        .expect("TLS settings")
-        .expect("TLS is on with Require");
-    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&config));
+    send_packet(&mut tcp, 1, &ssl_request).await;
+    let connector = tokio_rustls::TlsConnector::from(tls_client_config());
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut tls = connector
         .connect(name, tcp)
@@ -287,13 +253,13 @@ async fn caching_sha2_login(
     response.push(0);
     response.push(32);
     response.extend_from_slice(&scramble);
-    response.extend_from_slice(mysql_common::TARGET.as_bytes());
+    response.extend_from_slice(MYSQL_TARGET.as_bytes());
     response.push(0);
     response.extend_from_slice(b"caching_sha2_password\0");
-    send_mysql(&mut tls, 2, &response).await;
+    send_packet(&mut tls, 2, &response).await;
 
     let mut answers = Vec::new();
-    let (seq, first) = mysql_packet(&mut tls).await;
+    let (seq, first) = read_packet(&mut tls).await;
     answers.push((seq, first.clone()));
     if first == [0x01, 0x04]
         && let Some(password) = password
@@ -301,8 +267,8 @@ async fn caching_sha2_login(
         // Full authentication: the password, NUL-terminated.
         let mut cleartext = password.as_bytes().to_vec();
         cleartext.push(0);
-        send_mysql(&mut tls, seq + 1, &cleartext).await;
-        let (seq, second) = mysql_packet(&mut tls).await;
+        send_packet(&mut tls, seq + 1, &cleartext).await;
+        let (seq, second) = read_packet(&mut tls).await;
         answers.push((seq, second));
     }
     if answers
@@ -338,16 +304,16 @@ fn replace_bytes(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_scramble_is_answered_alike_for_cached_uncached_and_unknown_names_mysql() {
-    let db = mysql_common::MariaDb::start();
-    let jg = mysql_common::Jitgate::start(&db, mysql_common::Options::default()).await;
-    jg.grant("read", "5m").await;
+    let db = MariaDb::start();
+    let jg = Jitgate::start(&db, JitgateOptions::default()).await;
+    jg.grant("alice", MYSQL_TARGET, "read", "5m").await;
     // alice logs in (full authentication), so she is in the fast-path cache.
     drop(
-        mysql_async::Conn::new(jg.async_opts(mysql_common::ALICE_SECRET))
+        mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
             .await
             .unwrap_or_else(|e| panic!("alice's login: {e}\n{}", jg.log())),
     );
-    let port = jg.mysql_port;
+    let port = jg.mysql_port();
     let (here, wrong) = ("127.0.0.1", "not-the-password");
     let cached = caching_sha2_login(here, port, "alice", wrong, Some(wrong)).await;
     let uncached = caching_sha2_login(here, port, "bob", wrong, Some(wrong)).await;
@@ -364,29 +330,29 @@ async fn a_wrong_scramble_is_answered_alike_for_cached_uncached_and_unknown_name
     assert_eq!(cached, unknown, "unknown name");
 
     // Only the right scramble of a name that logged in takes the fast path.
-    let fast = caching_sha2_login(here, port, "alice", mysql_common::ALICE_SECRET, None).await;
+    let fast = caching_sha2_login(here, port, "alice", ALICE_SECRET, None).await;
     assert_eq!(fast[0], (3, vec![0x01, 0x03]), "fast auth OK: {fast:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_logins_cost_an_attempt_for_cached_uncached_and_unknown_names_mysql() {
-    let db = mysql_common::MariaDb::start();
-    let jg = mysql_common::Jitgate::start(
+    let db = MariaDb::start();
+    let jg = Jitgate::start(
         &db,
-        mysql_common::Options {
+        JitgateOptions {
             max_login_failures: Some(2),
             login_failure_window: Some("1m".into()),
-            ..mysql_common::Options::default()
+            ..JitgateOptions::default()
         },
     )
     .await;
-    jg.grant("read", "5m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "5m").await;
     drop(
-        mysql_async::Conn::new(jg.async_opts(mysql_common::ALICE_SECRET))
+        mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
             .await
             .unwrap_or_else(|e| panic!("alice's login: {e}\n{}", jg.log())),
     );
-    let port = jg.mysql_port;
+    let port = jg.mysql_port();
     // A guesser sends scrambles and goes away when asked for the password:
     // each try costs an attempt, whether or not the name is cached (alice),
     // known (bob) or unknown (mallory). Each name from its own address, so

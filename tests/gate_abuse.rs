@@ -8,8 +8,7 @@
 //! (how many attempts reached the secret check, how many the limiter
 //! refused) and the servers' own view of the sessions that got through.
 
-mod common;
-mod mysql_common;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -18,17 +17,13 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use common::{JitgateOptions, Login, PgServer, eventually, within};
+use support::*;
 
 const GUESSES: usize = 20;
 const LIMIT: u32 = 3;
 /// Long enough that a burst of parallel handshakes fits in one window on a
 /// slow debug build, short enough to wait out.
 const WINDOW: &str = "6s";
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
 
 /// `login_failed` records of `identity`, by reason.
 fn failed_logins(lines: &[Value], identity: &str, reason: &str) -> usize {
@@ -58,7 +53,7 @@ async fn failures_once_all_recorded(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_wrong_passwords_reach_the_check_only_up_to_the_limit_postgres() {
     let pg = PgServer::start().await;
-    let jg = common::Jitgate::start(
+    let jg = Jitgate::start(
         &pg,
         JitgateOptions {
             max_login_failures: Some(LIMIT),
@@ -67,7 +62,7 @@ async fn parallel_wrong_passwords_reach_the_check_only_up_to_the_limit_postgres(
         },
     )
     .await;
-    jg.grant("alice", common::TARGET, "read", "5m").await;
+    jg.grant("alice", PG_TARGET, "read", "5m").await;
 
     let started = Instant::now();
     let mut guesses = tokio::task::JoinSet::new();
@@ -110,7 +105,7 @@ async fn parallel_wrong_passwords_reach_the_check_only_up_to_the_limit_postgres(
         .connect(&Login::alice())
         .await
         .expect_err("alice has no attempts left in this window");
-    assert!(common::describe_error(&err).contains("too many failed logins"));
+    assert!(describe_error(&err).contains("too many failed logins"));
     let client = eventually(secs(15), "a login once the window passed", || async {
         jg.connect(&Login::alice()).await.ok()
     })
@@ -126,40 +121,33 @@ async fn parallel_wrong_passwords_reach_the_check_only_up_to_the_limit_postgres(
 
 /// One tokio-postgres login with a wrong password: the server's message.
 async fn guess_postgres(port: u16, login: Login) -> Option<String> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(port)
-        .user(&login.user)
-        .password(&login.password)
-        .dbname(&login.dbname)
-        .connect_timeout(secs(10))
-        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let mut config = login.config(port);
+    config.connect_timeout(secs(10));
     match within(
         secs(20),
         "a guessed login",
-        config.connect(common::AnyCertTls::new()),
+        config.connect(AnyCertTls::new()),
     )
     .await
     {
         Ok(_) => None,
-        Err(e) => Some(common::describe_error(&e)),
+        Err(e) => Some(describe_error(&e)),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_wrong_passwords_reach_the_check_only_up_to_the_limit_mysql() {
-    let db = mysql_common::MariaDb::start();
-    let jg = mysql_common::Jitgate::start(
+    let db = MariaDb::start();
+    let jg = Jitgate::start(
         &db,
-        mysql_common::Options {
+        JitgateOptions {
             max_login_failures: Some(LIMIT),
             login_failure_window: Some(WINDOW.into()),
-            ..mysql_common::Options::default()
+            ..JitgateOptions::default()
         },
     )
     .await;
-    jg.grant("read", "5m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "5m").await;
 
     let started = Instant::now();
     let mut guesses = tokio::task::JoinSet::new();
@@ -202,13 +190,13 @@ async fn parallel_wrong_passwords_reach_the_check_only_up_to_the_limit_mysql() {
         "each refused client is told why: {refusals:?}"
     );
 
-    let err = mysql_async::Conn::new(jg.async_opts(mysql_common::ALICE_SECRET))
+    let err = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
         .await
         .expect_err("alice has no attempts left in this window");
     assert!(err.to_string().contains("too many failed logins"), "{err}");
     let deadline = Instant::now() + secs(15);
     let mut conn = loop {
-        match mysql_async::Conn::new(jg.async_opts(mysql_common::ALICE_SECRET)).await {
+        match mysql_async::Conn::new(jg.async_opts(ALICE_SECRET)).await {
             Ok(conn) => break conn,
             Err(e) if Instant::now() < deadline => {
                 assert!(e.to_string().contains("too many failed logins"), "{e}");
@@ -233,7 +221,7 @@ async fn assert_server_runs_as_the_read_account(conn: &mut mysql_async::Conn) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bearer_tokens_spend_the_addresss_budget_for_database_logins_too() {
     let pg = PgServer::start().await;
-    let jg = common::Jitgate::start(
+    let jg = Jitgate::start(
         &pg,
         JitgateOptions {
             max_login_failures: Some(LIMIT),
@@ -241,7 +229,7 @@ async fn bad_bearer_tokens_spend_the_addresss_budget_for_database_logins_too() {
         },
     )
     .await;
-    jg.grant("alice", common::TARGET, "read", "5m").await;
+    jg.grant("alice", PG_TARGET, "read", "5m").await;
     for i in 0..LIMIT {
         let (status, _) = jg
             .api(
@@ -264,9 +252,9 @@ async fn bad_bearer_tokens_spend_the_addresss_budget_for_database_logins_too() {
         .await
         .expect_err("the address spent its budget on the admin API");
     assert!(
-        common::describe_error(&err).contains("too many failed logins"),
+        describe_error(&err).contains("too many failed logins"),
         "{}",
-        common::describe_error(&err)
+        describe_error(&err)
     );
     jg.wait_for_audit("the refused database login", |v| {
         v["event"] == "login_failed" && v["identity"] == "alice" && v["reason"] == "rate_limited"
@@ -350,8 +338,8 @@ async fn assert_silent_ones_closed(mut watches: tokio::task::JoinSet<Duration>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_do_not_keep_a_good_postgres_client_out() {
     let pg = PgServer::start().await;
-    let jg = common::Jitgate::start(&pg, JitgateOptions::default()).await;
-    jg.grant("alice", common::TARGET, "read", "5m").await;
+    let jg = Jitgate::start(&pg, JitgateOptions::default()).await;
+    jg.grant("alice", PG_TARGET, "read", "5m").await;
     let watches = flood(SocketAddr::from(([127, 0, 0, 1], jg.pg_port()))).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -367,13 +355,13 @@ async fn silent_connections_do_not_keep_a_good_postgres_client_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_do_not_keep_a_good_mysql_client_out() {
-    let db = mysql_common::MariaDb::start();
-    let jg = mysql_common::Jitgate::start(&db, mysql_common::Options::default()).await;
-    jg.grant("read", "5m").await;
-    let watches = flood(SocketAddr::from(([127, 0, 0, 1], jg.mysql_port))).await;
+    let db = MariaDb::start();
+    let jg = Jitgate::start(&db, JitgateOptions::default()).await;
+    jg.grant("alice", MYSQL_TARGET, "read", "5m").await;
+    let watches = flood(SocketAddr::from(([127, 0, 0, 1], jg.mysql_port()))).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let opts = jg.async_opts(mysql_common::ALICE_SECRET);
+    let opts = jg.async_opts(ALICE_SECRET);
     let mut conn = within(secs(2), "a good login past 600 silent connections", async {
         mysql_async::Conn::new(opts).await
     })
@@ -408,14 +396,14 @@ async fn read_until_closed(tcp: &mut TcpStream, limit: Duration) -> (String, Dur
     (text, started.elapsed())
 }
 
-fn admin_addr(jg: &common::Jitgate) -> String {
+fn admin_addr(jg: &Jitgate) -> String {
     jg.admin_url().trim_start_matches("http://").to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_connections_over_the_cap_get_503_while_database_listeners_accept() {
     let pg = PgServer::start().await;
-    let jg = common::Jitgate::start(
+    let jg = Jitgate::start(
         &pg,
         JitgateOptions {
             extra_limits: "admin_max_connections = 4\nadmin_idle_timeout = \"3s\"\n".into(),
@@ -423,7 +411,7 @@ async fn admin_connections_over_the_cap_get_503_while_database_listeners_accept(
         },
     )
     .await;
-    jg.grant("alice", common::TARGET, "read", "5m").await;
+    jg.grant("alice", PG_TARGET, "read", "5m").await;
     // The harness's own HTTP client keeps connections alive: let the idle
     // timeout close them, so the four slots are free.
     tokio::time::sleep(Duration::from_millis(3500)).await;
@@ -497,7 +485,7 @@ async fn admin_connections_over_the_cap_get_503_while_database_listeners_accept(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_admin_connections_are_closed() {
     let pg = PgServer::start().await;
-    let mut jg = common::Jitgate::start(
+    let mut jg = Jitgate::start(
         &pg,
         JitgateOptions {
             extra_limits: "admin_header_read_timeout = \"1s\"\nadmin_idle_timeout = \"2s\"\n\
@@ -548,7 +536,7 @@ async fn slow_and_idle_admin_connections_are_closed() {
         let head = format!(
             "POST /v1/grants HTTP/1.1\r\nhost: jitgate\r\nauthorization: Bearer {}\r\n\
              content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"identity\":",
-            common::ADMIN_SECRET
+            ADMIN_SECRET
         );
         tcp.write_all(head.as_bytes()).await.unwrap();
         read_until_closed(&mut tcp, secs(8)).await
@@ -559,7 +547,7 @@ async fn slow_and_idle_admin_connections_are_closed() {
         let head = format!(
             "POST /v1/grants HTTP/1.1\r\nhost: jitgate\r\nauthorization: Bearer {}\r\n\
              content-type: application/json\r\ncontent-length: 100\r\n\r\n",
-            common::ADMIN_SECRET
+            ADMIN_SECRET
         );
         tcp.write_all(head.as_bytes()).await.unwrap();
         let started = Instant::now();
@@ -620,7 +608,7 @@ async fn slow_and_idle_admin_connections_are_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_with_huge_names_leave_bounded_audit_records() {
     let pg = PgServer::start().await;
-    let jg = common::Jitgate::start(
+    let jg = Jitgate::start(
         &pg,
         JitgateOptions {
             max_login_failures: Some(1),

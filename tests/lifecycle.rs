@@ -1,14 +1,14 @@
 //! The just-in-time lifecycle end to end: request, approve, use, expire.
 //!
 //! Each test starts its own throwaway PostgreSQL and its own `jitgate serve`
-//! with policies in its config (see `common`), drives the admin API and the
+//! with policies in its config (see `support`), drives the admin API and the
 //! `jitgate` CLI as alice (developer), bob and carol (approvers) and admin
 //! would, connects with `psql` and tokio-postgres, and takes the server's own
 //! view (`pg_stat_activity`, its log), the audit log and the journal as the
 //! witnesses. The durability tests SIGKILL the proxy and start it again on
 //! the same data directory.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
 use serde_json::{Value, json};
+use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const READ: &str = "read";
@@ -32,7 +32,7 @@ fn dev_read_policy(approvals: u32, requesters: &[&str]) -> String {
     format!(
         "[[policies]]\n\
          name = \"dev-read\"\n\
-         targets = [\"{TARGET}\"]\n\
+         targets = [\"{PG_TARGET}\"]\n\
          levels = [\"read\"]\n\
          requesters = {requesters:?}\n\
          max_duration = \"1h\"\n\
@@ -57,10 +57,6 @@ async fn setup_with(opts: JitgateOptions) -> (PgServer, Jitgate) {
     let pg = PgServer::start().await;
     let jg = Jitgate::start(&pg, opts).await;
     (pg, jg)
-}
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
 }
 
 /// psql's `\set VERBOSITY verbose` prints the SQLSTATE in front of each error.
@@ -147,14 +143,7 @@ async fn request_approve_connect_expire_end_to_end() {
     let approve = jg
         .cli(BOB, &["approve", &request_id, "--comment", "ok for INC-42"])
         .await;
-    assert!(
-        approve.status.success(),
-        "`jitgate approve` failed ({}):\n--- stdout\n{}\n--- stderr\n{}\n--- jitgate log\n{}",
-        approve.status,
-        approve.stdout,
-        approve.stderr,
-        jg.log()
-    );
+    approve.assert_ok(&jg);
     let approved = jg.request_by_id(ALICE, &request_id).await;
     assert_eq!(approved["state"], "approved", "{approved}");
     assert_eq!(approved["approvals"][0]["by"], "bob", "{approved}");
@@ -724,7 +713,7 @@ async fn kill9_during_activity_loses_no_acknowledged_request() {
         // interleave; it stops at the first call that is not acknowledged.
         workers.spawn(async move {
             for round in 0..ROUNDS {
-                let body = json!({"target": TARGET, "level": READ, "duration": "30m",
+                let body = json!({"target": PG_TARGET, "level": READ, "duration": "30m",
                     "reason": format!("load {worker}.{round}")});
                 let Ok((201, request)) = api
                     .call(
@@ -992,7 +981,7 @@ async fn webhook_hears_of_a_grant_that_expired_during_downtime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_open_at_a_crash_is_ended_at_the_next_start() {
     let (_pg, mut jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "10m").await;
+    jg.grant("alice", PG_TARGET, READ, "10m").await;
     let client = jg.connect_ok(&Login::alice()).await;
     client.simple_query("SELECT 1").await.expect("a read");
     let started = jg

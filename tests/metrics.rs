@@ -2,16 +2,16 @@
 //! parses (OpenMetrics), and its counters must follow what sessions do.
 //!
 //! Each test runs a throwaway PostgreSQL and a jitgate in front of it (see
-//! `common`), drives real clients through the proxy, and reads the metrics
+//! `support`), drives real clients through the proxy, and reads the metrics
 //! with a small strict parser of the exposition format written here, so a
 //! malformed line fails the test rather than being skipped.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use common::*;
+use support::*;
 
 // ---- a strict reader of the OpenMetrics text format --------------------------------
 
@@ -348,7 +348,7 @@ const STATEMENTS: &str = "jitgate_statements_total";
 async fn metrics_endpoint_serves_valid_openmetrics_text() {
     let pg = PgServer::start().await;
     let jg = Jitgate::start(&pg, JitgateOptions::default()).await;
-    jg.grant("alice", TARGET, "read", "10m").await;
+    jg.grant("alice", PG_TARGET, "read", "10m").await;
     jg.psql(&["-c", "SELECT 1"]).await.assert_ok(&jg);
     // prometheus-client serves a labelled family only once it has a sample:
     // give auth failures one.
@@ -444,25 +444,25 @@ fn the_parser_rejects_what_prometheus_would() {
 async fn counters_move_when_sessions_run() {
     let pg = PgServer::start().await;
     let jg = Jitgate::start(&pg, JitgateOptions::default()).await;
-    let target = [("target", TARGET)];
+    let target = [("target", PG_TARGET)];
     let before = metrics(&jg).await;
     assert_eq!(before.sum(SESSIONS, &[("outcome", "started")]), 0.0);
 
     // No grant yet: refused.
     jg.psql(&["-c", "SELECT 1"]).await.assert_failed();
-    let grant = jg.grant("alice", TARGET, "read", "10m").await;
+    let grant = jg.grant("alice", PG_TARGET, "read", "10m").await;
     let m = metrics(&jg).await;
     assert_eq!(
         m.sum(
             SESSIONS,
-            &[("target", TARGET), ("outcome", "refused_no_grant")]
+            &[("target", PG_TARGET), ("outcome", "refused_no_grant")]
         ),
         1.0
     );
     assert_eq!(
         m.sum(
             "jitgate_grants_active",
-            &[("target", TARGET), ("level", "read")]
+            &[("target", PG_TARGET), ("level", "read")]
         ),
         1.0
     );
@@ -481,7 +481,10 @@ async fn counters_move_when_sessions_run() {
         1.0
     );
     assert_eq!(
-        m.sum(SESSIONS, &[("target", TARGET), ("outcome", "auth_failed")]),
+        m.sum(
+            SESSIONS,
+            &[("target", PG_TARGET), ("outcome", "auth_failed")]
+        ),
         1.0
     );
 
@@ -501,18 +504,18 @@ async fn counters_move_when_sessions_run() {
         "{run:?}"
     );
     let m = metrics_until(&jg, "the psql session to be counted as closed", |m| {
-        m.sum(SESSIONS, &[("target", TARGET), ("outcome", "closed")]) >= 1.0
+        m.sum(SESSIONS, &[("target", PG_TARGET), ("outcome", "closed")]) >= 1.0
     })
     .await;
     assert_eq!(
-        m.sum(SESSIONS, &[("target", TARGET), ("outcome", "started")]),
+        m.sum(SESSIONS, &[("target", PG_TARGET), ("outcome", "started")]),
         1.0
     );
     assert_eq!(m.sum("jitgate_sessions_active", &target), 0.0);
     assert!(
         m.sum(
             STATEMENTS,
-            &[("target", TARGET), ("kind", "read"), ("outcome", "ok")]
+            &[("target", PG_TARGET), ("kind", "read"), ("outcome", "ok")]
         ) >= 2.0,
         "two SELECTs ran: {:?}",
         m.samples
@@ -523,7 +526,11 @@ async fn counters_move_when_sessions_run() {
     assert_eq!(
         m.sum(
             STATEMENTS,
-            &[("target", TARGET), ("kind", "ddl"), ("outcome", "refused")]
+            &[
+                ("target", PG_TARGET),
+                ("kind", "ddl"),
+                ("outcome", "refused")
+            ]
         ),
         1.0
     );
@@ -552,7 +559,7 @@ async fn counters_move_when_sessions_run() {
     assert_eq!(
         live.sum(
             "jitgate_sessions_active",
-            &[("target", TARGET), ("level", "read")]
+            &[("target", PG_TARGET), ("level", "read")]
         ),
         1.0
     );
@@ -560,7 +567,7 @@ async fn counters_move_when_sessions_run() {
     let m = metrics_until(&jg, "the revoked session to be counted", |m| {
         m.sum(
             SESSIONS,
-            &[("target", TARGET), ("outcome", "killed_revoked")],
+            &[("target", PG_TARGET), ("outcome", "killed_revoked")],
         ) >= 1.0
     })
     .await;

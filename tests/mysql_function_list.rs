@@ -6,12 +6,12 @@
 //! help tables) names and the server has built in is on the list or is
 //! judged elsewhere.
 
-mod mysql_common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use mysql_async::prelude::*;
-use mysql_common::*;
+use support::*;
 
 /// Judged elsewhere: writes, and a read of the server's files.
 const NOT_ON_THE_LIST: &[&str] = &[

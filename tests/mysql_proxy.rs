@@ -1,30 +1,28 @@
 //! MySQL/MariaDB through jitgate, end to end.
 //!
 //! Each test starts its own throwaway MariaDB and its own jitgate (see
-//! `mysql_common`), drives them with the real `mariadb` CLI, mysql_async, or
+//! `support`), drives them with the real `mariadb` CLI, mysql_async, or
 //! raw bytes where no real client would misbehave, and takes the server's
 //! own processlist as the witness.
 
-mod mysql_common;
-#[path = "support/tmpfs.rs"]
-mod tmpfs;
+mod support;
 
 use std::time::{Duration, SystemTime};
 
 use mysql_async::prelude::*;
-use mysql_common::*;
 use serde_json::Value;
+use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn setup_with(opts: Options) -> (MariaDb, Jitgate) {
+async fn setup_with(opts: JitgateOptions) -> (MariaDb, Jitgate) {
     let db = MariaDb::start();
     let jg = Jitgate::start(&db, opts).await;
     (db, jg)
 }
 
 async fn setup() -> (MariaDb, Jitgate) {
-    setup_with(Options::default()).await
+    setup_with(JitgateOptions::default()).await
 }
 
 fn server_error(e: &mysql_async::Error) -> Option<(u16, String)> {
@@ -37,7 +35,7 @@ fn server_error(e: &mysql_async::Error) -> Option<(u16, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_cli_over_tls_reads_through_a_grant_and_is_audited() {
     let (db, jg) = setup().await;
-    jg.grant("write", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "write", "10m").await;
     for round in 0..2 {
         // The first login is caching_sha2 full authentication over TLS; the
         // second uses the fast path from the cache.
@@ -49,7 +47,7 @@ async fn mariadb_cli_over_tls_reads_through_a_grant_and_is_audited() {
             )
             .await;
         assert!(
-            run.ok,
+            run.status.success(),
             "round {round}: {run:?}\n--- jitgate log\n{}",
             jg.log()
         );
@@ -96,7 +94,7 @@ async fn mariadb_cli_over_tls_reads_through_a_grant_and_is_audited() {
 #[tokio::test(flavor = "multi_thread")]
 async fn prepared_statements_are_audited_as_sql() {
     let (_db, jg) = setup().await;
-    jg.grant("write", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "write", "10m").await;
     let mut conn = within(
         Duration::from_secs(20),
         "mysql_async login",
@@ -150,14 +148,14 @@ async fn prepared_statements_are_audited_as_sql() {
 async fn no_grant_wrong_secret_and_unknown_target_get_clear_errors() {
     let (db, jg) = setup().await;
     let no_grant = jg.mariadb(ALICE_SECRET, true, "SELECT 1").await;
-    assert!(!no_grant.ok);
+    assert!(!no_grant.status.success());
     assert!(
         no_grant.stderr.contains("ERROR 1044") && no_grant.stderr.contains("no active grant"),
         "{no_grant:?}"
     );
     assert!(no_grant.stderr.contains("jitgate request"), "{no_grant:?}");
 
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let wrong = jg.mariadb("not-the-secret", true, "SELECT 1").await;
     assert!(
         wrong.stderr.contains("ERROR 1045")
@@ -180,16 +178,16 @@ async fn no_grant_wrong_secret_and_unknown_target_get_clear_errors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn plaintext_client_is_refused_when_tls_is_required() {
     let (_db, jg) = setup().await;
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let run = jg.mariadb(ALICE_SECRET, false, "SELECT 1").await;
-    assert!(!run.ok);
+    assert!(!run.status.success());
     assert!(run.stderr.contains("ERROR 3159"), "{run:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn read_level_refuses_update_and_the_session_continues() {
     let (db, jg) = setup().await;
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
         .await
         .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
@@ -234,11 +232,11 @@ async fn read_level_refuses_update_and_the_session_continues() {
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_grant_kills_the_running_query_and_its_thread() {
     let (db, jg) = setup().await;
-    let grant = jg.grant("write", "4s").await;
+    let grant = jg.grant("alice", MYSQL_TARGET, "write", "4s").await;
     let expires_at = humantime::parse_rfc3339(grant["expires_at"].as_str().expect("expires_at"))
         .expect("expires_at is RFC 3339");
     let mut cmd = jg.mariadb_command(ALICE_SECRET, true);
-    cmd.arg(TARGET).args(["-e", "SELECT SLEEP(60)"]);
+    cmd.arg(MYSQL_TARGET).args(["-e", "SELECT SLEEP(60)"]);
     let client = cmd.output();
     let client = tokio::spawn(client);
     // The query is running on the server.
@@ -291,7 +289,7 @@ async fn expired_grant_kills_the_running_query_and_its_thread() {
 #[tokio::test(flavor = "multi_thread")]
 async fn revoke_ends_an_idle_session() {
     let (db, jg) = setup().await;
-    let grant = jg.grant("read", "10m").await;
+    let grant = jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
         .await
         .expect("login");
@@ -311,7 +309,7 @@ async fn revoke_ends_an_idle_session() {
 #[tokio::test(flavor = "multi_thread")]
 async fn commands_of_16_mib_and_more_pass_through() {
     let (_db, jg) = setup().await;
-    jg.grant("write", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "write", "10m").await;
     let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
         .await
         .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
@@ -332,22 +330,9 @@ async fn commands_of_16_mib_and_more_pass_through() {
 
 /// Read one packet (payload) from a raw socket, with a time limit.
 async fn read_packet(s: &mut TcpStream) -> Option<Vec<u8>> {
-    within(Duration::from_secs(10), "a packet from jitgate", async {
-        let mut h = [0u8; 4];
-        s.read_exact(&mut h).await.ok()?;
-        let len = h[0] as usize | (h[1] as usize) << 8 | (h[2] as usize) << 16;
-        let mut body = vec![0u8; len];
-        s.read_exact(&mut body).await.ok()?;
-        Some(body)
-    })
-    .await
-}
-
-fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
-    let n = payload.len();
-    let mut p = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
-    p.extend_from_slice(payload);
-    p
+    read_mysql_packet(s, Duration::from_secs(10))
+        .await
+        .map(|(_, payload)| payload)
 }
 
 /// Connect, read the greeting, send `bytes`, and return the ERR code the
@@ -375,24 +360,24 @@ async fn answer_to(port: u16, bytes: &[u8]) -> u16 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_handshakes_and_oversize_packets_get_errors_not_crashes() {
-    let (_db, mut jg) = setup_with(Options {
+    let (_db, mut jg) = setup_with(JitgateOptions {
         tls_require: false,
         max_message_bytes: Some(1 << 20),
-        ..Options::default()
+        ..JitgateOptions::default()
     })
     .await;
-    jg.grant("write", "10m").await;
-    let port = jg.mysql_port;
+    jg.grant("alice", MYSQL_TARGET, "write", "10m").await;
+    let port = jg.mysql_port();
 
     // Garbage where the HandshakeResponse belongs.
-    let code = answer_to(port, &packet(1, b"\x01\x02\x03")).await;
+    let code = answer_to(port, &mysql_packet(1, b"\x01\x02\x03")).await;
     assert_eq!(code, 1043);
     // A client without CLIENT_PROTOCOL_41.
     let mut old = vec![0x00, 0x80, 0, 0]; // SECURE_CONNECTION only
     old.extend_from_slice(&[0, 0, 0, 1, 33]);
     old.extend_from_slice(&[0; 23]);
     old.extend_from_slice(b"alice\0\0");
-    let code = answer_to(port, &packet(1, &old)).await;
+    let code = answer_to(port, &mysql_packet(1, &old)).await;
     assert_eq!(code, 1043);
     // A login packet far larger than any login needs: refused before it is read.
     let mut huge = vec![0xff, 0xff, 0xff, 1];
@@ -404,9 +389,9 @@ async fn malformed_handshakes_and_oversize_packets_get_errors_not_crashes() {
     lying.extend_from_slice(&[0, 0, 0, 1, 33]);
     lying.extend_from_slice(&[0; 23]);
     lying.extend_from_slice(b"alice\0\xfe\xff\xff\xff\xff\xff\xff\xff\x7f");
-    let code = answer_to(port, &packet(1, &lying)).await;
+    let code = answer_to(port, &mysql_packet(1, &lying)).await;
     assert_eq!(code, 1043);
-    jg.assert_alive();
+    jg.assert_alive().await;
 
     // After login: a command larger than limits.max_message_bytes.
     let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
@@ -416,11 +401,15 @@ async fn malformed_handshakes_and_oversize_packets_get_errors_not_crashes() {
     let err = conn.query_drop(big).await.expect_err("oversize query");
     assert_eq!(server_error(&err).map(|e| e.0), Some(1153), "{err}");
     drop(conn);
-    jg.assert_alive();
+    jg.assert_alive().await;
 
     // And the proxy keeps serving.
     let run = jg.mariadb(ALICE_SECRET, true, "SELECT 42").await;
-    assert!(run.ok && run.stdout.trim() == "42", "{run:?}\n{}", jg.log());
+    assert!(
+        run.status.success() && run.stdout.trim() == "42",
+        "{run:?}\n{}",
+        jg.log()
+    );
 }
 
 // ---- KILL and Ctrl-C ----------------------------------------------------------
@@ -486,9 +475,9 @@ async fn expect_server_error(conn: &mut mysql_async::Conn, sql: &str) -> (u16, S
 async fn ctrl_c_in_the_mariadb_cli_cancels_the_running_query() {
     let (db, jg) = setup().await;
     // A read level: a read user must be able to stop their own query.
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut cmd = jg.mariadb_command(ALICE_SECRET, true);
-    cmd.arg(TARGET)
+    cmd.arg(MYSQL_TARGET)
         .args(["-e", "SELECT SLEEP(60)"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -550,7 +539,7 @@ async fn ctrl_c_in_the_mariadb_cli_cancels_the_running_query() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_query_and_kill_connection_from_another_connection_of_the_same_identity() {
     let (db, jg) = setup().await;
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let a = login_as(&jg, "alice", ALICE_SECRET).await;
     let a_id = a.id();
     let mut b = login_as(&jg, "alice", ALICE_SECRET).await;
@@ -621,8 +610,8 @@ async fn kill_query_and_kill_connection_from_another_connection_of_the_same_iden
 async fn kill_of_another_identitys_connection_is_unknown_thread() {
     let (db, jg) = setup().await;
     // Same level, so both sessions use the same upstream account.
-    jg.grant_to("alice", "write", "10m").await;
-    jg.grant_to("bob", "write", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "write", "10m").await;
+    jg.grant("bob", MYSQL_TARGET, "write", "10m").await;
     let a = login_as(&jg, "alice", ALICE_SECRET).await;
     let a_id = a.id();
     let mut bob = login_as(&jg, "bob", BOB_SECRET).await;
@@ -664,15 +653,10 @@ async fn kill_of_another_identitys_connection_is_unknown_thread() {
 /// The version string and default collation of a server's greeting, read
 /// off the wire without logging in.
 async fn greeting_of(port: u16) -> (String, u8) {
-    use tokio::io::AsyncReadExt;
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let mut header = [0u8; 4];
-    tcp.read_exact(&mut header).await.expect("greeting header");
-    let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
-    let mut payload = vec![0u8; len];
-    tcp.read_exact(&mut payload).await.expect("greeting");
+    let payload = read_packet(&mut tcp).await.expect("greeting");
     assert_eq!(payload[0], 10, "protocol 10");
     let end = 1 + payload[1..].iter().position(|&b| b == 0).expect("NUL");
     let version = String::from_utf8_lossy(&payload[1..end]).into_owned();
@@ -691,7 +675,7 @@ async fn the_greeting_announces_the_upstreams_version() {
     assert!(upstream.0.contains("MariaDB"), "{upstream:?}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let announced = greeting_of(jg.mysql_port).await;
+        let announced = greeting_of(jg.mysql_port()).await;
         if announced == upstream {
             break;
         }
@@ -702,7 +686,7 @@ async fn the_greeting_announces_the_upstreams_version() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
         .await
         .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
@@ -718,13 +702,16 @@ async fn the_greeting_announces_the_upstreams_version() {
 
     let jg = Jitgate::start(
         &db,
-        Options {
+        JitgateOptions {
             mysql_server_version: Some("10.6.0-MariaDB-pinned".to_owned()),
-            ..Options::default()
+            ..JitgateOptions::default()
         },
     )
     .await;
-    assert_eq!(greeting_of(jg.mysql_port).await.0, "10.6.0-MariaDB-pinned");
+    assert_eq!(
+        greeting_of(jg.mysql_port()).await.0,
+        "10.6.0-MariaDB-pinned"
+    );
 }
 
 /// Statements MariaDB accepts that sqlparser does not parse still get their
@@ -733,7 +720,7 @@ async fn the_greeting_announces_the_upstreams_version() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_statements_sqlparser_does_not_parse_get_their_kind() {
     let (db, jg) = setup().await;
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
         .await
         .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
@@ -771,7 +758,7 @@ async fn mariadb_statements_sqlparser_does_not_parse_get_their_kind() {
 #[tokio::test(flavor = "multi_thread")]
 async fn long_statements_are_classified_and_run_on_a_read_grant() {
     let (_db, jg) = setup().await;
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
         .await
         .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
@@ -813,7 +800,7 @@ async fn long_statements_are_classified_and_run_on_a_read_grant() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_without_a_target_audits_what_it_refuses() {
     let (_db, jg) = setup().await;
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let _live = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
         .await
         .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
@@ -840,12 +827,12 @@ async fn a_connection_without_a_target_audits_what_it_refuses() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_client_chooses_the_level_after_the_target() {
     let (_db, jg) = setup().await;
-    jg.grant("read", "10m").await;
-    jg.grant("write", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "write", "10m").await;
     for (database, user) in [
-        (format!("{TARGET}@read"), "jg_read"),
-        (format!("{TARGET}@write"), "jg_write"),
-        (TARGET.to_owned(), "jg_write"),
+        (format!("{MYSQL_TARGET}@read"), "jg_read"),
+        (format!("{MYSQL_TARGET}@write"), "jg_write"),
+        (MYSQL_TARGET.to_owned(), "jg_write"),
     ] {
         let opts = mysql_async::OptsBuilder::from_opts(jg.async_opts(ALICE_SECRET))
             .db_name(Some(database.clone()));
@@ -860,7 +847,7 @@ async fn the_client_chooses_the_level_after_the_target() {
         conn.disconnect().await.expect("disconnect");
     }
     let opts = mysql_async::OptsBuilder::from_opts(jg.async_opts(ALICE_SECRET))
-        .db_name(Some(format!("{TARGET}@admin")));
+        .db_name(Some(format!("{MYSQL_TARGET}@admin")));
     let err = mysql_async::Conn::new(opts)
         .await
         .expect_err("no admin grant");
@@ -875,8 +862,8 @@ async fn the_client_chooses_the_level_after_the_target() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_with_the_servers_thread_id_stops_the_same_identitys_query() {
     let (db, jg) = setup().await;
-    jg.grant_to("alice", "write", "10m").await;
-    jg.grant_to("bob", "write", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "write", "10m").await;
+    jg.grant("bob", MYSQL_TARGET, "write", "10m").await;
     let mut a = login_as(&jg, "alice", ALICE_SECRET).await;
     let a_id = a.id();
     let thread: u32 = a
@@ -915,7 +902,7 @@ async fn kill_with_the_servers_thread_id_stops_the_same_identitys_query() {
 async fn kill_in_any_other_form_is_refused() {
     let (db, jg) = setup().await;
     // A write level: without the guard, these would be forwarded.
-    jg.grant("write", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "write", "10m").await;
     let mut a = login_as(&jg, "alice", ALICE_SECRET).await;
     let a_id = a.id();
     let thread: Option<u32> = a
@@ -978,13 +965,13 @@ async fn a_full_audit_disk_ends_the_session_and_forwards_nothing() {
     };
     // "always": no group-fsync tick writes held records behind our back, so
     // the first write to fail is the command's.
-    let (db, jg) = setup_with(Options {
+    let (db, jg) = setup_with(JitgateOptions {
         audit_path: Some(disk.path().join("audit.log")),
         audit_fsync: Some("always".into()),
-        ..Options::default()
+        ..JitgateOptions::default()
     })
     .await;
-    jg.grant("write", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "write", "10m").await;
     let mut conn = login_as(&jg, "alice", ALICE_SECRET).await;
     let name = format!("full-disk-{}", rand::random::<u32>());
     conn.query_drop(format!("INSERT INTO items (name) VALUES ('{name}-before')"))
@@ -1032,14 +1019,14 @@ async fn a_full_audit_disk_ends_the_session_and_forwards_nothing() {
 async fn a_read_account_with_insert_is_refused_at_login_unless_allowed() {
     let db = MariaDb::start();
     db.root_query("GRANT INSERT ON app.* TO jg_read@'%'");
-    let jg = Jitgate::start(&db, Options::default()).await;
+    let jg = Jitgate::start(&db, JitgateOptions::default()).await;
     assert!(
         jg.log()
             .contains("the read level's upstream account can write"),
         "the start should log why the level is refused:\n{}",
         jg.log()
     );
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let err = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
         .await
         .err()
@@ -1063,9 +1050,9 @@ async fn a_read_account_with_insert_is_refused_at_login_unless_allowed() {
 
     let jg = Jitgate::start(
         &db,
-        Options {
+        JitgateOptions {
             allow_privileged_read_account: true,
-            ..Options::default()
+            ..JitgateOptions::default()
         },
     )
     .await;
@@ -1075,7 +1062,7 @@ async fn a_read_account_with_insert_is_refused_at_login_unless_allowed() {
         "the start should warn, with the check's result:\n{}",
         jg.log()
     );
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
         .await
         .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
@@ -1095,8 +1082,8 @@ async fn a_read_account_whose_role_can_write_is_refused_at_login() {
          CREATE ROLE jg_readers; GRANT SELECT ON app.* TO jg_readers; \
          GRANT jg_writers TO jg_readers; GRANT jg_readers TO jg_read@'%'",
     );
-    let jg = Jitgate::start(&db, Options::default()).await;
-    jg.grant("read", "10m").await;
+    let jg = Jitgate::start(&db, JitgateOptions::default()).await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let err = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
         .await
         .err()
@@ -1118,7 +1105,7 @@ async fn a_select_only_read_account_is_checked_at_start_and_admitted() {
         "{}",
         jg.log()
     );
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
         .await
         .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
@@ -1137,7 +1124,7 @@ async fn a_select_only_read_account_is_checked_at_start_and_admitted() {
 async fn refused_commands_are_audited_by_name() {
     let (db, jg) = setup().await;
     db.root_query("SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = 1");
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
         .await
         .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));
@@ -1184,7 +1171,7 @@ async fn refused_commands_are_audited_by_name() {
 #[tokio::test(flavor = "multi_thread")]
 async fn read_level_refuses_user_locks() {
     let (db, jg) = setup().await;
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
         .await
         .unwrap_or_else(|e| panic!("login: {e}\n{}", jg.log()));

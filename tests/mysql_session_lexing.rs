@@ -6,10 +6,10 @@
 //! The witness is the server's own general log (every statement it received,
 //! with the account that sent it) and its rows.
 
-mod mysql_common;
+mod support;
 
 use mysql_async::prelude::*;
-use mysql_common::*;
+use support::*;
 
 /// With `NO_BACKSLASH_ESCAPES`, `'a\'` is a whole string and the DELETE
 /// runs; read with backslash escapes (the default) it is all one string.
@@ -64,8 +64,8 @@ async fn connect(jg: &Jitgate) -> mysql_async::Conn {
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_executable_comments_are_code() {
     let db = setup();
-    let jg = Jitgate::start(&db, Options::default()).await;
-    jg.grant("read", "10m").await;
+    let jg = Jitgate::start(&db, JitgateOptions::default()).await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = connect(&jg).await;
     for sql in [
         "/*M! DELETE FROM items */",
@@ -95,8 +95,8 @@ async fn mariadb_executable_comments_are_code() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_backslash_escapes_cannot_hide_a_statement() {
     let db = setup();
-    let jg = Jitgate::start(&db, Options::default()).await;
-    jg.grant("read", "10m").await;
+    let jg = Jitgate::start(&db, JitgateOptions::default()).await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = connect(&jg).await;
     // A mode change and a statement in one text: MariaDB lexes the second
     // under the new mode.
@@ -135,8 +135,8 @@ async fn no_backslash_escapes_cannot_hide_a_statement() {
 async fn the_servers_own_sql_mode_is_read_at_login() {
     let db = setup();
     db.root_query("SET GLOBAL sql_mode = 'NO_BACKSLASH_ESCAPES,ANSI_QUOTES'");
-    let jg = Jitgate::start(&db, Options::default()).await;
-    jg.grant("read", "10m").await;
+    let jg = Jitgate::start(&db, JitgateOptions::default()).await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = connect(&jg).await;
     assert_refused(&mut conn, BACKSLASH_ATTACK, "could not classify").await;
     assert_refused(
@@ -152,8 +152,8 @@ async fn the_servers_own_sql_mode_is_read_at_login() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_multibyte_charset_that_swallows_backslashes_makes_non_ascii_text_unknown() {
     let db = setup();
-    let jg = Jitgate::start(&db, Options::default()).await;
-    jg.grant("read", "10m").await;
+    let jg = Jitgate::start(&db, JitgateOptions::default()).await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = connect(&jg).await;
     conn.query_drop("SET NAMES gbk")
         .await
@@ -181,8 +181,8 @@ async fn a_multibyte_charset_that_swallows_backslashes_makes_non_ascii_text_unkn
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hidden_write_on_a_write_level_is_not_audited_as_a_read() {
     let db = setup();
-    let jg = Jitgate::start(&db, Options::default()).await;
-    jg.grant("write", "10m").await;
+    let jg = Jitgate::start(&db, JitgateOptions::default()).await;
+    jg.grant("alice", MYSQL_TARGET, "write", "10m").await;
     let mut conn = connect(&jg).await;
     conn.query_drop("SET NAMES gbk").await.expect("SET NAMES");
     let attack = GBK_ATTACK.replace("FROM items", "FROM items WHERE id = 1");
@@ -224,8 +224,8 @@ async fn current_database(conn: &mut mysql_async::Conn) -> Option<String> {
 async fn use_of_another_database_is_refused_wherever_it_hides() {
     let db = setup();
     db.root_query("CREATE DATABASE other; GRANT SELECT ON other.* TO jg_read@'%'");
-    let jg = Jitgate::start(&db, Options::default()).await;
-    jg.grant("read", "10m").await;
+    let jg = Jitgate::start(&db, JitgateOptions::default()).await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = connect(&jg).await;
     for sql in [
         "/* c */ USE other",
@@ -295,8 +295,8 @@ async fn use_of_another_database_is_refused_wherever_it_hides() {
 async fn a_session_moved_to_another_database_by_dynamic_sql_is_ended() {
     let db = setup();
     db.root_query("CREATE DATABASE other; GRANT SELECT ON other.* TO jg_write@'%'");
-    let jg = Jitgate::start(&db, Options::default()).await;
-    jg.grant("write", "10m").await;
+    let jg = Jitgate::start(&db, JitgateOptions::default()).await;
+    jg.grant("alice", MYSQL_TARGET, "write", "10m").await;
     let mut conn = connect(&jg).await;
     // Dynamic SQL that stays: the session goes on.
     conn.query_drop("EXECUTE IMMEDIATE 'SELECT 1'")
@@ -346,13 +346,13 @@ async fn a_stored_function_behind_a_built_in_name_is_not_a_read() {
     db.root_query("GRANT EXECUTE ON app.* TO jg_read@'%'");
     let jg = Jitgate::start(
         &db,
-        Options {
+        JitgateOptions {
             allow_privileged_read_account: true,
-            ..Options::default()
+            ..JitgateOptions::default()
         },
     )
     .await;
-    jg.grant("read", "10m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
     let mut conn = connect(&jg).await;
     for sql in [
         "SELECT count (1)",

@@ -1,18 +1,16 @@
 //! PostgreSQL through jitgate, end to end.
 //!
 //! Each test starts its own throwaway PostgreSQL and its own jitgate (see
-//! `common`), drives them with the real clients — `psql`, `pgbench`,
+//! `support`), drives them with the real clients — `psql`, `pgbench`,
 //! tokio-postgres, or raw bytes where no real client would misbehave — and
 //! takes the server's own view (`pg_stat_activity`, its log) as the witness.
 
-mod common;
-#[path = "support/tmpfs.rs"]
-mod tmpfs;
+mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
 use serde_json::Value;
+use support::*;
 
 const READ: &str = "read";
 const WRITE: &str = "write";
@@ -25,10 +23,6 @@ async fn setup_with(opts: JitgateOptions) -> (PgServer, Jitgate) {
     let pg = PgServer::start().await;
     let jg = Jitgate::start(&pg, opts).await;
     (pg, jg)
-}
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
 }
 
 fn event_is(v: &Value, event: &str) -> bool {
@@ -102,7 +96,7 @@ async fn harness_postgres_takes_tls_scram_logins_and_enforces_read_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_tls_scram_happy_path() {
     let (_pg, jg) = setup().await;
-    let grant = jg.grant("alice", TARGET, READ, "2m").await;
+    let grant = jg.grant("alice", PG_TARGET, READ, "2m").await;
 
     let run = jg
         .psql(&["-c", "SELECT id, name FROM items ORDER BY id"])
@@ -150,7 +144,7 @@ async fn psql_tls_scram_happy_path() {
             event_is(v, "session_start") && v["identity"] == "alice"
         })
         .await;
-    assert_eq!(start["target"], TARGET);
+    assert_eq!(start["target"], PG_TARGET);
     assert_eq!(start["level"], READ);
     assert_eq!(
         id_string(&start["grant"]),
@@ -172,7 +166,7 @@ async fn psql_tls_scram_happy_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extended_protocol_statements_are_audited_as_sql() {
     let (_pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
 
     let sql = "SELECT name FROM items WHERE id = $1";
@@ -203,7 +197,7 @@ async fn extended_protocol_statements_are_audited_as_sql() {
         })
         .await;
     assert_eq!(record["identity"], "alice", "{record}");
-    assert_eq!(record["target"], TARGET, "{record}");
+    assert_eq!(record["target"], PG_TARGET, "{record}");
     assert_eq!(record["level"], READ, "{record}");
     assert_eq!(record["kind"], "read", "{record}");
     assert!(
@@ -250,7 +244,7 @@ async fn extended_protocol_statements_are_audited_as_sql() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_extended_protocol_runs_through_the_proxy() {
     let (_pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let script = jg.dir().join("bench.sql");
     std::fs::write(
         &script,
@@ -296,7 +290,7 @@ async fn pgbench_extended_protocol_runs_through_the_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_in_and_out() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, WRITE, "2m").await;
+    jg.grant("alice", PG_TARGET, WRITE, "2m").await;
 
     let copy_in = jg
         .psql_as(
@@ -360,7 +354,7 @@ async fn copy_in_and_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_objects_via_function_call_work_on_a_write_grant() {
     let (_pg, jg) = setup().await;
-    jg.grant("alice", TARGET, WRITE, "2m").await;
+    jg.grant("alice", PG_TARGET, WRITE, "2m").await;
     let file = jg.dir().join("blob.txt");
     std::fs::write(&file, "x".repeat(100_000)).unwrap();
     let import = jg
@@ -385,7 +379,7 @@ async fn large_objects_via_function_call_work_on_a_write_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fastpath_calls_are_audited_with_the_function_oid_they_call() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, WRITE, "2m").await;
+    jg.grant("alice", PG_TARGET, WRITE, "2m").await;
     let file = jg.dir().join("blob.txt");
     std::fs::write(&file, "x".repeat(1000)).unwrap();
     jg.psql(&["-c", &format!(r"\lo_import '{}'", file.display())])
@@ -423,7 +417,7 @@ async fn fastpath_calls_are_audited_with_the_function_oid_they_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_notify_reaches_the_client() {
     let (_pg, jg) = setup().await;
-    jg.grant("alice", TARGET, WRITE, "2m").await;
+    jg.grant("alice", PG_TARGET, WRITE, "2m").await;
     let run = jg
         .psql(&[
             "-c",
@@ -448,7 +442,7 @@ async fn listen_notify_reaches_the_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_clients_work_on_a_read_grant() {
     let (_pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let schema = jg
         .libpq_client("pg_dump", &Login::alice(), &["--schema-only"])
         .await;
@@ -499,12 +493,12 @@ print(first, third, len(plain.fetchall()))
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_chooses_the_level_after_the_target() {
     let (_pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
-    jg.grant("alice", TARGET, WRITE, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, WRITE, "2m").await;
     for (dbname, user) in [
-        (format!("{TARGET}@{READ}"), "jg_read"),
-        (format!("{TARGET}@{WRITE}"), "jg_write"),
-        (TARGET.to_owned(), "jg_write"),
+        (format!("{PG_TARGET}@{READ}"), "jg_read"),
+        (format!("{PG_TARGET}@{WRITE}"), "jg_write"),
+        (PG_TARGET.to_owned(), "jg_write"),
     ] {
         let client = jg.connect_ok(&Login::alice().dbname(&dbname)).await;
         let current: String = client
@@ -515,7 +509,7 @@ async fn the_client_chooses_the_level_after_the_target() {
         assert_eq!(current, user, "{dbname}");
     }
     let err = jg
-        .connect(&Login::alice().dbname(&format!("{TARGET}@admin")))
+        .connect(&Login::alice().dbname(&format!("{PG_TARGET}@admin")))
         .await
         .expect_err("no grant at level admin");
     assert!(
@@ -529,7 +523,10 @@ async fn the_client_chooses_the_level_after_the_target() {
         .filter(|v| v["event"] == "session_start")
         .collect();
     assert_eq!(starts.len(), 3);
-    assert!(starts.iter().all(|v| v["target"] == TARGET), "{starts:?}");
+    assert!(
+        starts.iter().all(|v| v["target"] == PG_TARGET),
+        "{starts:?}"
+    );
 }
 
 /// A Terminate sent while a statement runs is read by PostgreSQL only once
@@ -544,7 +541,7 @@ async fn terminate_during_a_running_statement_still_delivers_its_results() {
         ..JitgateOptions::default()
     })
     .await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let program = r#"
 import os, psycopg2, select, socket
 from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
@@ -605,7 +602,7 @@ async fn long_statements_are_classified_up_to_the_configured_limit() {
         ..JitgateOptions::default()
     })
     .await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
     let ids: Vec<String> = (0..50_000).map(|i| i.to_string()).collect();
     let long = format!(
@@ -646,7 +643,7 @@ async fn long_statements_are_classified_up_to_the_configured_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_sees_the_real_backend_pid() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, WRITE, "2m").await;
+    jg.grant("alice", PG_TARGET, WRITE, "2m").await;
     let run = jg
         .python(
             &Login::alice(),
@@ -716,7 +713,7 @@ print(conn.get_backend_pid(), sql_pid, conn.notifies[0].pid)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_result_arrives_whole_and_is_audited_with_its_row_count() {
     let (_pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
     let sql = "SELECT repeat('x', 1000) FROM generate_series(1, 20000)";
     let rows = within(secs(60), "20 MB of rows", client.query(sql, &[]))
@@ -786,17 +783,9 @@ async fn a_slow_reader_over_tls_gets_the_end_of_a_large_result() {
     // (and its ReadyForQuery) waits there until something else is written,
     // and the client waits for ever.
     let (_pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let hop = slow_reader_in_front_of(jg.pg_port()).await;
-    let login = Login::alice();
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(hop)
-        .user(&login.user)
-        .password(&login.password)
-        .dbname(&login.dbname)
-        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let config = Login::alice().config(hop);
     let (client, connection) = within(secs(20), "login through the slow hop", async {
         config.connect(AnyCertTls::new()).await
     })
@@ -829,7 +818,7 @@ async fn a_slow_reader_over_tls_gets_the_end_of_a_large_result() {
 async fn no_grant_is_refused_with_28000() {
     let (pg, jg) = setup().await;
     // A grant for someone else, or another target, does not count.
-    jg.grant("bob", TARGET, READ, "2m").await;
+    jg.grant("bob", PG_TARGET, READ, "2m").await;
 
     let run = jg.psql(&["-c", "SELECT 1"]).await;
     run.assert_failed();
@@ -840,7 +829,7 @@ async fn no_grant_is_refused_with_28000() {
         run.stderr
     );
     assert!(
-        stderr.contains(TARGET),
+        stderr.contains(PG_TARGET),
         "the error should name the target:\n{}",
         run.stderr
     );
@@ -866,7 +855,7 @@ async fn no_grant_is_refused_with_28000() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_secret_is_refused_with_28p01() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
 
     let err = jg
         .connect(&Login::new("alice", "not-alice-secret"))
@@ -902,7 +891,7 @@ async fn wrong_secret_is_refused_with_28p01() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_is_refused_when_tls_required() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
 
     let run = jg
         .psql_as(
@@ -928,9 +917,12 @@ async fn plaintext_is_refused_when_tls_required() {
 
     // On the wire: one error, no authentication request, then the end.
     let mut raw = RawConn::plain(jg.pg_port()).await;
-    raw.send(&startup_packet(&[("user", "alice"), ("database", TARGET)]))
-        .await
-        .unwrap();
+    raw.send(&startup_packet(&[
+        ("user", "alice"),
+        ("database", PG_TARGET),
+    ]))
+    .await
+    .unwrap();
     let ending = raw.until_closed(secs(5), "plaintext startup").await;
     assert_eq!(
         ending.messages.len(),
@@ -985,8 +977,8 @@ async fn unknown_target_gets_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn levels_log_in_upstream_as_their_own_accounts() {
     let (_pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
-    jg.grant("bob", TARGET, WRITE, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
+    jg.grant("bob", PG_TARGET, WRITE, "2m").await;
 
     let alice = jg
         .psql(&[
@@ -1028,7 +1020,7 @@ async fn levels_log_in_upstream_as_their_own_accounts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_level_refuses_writes_with_25006_and_session_continues() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
 
     let writes = [
@@ -1142,7 +1134,7 @@ async fn read_level_refuses_writes_with_25006_and_session_continues() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_pg_sleep_within_a_second() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
     let token = client.cancel_token();
     let query = tokio::spawn(async move {
@@ -1187,7 +1179,7 @@ async fn cancel_stops_pg_sleep_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_ctrl_c_cancels_running_query() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let child = jg.spawn_psql(&Login::alice(), &["-c", "SELECT pg_sleep(60)"], false);
     let pid = child.id().expect("psql pid");
     pg.wait_for_active_query("jg_read", "pg_sleep(60)").await;
@@ -1218,7 +1210,7 @@ async fn psql_ctrl_c_cancels_running_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_with_unknown_key_cancels_nothing() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
     let token = client.cancel_token();
     let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
@@ -1261,7 +1253,7 @@ async fn cancel_with_unknown_key_cancels_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grant_expiry_kills_running_query_and_backend() {
     let (pg, jg) = setup().await;
-    let grant = jg.grant("alice", TARGET, READ, "3s").await;
+    let grant = jg.grant("alice", PG_TARGET, READ, "3s").await;
     let deadline = expires_at(&grant);
     let client = jg.connect_ok(&Login::alice()).await;
     let query = tokio::spawn(async move {
@@ -1331,7 +1323,7 @@ async fn grant_expiry_kills_running_query_and_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_kills_session_the_same_way() {
     let (pg, jg) = setup().await;
-    let grant = jg.grant("alice", TARGET, READ, "2m").await;
+    let grant = jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
     let query = tokio::spawn(async move {
         let result = client.simple_query("SELECT pg_sleep(60)").await;
@@ -1384,7 +1376,7 @@ async fn revoke_kills_session_the_same_way() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_lists_and_kills_one_session() {
     let (pg, jg) = setup().await;
-    let grant = jg.grant("alice", TARGET, WRITE, "2m").await;
+    let grant = jg.grant("alice", PG_TARGET, WRITE, "2m").await;
     let busy = jg.connect_ok(&Login::alice()).await;
     let quiet = jg.connect_ok(&Login::alice()).await;
     busy.simple_query("SELECT 1").await.unwrap();
@@ -1394,7 +1386,7 @@ async fn admin_lists_and_kills_one_session() {
     assert_eq!(sessions.len(), 2, "{sessions:?}");
     for s in &sessions {
         assert_eq!(s["identity"], "alice", "{s}");
-        assert_eq!(s["target"], TARGET, "{s}");
+        assert_eq!(s["target"], PG_TARGET, "{s}");
         assert_eq!(s["level"], WRITE, "{s}");
         assert_eq!(id_string(&s["grant"]), id_of(&grant), "{s}");
         assert!(
@@ -1445,7 +1437,7 @@ async fn admin_lists_and_kills_one_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_login_after_grant_ended_is_refused() {
     let (_pg, jg) = setup().await;
-    let grant = jg.grant("alice", TARGET, READ, "2s").await;
+    let grant = jg.grant("alice", PG_TARGET, READ, "2s").await;
     assert_psql_login_works(&jg, "a fresh grant").await;
     let wait = later_by(expires_at(&grant), SystemTime::now()) + Duration::from_millis(300);
     tokio::time::sleep(wait).await;
@@ -1484,7 +1476,7 @@ fn numbers_in(text: &str) -> Vec<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_chain_verifies_and_detects_edit() {
     let (_pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     jg.psql(&["-c", "SELECT 1", "-c", "SELECT 2", "-c", "SELECT 3"])
         .await
         .assert_ok(&jg);
@@ -1561,7 +1553,7 @@ async fn statement_is_audited_before_it_is_forwarded() {
         ..JitgateOptions::default()
     })
     .await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
     let marker = format!("audit-before-forward-{}", rand::random::<u32>());
     let sql = format!("SELECT pg_sleep(30), '{marker}'");
@@ -1596,7 +1588,7 @@ async fn a_full_audit_disk_ends_the_session_and_forwards_nothing() {
         ..JitgateOptions::default()
     })
     .await;
-    jg.grant("alice", TARGET, WRITE, "2m").await;
+    jg.grant("alice", PG_TARGET, WRITE, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
     let table = format!("audit_full_{}", rand::random::<u32>());
     within(
@@ -1679,7 +1671,7 @@ async fn malformed_startup_packets_get_errors_not_crashes() {
         ..JitgateOptions::default()
     })
     .await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let port = jg.pg_port();
 
     let mut garbage_version = Vec::new();
@@ -1694,7 +1686,7 @@ async fn malformed_startup_packets_get_errors_not_crashes() {
     huge.extend_from_slice(&PROTOCOL_3_0.to_be_bytes());
     huge.extend_from_slice(b"user\0alice\0");
 
-    let mut unterminated = startup_packet(&[("user", "alice"), ("database", TARGET)]);
+    let mut unterminated = startup_packet(&[("user", "alice"), ("database", PG_TARGET)]);
     unterminated.truncate(unterminated.len() - 2); // drop the final NULs…
     let len = unterminated.len() as u32;
     unterminated[..4].copy_from_slice(&len.to_be_bytes()); // …and say so in the length
@@ -1743,7 +1735,7 @@ async fn malformed_startup_packets_get_errors_not_crashes() {
         ),
         (
             "startup with no user",
-            startup_packet(&[("database", TARGET)]),
+            startup_packet(&[("database", PG_TARGET)]),
             true,
         ),
         (
@@ -1801,8 +1793,8 @@ async fn gssenc_request_is_declined_and_tls_follows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_sasl_messages_get_errors_not_crashes() {
     let (_pg, mut jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
-    jg.grant("bob", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
+    jg.grant("bob", PG_TARGET, READ, "2m").await;
     let port = jg.pg_port();
 
     fn sasl_initial(mechanism: &str, declared_len: i32, data: &[u8]) -> Vec<u8> {
@@ -1843,7 +1835,7 @@ async fn malformed_sasl_messages_get_errors_not_crashes() {
     ];
     for (case, bytes) in cases {
         let mut conn = RawConn::tls(port).await;
-        conn.send(&startup_packet(&[("user", "bob"), ("database", TARGET)]))
+        conn.send(&startup_packet(&[("user", "bob"), ("database", PG_TARGET)]))
             .await
             .unwrap();
         let sasl = conn
@@ -1862,7 +1854,7 @@ async fn malformed_sasl_messages_get_errors_not_crashes() {
 
     // A well-formed client-first followed by a forged proof.
     let mut conn = RawConn::tls(port).await;
-    conn.send(&startup_packet(&[("user", "bob"), ("database", TARGET)]))
+    conn.send(&startup_packet(&[("user", "bob"), ("database", PG_TARGET)]))
         .await
         .unwrap();
     conn.next_message(secs(10))
@@ -1906,11 +1898,11 @@ async fn oversize_message_is_refused() {
         ..JitgateOptions::default()
     })
     .await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
 
     // After a real login, a Query whose header claims 200 MiB.
     let mut conn = RawConn::tls(jg.pg_port()).await;
-    conn.login("alice", ALICE_SECRET, TARGET)
+    conn.login("alice", ALICE_SECRET, PG_TARGET)
         .await
         .unwrap_or_else(|e| panic!("raw SCRAM login failed: {e}\n--- jitgate log\n{}", jg.log()));
     let mut claim = vec![b'Q'];
@@ -1927,7 +1919,7 @@ async fn oversize_message_is_refused() {
     // A Query and, in the same write, a header over the cap: the Query was
     // audited as forwarded, so it runs and its answer comes before the error.
     let mut conn = RawConn::tls(jg.pg_port()).await;
-    conn.login("alice", ALICE_SECRET, TARGET)
+    conn.login("alice", ALICE_SECRET, PG_TARGET)
         .await
         .unwrap_or_else(|e| panic!("raw SCRAM login failed: {e}\n--- jitgate log\n{}", jg.log()));
     let mut both = vec![b'Q'];
@@ -1960,7 +1952,7 @@ async fn oversize_message_is_refused() {
 
     // …and a 512 KiB one is fine. (On a write level: a read level refuses
     // statements too long for the classifier, which is policy, not framing.)
-    jg.grant("bob", TARGET, WRITE, "2m").await;
+    jg.grant("bob", PG_TARGET, WRITE, "2m").await;
     let client = jg.connect_ok(&Login::new("bob", BOB_SECRET)).await;
     let ok = format!("SELECT length('{}')", "x".repeat(512 << 10));
     let rows = within(secs(10), "a query under the cap", client.simple_query(&ok))
@@ -1980,8 +1972,8 @@ async fn handshake_timeout_closes_idle_connections() {
         ..JitgateOptions::default()
     })
     .await;
-    jg.grant("alice", TARGET, READ, "2m").await;
-    jg.grant("bob", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
+    jg.grant("bob", PG_TARGET, READ, "2m").await;
     let port = jg.pg_port();
 
     let silent = async {
@@ -1999,7 +1991,7 @@ async fn handshake_timeout_closes_idle_connections() {
     };
     let stuck_in_sasl = async {
         let mut conn = RawConn::tls(port).await;
-        conn.send(&startup_packet(&[("user", "bob"), ("database", TARGET)]))
+        conn.send(&startup_packet(&[("user", "bob"), ("database", PG_TARGET)]))
             .await
             .unwrap();
         conn.until_closed(secs(3), "stuck in SASL").await
@@ -2037,7 +2029,7 @@ async fn upstream_down_gives_a_clear_error() {
         ..JitgateOptions::default()
     })
     .await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let started = Instant::now();
     let run = jg.psql(&["-c", "SELECT 1"]).await;
     run.assert_failed();
@@ -2087,8 +2079,8 @@ async fn upstream_secrets_never_reach_clients_or_logs() {
         ..JitgateOptions::default()
     })
     .await;
-    jg.grant("alice", TARGET, READ, "2m").await;
-    jg.grant("bob", TARGET, WRITE, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
+    jg.grant("bob", PG_TARGET, WRITE, "2m").await;
 
     let mut seen = String::new();
     let ok = jg
@@ -2143,7 +2135,7 @@ async fn upstream_secrets_never_reach_clients_or_logs() {
 async fn admin_api_requires_a_token_and_the_admin_group() {
     let (_pg, jg) = setup().await;
     let body = serde_json::json!({
-        "identity": "alice", "target": TARGET, "level": READ, "duration": "2m", "reason": "self-service",
+        "identity": "alice", "target": PG_TARGET, "level": READ, "duration": "2m", "reason": "self-service",
     });
     let (status, _) = jg.api(reqwest::Method::GET, "/v1/grants", None, None).await;
     assert_eq!(status, 401);
@@ -2166,7 +2158,7 @@ async fn admin_api_requires_a_token_and_the_admin_group() {
         .await;
     assert_eq!(status, 403, "a developer cannot grant herself access");
 
-    let grant = jg.grant("alice", TARGET, READ, "2m").await;
+    let grant = jg.grant("alice", PG_TARGET, READ, "2m").await;
     for field in [
         "id",
         "identity",
@@ -2196,11 +2188,11 @@ async fn admin_api_requires_a_token_and_the_admin_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_3_2_startup_is_negotiated_down_to_3_0() {
     let (_pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let mut conn = RawConn::tls(jg.pg_port()).await;
     let mut startup = startup_packet(&[
         ("user", "alice"),
-        ("database", TARGET),
+        ("database", PG_TARGET),
         ("_pq_.jitgate_test", "on"),
     ]);
     startup[4..8].copy_from_slice(&PROTOCOL_3_2.to_be_bytes());
@@ -2254,7 +2246,7 @@ async fn failed_logins_are_rate_limited() {
         ..JitgateOptions::default()
     })
     .await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     for attempt in 1..=3 {
         let err = jg
             .connect(&Login::new("alice", &format!("guess-{attempt}")))
@@ -2286,7 +2278,7 @@ async fn pending_handshakes_and_sessions_are_capped() {
         ..JitgateOptions::default()
     })
     .await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
 
     // Two connections that spoke (SSLRequest, TLS) and then stall fill the
     // handshake slots; a third is turned away at once rather than queued
@@ -2298,7 +2290,10 @@ async fn pending_handshakes_and_sessions_are_capped() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut third = RawConn::plain(jg.pg_port()).await;
     let _ = third
-        .send(&startup_packet(&[("user", "alice"), ("database", TARGET)]))
+        .send(&startup_packet(&[
+            ("user", "alice"),
+            ("database", PG_TARGET),
+        ]))
         .await;
     let ending = third
         .until_closed(secs(3), "a handshake over the cap")
@@ -2412,7 +2407,7 @@ async fn a_read_account_that_can_write_is_refused_at_login_with_what_it_can_do()
             "{grant}: the start should log why the level is refused:\n{}",
             jg.log()
         );
-        jg.grant("alice", TARGET, READ, "2m").await;
+        jg.grant("alice", PG_TARGET, READ, "2m").await;
         let message = read_login_refused_for_the_account(&jg).await;
         assert!(message.contains(told), "{grant}: {message}");
         assert!(
@@ -2443,7 +2438,7 @@ async fn allow_privileged_read_account_lets_a_writing_read_account_in_with_a_war
             && log.contains("it is a superuser"),
         "the start should warn, with the check's result:\n{log}"
     );
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
     let n: i64 = client
         .query_one("SELECT count(*) FROM items", &[])
@@ -2468,7 +2463,7 @@ async fn a_read_only_account_is_checked_at_start_and_admitted() {
         "{}",
         jg.log()
     );
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
     let n: i64 = client
         .query_one("SELECT count(*) FROM items", &[])
@@ -2527,7 +2522,7 @@ async fn check_config_says_whether_the_read_account_can_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_level_refuses_writing_and_unknown_functions() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let victim = pg.superuser_client("app").await;
     let victim_pid: i32 = victim
         .query_one("SELECT pg_backend_pid()", &[])

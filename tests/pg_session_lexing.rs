@@ -7,11 +7,11 @@
 //! (`log_statement = all`): the witness that nothing hidden reached it is
 //! the server's own log, not jitgate's word.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
+use support::*;
 
 const READ: &str = "read";
 const WRITE: &str = "write";
@@ -41,15 +41,8 @@ async fn connect_with_options(
     jg: &Jitgate,
     options: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(jg.pg_port())
-        .user("alice")
-        .password(ALICE_SECRET)
-        .dbname(TARGET)
-        .options(options)
-        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let mut config = Login::alice().config(jg.pg_port());
+    config.options(options);
     let (client, connection) = config.connect(AnyCertTls::new()).await?;
     tokio::spawn(connection);
     Ok(client)
@@ -90,7 +83,7 @@ async fn assert_server_never_saw(pg: &PgServer, marker: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standard_conforming_strings_off_cannot_hide_a_statement() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
 
     client
@@ -116,7 +109,7 @@ async fn standard_conforming_strings_off_cannot_hide_a_statement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipelined_setting_change_makes_the_next_text_unknown() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
 
     // Both queries leave the client before the server answers the first:
@@ -135,7 +128,7 @@ async fn a_pipelined_setting_change_makes_the_next_text_unknown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standard_conforming_strings_off_from_the_startup_packet_is_followed() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = connect_with_options(&jg, "-c standard_conforming_strings=off")
         .await
         .expect("standard_conforming_strings is a harmless startup parameter");
@@ -153,7 +146,7 @@ async fn standard_conforming_strings_off_from_the_startup_packet_is_followed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_encoding_that_swallows_backslashes_makes_non_ascii_text_unknown() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
 
     client
@@ -179,7 +172,7 @@ async fn a_client_encoding_that_swallows_backslashes_makes_non_ascii_text_unknow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_startup_parameter_gets_the_verdict_of_its_set() {
     let (pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     for options in [
         "-c role=postgres",
         "-c default_transaction_read_only=off",
@@ -218,7 +211,7 @@ async fn a_startup_parameter_gets_the_verdict_of_its_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hidden_write_on_a_write_level_is_not_audited_as_a_read() {
     let (pg, jg) = setup().await;
-    jg.grant("bob", TARGET, WRITE, "2m").await;
+    jg.grant("bob", PG_TARGET, WRITE, "2m").await;
     let client = jg.connect_ok(&Login::new("bob", BOB_SECRET)).await;
     let attack = r"SELECT 'x\' , $$' ; DELETE FROM items WHERE id = 1; -- $$";
     let (set, hidden) = tokio::join!(
@@ -248,8 +241,8 @@ async fn a_hidden_write_on_a_write_level_is_not_audited_as_a_read() {
 async fn text_that_is_not_utf8_is_audited_byte_for_byte() {
     use base64::Engine;
     let (_pg, jg) = setup().await;
-    jg.grant("bob", TARGET, WRITE, "2m").await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("bob", PG_TARGET, WRITE, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let statement: &[u8] = b"SELECT 'caf\xe9' AS latin1";
     let file = jg.dir().join("latin1.sql");
     let mut script = b"\\encoding LATIN1\n".to_vec();
@@ -291,7 +284,7 @@ async fn text_that_is_not_utf8_is_audited_byte_for_byte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipelined_begin_does_not_make_the_next_text_unknown() {
     let (_pg, jg) = setup().await;
-    jg.grant("alice", TARGET, READ, "2m").await;
+    jg.grant("alice", PG_TARGET, READ, "2m").await;
     let client = jg.connect_ok(&Login::alice()).await;
     let (begin, read) = tokio::join!(
         client.simple_query("BEGIN READ ONLY"),

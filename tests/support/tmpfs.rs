@@ -1,5 +1,5 @@
 //! A small tmpfs for tests that need a disk to fill up (the audit log's).
-//! Shared by the PostgreSQL and MySQL tests through `#[path]`.
+//! Used by the PostgreSQL and MySQL tests of a full audit disk.
 
 use std::path::{Path, PathBuf};
 
