@@ -9,8 +9,8 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use jitgate::fuzzing::{FrameReader, split_frames};
 use jitgate::sql::{self, Dialect, StatementKind};
-use jitgate::wire::pg::framing::{FrameReader, split_frames};
 use tokio::io::AsyncWriteExt;
 
 /// The relay's default cap on one message (`limits.max_message_bytes`).

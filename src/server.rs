@@ -257,3 +257,36 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         _ => Ok(()),
     }
 }
+
+/// `check-config`'s second half: one line per read-only level. A level
+/// whose account can write fails the check unless the config allows it; one
+/// that cannot be reached now is only reported (serve checks it again).
+pub async fn check_read_accounts(config: &Config) -> std::process::ExitCode {
+    use crate::wire::read_account::{Verdict, check, summary};
+    use std::process::ExitCode;
+    let mut code = ExitCode::SUCCESS;
+    for target in &config.targets {
+        for (name, level) in target.levels.iter().filter(|(_, l)| l.read_only) {
+            let at = format!("level {name} on {} (account {})", target.name, level.user);
+            match check(target, name, level, config.limits.max_message_bytes).await {
+                Verdict::ReadOnly => println!("{at}: read-only on the server"),
+                Verdict::CanWrite(f) if level.allow_privileged_read_account => println!(
+                    "{at}: warning: can write ({}), allowed by allow_privileged_read_account",
+                    summary(&f)
+                ),
+                Verdict::CanWrite(f) => {
+                    println!(
+                        "{at}: can write ({}); jitgate refuses logins on this level. Give it a \
+                         read-only account, or set allow_privileged_read_account = true",
+                        summary(&f)
+                    );
+                    code = ExitCode::FAILURE;
+                }
+                Verdict::Unchecked(why) => {
+                    println!("{at}: not checked: {why}");
+                }
+            }
+        }
+    }
+    code
+}

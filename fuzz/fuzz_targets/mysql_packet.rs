@@ -6,7 +6,7 @@
 //! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run mysql_packet -- -max_total_time=300`
 #![no_main]
 
-use jitgate::wire::mysql::packet::{
+use jitgate::fuzzing::{
     Cursor, caps, parse_client_hello, parse_eof, parse_err, parse_greeting, parse_ok, scan_message,
 };
 use libfuzzer_sys::fuzz_target;

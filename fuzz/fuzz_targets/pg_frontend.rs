@@ -6,9 +6,9 @@
 #![no_main]
 
 use jitgate::identity::ScramVerifier;
-use jitgate::wire::pg::framing::{parse_startup_body, split_frames, take_cstr_bytes};
-use jitgate::wire::pg::messages::{error_code, error_message};
-use jitgate::wire::pg::scram::ScramServer;
+use jitgate::fuzzing::{parse_startup_body, split_frames, take_cstr_bytes};
+use jitgate::fuzzing::{error_code, error_message};
+use jitgate::fuzzing::ScramServer;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

@@ -33,7 +33,7 @@ use tokio::sync::broadcast;
 use crate::audit::{AuditError, AuditEvent, AuditLog};
 use crate::config::{Config, PolicyConfig};
 use crate::identity::Identity;
-pub use grants::{EndReason, Grant, GrantTable, GrantWatch, Lease};
+pub use grants::{EndReason, Grant, GrantTable, Lease};
 use journal::{Entry, Journal};
 pub use journal::{JOURNAL_FILE, JournalError};
 pub use policy::ADMIN_GROUP;

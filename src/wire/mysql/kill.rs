@@ -208,10 +208,6 @@ impl ConnectionId {
         self.registry.by_id.insert(self.id, Some(entry.clone()));
         entry
     }
-
-    pub fn registry(&self) -> &Arc<KillRegistry> {
-        &self.registry
-    }
 }
 
 impl Drop for ConnectionId {

@@ -22,7 +22,6 @@ pub mod sqlstate {
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const CONNECTION_FAILURE: &str = "08006";
-    pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const IO_ERROR: &str = "58030";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 }

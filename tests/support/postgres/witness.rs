@@ -27,7 +27,7 @@ impl PgServer {
             .lines()
             .filter(|l| {
                 l.contains("connection authorized")
-                    && l.contains(jitgate::wire::pg::read_account::APPLICATION_NAME)
+                    && l.contains(jitgate::fuzzing::APPLICATION_NAME)
             })
             .count();
         log.matches("connection received: host=127.0.0.1")
