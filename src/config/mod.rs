@@ -25,7 +25,7 @@ mod tests;
 mod validate;
 
 use raw::RawConfig;
-pub use secret::{SecretError, SecretSource};
+pub(crate) use secret::SecretSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -48,85 +48,85 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the config file was read from (for messages).
-    pub source: PathBuf,
-    pub data_dir: PathBuf,
-    pub listen: Listen,
-    pub tls: TlsConfig,
-    pub audit: AuditConfig,
+    pub(crate) source: PathBuf,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) listen: Listen,
+    pub(crate) tls: TlsConfig,
+    pub(crate) audit: AuditConfig,
     pub limits: Limits,
     pub identities: Vec<IdentityConfig>,
     pub targets: Vec<TargetConfig>,
-    pub policies: Vec<PolicyConfig>,
-    pub requests: RequestsConfig,
-    pub webhooks: Vec<WebhookConfig>,
+    pub(crate) policies: Vec<PolicyConfig>,
+    pub(crate) requests: RequestsConfig,
+    pub(crate) webhooks: Vec<WebhookConfig>,
 }
 
 /// Who may request which targets and levels, for how long, and who approves.
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
-    pub name: String,
+    pub(crate) name: String,
     /// Target names; `"*"` matches every target.
-    pub targets: Vec<String>,
+    pub(crate) targets: Vec<String>,
     /// Level names; `"*"` matches every level.
-    pub levels: Vec<String>,
+    pub(crate) levels: Vec<String>,
     /// Groups whose members may request under this policy.
-    pub requesters: Vec<String>,
-    pub max_duration: Duration,
+    pub(crate) requesters: Vec<String>,
+    pub(crate) max_duration: Duration,
     /// Distinct approvals needed (at least 1).
-    pub approvals: u32,
+    pub(crate) approvals: u32,
     /// Groups whose members may approve or deny.
-    pub approvers: Vec<String>,
-    pub auto_approve: Option<AutoApprove>,
+    pub(crate) approvers: Vec<String>,
+    pub(crate) auto_approve: Option<AutoApprove>,
 }
 
 /// Requests from these groups up to `max_duration` are approved at once
 /// (on-call break-glass); still audited and announced.
 #[derive(Debug, Clone)]
-pub struct AutoApprove {
-    pub groups: Vec<String>,
-    pub max_duration: Duration,
+pub(crate) struct AutoApprove {
+    pub(crate) groups: Vec<String>,
+    pub(crate) max_duration: Duration,
 }
 
 #[derive(Debug, Clone)]
-pub struct RequestsConfig {
+pub(crate) struct RequestsConfig {
     /// A pending request that nobody decides within this time expires.
-    pub pending_timeout: Duration,
+    pub(crate) pending_timeout: Duration,
     /// Longest reason (of a request or a direct grant) or decision comment,
     /// in characters: they are copied into the journal, the audit log, every
     /// listing and every webhook.
-    pub max_reason_chars: usize,
+    pub(crate) max_reason_chars: usize,
     /// Pending requests one identity may have at once.
-    pub max_pending_per_identity: usize,
+    pub(crate) max_pending_per_identity: usize,
 }
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     /// `http://` or `https://` URL that receives a JSON event (with a Slack-compatible `text`).
-    pub url: String,
-    pub timeout: Duration,
+    pub(crate) url: String,
+    pub(crate) timeout: Duration,
     /// Further attempts after a failed one.
-    pub retries: u32,
+    pub(crate) retries: u32,
 }
 
 #[derive(Debug, Clone)]
 pub struct Listen {
-    pub postgres: Option<SocketAddr>,
+    pub(crate) postgres: Option<SocketAddr>,
     /// MySQL/MariaDB clients (`mariadb -h … -P <port> <target>`).
-    pub mysql: Option<SocketAddr>,
+    pub(crate) mysql: Option<SocketAddr>,
     /// The server version the MySQL listener announces; by default the
     /// first MySQL target's own (see `wire/mysql/announce.rs`).
-    pub mysql_server_version: Option<String>,
-    pub admin: Option<SocketAddr>,
+    pub(crate) mysql_server_version: Option<String>,
+    pub(crate) admin: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
     /// Refuse clients that do not start TLS.
-    pub require: bool,
+    pub(crate) require: bool,
     /// Create a self-signed pair at `cert`/`key` when they do not exist (dev only).
-    pub self_signed_if_missing: bool,
+    pub(crate) self_signed_if_missing: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,49 +145,49 @@ pub struct AuditConfig {
 
 #[derive(Debug, Clone)]
 pub struct Limits {
-    pub handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
     /// A client's first message (PostgreSQL startup or SSLRequest, MySQL
     /// handshake response or SSLRequest) must arrive within this time; until
     /// it does, the connection holds only a slot of its address.
-    pub first_message_timeout: Duration,
+    pub(crate) first_message_timeout: Duration,
     /// Handshakes in progress, counted from the client's first message, so
     /// silent connections cannot take the slots of clients that speak.
-    pub max_pending_handshakes: usize,
+    pub(crate) max_pending_handshakes: usize,
     /// Handshakes in progress from one client address (IPv6: one /64),
     /// silent or not, across the PostgreSQL and MySQL listeners.
-    pub max_pending_handshakes_per_address: usize,
-    pub max_sessions: usize,
+    pub(crate) max_pending_handshakes_per_address: usize,
+    pub(crate) max_sessions: usize,
     pub max_message_bytes: usize,
     /// The longest statement text the classifier reads; a longer one is
     /// unknown (refused on read levels). Texts over 8 KiB are classified on
     /// a bounded blocking pool, not on the session threads.
-    pub max_classified_statement_bytes: usize,
+    pub(crate) max_classified_statement_bytes: usize,
     /// Failed logins allowed per identity and per client address in `login_failure_window`.
-    pub max_login_failures: u32,
-    pub login_failure_window: Duration,
+    pub(crate) max_login_failures: u32,
+    pub(crate) login_failure_window: Duration,
     /// Threads that run the proxied sessions (see `wire::workers`); by
     /// default half the CPUs the process may use, at least one.
-    pub session_threads: usize,
+    pub(crate) session_threads: usize,
     /// Open admin-API connections; more are answered 503 and closed, so
     /// the API cannot take the descriptors the database listeners need.
-    pub admin_max_connections: usize,
+    pub(crate) admin_max_connections: usize,
     /// An admin-API client must send a request's headers within this time
     /// (also while a kept-alive connection waits for its next request).
-    pub admin_header_read_timeout: Duration,
+    pub(crate) admin_header_read_timeout: Duration,
     /// An admin-API connection with no bytes either way for this long is closed.
-    pub admin_idle_timeout: Duration,
+    pub(crate) admin_idle_timeout: Duration,
     /// An admin-API request must be read (body included) and answered
     /// within this time, or it gets 408.
-    pub admin_request_timeout: Duration,
+    pub(crate) admin_request_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct IdentityConfig {
-    pub name: String,
-    pub groups: Vec<String>,
+    pub(crate) name: String,
+    pub(crate) groups: Vec<String>,
     /// SCRAM-SHA-256 verifier in PostgreSQL's format
     /// (`SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`).
-    pub secret: String,
+    pub(crate) secret: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -207,26 +207,26 @@ pub enum UpstreamTls {
 #[derive(Debug, Clone)]
 pub struct TargetConfig {
     pub name: String,
-    pub protocol: Protocol,
+    pub(crate) protocol: Protocol,
     /// `host:port` as given; resolved at connect time.
-    pub address: String,
-    pub database: String,
-    pub tls: UpstreamTls,
+    pub(crate) address: String,
+    pub(crate) database: String,
+    pub(crate) tls: UpstreamTls,
     /// Host name checked against the server certificate with `verify-full`.
-    pub tls_server_name: Option<String>,
-    pub connect_timeout: Duration,
+    pub(crate) tls_server_name: Option<String>,
+    pub(crate) connect_timeout: Duration,
     pub levels: BTreeMap<String, LevelConfig>,
     /// DEMO ONLY (`demo_create_read_accounts_with`): at start, log in as
     /// this level's account and create the account of every `read_only`
     /// level on the server (read-only, no password), if missing. Only for a
     /// loopback address.
-    pub demo_create_read_accounts_with: Option<String>,
+    pub(crate) demo_create_read_accounts_with: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct LevelConfig {
     pub user: String,
-    pub password: SecretSource,
+    pub(crate) password: SecretSource,
     pub read_only: bool,
     /// Let a `read_only` level log in upstream with an account that can
     /// write (its privileges are still checked and logged, with a warning at
@@ -245,7 +245,7 @@ impl Config {
     }
 
     /// Parse and validate `text` as if it were read from `path`.
-    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
@@ -253,11 +253,11 @@ impl Config {
         validate::validate(raw, path)
     }
 
-    pub fn target(&self, name: &str) -> Option<&TargetConfig> {
+    pub(crate) fn target(&self, name: &str) -> Option<&TargetConfig> {
         self.targets.iter().find(|t| t.name == name)
     }
 
-    pub fn identity(&self, name: &str) -> Option<&IdentityConfig> {
+    pub(crate) fn identity(&self, name: &str) -> Option<&IdentityConfig> {
         self.identities.iter().find(|i| i.name == name)
     }
 }

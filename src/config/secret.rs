@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// Where an upstream password comes from. The value itself is only read at
 /// connect time and never stored in the config model, so it cannot be printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
+pub(crate) enum SecretSource {
     /// No password (trust authentication upstream).
     None,
     Env(String),
@@ -16,7 +16,7 @@ pub enum SecretSource {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SecretError {
+pub(crate) enum SecretError {
     #[error("environment variable {0} is not set")]
     MissingEnv(String),
     #[error("cannot read secret file {path}: {source}")]
@@ -28,7 +28,7 @@ pub enum SecretError {
 
 impl SecretSource {
     /// Read the secret now. `Ok(None)` means there is none (trust).
-    pub fn read(&self) -> Result<Option<String>, SecretError> {
+    pub(crate) fn read(&self) -> Result<Option<String>, SecretError> {
         match self {
             SecretSource::None => Ok(None),
             SecretSource::Env(var) => std::env::var(var)
