@@ -45,12 +45,7 @@ impl Validator<'_> {
                 "name at least one group that may request",
             ));
         }
-        let max_duration = self.duration(
-            &format!("{key}.max_duration"),
-            Some(&p.max_duration),
-            Duration::ZERO,
-        )?;
-        self.check_span(&format!("{key}.max_duration"), max_duration)?;
+        let max_duration = self.span(&format!("{key}.max_duration"), &p.max_duration)?;
         let auto_approve = p
             .auto_approve
             .map(|a| self.auto_approve(key, a, max_duration, &p.max_duration))
@@ -139,12 +134,7 @@ impl Validator<'_> {
                 "name at least one group whose requests are approved at once",
             ));
         }
-        let max_duration = self.duration(
-            &format!("{akey}.max_duration"),
-            Some(&a.max_duration),
-            Duration::ZERO,
-        )?;
-        self.check_span(&format!("{akey}.max_duration"), max_duration)?;
+        let max_duration = self.span(&format!("{akey}.max_duration"), &a.max_duration)?;
         if max_duration > policy_max {
             return Err(self.invalid(
                 format!("{akey}.max_duration"),
@@ -160,12 +150,13 @@ impl Validator<'_> {
         })
     }
 
-    /// A policy duration: at least 1s (requests are whole seconds), at most
-    /// [`LONGEST_SPAN`] (so no deadline overflows the clock).
-    fn check_span(&self, key: &str, d: Duration) -> Result<(), ConfigError> {
+    /// A policy duration: required, at least 1s (requests are whole
+    /// seconds), at most [`LONGEST_SPAN`] (so no deadline overflows the clock).
+    fn span(&self, key: &str, text: &str) -> Result<Duration, ConfigError> {
+        let d = self.duration(key, Some(text), Duration::ZERO)?;
         if d < Duration::from_secs(1) || d > LONGEST_SPAN {
             return Err(self.invalid(key, "must be between 1s and 365 days"));
         }
-        Ok(())
+        Ok(d)
     }
 }
