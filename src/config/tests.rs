@@ -334,15 +334,16 @@ fn a_value_that_is_not_a_duration_is_refused_by_key() {
     }
 }
 
-/// Where one value has several faults, or several tables do, the
-/// operator hears of them in the order they appear in the file.
+/// The key named by the refusal of `config_with(listen, tables)`.
+fn first_key(listen: &str, tables: &str) -> String {
+    let e = refusal(listen, tables);
+    e[1..].split_once('`').expect(&e).0.to_owned()
+}
+
+/// Where one value or one table has several faults, the operator hears of
+/// the one a reader of the file meets first.
 #[test]
-fn the_first_fault_in_file_order_is_the_one_reported() {
-    let verifier = crate::identity::ScramVerifier::generate("s3cret");
-    let first_key = |listen: &str, tables: &str| {
-        let e = refusal(listen, tables);
-        e[1..].split_once('`').expect(&e).0.to_owned()
-    };
+fn within_a_table_the_first_fault_is_the_one_reported() {
     assert_eq!(
         first_key("mysql = \"x\"\nadmin = \"x\"", ""),
         "listen.mysql"
@@ -426,8 +427,13 @@ fn the_first_fault_in_file_order_is_the_one_reported() {
         ),
         "requests"
     );
+}
 
-    // Every table broken at once: mend them one by one in file order.
+/// Every table broken at once, then mended one by one: the operator hears
+/// of the tables in the order they appear in the file.
+#[test]
+fn across_tables_the_first_fault_in_file_order_is_the_one_reported() {
+    let verifier = crate::identity::ScramVerifier::generate("s3cret");
     let mut listen = "admin = \"x\"".to_owned();
     let mut tables = [
         ("audit.fsync", "[audit]\nfsync = \"x\"\n".to_owned()),
@@ -511,9 +517,8 @@ fn tables_left_out_take_their_defaults_and_paths_are_relative_to_the_file() {
     assert_eq!(c.webhooks[0].retries, 3);
 }
 
-#[test]
-fn every_key_set_is_read_as_given() {
-    let verifier = crate::identity::ScramVerifier::generate("s3cret");
+/// A config that sets every key, each to a value other than its default.
+fn config_with_every_key(verifier: &str) -> String {
     let listen = "mysql = \"127.0.0.1:3307\"\nmysql_server_version = \"10.11.19-MariaDB\"\n\
                   admin = \"[::1]:8080\"";
     let tables = format!(
@@ -542,9 +547,15 @@ fn every_key_set_is_read_as_given() {
          [requests]\npending_timeout = \"16m\"\nmax_reason_chars = 17\n\
          max_pending_per_identity = 18\n\
          [[webhooks]]\nurl = \"http://hook\"\ntimeout = \"19s\"\nretries = 0\n",
-        identity = identity("alice", &verifier),
+        identity = identity("alice", verifier),
     );
-    let c = Config::from_toml(&config_with(listen, &tables), Path::new("j.toml")).unwrap();
+    config_with(listen, &tables)
+}
+
+#[test]
+fn every_key_of_the_proxy_itself_is_read_as_given() {
+    let verifier = crate::identity::ScramVerifier::generate("s3cret");
+    let c = Config::from_toml(&config_with_every_key(&verifier), Path::new("j.toml")).unwrap();
     assert_eq!(c.data_dir, Path::new("./data"));
     assert_eq!(c.listen.mysql, Some("127.0.0.1:3307".parse().unwrap()));
     assert_eq!(
@@ -593,6 +604,13 @@ fn every_key_set_is_read_as_given() {
         ),
         (secs(12), secs(13), secs(14))
     );
+}
+
+#[test]
+fn every_key_of_identities_targets_and_policies_is_read_as_given() {
+    let verifier = crate::identity::ScramVerifier::generate("s3cret");
+    let c = Config::from_toml(&config_with_every_key(&verifier), Path::new("j.toml")).unwrap();
+    let secs = Duration::from_secs;
     let alice = c.identity("alice").unwrap();
     assert_eq!(
         (alice.groups.as_slice(), alice.secret.as_str()),
