@@ -1,0 +1,45 @@
+//! `[listen]` and `[tls]`: where clients reach jitgate and the certificate
+//! it shows them.
+
+use super::Validator;
+use crate::config::raw::{RawListen, RawTls};
+use crate::config::{ConfigError, Listen, TlsConfig};
+
+impl Validator<'_> {
+    pub(super) fn listen(&self, raw: RawListen) -> Result<Listen, ConfigError> {
+        Ok(Listen {
+            postgres: self.addr("listen.postgres", raw.postgres.as_deref())?,
+            mysql: self.addr("listen.mysql", raw.mysql.as_deref())?,
+            mysql_server_version: raw
+                .mysql_server_version
+                .map(|version| self.mysql_server_version(version))
+                .transpose()?,
+            admin: self.addr("listen.admin", raw.admin.as_deref())?,
+        })
+    }
+
+    /// The version the MySQL listener announces goes into every greeting:
+    /// short, printable, one line.
+    fn mysql_server_version(&self, version: String) -> Result<String, ConfigError> {
+        let fits = !version.is_empty()
+            && version.len() <= 60
+            && version.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+        if fits {
+            Ok(version)
+        } else {
+            Err(self.invalid(
+                "listen.mysql_server_version",
+                "must be 1 to 60 printable ASCII characters, like \"10.11.19-MariaDB\"",
+            ))
+        }
+    }
+
+    pub(super) fn tls(&self, raw: RawTls) -> TlsConfig {
+        TlsConfig {
+            cert: self.resolve(&raw.cert),
+            key: self.resolve(&raw.key),
+            require: raw.require,
+            self_signed_if_missing: raw.self_signed_if_missing,
+        }
+    }
+}
