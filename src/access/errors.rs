@@ -10,6 +10,8 @@
 use std::time::Duration;
 
 use crate::access::journal::JournalError;
+use crate::access::policy::NoPolicy;
+use crate::access::requests::{Action, RequestState};
 use crate::audit::AuditError;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,37 +89,111 @@ pub enum StoreError {
     Journal(#[from] JournalError),
 }
 
-/// Why a lifecycle operation (request, approve, deny, cancel, revoke) was refused.
-/// Each variant maps to one HTTP status in the admin API.
+/// Why a request, or a decision on one (approve, deny, cancel), was refused.
+///
+/// The admin API answers each cause with one status: bad input 400, not this
+/// caller's move 403, no such request 404, no longer pending 409, a limit
+/// used up 429, nothing could be made durable 503 (see `admin/error.rs`).
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
-    /// Bad input (400): unknown target or level, bad duration, missing reason,
-    /// or no policy allows the request (the message names the policy needed).
-    #[error("{0}")]
-    Invalid(String),
-    /// Not allowed for this caller (403): self-approval, approver outside the policy...
-    #[error("{0}")]
-    Forbidden(String),
-    /// No such request or grant (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// The request is no longer pending (409).
-    #[error("{0}")]
-    Conflict(String),
-    /// The caller has used up a limit (429): too many pending requests.
-    #[error("{0}")]
-    TooMany(String),
-    /// The journal or audit log cannot be written; nothing changed (503).
+    #[error("a reason is required: say why access is needed, e.g. an incident or ticket number")]
+    MissingReason,
+    #[error(
+        "the reason is {chars} characters long; at most {max} are accepted \
+         (requests.max_reason_chars): name the ticket or incident and say why in a sentence or two"
+    )]
+    ReasonTooLong { chars: usize, max: usize },
+    #[error(
+        "the comment is {chars} characters long; at most {max} are accepted \
+         (requests.max_reason_chars): name the ticket or incident and say why in a sentence or two"
+    )]
+    CommentTooLong { chars: usize, max: usize },
+    #[error("target \"{target}\" does not exist (known targets: {})", .known.join(", "))]
+    UnknownTarget { target: String, known: Vec<String> },
+    #[error("target \"{target}\" has no level \"{level}\" (it has: {})", .known.join(", "))]
+    UnknownLevel {
+        target: String,
+        level: String,
+        known: Vec<String>,
+    },
+    #[error("the duration must be at least 1s, written like \"30m\" or \"2h\"")]
+    DurationTooShort,
+    /// No policy lets the requester ask for this; the message names the
+    /// policies that cover the target.
+    #[error(transparent)]
+    NoPolicy(#[from] Box<NoPolicy>),
+    /// When asking: the request's timeout or its auto-approved grant's end
+    /// lies beyond what the clock can hold.
+    #[error("the duration is too long")]
+    DurationTooLong,
+    /// At the last approval: the grant's end lies beyond what the clock can hold.
+    #[error("the requested duration is too long")]
+    RequestedDurationTooLong,
+    #[error("you cannot approve your own request")]
+    OwnApproval,
+    #[error("you cannot deny your own request; cancel it instead")]
+    OwnDenial,
+    /// The request's policy has left the config: nobody may decide it.
+    #[error(
+        "request {id} was made under policy `{policy}`, which is no longer in the config, so nobody may {action} it"
+    )]
+    PolicyGone {
+        id: String,
+        policy: String,
+        action: Action,
+    },
+    /// The decider is in none of the policy's approver groups.
+    #[error(
+        "{who} may not {action} request {id}: policy `{policy}` needs a member of group {}",
+        .approvers.join(" or ")
+    )]
+    NotAnApprover {
+        who: String,
+        action: Action,
+        id: String,
+        policy: String,
+        approvers: Vec<String>,
+    },
+    #[error("only the requester may cancel request {id}; approvers deny it instead")]
+    NotTheRequester { id: String },
+    /// The request does not exist, or the caller may not see it: one answer
+    /// for both, so an id tells an outsider nothing.
+    #[error(
+        "request \"{id}\" does not exist or is not yours to see; list yours with GET /v1/requests"
+    )]
+    RequestNotFound { id: String },
+    /// The request was already decided, cancelled or timed out.
+    #[error(
+        "request {id} is {}, no longer pending, so it cannot be {}",
+        .state.as_str(),
+        .action.past_tense()
+    )]
+    NotPending {
+        id: String,
+        state: RequestState,
+        action: Action,
+    },
+    #[error(
+        "{identity} already has {pending} pending requests, the most allowed \
+         (requests.max_pending_per_identity = {max}); cancel one with \
+         `jitgate cancel <id>` (`jitgate requests` lists them) or wait for a decision"
+    )]
+    TooManyPending {
+        identity: String,
+        pending: usize,
+        max: usize,
+    },
+    /// The journal or the audit log cannot be written, so nothing changed.
     /// The message names no path; the cause is in the proxy's log.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error(
+        "the audit log or the journal cannot be written, so nothing was changed; an operator must check the proxy's log and disk"
+    )]
+    Unavailable,
 }
 
 impl From<StoreError> for AccessError {
     fn from(e: StoreError) -> AccessError {
         tracing::error!(error = %e, "a change to requests or grants was refused: it cannot be made durable");
-        AccessError::Unavailable(
-            "the audit log or the journal cannot be written, so nothing was changed; an operator must check the proxy's log and disk".to_owned(),
-        )
+        AccessError::Unavailable
     }
 }

@@ -40,7 +40,7 @@ use journal::{Entry, Journal};
 pub use journal::{JOURNAL_FILE, JournalError};
 pub use policy::ADMIN_GROUP;
 use policy::format_duration;
-pub use requests::{Decision, NewRequest, Request, RequestState};
+pub use requests::{Action, Decision, NewRequest, Request, RequestState};
 
 /// Something that happened to a request or grant, for notifications (webhooks).
 #[derive(Debug, Clone, Serialize)]
@@ -266,9 +266,7 @@ impl AccessModel {
         if req.reason.trim().is_empty() {
             return Err(GrantError::MissingReason);
         }
-        let chars = req.reason.trim().chars().count();
-        let max = self.config.requests.max_reason_chars;
-        if chars > max {
+        if let Some((chars, max)) = self.over_length(req.reason.trim()) {
             return Err(GrantError::ReasonTooLong { chars, max });
         }
         let now = SystemTime::now();
@@ -389,37 +387,26 @@ impl AccessModel {
     ) -> Result<Request, AccessError> {
         let reason = req.reason.trim();
         if reason.is_empty() {
-            return Err(AccessError::Invalid(
-                "a reason is required: say why access is needed, e.g. an incident or ticket number"
-                    .to_owned(),
-            ));
+            return Err(AccessError::MissingReason);
         }
-        self.check_length("reason", reason)?;
+        if let Some((chars, max)) = self.over_length(reason) {
+            return Err(AccessError::ReasonTooLong { chars, max });
+        }
         let Some(target) = self.config.target(&req.target) else {
-            let known: Vec<_> = self
-                .config
-                .targets
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect();
-            return Err(AccessError::Invalid(format!(
-                "target \"{}\" does not exist (known targets: {})",
-                req.target,
-                known.join(", ")
-            )));
+            return Err(AccessError::UnknownTarget {
+                target: req.target.clone(),
+                known: self.config.targets.iter().map(|t| t.name.clone()).collect(),
+            });
         };
         if !target.levels.contains_key(&req.level) {
-            return Err(AccessError::Invalid(format!(
-                "target \"{}\" has no level \"{}\" (it has: {})",
-                req.target,
-                req.level,
-                target.levels.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
+            return Err(AccessError::UnknownLevel {
+                target: req.target.clone(),
+                level: req.level.clone(),
+                known: target.levels.keys().cloned().collect(),
+            });
         }
         if req.duration < Duration::from_secs(1) {
-            return Err(AccessError::Invalid(
-                "the duration must be at least 1s, written like \"30m\" or \"2h\"".to_owned(),
-            ));
+            return Err(AccessError::DurationTooShort);
         }
         let policy = policy::find(
             &self.config.policies,
@@ -427,11 +414,10 @@ impl AccessModel {
             &req.target,
             &req.level,
             req.duration,
-        )
-        .map_err(AccessError::Invalid)?;
+        )?;
         let duration = Duration::from_secs(req.duration.as_secs());
         let now = SystemTime::now();
-        let too_long = || AccessError::Invalid("the duration is too long".to_owned());
+        let too_long = || AccessError::DurationTooLong;
         let mut request = Request {
             id: requests::new_request_id(),
             requested_by: requester.name.clone(),
@@ -488,12 +474,11 @@ impl AccessModel {
                 .filter(|r| r.state == RequestState::Pending && r.expires_at > now)
                 .count();
             if pending >= max {
-                return Err(AccessError::TooMany(format!(
-                    "{} already has {pending} pending requests, the most allowed \
-                     (requests.max_pending_per_identity = {max}); cancel one with \
-                     `jitgate cancel <id>` (`jitgate requests` lists them) or wait for a decision",
-                    request.requested_by
-                )));
+                return Err(AccessError::TooManyPending {
+                    identity: request.requested_by.clone(),
+                    pending,
+                    max,
+                });
             }
         }
         self.commit(
@@ -551,12 +536,9 @@ impl AccessModel {
         id: &str,
         comment: Option<String>,
     ) -> Result<Request, AccessError> {
-        let comment = comment.filter(|c| !c.trim().is_empty());
-        if let Some(c) = &comment {
-            self.check_length("comment", c)?;
-        }
+        let comment = self.checked_comment(comment)?;
         let mut book = self.book();
-        let mut request = self.decidable(&mut book, approver, id, "approve")?;
+        let mut request = self.decidable(&mut book, approver, id, Action::Approve)?;
         if request.approvals.iter().any(|d| d.by == approver.name) {
             return Ok(request);
         }
@@ -570,10 +552,8 @@ impl AccessModel {
         let count = request.approvals.len();
         let grant = if count >= request.approvals_required as usize {
             let approved_by = request.approvals.iter().map(|d| d.by.clone()).collect();
-            let grant =
-                grant_for(&request, approver.name.clone(), approved_by, now).ok_or_else(|| {
-                    AccessError::Invalid("the requested duration is too long".to_owned())
-                })?;
+            let grant = grant_for(&request, approver.name.clone(), approved_by, now)
+                .ok_or(AccessError::RequestedDurationTooLong)?;
             request.state = RequestState::Approved;
             request.grant = Some(grant.id.clone());
             Some(grant)
@@ -640,12 +620,9 @@ impl AccessModel {
         id: &str,
         comment: Option<String>,
     ) -> Result<Request, AccessError> {
-        let comment = comment.filter(|c| !c.trim().is_empty());
-        if let Some(c) = &comment {
-            self.check_length("comment", c)?;
-        }
+        let comment = self.checked_comment(comment)?;
         let mut book = self.book();
-        let mut request = self.decidable(&mut book, approver, id, "deny")?;
+        let mut request = self.decidable(&mut book, approver, id, Action::Deny)?;
         let decision = Decision {
             by: approver.name.clone(),
             at: SystemTime::now(),
@@ -689,11 +666,9 @@ impl AccessModel {
         let mut book = self.book();
         let request = self.visible_request(&book, requester, id)?;
         if request.requested_by != requester.name {
-            return Err(AccessError::Forbidden(format!(
-                "only the requester may cancel request {id}; approvers deny it instead"
-            )));
+            return Err(AccessError::NotTheRequester { id: id.to_owned() });
         }
-        let mut request = self.pending(&mut book, id, "cancel")?;
+        let mut request = self.pending(&mut book, id, Action::Cancel)?;
         request.state = RequestState::Cancelled;
         self.commit(
             &mut book,
@@ -815,7 +790,7 @@ impl AccessModel {
                 .is_some_and(|p| p.lets_approve(who))
     }
 
-    /// The request `id` if `decider` may `verb` (approve or deny) it now:
+    /// The request `id` if `decider` may `action` (approve or deny) it now:
     /// it exists and they may see it (404), it is not theirs and they are an
     /// approver of its policy (403), and it is still pending (409).
     fn decidable(
@@ -823,66 +798,68 @@ impl AccessModel {
         book: &mut Book,
         decider: &Identity,
         id: &str,
-        verb: &str,
+        action: Action,
     ) -> Result<Request, AccessError> {
         let request = self.visible_request(book, decider, id)?;
         if request.requested_by == decider.name {
-            let instead = if verb == "deny" {
-                "; cancel it instead"
-            } else {
-                ""
-            };
-            return Err(AccessError::Forbidden(format!(
-                "you cannot {verb} your own request{instead}"
-            )));
+            return Err(match action {
+                Action::Deny => AccessError::OwnDenial,
+                Action::Approve | Action::Cancel => AccessError::OwnApproval,
+            });
         }
         let Some(policy) = self.policy(&request.policy) else {
-            return Err(AccessError::Forbidden(format!(
-                "request {id} was made under policy `{}`, which is no longer in the config, so nobody may {verb} it",
-                request.policy
-            )));
+            return Err(AccessError::PolicyGone {
+                id: id.to_owned(),
+                policy: request.policy.clone(),
+                action,
+            });
         };
         if !policy.lets_approve(decider) {
-            return Err(AccessError::Forbidden(format!(
-                "{} may not {verb} request {id}: policy `{}` needs a member of group {}",
-                decider.name,
-                policy.name,
-                policy.approvers.join(" or ")
-            )));
+            return Err(AccessError::NotAnApprover {
+                who: decider.name.clone(),
+                action,
+                id: id.to_owned(),
+                policy: policy.name.clone(),
+                approvers: policy.approvers.clone(),
+            });
         }
-        self.pending(book, id, verb)
+        self.pending(book, id, action)
     }
 
     /// The request `id` if it is still pending (409 otherwise). One whose time
     /// ran out is expired first, even if its timer has not fired yet.
-    fn pending(&self, book: &mut Book, id: &str, verb: &str) -> Result<Request, AccessError> {
+    fn pending(&self, book: &mut Book, id: &str, action: Action) -> Result<Request, AccessError> {
         let request = known_request(book, id)?;
         if request.state == RequestState::Pending && request.expires_at <= SystemTime::now() {
             self.expire_request(book, id)?;
         }
         let request = known_request(book, id)?;
         if request.state != RequestState::Pending {
-            return Err(AccessError::Conflict(format!(
-                "request {id} is {}, no longer pending, so it cannot be {}",
-                request.state.as_str(),
-                past_tense(verb)
-            )));
+            return Err(AccessError::NotPending {
+                id: id.to_owned(),
+                state: request.state,
+                action,
+            });
         }
         Ok(request.clone())
     }
 
     /// A reason or comment is copied into the journal, the audit log, every
     /// listing and every webhook: at most `requests.max_reason_chars`.
-    fn check_length(&self, what: &str, text: &str) -> Result<(), AccessError> {
+    /// `Some((chars, max))` when `text` is longer.
+    fn over_length(&self, text: &str) -> Option<(usize, usize)> {
         let max = self.config.requests.max_reason_chars;
         let chars = text.chars().count();
-        if chars > max {
-            return Err(AccessError::Invalid(format!(
-                "the {what} is {chars} characters long; at most {max} are accepted \
-                 (requests.max_reason_chars): name the ticket or incident and say why in a sentence or two"
-            )));
+        (chars > max).then_some((chars, max))
+    }
+
+    /// A decision's comment: none if blank, refused if too long.
+    fn checked_comment(&self, comment: Option<String>) -> Result<Option<String>, AccessError> {
+        let comment = comment.filter(|c| !c.trim().is_empty());
+        if let Some((chars, max)) = comment.as_deref().and_then(|c| self.over_length(c)) {
+            return Err(AccessError::CommentTooLong { chars, max });
         }
-        Ok(())
+        Ok(comment)
     }
 
     /// Time a pending request out at its `expires_at`.
@@ -1037,9 +1014,7 @@ fn known_request<'b>(book: &'b Book, id: &str) -> Result<&'b Request, AccessErro
 
 /// One wording for a request that does not exist and one the caller may not see.
 fn request_not_found(id: &str) -> AccessError {
-    AccessError::NotFound(format!(
-        "request \"{id}\" does not exist or is not yours to see; list yours with GET /v1/requests"
-    ))
+    AccessError::RequestNotFound { id: id.to_owned() }
 }
 
 /// The grant an approved request creates: it runs for the requested duration
@@ -1102,14 +1077,6 @@ fn comment_suffix(comment: &Option<String>) -> String {
         .as_deref()
         .map(|c| format!(": {c}"))
         .unwrap_or_default()
-}
-
-fn past_tense(verb: &str) -> &'static str {
-    match verb {
-        "approve" => "approved",
-        "deny" => "denied",
-        _ => "cancelled",
-    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,38 @@ impl RequestState {
     }
 }
 
+/// What a person does to a pending request; the refusals name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Approve,
+    Deny,
+    Cancel,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Approve => "approve",
+            Action::Deny => "deny",
+            Action::Cancel => "cancel",
+        }
+    }
+
+    pub fn past_tense(self) -> &'static str {
+        match self {
+            Action::Approve => "approved",
+            Action::Deny => "denied",
+            Action::Cancel => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One person's decision on a request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Decision {
