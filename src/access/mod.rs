@@ -23,6 +23,7 @@ pub mod grants;
 pub mod journal;
 pub mod policy;
 pub mod requests;
+pub mod table;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -35,12 +36,15 @@ use crate::audit::{AuditEvent, AuditLog};
 use crate::config::{Config, PolicyConfig};
 use crate::identity::Identity;
 pub use errors::{AccessError, AuthorizeError, GrantError, StoreError};
-pub use grants::{EndReason, Grant, GrantTable, GrantWatch, Lease};
+pub(crate) use grants::NewGrant;
+use grants::grant_created_record;
+pub use grants::{EndReason, Grant};
 use journal::{Entry, Journal};
 pub use journal::{JOURNAL_FILE, JournalError};
 pub use policy::ADMIN_GROUP;
 use policy::format_duration;
 pub use requests::{Action, Decision, NewRequest, Request, RequestState};
+pub use table::{GrantTable, GrantWatch, Lease};
 
 /// Something that happened to a request or grant, for notifications (webhooks).
 #[derive(Debug, Clone, Serialize)]
@@ -59,22 +63,8 @@ pub struct AccessEvent {
     pub text: String,
 }
 
-/// Longest grant an admin can create directly.
-pub const MAX_GRANT_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
-
 /// Events kept for a subscriber that falls behind before it starts losing them.
 const EVENT_BACKLOG: usize = 1024;
-
-/// What an admin asks for when granting directly.
-#[derive(Debug, Clone)]
-pub struct NewGrant {
-    pub identity: String,
-    pub target: String,
-    pub level: String,
-    pub duration: Duration,
-    pub reason: String,
-    pub granted_by: String,
-}
 
 pub struct AccessModel {
     config: Arc<Config>,
@@ -150,29 +140,7 @@ impl AccessModel {
     fn resume(self: &Arc<Self>, grants: Vec<Grant>) -> Result<(), StoreError> {
         let now = SystemTime::now();
         let mut book = self.book();
-        let mut live = Vec::new();
-        for grant in grants {
-            if grant.expires_at > now {
-                live.push(self.grants.insert(grant));
-                continue;
-            }
-            let detail = format!(
-                "ended at {} while jitgate was not running",
-                humantime::format_rfc3339_millis(grant.expires_at)
-            );
-            self.commit(
-                &mut book,
-                &Entry::GrantExpired {
-                    id: grant.id.clone(),
-                },
-                &[AuditEvent {
-                    expires_at: Some(grant.expires_at),
-                    detail: Some(&detail),
-                    ..grant_record("grant_expired", &grant)
-                }],
-            )?;
-            self.announce_grant_expired(&grant);
-        }
+        let live = self.resume_grants(&mut book, grants, now)?;
         let mut pending = Vec::new();
         let mut due = Vec::new();
         for r in book.requests.values() {
@@ -243,140 +211,6 @@ impl AccessModel {
         Ok(watch.into_lease(target_cfg, level_cfg))
     }
 
-    /// Create a grant now (break-glass by an admin), journaled and audited
-    /// before it takes effect.
-    pub fn grant(self: &Arc<Self>, req: NewGrant) -> Result<Arc<Grant>, GrantError> {
-        let target = self
-            .config
-            .target(&req.target)
-            .ok_or_else(|| GrantError::UnknownTarget(req.target.clone()))?;
-        if !target.levels.contains_key(&req.level) {
-            return Err(GrantError::UnknownLevel {
-                target: req.target.clone(),
-                level: req.level.clone(),
-                known: target.levels.keys().cloned().collect::<Vec<_>>().join(", "),
-            });
-        }
-        if self.config.identity(&req.identity).is_none() {
-            return Err(GrantError::UnknownIdentity(req.identity.clone()));
-        }
-        if req.duration < Duration::from_secs(1) || req.duration > MAX_GRANT_DURATION {
-            return Err(GrantError::BadDuration(MAX_GRANT_DURATION));
-        }
-        if req.reason.trim().is_empty() {
-            return Err(GrantError::MissingReason);
-        }
-        if let Some((chars, max)) = self.over_length(req.reason.trim()) {
-            return Err(GrantError::ReasonTooLong { chars, max });
-        }
-        let now = SystemTime::now();
-        let grant = Grant {
-            id: grants::new_grant_id(),
-            identity: req.identity,
-            target: req.target,
-            level: req.level,
-            created_at: now,
-            expires_at: now + req.duration,
-            reason: req.reason,
-            granted_by: req.granted_by,
-            approved_by: Vec::new(),
-            policy: None,
-            request: None,
-        };
-        let mut book = self.book();
-        self.commit(
-            &mut book,
-            &Entry::GrantCreated {
-                grant: grant.clone(),
-            },
-            &[grant_created_record(&grant)],
-        )?;
-        let grant = self.grants.insert(grant);
-        self.announce_grant_created(&grant);
-        drop(book);
-        self.watch_expiry(grant.clone());
-        Ok(grant)
-    }
-
-    /// End a grant now; its sessions see the change at once. Who may do this
-    /// is the caller's question ([`AccessModel::may_revoke`]).
-    pub fn revoke(&self, grant_id: &str, by: &str) -> Result<Arc<Grant>, GrantError> {
-        let mut book = self.book();
-        // End the grant first and record it after. Writing the journal means
-        // an fsync, milliseconds on a busy disk, and there is nothing to gain
-        // by letting the grant's sessions run through it: a revoke is the
-        // safe direction. If the record then fails, the grant stays ended in
-        // this process, and the error says that a restart would restore it.
-        let grant = self
-            .grants
-            .end(grant_id, EndReason::Revoked)
-            .ok_or_else(|| GrantError::NotFound(grant_id.to_owned()))?;
-        self.commit(
-            &mut book,
-            &Entry::GrantRevoked {
-                id: grant.id.clone(),
-                by: by.to_owned(),
-            },
-            &[AuditEvent {
-                by: Some(by),
-                ..grant_record("grant_revoked", &grant)
-            }],
-        )
-        .map_err(|cause| {
-            tracing::error!(
-                grant = %grant.id,
-                error = %cause,
-                "a revoked grant's sessions were ended, but the revoke could not be recorded; a restart would restore the grant until it expires"
-            );
-            GrantError::RevokeNotRecorded {
-                id: grant.id.clone(),
-                cause,
-            }
-        })?;
-        self.announce(AccessEvent {
-            event: "grant_revoked",
-            request: None,
-            grant: Some((*grant).clone()),
-            by: Some(by.to_owned()),
-            text: format!(
-                "{by} revokes {}'s {} on {} ({})",
-                grant.identity, grant.level, grant.target, grant.id
-            ),
-        });
-        Ok(grant)
-    }
-
-    /// Remove the grant from the table at its deadline and record the expiry.
-    /// Sessions do not wait for this: each one sleeps until the deadline itself.
-    fn watch_expiry(self: &Arc<Self>, grant: Arc<Grant>) {
-        let model = Arc::downgrade(self);
-        tokio::spawn(async move {
-            tokio::time::sleep_until(grants::instant_for(grant.expires_at).into()).await;
-            let Some(model) = model.upgrade() else { return };
-            model.end_expired_grant(&grant.id);
-        });
-    }
-
-    fn end_expired_grant(&self, id: &str) {
-        let mut book = self.book();
-        // Revoked meanwhile: nothing to do.
-        let Some(grant) = self.grants.get(id) else {
-            return;
-        };
-        // The sessions ended at the deadline whatever happens here. If the
-        // expiry cannot be written now, the next start writes it (a grant
-        // past its `expires_at` is never restored).
-        if let Err(e) = self.commit(
-            &mut book,
-            &Entry::GrantExpired { id: id.to_owned() },
-            &[grant_record("grant_expired", &grant)],
-        ) {
-            tracing::error!(grant = id, error = %e, "cannot record a grant's expiry; it has ended anyway");
-        }
-        self.grants.end(id, EndReason::Expired);
-        self.announce_grant_expired(&grant);
-    }
-
     /// Ask for access. Matched against the policies (the first that allows
     /// it, in config order); approved at once when that policy auto-approves
     /// the requester for this duration.
@@ -438,8 +272,9 @@ impl AccessModel {
             auto_approved: false,
         };
         let grant = if policy.auto_approves(requester, duration) {
-            let grant = grant_for(&request, format!("policy:{}", policy.name), Vec::new(), now)
-                .ok_or_else(too_long)?;
+            let grant =
+                Grant::for_request(&request, format!("policy:{}", policy.name), Vec::new(), now)
+                    .ok_or_else(too_long)?;
             request.state = RequestState::Approved;
             request.auto_approved = true;
             request.grant = Some(grant.id.clone());
@@ -552,7 +387,7 @@ impl AccessModel {
         let count = request.approvals.len();
         let grant = if count >= request.approvals_required as usize {
             let approved_by = request.approvals.iter().map(|d| d.by.clone()).collect();
-            let grant = grant_for(&request, approver.name.clone(), approved_by, now)
+            let grant = Grant::for_request(&request, approver.name.clone(), approved_by, now)
                 .ok_or(AccessError::RequestedDurationTooLong)?;
             request.state = RequestState::Approved;
             request.grant = Some(grant.id.clone());
@@ -722,18 +557,6 @@ impl AccessModel {
         self.visible_request(&self.book(), viewer, id).cloned()
     }
 
-    /// The grantee, a member of an approver group of the grant's policy, or
-    /// an admin. (A direct grant has no policy: the grantee or an admin.)
-    pub fn may_revoke(&self, caller: &Identity, grant: &Grant) -> bool {
-        caller.name == grant.identity
-            || caller.in_group(ADMIN_GROUP)
-            || grant
-                .policy
-                .as_deref()
-                .and_then(|p| self.policy(p))
-                .is_some_and(|p| p.lets_approve(caller))
-    }
-
     /// Events for notifications. Lagging receivers lose old events, never block the model.
     /// New events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<AccessEvent> {
@@ -866,7 +689,7 @@ impl AccessModel {
     fn watch_pending(self: &Arc<Self>, id: String, expires_at: SystemTime) {
         let model = Arc::downgrade(self);
         tokio::spawn(async move {
-            tokio::time::sleep_until(grants::instant_for(expires_at).into()).await;
+            tokio::time::sleep_until(table::instant_for(expires_at).into()).await;
             let Some(model) = model.upgrade() else { return };
             let mut book = model.book();
             if book
@@ -970,42 +793,6 @@ impl AccessModel {
         }
         let _ = self.events.send(event);
     }
-
-    fn announce_grant_created(&self, grant: &Grant) {
-        let approvers = if grant.approved_by.is_empty() {
-            String::new()
-        } else {
-            format!(", approved by {}", grant.approved_by.join(", "))
-        };
-        self.announce(AccessEvent {
-            event: "grant_created",
-            request: None,
-            grant: Some(grant.clone()),
-            by: Some(grant.granted_by.clone()),
-            text: format!(
-                "{} has {} on {} until {} ({}), granted by {}{approvers}",
-                grant.identity,
-                grant.level,
-                grant.target,
-                humantime::format_rfc3339_seconds(grant.expires_at),
-                grant.id,
-                grant.granted_by
-            ),
-        });
-    }
-
-    fn announce_grant_expired(&self, grant: &Grant) {
-        self.announce(AccessEvent {
-            event: "grant_expired",
-            request: None,
-            grant: Some(grant.clone()),
-            by: None,
-            text: format!(
-                "{}'s {} on {} has expired ({})",
-                grant.identity, grant.level, grant.target, grant.id
-            ),
-        });
-    }
 }
 
 fn known_request<'b>(book: &'b Book, id: &str) -> Result<&'b Request, AccessError> {
@@ -1017,29 +804,6 @@ fn request_not_found(id: &str) -> AccessError {
     AccessError::RequestNotFound { id: id.to_owned() }
 }
 
-/// The grant an approved request creates: it runs for the requested duration
-/// from `now`. `None` if that overflows the clock.
-fn grant_for(
-    request: &Request,
-    granted_by: String,
-    approved_by: Vec<String>,
-    now: SystemTime,
-) -> Option<Grant> {
-    Some(Grant {
-        id: grants::new_grant_id(),
-        identity: request.requested_by.clone(),
-        target: request.target.clone(),
-        level: request.level.clone(),
-        created_at: now,
-        expires_at: now.checked_add(request.duration())?,
-        reason: request.reason.clone(),
-        granted_by,
-        approved_by,
-        policy: Some(request.policy.clone()),
-        request: Some(request.id.clone()),
-    })
-}
-
 fn request_record<'a>(event: &'a str, r: &'a Request) -> AuditEvent<'a> {
     AuditEvent {
         request: Some(&r.id),
@@ -1048,27 +812,6 @@ fn request_record<'a>(event: &'a str, r: &'a Request) -> AuditEvent<'a> {
         level: Some(&r.level),
         policy: Some(&r.policy),
         ..AuditEvent::new(event)
-    }
-}
-
-fn grant_record<'a>(event: &'a str, g: &'a Grant) -> AuditEvent<'a> {
-    AuditEvent {
-        grant: Some(&g.id),
-        identity: Some(&g.identity),
-        target: Some(&g.target),
-        level: Some(&g.level),
-        request: g.request.as_deref(),
-        policy: g.policy.as_deref(),
-        ..AuditEvent::new(event)
-    }
-}
-
-fn grant_created_record(g: &Grant) -> AuditEvent<'_> {
-    AuditEvent {
-        reason: Some(&g.reason),
-        by: Some(&g.granted_by),
-        expires_at: Some(g.expires_at),
-        ..grant_record("grant_created", g)
     }
 }
 
