@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::sync::broadcast::error::TryRecvError;
 
 use super::*;
-use crate::identity::ScramVerifier;
+use crate::identity::{Identity, ScramVerifier};
 
 const POLICIES: &str = r#"
 [[policies]]
