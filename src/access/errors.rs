@@ -15,7 +15,7 @@ use crate::access::requests::{Action, RequestState};
 use crate::audit::AuditError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum AuthorizeError {
+pub(crate) enum AuthorizeError {
     #[error("target \"{0}\" does not exist")]
     UnknownTarget(String),
     #[error(
@@ -38,7 +38,7 @@ pub enum AuthorizeError {
 impl AuthorizeError {
     /// The target the client asked for, when it exists (for metrics labels:
     /// never a client-chosen string).
-    pub fn known_target(&self) -> Option<&str> {
+    pub(crate) fn known_target(&self) -> Option<&str> {
         match self {
             AuthorizeError::UnknownTarget(_) => None,
             AuthorizeError::NoGrant { target, .. }
@@ -49,7 +49,7 @@ impl AuthorizeError {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum GrantError {
+pub(crate) enum GrantError {
     #[error("target \"{0}\" does not exist")]
     UnknownTarget(String),
     #[error("target \"{target}\" has no level \"{level}\" (it has: {known})")]
@@ -95,7 +95,7 @@ pub enum StoreError {
 /// caller's move 403, no such request 404, no longer pending 409, a limit
 /// used up 429, nothing could be made durable 503 (see `admin/error.rs`).
 #[derive(Debug, thiserror::Error)]
-pub enum AccessError {
+pub(crate) enum AccessError {
     #[error("a reason is required: say why access is needed, e.g. an incident or ticket number")]
     MissingReason,
     #[error(

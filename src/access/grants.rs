@@ -27,7 +27,7 @@ pub enum EndReason {
 }
 
 impl EndReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EndReason::Expired => "expired",
             EndReason::Revoked => "revoked",

@@ -24,11 +24,11 @@
 //! table and the leases in `table.rs`, the refusals in `errors.rs`.
 
 mod errors;
-pub mod grants;
-pub mod journal;
-pub mod policy;
-pub mod requests;
-pub mod table;
+pub(crate) mod grants;
+pub(crate) mod journal;
+pub(crate) mod policy;
+pub(crate) mod requests;
+pub(crate) mod table;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -39,14 +39,17 @@ use tokio::sync::broadcast;
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::{Config, PolicyConfig};
-pub use errors::{AccessError, AuthorizeError, GrantError, StoreError};
+pub use errors::StoreError;
+pub(crate) use errors::{AccessError, AuthorizeError, GrantError};
 pub(crate) use grants::NewGrant;
 pub use grants::{EndReason, Grant};
 use journal::{Entry, Journal};
 pub use journal::{JOURNAL_FILE, JournalError};
-pub use policy::ADMIN_GROUP;
-pub use requests::{Action, Decision, NewRequest, Request, RequestState};
-pub use table::{GrantTable, GrantWatch, Lease};
+pub(crate) use policy::ADMIN_GROUP;
+pub(crate) use requests::NewRequest;
+pub use requests::{Decision, Request, RequestState};
+pub(crate) use table::GrantTable;
+pub use table::Lease;
 
 /// Something that happened to a request or grant, for notifications (webhooks).
 #[derive(Debug, Clone, Serialize)]
@@ -70,7 +73,7 @@ const EVENT_BACKLOG: usize = 1024;
 
 pub struct AccessModel {
     config: Arc<Config>,
-    pub grants: GrantTable,
+    pub(crate) grants: GrantTable,
     audit: Arc<AuditLog>,
     /// Requests and the journal. Every change to a request or a grant is made
     /// while holding it, so the journal's order is the order of the changes.
@@ -92,7 +95,8 @@ struct Book {
 impl AccessModel {
     /// A model that keeps everything in memory only: nothing survives a
     /// restart. For tests; `jitgate serve` uses [`AccessModel::open`].
-    pub fn new(config: Arc<Config>, audit: Arc<AuditLog>) -> Arc<AccessModel> {
+    #[cfg(test)]
+    pub(crate) fn new(config: Arc<Config>, audit: Arc<AuditLog>) -> Arc<AccessModel> {
         Arc::new(AccessModel::with_book(config, audit, HashMap::new(), None))
     }
 
@@ -101,7 +105,10 @@ impl AccessModel {
     /// grants that ended while jitgate was down, and pending requests whose
     /// time ran out, are ended now (journaled, audited and announced).
     /// Starts the expiry timers, so it must be called inside a tokio runtime.
-    pub fn open(config: Arc<Config>, audit: Arc<AuditLog>) -> Result<Arc<AccessModel>, StoreError> {
+    pub(crate) fn open(
+        config: Arc<Config>,
+        audit: Arc<AuditLog>,
+    ) -> Result<Arc<AccessModel>, StoreError> {
         let path = config.data_dir.join(JOURNAL_FILE);
         let (journal, entries) = Journal::open(&path)?;
         let replayed = journal::replay(&path, entries)?;
@@ -159,7 +166,11 @@ impl AccessModel {
     /// `requested` is a target's name, meaning the newest active grant the
     /// identity holds on it, or `target@level` for the newest at that level
     /// (a target literally named with an `@` wins over the split).
-    pub fn authorize(&self, identity: &str, requested: &str) -> Result<Lease, AuthorizeError> {
+    pub(crate) fn authorize(
+        &self,
+        identity: &str,
+        requested: &str,
+    ) -> Result<Lease, AuthorizeError> {
         let (target, level) = match self.config.target(requested) {
             Some(_) => (requested, None),
             None => match requested.rsplit_once('@') {
@@ -201,24 +212,22 @@ impl AccessModel {
     }
 
     /// Events for notifications. Lagging receivers lose old events, never block the model.
-    /// New events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<AccessEvent> {
+    /// New events from now on (the tests' view; the notifier uses
+    /// [`AccessModel::subscribe_from_start`]).
+    #[cfg(test)]
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<AccessEvent> {
         self.events.subscribe()
     }
 
     /// Events since the model was built, the journal replay's expiries
     /// included; for the webhook notifier, started after `open`. Only the
     /// first call gets that backlog; later calls get new events only.
-    pub fn subscribe_from_start(&self) -> broadcast::Receiver<AccessEvent> {
+    pub(crate) fn subscribe_from_start(&self) -> broadcast::Receiver<AccessEvent> {
         self.first_subscriber
             .lock()
             .ok()
             .and_then(|mut first| first.take())
             .unwrap_or_else(|| self.events.subscribe())
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     /// The policy named `name`, while the config still has it.

@@ -14,30 +14,30 @@ use crate::identity::Identity;
 /// The group whose members may revoke any grant. It grants no approval
 /// rights: an admin approves only under a policy that lists `admin` among its
 /// approvers, so "who may approve" is always read from the policy alone.
-pub const ADMIN_GROUP: &str = "admin";
+pub(crate) const ADMIN_GROUP: &str = "admin";
 
 impl PolicyConfig {
     /// Does the policy speak about `level` on `target` (`"*"` matches all)?
-    pub fn covers(&self, target: &str, level: &str) -> bool {
+    pub(crate) fn covers(&self, target: &str, level: &str) -> bool {
         self.covers_target(target) && self.levels.iter().any(|l| l == "*" || l == level)
     }
 
-    pub fn covers_target(&self, target: &str) -> bool {
+    pub(crate) fn covers_target(&self, target: &str) -> bool {
         self.targets.iter().any(|t| t == "*" || t == target)
     }
 
-    pub fn lets_request(&self, who: &Identity) -> bool {
+    pub(crate) fn lets_request(&self, who: &Identity) -> bool {
         self.requesters.iter().any(|g| who.in_group(g))
     }
 
     /// Is `who` in one of the approver groups? (Self-approval is refused
     /// elsewhere, whatever the groups.)
-    pub fn lets_approve(&self, who: &Identity) -> bool {
+    pub(crate) fn lets_approve(&self, who: &Identity) -> bool {
         self.approvers.iter().any(|g| who.in_group(g))
     }
 
     /// Would a request by `who` for `duration` be approved at once?
-    pub fn auto_approves(&self, who: &Identity, duration: Duration) -> bool {
+    pub(crate) fn auto_approves(&self, who: &Identity, duration: Duration) -> bool {
         self.auto_approve
             .as_ref()
             .is_some_and(|a| duration <= a.max_duration && a.groups.iter().any(|g| who.in_group(g)))
@@ -47,7 +47,7 @@ impl PolicyConfig {
 /// The first policy, in config order, that lets `who` ask for `level` on
 /// `target` for `duration`. Otherwise why not, and which policies cover the
 /// target.
-pub fn find<'a>(
+pub(crate) fn find<'a>(
     policies: &'a [PolicyConfig],
     who: &Identity,
     target: &str,
@@ -78,7 +78,7 @@ pub fn find<'a>(
 /// message names the policies that cover the target, so the requester knows
 /// what to ask for instead, or whom to ask for a policy.
 #[derive(Debug)]
-pub struct NoPolicy {
+pub(crate) struct NoPolicy {
     identity: String,
     groups: Vec<String>,
     target: String,
@@ -138,6 +138,6 @@ fn describe(p: &PolicyConfig, target: &str) -> String {
 }
 
 /// Durations for people: "2h", "1h 30m", "45s".
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }

@@ -35,7 +35,7 @@ pub enum RequestState {
 }
 
 impl RequestState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RequestState::Pending => "pending",
             RequestState::Approved => "approved",
@@ -45,7 +45,7 @@ impl RequestState {
         }
     }
 
-    pub fn parse(s: &str) -> Option<RequestState> {
+    pub(crate) fn parse(s: &str) -> Option<RequestState> {
         Some(match s {
             "pending" => RequestState::Pending,
             "approved" => RequestState::Approved,
@@ -59,14 +59,14 @@ impl RequestState {
 
 /// What a person does to a pending request; the refusals name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Approve,
     Deny,
     Cancel,
 }
 
 impl Action {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Action::Approve => "approve",
             Action::Deny => "deny",
@@ -74,7 +74,7 @@ impl Action {
         }
     }
 
-    pub fn past_tense(self) -> &'static str {
+    pub(crate) fn past_tense(self) -> &'static str {
         match self {
             Action::Approve => "approved",
             Action::Deny => "denied",
@@ -130,14 +130,14 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn duration(&self) -> Duration {
+    pub(crate) fn duration(&self) -> Duration {
         Duration::from_secs(self.duration_secs)
     }
 }
 
 /// What a requester asks for.
 #[derive(Debug, Clone)]
-pub struct NewRequest {
+pub(crate) struct NewRequest {
     pub target: String,
     pub level: String,
     pub duration: Duration,
@@ -763,7 +763,7 @@ fn comment_suffix(comment: &Option<String>) -> String {
 }
 
 /// RFC 3339 (de)serialization of `SystemTime` for journal round trips.
-pub mod rfc3339_serde {
+pub(crate) mod rfc3339_serde {
     use std::time::SystemTime;
 
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {

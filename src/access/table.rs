@@ -18,7 +18,7 @@ use crate::metrics::{METRICS, Metrics};
 
 /// How and when a grant ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ended {
+pub(crate) struct Ended {
     pub reason: EndReason,
     /// The deadline for an expiry; the moment of the revoke for a revoke.
     pub at: SystemTime,
@@ -31,12 +31,12 @@ struct Entry {
 }
 
 #[derive(Default)]
-pub struct GrantTable {
+pub(crate) struct GrantTable {
     by_id: DashMap<String, Entry>,
 }
 
 impl GrantTable {
-    pub fn insert(&self, grant: Grant) -> Arc<Grant> {
+    pub(crate) fn insert(&self, grant: Grant) -> Arc<Grant> {
         let grant = Arc::new(grant);
         let (ended, _) = watch::channel(None);
         METRICS
@@ -53,12 +53,12 @@ impl GrantTable {
         grant
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<Grant>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Grant>> {
         self.by_id.get(id).map(|e| e.grant.clone())
     }
 
     /// Active grants, oldest first.
-    pub fn active(&self, now: SystemTime) -> Vec<Arc<Grant>> {
+    pub(crate) fn active(&self, now: SystemTime) -> Vec<Arc<Grant>> {
         let mut v: Vec<_> = self
             .by_id
             .iter()
@@ -72,7 +72,7 @@ impl GrantTable {
     /// A lease on the newest active grant of `identity` for `target`.
     /// The newest live grant of `identity` on `target` (at `level`, if one
     /// is named).
-    pub fn lease_for(
+    pub(crate) fn lease_for(
         &self,
         identity: &str,
         target: &str,
@@ -95,7 +95,7 @@ impl GrantTable {
     }
 
     /// Remove the grant and tell its sessions why. `None` if it was not there.
-    pub fn end(&self, id: &str, reason: EndReason) -> Option<Arc<Grant>> {
+    pub(crate) fn end(&self, id: &str, reason: EndReason) -> Option<Arc<Grant>> {
         let (_, entry) = self.by_id.remove(id)?;
         let at = match reason {
             EndReason::Expired => entry.grant.expires_at,
@@ -117,9 +117,9 @@ impl GrantTable {
 /// (resolved once, at login: a session never looks them up again), and a
 /// watch on the grant's end.
 pub struct Lease {
-    pub grant: Arc<Grant>,
-    pub target: Arc<TargetConfig>,
-    pub level: Arc<LevelConfig>,
+    pub(crate) grant: Arc<Grant>,
+    pub(crate) target: Arc<TargetConfig>,
+    pub(crate) level: Arc<LevelConfig>,
     ended: watch::Receiver<Option<Ended>>,
     /// The timer for the grant's deadline, made by the first `ended()` and
     /// kept: the MySQL relay waits on a fresh `ended()` for every packet,
@@ -129,13 +129,13 @@ pub struct Lease {
 
 /// A live grant and a watch on its end, before its target and level are
 /// resolved into a [`Lease`].
-pub struct GrantWatch {
-    pub grant: Arc<Grant>,
+pub(crate) struct GrantWatch {
+    pub(crate) grant: Arc<Grant>,
     ended: watch::Receiver<Option<Ended>>,
 }
 
 impl GrantWatch {
-    pub fn into_lease(self, target: Arc<TargetConfig>, level: Arc<LevelConfig>) -> Lease {
+    pub(crate) fn into_lease(self, target: Arc<TargetConfig>, level: Arc<LevelConfig>) -> Lease {
         Lease {
             grant: self.grant,
             target,
@@ -157,7 +157,7 @@ impl std::fmt::Debug for Lease {
 impl Lease {
     /// Resolves when the grant ends: at `expires_at` or on revoke, whichever is first.
     /// Cancel-safe: it can sit in a `select!` and be polled again.
-    pub async fn ended(&mut self) -> EndReason {
+    pub(crate) async fn ended(&mut self) -> EndReason {
         let expires_at = self.grant.expires_at;
         let deadline = self.deadline.get_or_insert_with(|| {
             Box::pin(tokio::time::sleep_until(instant_for(expires_at).into()))
@@ -176,7 +176,7 @@ impl Lease {
 
     /// When the grant ended for `reason`: its deadline for an expiry, the
     /// moment of the revoke for a revoke (what the end-lag metric counts from).
-    pub fn ended_at(&self, reason: EndReason) -> SystemTime {
+    pub(crate) fn ended_at(&self, reason: EndReason) -> SystemTime {
         match (*self.ended.borrow(), reason) {
             (Some(e), _) if e.reason == reason => e.at,
             (_, EndReason::Expired) => self.grant.expires_at,
@@ -194,7 +194,7 @@ impl Lease {
 }
 
 /// The monotonic instant at which wall-clock time `at` is reached.
-pub fn instant_for(at: SystemTime) -> Instant {
+pub(crate) fn instant_for(at: SystemTime) -> Instant {
     let now = Instant::now();
     match at.duration_since(SystemTime::now()) {
         Ok(d) => now + d,
