@@ -17,138 +17,39 @@
 //! actions (a few per minute, not per query); `authorize` never takes it.
 //! Timers end grants at their `expires_at` and pending requests at theirs,
 //! so `open`, `grant`, `request` and `approve` must run inside a tokio runtime.
+//!
+//! This file is the model's core: its state, `open`, that one path,
+//! `authorize` and the subscriptions. The request lifecycle is in
+//! `requests.rs`, the grant lifecycle in `grants.rs`, the in-memory grant
+//! table and the leases in `table.rs`, the refusals in `errors.rs`.
 
-pub mod grants;
-pub mod journal;
-pub mod policy;
-pub mod requests;
+mod errors;
+pub(crate) mod grants;
+pub(crate) mod journal;
+pub(crate) mod policy;
+pub(crate) mod requests;
+pub(crate) mod table;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::audit::{AuditError, AuditEvent, AuditLog};
+use crate::audit::{AuditEvent, AuditLog};
 use crate::config::{Config, PolicyConfig};
-use crate::identity::Identity;
-pub use grants::{EndReason, Grant, GrantTable, Lease};
+pub use errors::StoreError;
+pub(crate) use errors::{AccessError, AuthorizeError, GrantError};
+pub(crate) use grants::NewGrant;
+pub use grants::{EndReason, Grant};
+pub use journal::JOURNAL_FILE;
 use journal::{Entry, Journal};
-pub use journal::{JOURNAL_FILE, JournalError};
-pub use policy::ADMIN_GROUP;
-use policy::format_duration;
-pub use requests::{Decision, NewRequest, Request, RequestState};
-
-#[derive(Debug, thiserror::Error)]
-pub enum AuthorizeError {
-    #[error("target \"{0}\" does not exist")]
-    UnknownTarget(String),
-    #[error(
-        "{identity} has no active grant for {target}; ask for one with `jitgate request {target} --level read --for 30m --reason \"...\"` and connect again once it is approved"
-    )]
-    NoGrant { identity: String, target: String },
-    #[error(
-        "{identity} has no active grant for {target} at level {level}; ask for one with `jitgate request {target} --level {level} --for 30m --reason \"...\"`, or connect to {target} without @{level} to use the newest grant you hold"
-    )]
-    NoGrantAtLevel {
-        identity: String,
-        target: String,
-        level: String,
-    },
-    /// The grant names a level its target no longer has.
-    #[error("level \"{level}\" of your grant is no longer configured on {target}")]
-    LevelGone { target: String, level: String },
-}
-
-impl AuthorizeError {
-    /// The target the client asked for, when it exists (for metrics labels:
-    /// never a client-chosen string).
-    pub fn known_target(&self) -> Option<&str> {
-        match self {
-            AuthorizeError::UnknownTarget(_) => None,
-            AuthorizeError::NoGrant { target, .. }
-            | AuthorizeError::NoGrantAtLevel { target, .. }
-            | AuthorizeError::LevelGone { target, .. } => Some(target),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum GrantError {
-    #[error("target \"{0}\" does not exist")]
-    UnknownTarget(String),
-    #[error("target \"{target}\" has no level \"{level}\" (it has: {known})")]
-    UnknownLevel {
-        target: String,
-        level: String,
-        known: String,
-    },
-    #[error("identity \"{0}\" does not exist")]
-    UnknownIdentity(String),
-    #[error("duration must be between 1s and {max}", max = humantime::format_duration(*.0))]
-    BadDuration(Duration),
-    #[error("a reason is required")]
-    MissingReason,
-    #[error("the reason is {chars} characters long; at most {max} are accepted")]
-    ReasonTooLong { chars: usize, max: usize },
-    #[error("grant \"{0}\" does not exist or has already ended")]
-    NotFound(String),
-    /// The audit log or the journal cannot be written.
-    #[error("the audit log or the journal cannot be written, so nothing was changed: {0}")]
-    Audit(#[from] StoreError),
-    /// The grant has ended (its sessions are closed), but the revoke could
-    /// not be made durable: a restart would restore the grant.
-    #[error(
-        "grant \"{id}\" has ended and its sessions are closed, but the revoke could not be recorded, so a restart would restore the grant until it expires: {cause}"
-    )]
-    RevokeNotRecorded { id: String, cause: StoreError },
-}
-
-/// The audit log or the journal failed: a change could not be made durable,
-/// or the journal could not be read back at start.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-    #[error(transparent)]
-    Journal(#[from] JournalError),
-}
-
-/// Why a lifecycle operation (request, approve, deny, cancel, revoke) was refused.
-/// Each variant maps to one HTTP status in the admin API.
-#[derive(Debug, thiserror::Error)]
-pub enum AccessError {
-    /// Bad input (400): unknown target or level, bad duration, missing reason,
-    /// or no policy allows the request (the message names the policy needed).
-    #[error("{0}")]
-    Invalid(String),
-    /// Not allowed for this caller (403): self-approval, approver outside the policy...
-    #[error("{0}")]
-    Forbidden(String),
-    /// No such request or grant (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// The request is no longer pending (409).
-    #[error("{0}")]
-    Conflict(String),
-    /// The caller has used up a limit (429): too many pending requests.
-    #[error("{0}")]
-    TooMany(String),
-    /// The journal or audit log cannot be written; nothing changed (503).
-    /// The message names no path; the cause is in the proxy's log.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl From<StoreError> for AccessError {
-    fn from(e: StoreError) -> AccessError {
-        tracing::error!(error = %e, "a change to requests or grants was refused: it cannot be made durable");
-        AccessError::Unavailable(
-            "the audit log or the journal cannot be written, so nothing was changed; an operator must check the proxy's log and disk".to_owned(),
-        )
-    }
-}
+pub(crate) use policy::ADMIN_GROUP;
+pub(crate) use requests::NewRequest;
+pub use requests::{Request, RequestState};
+pub(crate) use table::GrantTable;
+pub use table::Lease;
 
 /// Something that happened to a request or grant, for notifications (webhooks).
 #[derive(Debug, Clone, Serialize)]
@@ -167,26 +68,12 @@ pub struct AccessEvent {
     pub text: String,
 }
 
-/// Longest grant an admin can create directly.
-pub const MAX_GRANT_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
-
 /// Events kept for a subscriber that falls behind before it starts losing them.
 const EVENT_BACKLOG: usize = 1024;
 
-/// What an admin asks for when granting directly.
-#[derive(Debug, Clone)]
-pub struct NewGrant {
-    pub identity: String,
-    pub target: String,
-    pub level: String,
-    pub duration: Duration,
-    pub reason: String,
-    pub granted_by: String,
-}
-
 pub struct AccessModel {
     config: Arc<Config>,
-    pub grants: GrantTable,
+    pub(crate) grants: GrantTable,
     audit: Arc<AuditLog>,
     /// Requests and the journal. Every change to a request or a grant is made
     /// while holding it, so the journal's order is the order of the changes.
@@ -208,7 +95,8 @@ struct Book {
 impl AccessModel {
     /// A model that keeps everything in memory only: nothing survives a
     /// restart. For tests; `jitgate serve` uses [`AccessModel::open`].
-    pub fn new(config: Arc<Config>, audit: Arc<AuditLog>) -> Arc<AccessModel> {
+    #[cfg(test)]
+    pub(crate) fn new(config: Arc<Config>, audit: Arc<AuditLog>) -> Arc<AccessModel> {
         Arc::new(AccessModel::with_book(config, audit, HashMap::new(), None))
     }
 
@@ -217,7 +105,10 @@ impl AccessModel {
     /// grants that ended while jitgate was down, and pending requests whose
     /// time ran out, are ended now (journaled, audited and announced).
     /// Starts the expiry timers, so it must be called inside a tokio runtime.
-    pub fn open(config: Arc<Config>, audit: Arc<AuditLog>) -> Result<Arc<AccessModel>, StoreError> {
+    pub(crate) fn open(
+        config: Arc<Config>,
+        audit: Arc<AuditLog>,
+    ) -> Result<Arc<AccessModel>, StoreError> {
         let path = config.data_dir.join(JOURNAL_FILE);
         let (journal, entries) = Journal::open(&path)?;
         let replayed = journal::replay(&path, entries)?;
@@ -258,43 +149,8 @@ impl AccessModel {
     fn resume(self: &Arc<Self>, grants: Vec<Grant>) -> Result<(), StoreError> {
         let now = SystemTime::now();
         let mut book = self.book();
-        let mut live = Vec::new();
-        for grant in grants {
-            if grant.expires_at > now {
-                live.push(self.grants.insert(grant));
-                continue;
-            }
-            let detail = format!(
-                "ended at {} while jitgate was not running",
-                humantime::format_rfc3339_millis(grant.expires_at)
-            );
-            self.commit(
-                &mut book,
-                &Entry::GrantExpired {
-                    id: grant.id.clone(),
-                },
-                &[AuditEvent {
-                    expires_at: Some(grant.expires_at),
-                    detail: Some(&detail),
-                    ..grant_record("grant_expired", &grant)
-                }],
-            )?;
-            self.announce_grant_expired(&grant);
-        }
-        let mut pending = Vec::new();
-        let mut due = Vec::new();
-        for r in book.requests.values() {
-            if r.state == RequestState::Pending {
-                if r.expires_at > now {
-                    pending.push((r.id.clone(), r.expires_at));
-                } else {
-                    due.push(r.id.clone());
-                }
-            }
-        }
-        for id in due {
-            self.expire_request(&mut book, &id)?;
-        }
+        let live = self.resume_grants(&mut book, grants, now)?;
+        let pending = self.resume_requests(&mut book, now)?;
         drop(book);
         for grant in live {
             self.watch_expiry(grant);
@@ -310,7 +166,11 @@ impl AccessModel {
     /// `requested` is a target's name, meaning the newest active grant the
     /// identity holds on it, or `target@level` for the newest at that level
     /// (a target literally named with an `@` wins over the split).
-    pub fn authorize(&self, identity: &str, requested: &str) -> Result<Lease, AuthorizeError> {
+    pub(crate) fn authorize(
+        &self,
+        identity: &str,
+        requested: &str,
+    ) -> Result<Lease, AuthorizeError> {
         let (target, level) = match self.config.target(requested) {
             Some(_) => (requested, None),
             None => match requested.rsplit_once('@') {
@@ -351,532 +211,18 @@ impl AccessModel {
         Ok(watch.into_lease(target_cfg, level_cfg))
     }
 
-    /// Create a grant now (break-glass by an admin), journaled and audited
-    /// before it takes effect.
-    pub fn grant(self: &Arc<Self>, req: NewGrant) -> Result<Arc<Grant>, GrantError> {
-        let target = self
-            .config
-            .target(&req.target)
-            .ok_or_else(|| GrantError::UnknownTarget(req.target.clone()))?;
-        if !target.levels.contains_key(&req.level) {
-            return Err(GrantError::UnknownLevel {
-                target: req.target.clone(),
-                level: req.level.clone(),
-                known: target.levels.keys().cloned().collect::<Vec<_>>().join(", "),
-            });
-        }
-        if self.config.identity(&req.identity).is_none() {
-            return Err(GrantError::UnknownIdentity(req.identity.clone()));
-        }
-        if req.duration < Duration::from_secs(1) || req.duration > MAX_GRANT_DURATION {
-            return Err(GrantError::BadDuration(MAX_GRANT_DURATION));
-        }
-        if req.reason.trim().is_empty() {
-            return Err(GrantError::MissingReason);
-        }
-        let chars = req.reason.trim().chars().count();
-        let max = self.config.requests.max_reason_chars;
-        if chars > max {
-            return Err(GrantError::ReasonTooLong { chars, max });
-        }
-        let now = SystemTime::now();
-        let grant = Grant {
-            id: grants::new_grant_id(),
-            identity: req.identity,
-            target: req.target,
-            level: req.level,
-            created_at: now,
-            expires_at: now + req.duration,
-            reason: req.reason,
-            granted_by: req.granted_by,
-            approved_by: Vec::new(),
-            policy: None,
-            request: None,
-        };
-        let mut book = self.book();
-        self.commit(
-            &mut book,
-            &Entry::GrantCreated {
-                grant: grant.clone(),
-            },
-            &[grant_created_record(&grant)],
-        )?;
-        let grant = self.grants.insert(grant);
-        self.announce_grant_created(&grant);
-        drop(book);
-        self.watch_expiry(grant.clone());
-        Ok(grant)
-    }
-
-    /// End a grant now; its sessions see the change at once. Who may do this
-    /// is the caller's question ([`AccessModel::may_revoke`]).
-    pub fn revoke(&self, grant_id: &str, by: &str) -> Result<Arc<Grant>, GrantError> {
-        let mut book = self.book();
-        // End the grant first and record it after. Writing the journal means
-        // an fsync, milliseconds on a busy disk, and there is nothing to gain
-        // by letting the grant's sessions run through it: a revoke is the
-        // safe direction. If the record then fails, the grant stays ended in
-        // this process, and the error says that a restart would restore it.
-        let grant = self
-            .grants
-            .end(grant_id, EndReason::Revoked)
-            .ok_or_else(|| GrantError::NotFound(grant_id.to_owned()))?;
-        self.commit(
-            &mut book,
-            &Entry::GrantRevoked {
-                id: grant.id.clone(),
-                by: by.to_owned(),
-            },
-            &[AuditEvent {
-                by: Some(by),
-                ..grant_record("grant_revoked", &grant)
-            }],
-        )
-        .map_err(|cause| {
-            tracing::error!(
-                grant = %grant.id,
-                error = %cause,
-                "a revoked grant's sessions were ended, but the revoke could not be recorded; a restart would restore the grant until it expires"
-            );
-            GrantError::RevokeNotRecorded {
-                id: grant.id.clone(),
-                cause,
-            }
-        })?;
-        self.announce(AccessEvent {
-            event: "grant_revoked",
-            request: None,
-            grant: Some((*grant).clone()),
-            by: Some(by.to_owned()),
-            text: format!(
-                "{by} revokes {}'s {} on {} ({})",
-                grant.identity, grant.level, grant.target, grant.id
-            ),
-        });
-        Ok(grant)
-    }
-
-    /// Remove the grant from the table at its deadline and record the expiry.
-    /// Sessions do not wait for this: each one sleeps until the deadline itself.
-    fn watch_expiry(self: &Arc<Self>, grant: Arc<Grant>) {
-        let model = Arc::downgrade(self);
-        tokio::spawn(async move {
-            tokio::time::sleep_until(grants::instant_for(grant.expires_at).into()).await;
-            let Some(model) = model.upgrade() else { return };
-            model.end_expired_grant(&grant.id);
-        });
-    }
-
-    fn end_expired_grant(&self, id: &str) {
-        let mut book = self.book();
-        // Revoked meanwhile: nothing to do.
-        let Some(grant) = self.grants.get(id) else {
-            return;
-        };
-        // The sessions ended at the deadline whatever happens here. If the
-        // expiry cannot be written now, the next start writes it (a grant
-        // past its `expires_at` is never restored).
-        if let Err(e) = self.commit(
-            &mut book,
-            &Entry::GrantExpired { id: id.to_owned() },
-            &[grant_record("grant_expired", &grant)],
-        ) {
-            tracing::error!(grant = id, error = %e, "cannot record a grant's expiry; it has ended anyway");
-        }
-        self.grants.end(id, EndReason::Expired);
-        self.announce_grant_expired(&grant);
-    }
-
-    /// Ask for access. Matched against the policies (the first that allows
-    /// it, in config order); approved at once when that policy auto-approves
-    /// the requester for this duration.
-    pub fn request(
-        self: &Arc<Self>,
-        requester: &Identity,
-        req: NewRequest,
-    ) -> Result<Request, AccessError> {
-        let reason = req.reason.trim();
-        if reason.is_empty() {
-            return Err(AccessError::Invalid(
-                "a reason is required: say why access is needed, e.g. an incident or ticket number"
-                    .to_owned(),
-            ));
-        }
-        self.check_length("reason", reason)?;
-        let Some(target) = self.config.target(&req.target) else {
-            let known: Vec<_> = self
-                .config
-                .targets
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect();
-            return Err(AccessError::Invalid(format!(
-                "target \"{}\" does not exist (known targets: {})",
-                req.target,
-                known.join(", ")
-            )));
-        };
-        if !target.levels.contains_key(&req.level) {
-            return Err(AccessError::Invalid(format!(
-                "target \"{}\" has no level \"{}\" (it has: {})",
-                req.target,
-                req.level,
-                target.levels.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        }
-        if req.duration < Duration::from_secs(1) {
-            return Err(AccessError::Invalid(
-                "the duration must be at least 1s, written like \"30m\" or \"2h\"".to_owned(),
-            ));
-        }
-        let policy = policy::find(
-            &self.config.policies,
-            requester,
-            &req.target,
-            &req.level,
-            req.duration,
-        )
-        .map_err(AccessError::Invalid)?;
-        let duration = Duration::from_secs(req.duration.as_secs());
-        let now = SystemTime::now();
-        let too_long = || AccessError::Invalid("the duration is too long".to_owned());
-        let mut request = Request {
-            id: requests::new_request_id(),
-            requested_by: requester.name.clone(),
-            target: req.target,
-            level: req.level,
-            duration_secs: duration.as_secs(),
-            reason: reason.to_owned(),
-            policy: policy.name.clone(),
-            state: RequestState::Pending,
-            created_at: now,
-            expires_at: now
-                .checked_add(self.config.requests.pending_timeout)
-                .ok_or_else(too_long)?,
-            approvals_required: policy.approvals,
-            approvals: Vec::new(),
-            denial: None,
-            grant: None,
-            auto_approved: false,
-        };
-        let grant = if policy.auto_approves(requester, duration) {
-            let grant = grant_for(&request, format!("policy:{}", policy.name), Vec::new(), now)
-                .ok_or_else(too_long)?;
-            request.state = RequestState::Approved;
-            request.auto_approved = true;
-            request.grant = Some(grant.id.clone());
-            Some(grant)
-        } else {
-            None
-        };
-
-        let created_detail = format!("for {}", format_duration(duration));
-        let mut records = vec![AuditEvent {
-            reason: Some(&request.reason),
-            expires_at: Some(request.expires_at),
-            detail: Some(&created_detail),
-            ..request_record("request_created", &request)
-        }];
-        if let Some(grant) = &grant {
-            records.push(AuditEvent {
-                by: Some(&grant.granted_by),
-                detail: Some("auto-approved by the policy"),
-                ..request_record("request_approved", &request)
-            });
-            records.push(grant_created_record(grant));
-        }
-        let mut book = self.book();
-        if grant.is_none() {
-            // Counted under the book's lock, so parallel requests cannot all fit.
-            let max = self.config.requests.max_pending_per_identity;
-            let pending = book
-                .requests
-                .values()
-                .filter(|r| r.requested_by == request.requested_by)
-                .filter(|r| r.state == RequestState::Pending && r.expires_at > now)
-                .count();
-            if pending >= max {
-                return Err(AccessError::TooMany(format!(
-                    "{} already has {pending} pending requests, the most allowed \
-                     (requests.max_pending_per_identity = {max}); cancel one with \
-                     `jitgate cancel <id>` (`jitgate requests` lists them) or wait for a decision",
-                    request.requested_by
-                )));
-            }
-        }
-        self.commit(
-            &mut book,
-            &Entry::RequestCreated {
-                request: request.clone(),
-                grant: grant.clone(),
-            },
-            &records,
-        )?;
-        book.requests.insert(request.id.clone(), request.clone());
-        let grant = grant.map(|g| self.grants.insert(g));
-        self.announce(AccessEvent {
-            event: "request_created",
-            request: Some(request.clone()),
-            grant: None,
-            by: Some(request.requested_by.clone()),
-            text: format!(
-                "{} requests {} on {} for {}: {} ({})",
-                request.requested_by,
-                request.level,
-                request.target,
-                format_duration(duration),
-                request.reason,
-                request.id
-            ),
-        });
-        if let Some(grant) = &grant {
-            self.announce(AccessEvent {
-                event: "request_approved",
-                request: Some(request.clone()),
-                grant: None,
-                by: None,
-                text: format!(
-                    "policy `{}` auto-approves {}'s request for {} on {} ({})",
-                    policy.name, request.requested_by, request.level, request.target, request.id
-                ),
-            });
-            self.announce_grant_created(grant);
-        }
-        drop(book);
-        match grant {
-            Some(grant) => self.watch_expiry(grant),
-            None => self.watch_pending(request.id.clone(), request.expires_at),
-        }
-        Ok(request)
-    }
-
-    /// Approve a pending request. When the policy's distinct approvals are
-    /// reached, the grant is created now and runs for the requested duration.
-    /// Approving again a request one already approved changes nothing.
-    pub fn approve(
-        self: &Arc<Self>,
-        approver: &Identity,
-        id: &str,
-        comment: Option<String>,
-    ) -> Result<Request, AccessError> {
-        let comment = comment.filter(|c| !c.trim().is_empty());
-        if let Some(c) = &comment {
-            self.check_length("comment", c)?;
-        }
-        let mut book = self.book();
-        let mut request = self.decidable(&mut book, approver, id, "approve")?;
-        if request.approvals.iter().any(|d| d.by == approver.name) {
-            return Ok(request);
-        }
-        let now = SystemTime::now();
-        let decision = Decision {
-            by: approver.name.clone(),
-            at: now,
-            comment,
-        };
-        request.approvals.push(decision.clone());
-        let count = request.approvals.len();
-        let grant = if count >= request.approvals_required as usize {
-            let approved_by = request.approvals.iter().map(|d| d.by.clone()).collect();
-            let grant =
-                grant_for(&request, approver.name.clone(), approved_by, now).ok_or_else(|| {
-                    AccessError::Invalid("the requested duration is too long".to_owned())
-                })?;
-            request.state = RequestState::Approved;
-            request.grant = Some(grant.id.clone());
-            Some(grant)
-        } else {
-            None
-        };
-
-        let progress = format!("approval {count} of {}", request.approvals_required);
-        let approvers = grant
-            .as_ref()
-            .map(|g| format!("approved by {}", g.approved_by.join(", ")));
-        let mut records = vec![AuditEvent {
-            by: Some(&approver.name),
-            comment: decision.comment.as_deref(),
-            detail: Some(&progress),
-            ..request_record("request_approved", &request)
-        }];
-        if let Some(grant) = &grant {
-            records.push(AuditEvent {
-                detail: approvers.as_deref(),
-                ..grant_created_record(grant)
-            });
-        }
-        self.commit(
-            &mut book,
-            &Entry::RequestApproved {
-                id: request.id.clone(),
-                decision: decision.clone(),
-                grant: grant.clone(),
-            },
-            &records,
-        )?;
-        book.requests.insert(request.id.clone(), request.clone());
-        let grant = grant.map(|g| self.grants.insert(g));
-        self.announce(AccessEvent {
-            event: "request_approved",
-            request: Some(request.clone()),
-            grant: None,
-            by: Some(approver.name.clone()),
-            text: format!(
-                "{} approves {}'s request for {} on {} ({}), {progress}{}",
-                approver.name,
-                request.requested_by,
-                request.level,
-                request.target,
-                request.id,
-                comment_suffix(&decision.comment)
-            ),
-        });
-        if let Some(grant) = &grant {
-            self.announce_grant_created(grant);
-        }
-        drop(book);
-        if let Some(grant) = grant {
-            self.watch_expiry(grant);
-        }
-        Ok(request)
-    }
-
-    /// Refuse a pending request. One denial ends it, whatever approvals it had.
-    pub fn deny(
-        &self,
-        approver: &Identity,
-        id: &str,
-        comment: Option<String>,
-    ) -> Result<Request, AccessError> {
-        let comment = comment.filter(|c| !c.trim().is_empty());
-        if let Some(c) = &comment {
-            self.check_length("comment", c)?;
-        }
-        let mut book = self.book();
-        let mut request = self.decidable(&mut book, approver, id, "deny")?;
-        let decision = Decision {
-            by: approver.name.clone(),
-            at: SystemTime::now(),
-            comment,
-        };
-        request.state = RequestState::Denied;
-        request.denial = Some(decision.clone());
-        self.commit(
-            &mut book,
-            &Entry::RequestDenied {
-                id: request.id.clone(),
-                decision: decision.clone(),
-            },
-            &[AuditEvent {
-                by: Some(&approver.name),
-                comment: decision.comment.as_deref(),
-                ..request_record("request_denied", &request)
-            }],
-        )?;
-        book.requests.insert(request.id.clone(), request.clone());
-        self.announce(AccessEvent {
-            event: "request_denied",
-            request: Some(request.clone()),
-            grant: None,
-            by: Some(approver.name.clone()),
-            text: format!(
-                "{} denies {}'s request for {} on {} ({}){}",
-                approver.name,
-                request.requested_by,
-                request.level,
-                request.target,
-                request.id,
-                comment_suffix(&decision.comment)
-            ),
-        });
-        Ok(request)
-    }
-
-    /// The requester withdraws a pending request.
-    pub fn cancel(&self, requester: &Identity, id: &str) -> Result<Request, AccessError> {
-        let mut book = self.book();
-        let request = self.visible_request(&book, requester, id)?;
-        if request.requested_by != requester.name {
-            return Err(AccessError::Forbidden(format!(
-                "only the requester may cancel request {id}; approvers deny it instead"
-            )));
-        }
-        let mut request = self.pending(&mut book, id, "cancel")?;
-        request.state = RequestState::Cancelled;
-        self.commit(
-            &mut book,
-            &Entry::RequestCancelled {
-                id: request.id.clone(),
-                by: requester.name.clone(),
-            },
-            &[AuditEvent {
-                by: Some(&requester.name),
-                ..request_record("request_cancelled", &request)
-            }],
-        )?;
-        book.requests.insert(request.id.clone(), request.clone());
-        self.announce(AccessEvent {
-            event: "request_cancelled",
-            request: Some(request.clone()),
-            grant: None,
-            by: Some(requester.name.clone()),
-            text: format!(
-                "{} cancels their request for {} on {} ({})",
-                request.requested_by, request.level, request.target, request.id
-            ),
-        });
-        Ok(request)
-    }
-
-    /// Requests `viewer` may see: their own, plus those they may decide
-    /// (whatever their state), oldest first.
-    pub fn requests_for(&self, viewer: &Identity, state: Option<RequestState>) -> Vec<Request> {
-        let book = self.book();
-        let mut list: Vec<Request> = book
-            .requests
-            .values()
-            .filter(|r| state.is_none_or(|s| r.state == s))
-            .filter(|r| r.requested_by == viewer.name || self.may_decide(viewer, r))
-            .cloned()
-            .collect();
-        list.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        list
-    }
-
-    /// The request `id` whoever asks (the model's own tests).
-    #[cfg(test)]
-    pub(crate) fn get_request(&self, id: &str) -> Option<Request> {
-        self.book().requests.get(id).cloned()
-    }
-
-    /// The request `id` if `viewer` may see it (see [`AccessModel::may_see`]);
-    /// otherwise the same `NotFound` as for an id that does not exist.
-    pub fn request_seen_by(&self, viewer: &Identity, id: &str) -> Result<Request, AccessError> {
-        self.visible_request(&self.book(), viewer, id).cloned()
-    }
-
-    /// The grantee, a member of an approver group of the grant's policy, or
-    /// an admin. (A direct grant has no policy: the grantee or an admin.)
-    pub fn may_revoke(&self, caller: &Identity, grant: &Grant) -> bool {
-        caller.name == grant.identity
-            || caller.in_group(ADMIN_GROUP)
-            || grant
-                .policy
-                .as_deref()
-                .and_then(|p| self.policy(p))
-                .is_some_and(|p| p.lets_approve(caller))
-    }
-
     /// Events for notifications. Lagging receivers lose old events, never block the model.
-    /// New events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<AccessEvent> {
+    /// New events from now on (the tests' view; the notifier uses
+    /// [`AccessModel::subscribe_from_start`]).
+    #[cfg(test)]
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<AccessEvent> {
         self.events.subscribe()
     }
 
     /// Events since the model was built, the journal replay's expiries
     /// included; for the webhook notifier, started after `open`. Only the
     /// first call gets that backlog; later calls get new events only.
-    pub fn subscribe_from_start(&self) -> broadcast::Receiver<AccessEvent> {
+    pub(crate) fn subscribe_from_start(&self) -> broadcast::Receiver<AccessEvent> {
         self.first_subscriber
             .lock()
             .ok()
@@ -884,172 +230,12 @@ impl AccessModel {
             .unwrap_or_else(|| self.events.subscribe())
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    // ---- the rules -------------------------------------------------------
-
+    /// The policy named `name`, while the config still has it.
     fn policy(&self, name: &str) -> Option<&PolicyConfig> {
         self.config.policies.iter().find(|p| p.name == name)
     }
 
-    /// Who may see a request: its requester, whoever may decide it, and
-    /// admins. Everyone else gets the answer a request that does not exist
-    /// gets, on every endpoint, so an id tells them nothing.
-    fn may_see(&self, viewer: &Identity, request: &Request) -> bool {
-        request.requested_by == viewer.name
-            || viewer.in_group(ADMIN_GROUP)
-            || self.may_decide(viewer, request)
-    }
-
-    fn visible_request<'b>(
-        &self,
-        book: &'b Book,
-        viewer: &Identity,
-        id: &str,
-    ) -> Result<&'b Request, AccessError> {
-        book.requests
-            .get(id)
-            .filter(|r| self.may_see(viewer, r))
-            .ok_or_else(|| request_not_found(id))
-    }
-
-    /// Someone other than the requester, in an approver group of the policy.
-    fn may_decide(&self, who: &Identity, request: &Request) -> bool {
-        request.requested_by != who.name
-            && self
-                .policy(&request.policy)
-                .is_some_and(|p| p.lets_approve(who))
-    }
-
-    /// The request `id` if `decider` may `verb` (approve or deny) it now:
-    /// it exists and they may see it (404), it is not theirs and they are an
-    /// approver of its policy (403), and it is still pending (409).
-    fn decidable(
-        &self,
-        book: &mut Book,
-        decider: &Identity,
-        id: &str,
-        verb: &str,
-    ) -> Result<Request, AccessError> {
-        let request = self.visible_request(book, decider, id)?;
-        if request.requested_by == decider.name {
-            let instead = if verb == "deny" {
-                "; cancel it instead"
-            } else {
-                ""
-            };
-            return Err(AccessError::Forbidden(format!(
-                "you cannot {verb} your own request{instead}"
-            )));
-        }
-        let Some(policy) = self.policy(&request.policy) else {
-            return Err(AccessError::Forbidden(format!(
-                "request {id} was made under policy `{}`, which is no longer in the config, so nobody may {verb} it",
-                request.policy
-            )));
-        };
-        if !policy.lets_approve(decider) {
-            return Err(AccessError::Forbidden(format!(
-                "{} may not {verb} request {id}: policy `{}` needs a member of group {}",
-                decider.name,
-                policy.name,
-                policy.approvers.join(" or ")
-            )));
-        }
-        self.pending(book, id, verb)
-    }
-
-    /// The request `id` if it is still pending (409 otherwise). One whose time
-    /// ran out is expired first, even if its timer has not fired yet.
-    fn pending(&self, book: &mut Book, id: &str, verb: &str) -> Result<Request, AccessError> {
-        let request = known_request(book, id)?;
-        if request.state == RequestState::Pending && request.expires_at <= SystemTime::now() {
-            self.expire_request(book, id)?;
-        }
-        let request = known_request(book, id)?;
-        if request.state != RequestState::Pending {
-            return Err(AccessError::Conflict(format!(
-                "request {id} is {}, no longer pending, so it cannot be {}",
-                request.state.as_str(),
-                past_tense(verb)
-            )));
-        }
-        Ok(request.clone())
-    }
-
-    /// A reason or comment is copied into the journal, the audit log, every
-    /// listing and every webhook: at most `requests.max_reason_chars`.
-    fn check_length(&self, what: &str, text: &str) -> Result<(), AccessError> {
-        let max = self.config.requests.max_reason_chars;
-        let chars = text.chars().count();
-        if chars > max {
-            return Err(AccessError::Invalid(format!(
-                "the {what} is {chars} characters long; at most {max} are accepted \
-                 (requests.max_reason_chars): name the ticket or incident and say why in a sentence or two"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Time a pending request out at its `expires_at`.
-    fn watch_pending(self: &Arc<Self>, id: String, expires_at: SystemTime) {
-        let model = Arc::downgrade(self);
-        tokio::spawn(async move {
-            tokio::time::sleep_until(grants::instant_for(expires_at).into()).await;
-            let Some(model) = model.upgrade() else { return };
-            let mut book = model.book();
-            if book
-                .requests
-                .get(&id)
-                .is_some_and(|r| r.state == RequestState::Pending)
-                && let Err(e) = model.expire_request(&mut book, &id)
-            {
-                // It stays pending in memory; deciding it retries the expiry.
-                tracing::error!(request = %id, error = %e, "cannot record a request's expiry");
-            }
-        });
-    }
-
-    fn expire_request(&self, book: &mut Book, id: &str) -> Result<(), StoreError> {
-        let Some(mut request) = book.requests.get(id).cloned() else {
-            return Ok(());
-        };
-        request.state = RequestState::Expired;
-        let timeout = format_duration(
-            request
-                .expires_at
-                .duration_since(request.created_at)
-                .unwrap_or_default(),
-        );
-        let detail = format!("nobody decided within {timeout}");
-        self.commit(
-            book,
-            &Entry::RequestExpired {
-                id: request.id.clone(),
-            },
-            &[AuditEvent {
-                detail: Some(&detail),
-                ..request_record("request_expired", &request)
-            }],
-        )?;
-        book.requests.insert(request.id.clone(), request.clone());
-        self.announce(AccessEvent {
-            event: "request_expired",
-            text: format!(
-                "{}'s request for {} on {} ({}) expired: {detail}",
-                request.requested_by, request.level, request.target, request.id
-            ),
-            request: Some(request),
-            grant: None,
-            by: None,
-        });
-        Ok(())
-    }
-
-    // ---- durability and announcements -----------------------------------
-
+    /// The lock every change is made under (see the module's comment).
     fn book(&self) -> MutexGuard<'_, Book> {
         // A panic while holding the lock leaves at worst a change applied in
         // memory without its announcement; keep serving.
@@ -1100,123 +286,6 @@ impl AccessModel {
                 .inc();
         }
         let _ = self.events.send(event);
-    }
-
-    fn announce_grant_created(&self, grant: &Grant) {
-        let approvers = if grant.approved_by.is_empty() {
-            String::new()
-        } else {
-            format!(", approved by {}", grant.approved_by.join(", "))
-        };
-        self.announce(AccessEvent {
-            event: "grant_created",
-            request: None,
-            grant: Some(grant.clone()),
-            by: Some(grant.granted_by.clone()),
-            text: format!(
-                "{} has {} on {} until {} ({}), granted by {}{approvers}",
-                grant.identity,
-                grant.level,
-                grant.target,
-                humantime::format_rfc3339_seconds(grant.expires_at),
-                grant.id,
-                grant.granted_by
-            ),
-        });
-    }
-
-    fn announce_grant_expired(&self, grant: &Grant) {
-        self.announce(AccessEvent {
-            event: "grant_expired",
-            request: None,
-            grant: Some(grant.clone()),
-            by: None,
-            text: format!(
-                "{}'s {} on {} has expired ({})",
-                grant.identity, grant.level, grant.target, grant.id
-            ),
-        });
-    }
-}
-
-fn known_request<'b>(book: &'b Book, id: &str) -> Result<&'b Request, AccessError> {
-    book.requests.get(id).ok_or_else(|| request_not_found(id))
-}
-
-/// One wording for a request that does not exist and one the caller may not see.
-fn request_not_found(id: &str) -> AccessError {
-    AccessError::NotFound(format!(
-        "request \"{id}\" does not exist or is not yours to see; list yours with GET /v1/requests"
-    ))
-}
-
-/// The grant an approved request creates: it runs for the requested duration
-/// from `now`. `None` if that overflows the clock.
-fn grant_for(
-    request: &Request,
-    granted_by: String,
-    approved_by: Vec<String>,
-    now: SystemTime,
-) -> Option<Grant> {
-    Some(Grant {
-        id: grants::new_grant_id(),
-        identity: request.requested_by.clone(),
-        target: request.target.clone(),
-        level: request.level.clone(),
-        created_at: now,
-        expires_at: now.checked_add(request.duration())?,
-        reason: request.reason.clone(),
-        granted_by,
-        approved_by,
-        policy: Some(request.policy.clone()),
-        request: Some(request.id.clone()),
-    })
-}
-
-fn request_record<'a>(event: &'a str, r: &'a Request) -> AuditEvent<'a> {
-    AuditEvent {
-        request: Some(&r.id),
-        identity: Some(&r.requested_by),
-        target: Some(&r.target),
-        level: Some(&r.level),
-        policy: Some(&r.policy),
-        ..AuditEvent::new(event)
-    }
-}
-
-fn grant_record<'a>(event: &'a str, g: &'a Grant) -> AuditEvent<'a> {
-    AuditEvent {
-        grant: Some(&g.id),
-        identity: Some(&g.identity),
-        target: Some(&g.target),
-        level: Some(&g.level),
-        request: g.request.as_deref(),
-        policy: g.policy.as_deref(),
-        ..AuditEvent::new(event)
-    }
-}
-
-fn grant_created_record(g: &Grant) -> AuditEvent<'_> {
-    AuditEvent {
-        reason: Some(&g.reason),
-        by: Some(&g.granted_by),
-        expires_at: Some(g.expires_at),
-        ..grant_record("grant_created", g)
-    }
-}
-
-fn comment_suffix(comment: &Option<String>) -> String {
-    comment
-        .as_deref()
-        .map(|c| format!(": {c}"))
-        .unwrap_or_default()
-}
-
-fn past_tense(verb: &str) -> &'static str {
-    match verb {
-        "approve" => "approved",
-        "deny" => "denied",
-        _ => "cancelled",
     }
 }
 

@@ -9,7 +9,8 @@ use serde_json::Value;
 use tokio::sync::broadcast::error::TryRecvError;
 
 use super::*;
-use crate::identity::ScramVerifier;
+use crate::access::journal::JournalError;
+use crate::identity::{Identity, ScramVerifier};
 
 const POLICIES: &str = r#"
 [[policies]]
@@ -200,11 +201,11 @@ async fn self_approval_is_forbidden_whatever_the_groups() {
         .request(&dave(), ask("demo-pg", "read", "30m"))
         .unwrap();
     let err = model.approve(&dave(), &r.id, None).unwrap_err();
-    assert!(matches!(err, AccessError::Forbidden(_)), "{err:?}");
+    assert!(matches!(err, AccessError::OwnApproval), "{err:?}");
     assert!(err.to_string().contains("your own request"), "{err}");
     assert!(matches!(
         model.deny(&dave(), &r.id, None),
-        Err(AccessError::Forbidden(_))
+        Err(AccessError::OwnDenial)
     ));
     assert_eq!(
         model.get_request(&r.id).unwrap().state,
@@ -222,7 +223,7 @@ async fn approver_outside_the_policy_is_forbidden_even_an_admin() {
         .unwrap();
     // An admin sees every request, so is told why not.
     let err = model.approve(&root(), &r.id, None).unwrap_err();
-    assert!(matches!(err, AccessError::Forbidden(_)), "{err:?}");
+    assert!(matches!(err, AccessError::NotAnApprover { .. }), "{err:?}");
     assert!(err.to_string().contains("dev-read"), "{err}");
     // Others who may not decide it do not see it: it does not exist for them.
     let absent = model
@@ -230,7 +231,10 @@ async fn approver_outside_the_policy_is_forbidden_even_an_admin() {
         .unwrap_err();
     for outsider in [olga(), person("eve", &["developer"])] {
         let err = model.approve(&outsider, &r.id, None).unwrap_err();
-        assert!(matches!(err, AccessError::NotFound(_)), "{err:?}");
+        assert!(
+            matches!(err, AccessError::RequestNotFound { .. }),
+            "{err:?}"
+        );
         assert_eq!(
             err.to_string().replace(&r.id, "<id>"),
             absent.to_string().replace("r_0123456789abcdef", "<id>")
@@ -240,7 +244,10 @@ async fn approver_outside_the_policy_is_forbidden_even_an_admin() {
             model.cancel(&outsider, &r.id).unwrap_err(),
             model.request_seen_by(&outsider, &r.id).unwrap_err(),
         ] {
-            assert!(matches!(err, AccessError::NotFound(_)), "{err:?}");
+            assert!(
+                matches!(err, AccessError::RequestNotFound { .. }),
+                "{err:?}"
+            );
             assert!(!err.to_string().contains("alice"), "{err}");
         }
     }
@@ -358,7 +365,7 @@ async fn concurrent_approvals_create_exactly_one_grant() {
         assert!(
             results
                 .iter()
-                .any(|r| matches!(r, Err(AccessError::Conflict(_))))
+                .any(|r| matches!(r, Err(AccessError::NotPending { .. })))
         );
         assert_eq!(model.grants.active(SystemTime::now()).len(), 1);
     }
@@ -383,7 +390,7 @@ async fn denied_request_gives_no_grant() {
     assert!(model.grants.active(SystemTime::now()).is_empty());
     assert!(matches!(
         model.approve(&root(), &r.id, None),
-        Err(AccessError::Conflict(_))
+        Err(AccessError::NotPending { .. })
     ));
     assert_eq!(
         drain(&mut events),
@@ -405,9 +412,10 @@ async fn request_above_the_policy_maximum_is_refused_with_the_policy_named() {
     let err = model
         .request(&alice(), ask("demo-pg", "read", "2h"))
         .unwrap_err();
-    let AccessError::Invalid(msg) = err else {
+    let AccessError::NoPolicy(_) = err else {
         panic!("{err:?}")
     };
+    let msg = err.to_string();
     assert!(
         msg.contains(
             "no policy lets alice (groups: developer) request demo-pg at level read for 2h"
@@ -435,21 +443,29 @@ async fn request_above_the_policy_maximum_is_refused_with_the_policy_named() {
 async fn bad_requests_are_invalid() {
     let w = World::new();
     let model = w.open();
-    let cases = [
+    type IsTheCause = fn(&AccessError) -> bool;
+    let cases: [(NewRequest, &str, IsTheCause); 4] = [
         (
             NewRequest {
                 reason: "  ".into(),
                 ..ask("demo-pg", "read", "10m")
             },
             "reason is required",
+            |e| matches!(e, AccessError::MissingReason),
         ),
-        (ask("nope-pg", "read", "10m"), "does not exist"),
-        (ask("demo-pg", "admin", "10m"), "has no level"),
-        (ask("demo-pg", "read", "500ms"), "at least 1s"),
+        (ask("nope-pg", "read", "10m"), "does not exist", |e| {
+            matches!(e, AccessError::UnknownTarget { .. })
+        }),
+        (ask("demo-pg", "admin", "10m"), "has no level", |e| {
+            matches!(e, AccessError::UnknownLevel { .. })
+        }),
+        (ask("demo-pg", "read", "500ms"), "at least 1s", |e| {
+            matches!(e, AccessError::DurationTooShort)
+        }),
     ];
-    for (req, why) in cases {
+    for (req, why, is_the_cause) in cases {
         let err = model.request(&alice(), req).unwrap_err();
-        assert!(matches!(err, AccessError::Invalid(_)), "{err:?}");
+        assert!(is_the_cause(&err), "{err:?}");
         assert!(err.to_string().contains(why), "{err}");
     }
 }
@@ -467,7 +483,7 @@ async fn pending_request_times_out() {
     assert_eq!(r.state, RequestState::Expired);
     assert!(matches!(
         model.approve(&bob(), &r.id, None),
-        Err(AccessError::Conflict(_))
+        Err(AccessError::NotPending { .. })
     ));
     assert!(model.authorize("alice", "demo-pg").is_err());
     assert_eq!(drain(&mut events), ["request_created", "request_expired"]);
@@ -484,7 +500,7 @@ async fn a_decision_after_the_timeout_finds_the_request_expired() {
     // Block the runtime's only thread, so the timer cannot fire first.
     std::thread::sleep(Duration::from_millis(300));
     let err = model.approve(&bob(), &r.id, None).unwrap_err();
-    assert!(matches!(err, AccessError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, AccessError::NotPending { .. }), "{err:?}");
     assert!(err.to_string().contains("expired"), "{err}");
     assert!(model.authorize("alice", "demo-pg").is_err());
 }
@@ -498,17 +514,17 @@ async fn only_the_requester_cancels_and_only_while_pending() {
         .unwrap();
     assert!(matches!(
         model.cancel(&bob(), &r.id),
-        Err(AccessError::Forbidden(_))
+        Err(AccessError::NotTheRequester { .. })
     ));
     let cancelled = model.cancel(&alice(), &r.id).unwrap();
     assert_eq!(cancelled.state, RequestState::Cancelled);
     assert!(matches!(
         model.cancel(&alice(), &r.id),
-        Err(AccessError::Conflict(_))
+        Err(AccessError::NotPending { .. })
     ));
     assert!(matches!(
         model.approve(&bob(), &r.id, None),
-        Err(AccessError::Conflict(_))
+        Err(AccessError::NotPending { .. })
     ));
 
     let r = model
@@ -517,15 +533,15 @@ async fn only_the_requester_cancels_and_only_while_pending() {
     model.approve(&bob(), &r.id, None).unwrap();
     assert!(matches!(
         model.cancel(&alice(), &r.id),
-        Err(AccessError::Conflict(_))
+        Err(AccessError::NotPending { .. })
     ));
     assert!(matches!(
         model.cancel(&alice(), "r_nope"),
-        Err(AccessError::NotFound(_))
+        Err(AccessError::RequestNotFound { .. })
     ));
     assert!(matches!(
         model.approve(&bob(), "r_nope", None),
-        Err(AccessError::NotFound(_))
+        Err(AccessError::RequestNotFound { .. })
     ));
     assert!(w.audit_events().contains(&"request_cancelled".to_owned()));
 }
@@ -652,7 +668,7 @@ async fn nothing_changes_when_the_audit_log_cannot_be_written() {
     let model = AccessModel::open(Arc::new(config), broken).unwrap();
 
     let err = model.approve(&bob(), &pending.id, None).unwrap_err();
-    assert!(matches!(err, AccessError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, AccessError::Unavailable), "{err:?}");
     assert_eq!(
         model.get_request(&pending.id).unwrap().state,
         RequestState::Pending
@@ -661,7 +677,7 @@ async fn nothing_changes_when_the_audit_log_cannot_be_written() {
     assert_eq!(std::fs::read(w.journal()).unwrap(), journal_before);
     assert!(matches!(
         model.request(&alice(), ask("demo-pg", "read", "10m")),
-        Err(AccessError::Unavailable(_))
+        Err(AccessError::Unavailable)
     ));
     assert_eq!(std::fs::read(w.journal()).unwrap(), journal_before);
 }

@@ -183,23 +183,33 @@ impl From<GrantError> for ApiError {
 }
 
 impl From<AccessError> for ApiError {
-    /// The model's messages are written for people, so they become the detail as-is.
+    /// The model's messages are written for people, so they become the detail
+    /// as-is; the cause picks the status. The model logged the cause of an
+    /// `Unavailable`, and its message names no server path.
     fn from(e: AccessError) -> ApiError {
-        match e {
-            AccessError::Invalid(m) => ApiError::bad_request("invalid request", m),
-            AccessError::Forbidden(m) => ApiError::forbidden(m),
-            AccessError::NotFound(m) => ApiError::not_found("not found", m),
-            AccessError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            AccessError::TooMany(m) => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many pending requests",
-                m,
-            ),
-            // The model logged the cause; its message names no server path.
-            AccessError::Unavailable(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+        let (status, error) = match &e {
+            AccessError::MissingReason
+            | AccessError::ReasonTooLong { .. }
+            | AccessError::CommentTooLong { .. }
+            | AccessError::UnknownTarget { .. }
+            | AccessError::UnknownLevel { .. }
+            | AccessError::DurationTooShort
+            | AccessError::NoPolicy(_)
+            | AccessError::DurationTooLong
+            | AccessError::RequestedDurationTooLong => (StatusCode::BAD_REQUEST, "invalid request"),
+            AccessError::OwnApproval
+            | AccessError::OwnDenial
+            | AccessError::PolicyGone { .. }
+            | AccessError::NotAnApprover { .. }
+            | AccessError::NotTheRequester { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            AccessError::RequestNotFound { .. } => (StatusCode::NOT_FOUND, "not found"),
+            AccessError::NotPending { .. } => (StatusCode::CONFLICT, "conflict"),
+            AccessError::TooManyPending { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too many pending requests")
             }
-        }
+            AccessError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        ApiError::new(status, error, e.to_string())
     }
 }
 
