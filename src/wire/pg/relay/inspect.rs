@@ -118,9 +118,25 @@ fn query(
         (None, Some(_)) => statement.classify(&shared.reading()),
     };
     let sql = &statement.text;
-    match admit(shared, st, sql, statement.exact.as_deref(), kind) {
+    let exact = statement.exact.as_deref();
+    admit_as_query(shared, st, (sql, exact, kind, None), sql)
+}
+
+/// Admit what is answered like a simple Query (`what`: its text, exact
+/// bytes, kind and detail, see [`admit_with`]): forwarded and expected
+/// (`pending_text` for its closing record), or refused with an answer of
+/// jitgate's own.
+fn admit_as_query(
+    shared: &Shared<'_>,
+    st: &mut Upward,
+    what: (&str, Option<&str>, StatementKind, Option<&str>),
+    pending_text: &str,
+) -> Verdict {
+    let (sql, exact, kind, detail) = what;
+    match admit_with(shared, st, sql, exact, kind, detail) {
         Ok(seq) => {
-            push_expect(shared, Expect::Query(shared.pending(seq, kind, sql)));
+            let pending = shared.pending(seq, kind, pending_text);
+            push_expect(shared, Expect::Query(pending));
             Verdict::Forward
         }
         Err(error) => {
@@ -198,24 +214,13 @@ fn function_call(shared: &Shared<'_>, st: &mut Upward, f: &Frame) -> Verdict {
     };
     let call = format!("-- fastpath function call {of}");
     let detail = format!("command FunctionCall (F) {of}");
-    match admit_with(
-        shared,
-        st,
-        &call,
+    let what = (
+        call.as_str(),
         None,
         StatementKind::Unknown,
-        Some(&detail),
-    ) {
-        Ok(seq) => {
-            let call = shared.pending(seq, StatementKind::Unknown, "");
-            push_expect(shared, Expect::Query(call));
-            Verdict::Forward
-        }
-        Err(error) => {
-            queue_local(shared, Some(error), true);
-            Verdict::Drop
-        }
-    }
+        Some(detail.as_str()),
+    );
+    admit_as_query(shared, st, what, "")
 }
 
 /// Check a statement against the level and seal its audit record into the
