@@ -267,11 +267,7 @@ pub async fn run(
     let Stop {
         end,
         client_mid_write,
-    } = loop {
-        if let Err(stop) = pipes.turn(&mut relay, &mut stop).await {
-            break stop;
-        }
-    };
+    } = pipes.relay(&mut relay, &mut stop).await;
     // It borrows the lease, which what follows reads.
     drop(stop);
 
@@ -403,41 +399,116 @@ struct Pipes<'a> {
 }
 
 impl Pipes<'_> {
-    /// One turn of the relay: jitgate's own probe when due, the client's
-    /// commands while nothing is in flight, a batch of the response, or a
-    /// wait for more bytes (or the session's end).
-    async fn turn<F: Future<Output = SessionEnd>>(
+    /// Relay until the session ends. Each turn: jitgate's own probe when
+    /// due, the client's commands while nothing is in flight, a batch of the
+    /// response, or a wait for more bytes (or the session's end). One loop
+    /// in one future: a future per turn costs the hot path measurably.
+    async fn relay<F: Future<Output = SessionEnd>>(
         &mut self,
         relay: &mut Relay<'_>,
         stop: &mut Quiet<F>,
-    ) -> Result<(), Stop> {
-        if relay.in_flight.is_none() && relay.probe_due {
-            relay.probe_due = false;
-            let mut f = InFlight::new(Stage::First, None, 0);
-            f.ours = true;
-            relay.in_flight = Some(f);
-            let probe = frame(0, b"\x03SELECT DATABASE()");
-            guarded_write(self.up_r.get_mut(), &probe, stop)
-                .await
-                .map_err(Stop::upstream_write)?;
-        }
-        // Commands, one at a time, only while nothing is in flight.
-        while relay.in_flight.is_none() {
-            let message = match self.client.try_message() {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(e) => return Err(self.refuse_packet(e).await),
+    ) -> Stop {
+        loop {
+            if relay.in_flight.is_none() && relay.probe_due {
+                relay.probe_due = false;
+                let mut f = InFlight::new(Stage::First, None, 0);
+                f.ours = true;
+                relay.in_flight = Some(f);
+                let probe = frame(0, b"\x03SELECT DATABASE()");
+                if let Err(e) = guarded_write(self.up_r.get_mut(), &probe, stop).await {
+                    return Stop::upstream_write(e);
+                }
+            }
+            // Commands, one at a time, only while nothing is in flight.
+            while relay.in_flight.is_none() {
+                let message = match self.client.try_message() {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => return self.refuse_packet(e).await,
+                };
+                // The rare waits (a long text's classification, a KILL)
+                // are futures of their own; the common path stays here.
+                relay.long_kind = None;
+                if is_long(relay, &message) {
+                    match long_kind(relay, &message, stop).await {
+                        Ok(kind) => relay.long_kind = kind,
+                        Err(stop) => return stop,
+                    }
+                }
+                let action = relay.command(&message);
+                // Nothing audited goes up, or is carried out (a KILL),
+                // before its record is written.
+                if let Some(sealed) = relay.unwritten.take()
+                    && let Err(e) = relay.ctx.audit.write_sealed(sealed).await
+                {
+                    return audit_failed(relay, e);
+                }
+                let (bytes_up, answer, end) = match action {
+                    Action::Forward => (Some(message.raw), None, None),
+                    Action::Answer(a) => (None, Some(a), None),
+                    Action::AnswerAndEnd(a, e) => (None, Some(a), Some(e)),
+                    Action::End(e) => (None, None, Some(e)),
+                    Action::Kill(order) => match carry_out_kill(relay, &order, stop).await {
+                        Ok(answer) => (None, Some(answer), None),
+                        Err(stop) => return stop,
+                    },
+                };
+                if let Some(raw) = bytes_up {
+                    relay.ctx.metrics.bytes_up.inc_by(raw.len() as u64);
+                    if let Err(e) = guarded_write(self.up_r.get_mut(), &raw, stop).await {
+                        return Stop::upstream_write(e);
+                    }
+                }
+                if let Some(a) = answer
+                    && let Err(e) = guarded_write(self.client.get_mut(), &a, stop).await
+                {
+                    return Stop::client_write(e);
+                }
+                if let Some(e) = end {
+                    // The answer was the last word: nothing of ours may follow it.
+                    return Stop::after_cut(e);
+                }
+            }
+            // Response packets, streamed through in batches.
+            if let Err(stop) = self.collect_responses(relay) {
+                return stop;
+            }
+            if !self.out.is_empty() {
+                relay.ctx.metrics.bytes_down.inc_by(self.out.len() as u64);
+                if let Err(e) = guarded_write(self.client.get_mut(), &self.out, stop).await {
+                    return Stop::client_write(e);
+                }
+                self.out.clear();
+                continue;
+            }
+            // A finished response may have left a client command waiting.
+            if relay.in_flight.is_none() && self.client.has_message() {
+                continue;
+            }
+            let idle = relay.in_flight.is_none();
+            let (up_r, client) = (&mut *self.up_r, &mut *self.client);
+            let waited: Result<(), Stop> = tokio::select! {
+                biased;
+                e = stop.woken() => Err(e.into()),
+                r = up_r.fill(), if !idle || up_r.buffered() < READ_AHEAD_BYTES => match r {
+                    Ok(true) => Ok(()),
+                    Ok(false) | Err(PacketError::Io(_)) | Err(PacketError::Truncated) => {
+                        Err(SessionEnd::UpstreamClosed.into())
+                    }
+                    Err(e) => Err(SessionEnd::UpstreamError(e.to_string()).into()),
+                },
+                r = client.fill(), if idle || client.buffered() < READ_AHEAD_BYTES => match r {
+                    Ok(true) => Ok(()),
+                    Ok(false) | Err(PacketError::Io(_)) | Err(PacketError::Truncated) => {
+                        Err(SessionEnd::ClientClosed.into())
+                    }
+                    Err(e) => Err(SessionEnd::ClientError(e.to_string()).into()),
+                },
             };
-            self.command(relay, message, stop).await?;
+            if let Err(stop) = waited {
+                return stop;
+            }
         }
-        if self.responses(relay, stop).await? {
-            return Ok(());
-        }
-        // A finished response may have left a client command waiting.
-        if relay.in_flight.is_none() && self.client.has_message() {
-            return Ok(());
-        }
-        self.wait(relay.in_flight.is_none(), stop).await
     }
 
     /// A client packet jitgate cannot take: say why, and end the session.
@@ -462,88 +533,13 @@ impl Pipes<'_> {
         SessionEnd::ClientError(detail).into()
     }
 
-    /// One whole client command: decided, audited, then forwarded,
-    /// answered or carried out.
-    async fn command<F: Future<Output = SessionEnd>>(
-        &mut self,
-        relay: &mut Relay<'_>,
-        message: Message,
-        stop: &mut Quiet<F>,
-    ) -> Result<(), Stop> {
-        let ctx = relay.ctx;
-        let long = !sql::classifies_inline(message.payload.len())
-            || (relay.long_statements && message.payload.first() == Some(&command::STMT_EXECUTE));
-        relay.long_kind = if long {
-            // A grant's end or a kill is not held up by the wait for a
-            // classification slot.
-            tokio::select! {
-                biased;
-                e = stop.woken() => return Err(e.into()),
-                kind = relay.long_text_kind(&message) => kind,
-            }
-        } else {
-            None
-        };
-        let action = relay.command(&message);
-        // Nothing audited goes up, or is carried out (a KILL), before its
-        // record is written.
-        if let Some(sealed) = relay.unwritten.take()
-            && let Err(e) = ctx.audit.write_sealed(sealed).await
-        {
-            // The command was neither forwarded nor carried out: fail
-            // closed. Nothing runs upstream (one command at a time), so
-            // there is no thread to kill.
-            tracing::error!(error = %e, "audit log write failed; ending the session unforwarded");
-            relay.in_flight = None;
-            return Err(SessionEnd::AuditFailed.into());
-        }
-        let (bytes_up, answer, end) = match action {
-            Action::Forward => (Some(message.raw), None, None),
-            Action::Answer(a) => (None, Some(a), None),
-            Action::AnswerAndEnd(a, e) => (None, Some(a), Some(e)),
-            Action::End(e) => (None, None, Some(e)),
-            Action::Kill(order) => {
-                let by = format!(
-                    "KILL CONNECTION {} from session {}",
-                    order.id_text, ctx.info.id
-                );
-                let result = tokio::select! {
-                    biased;
-                    e = stop.woken() => return Err(e.into()),
-                    r = ctx.kills.kill(&order.entry, order.scope, &by) => r,
-                };
-                (None, Some(relay.kill_done(result, &order)), None)
-            }
-        };
-        if let Some(raw) = bytes_up {
-            ctx.metrics.bytes_up.inc_by(raw.len() as u64);
-            guarded_write(self.up_r.get_mut(), &raw, stop)
-                .await
-                .map_err(Stop::upstream_write)?;
-        }
-        if let Some(a) = answer {
-            guarded_write(self.client.get_mut(), &a, stop)
-                .await
-                .map_err(Stop::client_write)?;
-        }
-        match end {
-            // The answer was the last word: nothing of ours may follow it.
-            Some(e) => Err(Stop::after_cut(e)),
-            None => Ok(()),
-        }
-    }
-
-    /// Response packets, streamed through in batches; `true` if a batch
-    /// went to the client.
-    async fn responses<F: Future<Output = SessionEnd>>(
-        &mut self,
-        relay: &mut Relay<'_>,
-        stop: &mut Quiet<F>,
-    ) -> Result<bool, Stop> {
+    /// Take the response packets that are in, up to a write batch, into
+    /// `out` (jitgate's own probe's are kept from the client).
+    fn collect_responses(&mut self, relay: &mut Relay<'_>) -> Result<(), Stop> {
         loop {
             let p = match self.up_r.try_packet() {
                 Ok(Some(p)) => p,
-                Ok(None) => break,
+                Ok(None) => return Ok(()),
                 Err(e) => return Err(SessionEnd::UpstreamError(e.to_string()).into()),
             };
             let ours = relay.in_flight.as_ref().is_some_and(|f| f.ours);
@@ -556,7 +552,7 @@ impl Pipes<'_> {
                         self.out.extend_from_slice(&p.bytes);
                     }
                     relay.finish();
-                    break;
+                    return Ok(());
                 }
                 Some(Observed::More) if ours => {}
                 Some(Observed::More) => self.out.extend_from_slice(&p.bytes),
@@ -568,46 +564,59 @@ impl Pipes<'_> {
                 }
             }
             if self.out.len() >= WRITE_BATCH_BYTES {
-                break;
+                return Ok(());
             }
         }
-        if self.out.is_empty() {
-            return Ok(false);
-        }
-        relay.ctx.metrics.bytes_down.inc_by(self.out.len() as u64);
-        guarded_write(self.client.get_mut(), &self.out, stop)
-            .await
-            .map_err(Stop::client_write)?;
-        self.out.clear();
-        Ok(true)
     }
+}
 
-    /// Wait for bytes from either side (reading ahead a little), or the end.
-    async fn wait<F: Future<Output = SessionEnd>>(
-        &mut self,
-        idle: bool,
-        stop: &mut Quiet<F>,
-    ) -> Result<(), Stop> {
-        let (up_r, client) = (&mut *self.up_r, &mut *self.client);
-        tokio::select! {
-            biased;
-            e = stop.woken() => Err(e.into()),
-            r = up_r.fill(), if !idle || up_r.buffered() < READ_AHEAD_BYTES => match r {
-                Ok(true) => Ok(()),
-                Ok(false) | Err(PacketError::Io(_)) | Err(PacketError::Truncated) => {
-                    Err(SessionEnd::UpstreamClosed.into())
-                }
-                Err(e) => Err(SessionEnd::UpstreamError(e.to_string()).into()),
-            },
-            r = client.fill(), if idle || client.buffered() < READ_AHEAD_BYTES => match r {
-                Ok(true) => Ok(()),
-                Ok(false) | Err(PacketError::Io(_)) | Err(PacketError::Truncated) => {
-                    Err(SessionEnd::ClientClosed.into())
-                }
-                Err(e) => Err(SessionEnd::ClientError(e.to_string()).into()),
-            },
-        }
+/// Is this command's statement text too long to classify on the session
+/// thread (see [`Relay::long_text_kind`])?
+fn is_long(relay: &Relay<'_>, message: &Message) -> bool {
+    !sql::classifies_inline(message.payload.len())
+        || (relay.long_statements && message.payload.first() == Some(&command::STMT_EXECUTE))
+}
+
+/// A long text's kind, classified off the session thread; a grant's end or
+/// a kill is not held up by the wait for a classification slot.
+async fn long_kind<F: Future<Output = SessionEnd>>(
+    relay: &Relay<'_>,
+    message: &Message,
+    stop: &mut Quiet<F>,
+) -> Result<Option<StatementKind>, Stop> {
+    tokio::select! {
+        biased;
+        e = stop.woken() => Err(e.into()),
+        kind = relay.long_text_kind(message) => Ok(kind),
     }
+}
+
+/// The command's record could not be written: it was neither forwarded nor
+/// carried out, and the session fails closed. Nothing runs upstream (one
+/// command at a time), so there is no thread to kill.
+fn audit_failed(relay: &mut Relay<'_>, e: crate::audit::AuditError) -> Stop {
+    tracing::error!(error = %e, "audit log write failed; ending the session unforwarded");
+    relay.in_flight = None;
+    SessionEnd::AuditFailed.into()
+}
+
+/// Carry out a `KILL` of another connection of this identity; its answer.
+async fn carry_out_kill<F: Future<Output = SessionEnd>>(
+    relay: &mut Relay<'_>,
+    order: &KillOrder,
+    stop: &mut Quiet<F>,
+) -> Result<Bytes, Stop> {
+    let ctx = relay.ctx;
+    let by = format!(
+        "KILL CONNECTION {} from session {}",
+        order.id_text, ctx.info.id
+    );
+    let result = tokio::select! {
+        biased;
+        e = stop.woken() => return Err(e.into()),
+        r = ctx.kills.kill(&order.entry, order.scope, &by) => r,
+    };
+    Ok(relay.kill_done(result, order))
 }
 
 /// Write all of `bytes`, unless the grant ends or an operator kills the
