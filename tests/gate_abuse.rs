@@ -643,3 +643,61 @@ async fn failed_logins_with_huge_names_leave_bounded_audit_records() {
         assert!(v.to_string().len() < 1024, "{v}");
     }
 }
+
+/// `limits.max_sessions` is one cap for jitgate, not one per listener: a
+/// PostgreSQL session takes the only slot, a MySQL login is refused with
+/// MySQL's "too many connections" (1040) until it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cap_counts_both_listeners() {
+    let pg = PgServer::start().await;
+    let maria = MariaDb::start();
+    let opts = JitgateOptions {
+        max_sessions: Some(1),
+        ..JitgateOptions::default()
+    };
+    // One proxy in front of both servers: the MySQL target's passwords under
+    // env names of their own.
+    let mut config = opts.config(&pg);
+    let mysql = opts.config(&maria);
+    config.mysql_listener = true;
+    config.targets.push('\n');
+    config
+        .targets
+        .push_str(&mysql.targets.replace("JG_TEST_", "JG_TEST_MYSQL_"));
+    config.env.extend(
+        mysql
+            .env
+            .iter()
+            .map(|(k, v)| (k.replace("JG_TEST_", "JG_TEST_MYSQL_"), v.clone())),
+    );
+    config.upstream_secrets.extend(mysql.upstream_secrets);
+    let jg = Jitgate::launch(config).await;
+    jg.grant("alice", PG_TARGET, "read", "5m").await;
+    jg.grant("alice", MYSQL_TARGET, "read", "5m").await;
+
+    let pg_session = jg
+        .connect(&Login::alice())
+        .await
+        .expect("the first session");
+    let err = mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+        .await
+        .expect_err("a MySQL session over the cap must be refused");
+    match &err {
+        mysql_async::Error::Server(e) => {
+            assert_eq!(e.code, 1040, "{e:?}");
+            assert!(e.message.contains("limit of live sessions"), "{e:?}");
+        }
+        other => panic!("expected the server's error, got {other:?}"),
+    }
+    drop(pg_session);
+    let mut conn = eventually(secs(10), "a MySQL login once the slot is free", || async {
+        mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
+            .await
+            .ok()
+    })
+    .await;
+    let one: Option<i64> = mysql_async::prelude::Queryable::query_first(&mut conn, "SELECT 1")
+        .await
+        .unwrap();
+    assert_eq!(one, Some(1));
+}

@@ -28,10 +28,9 @@ use std::sync::Arc;
 
 use super::AdminState;
 use super::error::ApiError;
+use crate::access::ADMIN_GROUP;
 use crate::identity::{Identities, Identity, LoginLimiter};
 
-/// Group whose members may grant directly and act on anyone's grants and sessions.
-pub const ADMIN_GROUP: &str = "admin";
 /// Group whose members see and act on everyone's grants and sessions.
 pub const APPROVER_GROUP: &str = "approver";
 
