@@ -391,12 +391,11 @@ async fn login(
     let secure = stream.is_tls();
     let mut r = PacketReader::new(stream, 64 * 1024);
 
-    let mut plugin = greeting
+    let plugin = greeting
         .auth_plugin
         .clone()
         .unwrap_or_else(|| "mysql_native_password".to_owned());
-    let mut nonce = greeting.nonce.clone();
-    let auth = scramble(&plugin, &nonce, &password, secure, target)?;
+    let auth = scramble(&plugin, &greeting.nonce, &password, secure, target)?;
     let hello = packet::handshake_response(
         capabilities,
         terms.max_packet_size,
@@ -407,31 +406,65 @@ async fn login(
         &plugin,
     );
     send(&mut r, seq, &hello, target).await?;
-    seq = seq.wrapping_add(1);
+    let secret = Secret {
+        password: &password,
+        secure,
+        target,
+        level_name,
+    };
+    let status = auth_exchange(&mut r, seq.wrapping_add(1), plugin, &secret).await?;
+    r.set_max(packet::MAX_PAYLOAD);
+    Ok(Upstream {
+        reader: r,
+        thread_id: greeting.connection_id,
+        status,
+        server: MysqlServer::from_version(&greeting.server_version),
+        lexing: Lexing::OPAQUE,
+        facts: ServerFacts::of(&greeting),
+    })
+}
+
+/// The level's password and how it may be sent.
+struct Secret<'a> {
+    password: &'a str,
+    /// TLS to the target: the password may go in clear inside it.
+    secure: bool,
+    target: &'a TargetConfig,
+    level_name: &'a str,
+}
+
+/// The server's answers to the HandshakeResponse until it accepts the login
+/// (its status flags) or refuses it: plugin switches, caching_sha2's fast
+/// and full authentication.
+async fn auth_exchange(
+    r: &mut PacketReader<Stream>,
+    mut seq: u8,
+    mut plugin: String,
+    secret: &Secret<'_>,
+) -> Result<u16, UpstreamError> {
+    let target = secret.target;
+    let proto = |detail: String| UpstreamError::Protocol {
+        target: target.name.clone(),
+        detail,
+    };
     loop {
-        let p = packet::read_expected(&mut r, seq).await.map_err(perr)?;
+        let p = packet::read_expected(r, seq)
+            .await
+            .map_err(|e| proto(e.to_string()))?;
         seq = seq.wrapping_add(1);
         let body = p.payload();
         match body.first() {
             Some(0x00) => {
                 let (_, status) =
                     parse_ok(body).ok_or_else(|| proto("bad OK packet".to_owned()))?;
-                r.set_max(packet::MAX_PAYLOAD);
-                return Ok(Upstream {
-                    reader: r,
-                    thread_id: greeting.connection_id,
-                    status,
-                    server: MysqlServer::from_version(&greeting.server_version),
-                    lexing: Lexing::OPAQUE,
-                    facts: ServerFacts::of(&greeting),
-                });
+                return Ok(status);
             }
             Some(0xff) => {
                 let (code, _, message) =
                     parse_err(body).ok_or_else(|| proto("bad ERR packet".to_owned()))?;
                 return Err(UpstreamError::Refused {
                     target: target.name.clone(),
-                    level: level_name.to_owned(),
+                    level: secret.level_name.to_owned(),
                     code: code.to_string(),
                     message,
                 });
@@ -441,23 +474,23 @@ async fn login(
                 let mut c = packet::Cursor(&body[1..]);
                 plugin = String::from_utf8_lossy(c.cstr_or_rest()).into_owned();
                 let data = c.rest();
-                nonce = data.strip_suffix(&[0]).unwrap_or(data).to_vec();
-                let auth = scramble(&plugin, &nonce, &password, secure, target)?;
-                send(&mut r, seq, &auth, target).await?;
+                let nonce = data.strip_suffix(&[0]).unwrap_or(data);
+                let auth = scramble(&plugin, nonce, secret.password, secret.secure, target)?;
+                send(r, seq, &auth, target).await?;
                 seq = seq.wrapping_add(1);
             }
             Some(0x01) if plugin == super::auth::CACHING_SHA2 => match body.get(1) {
                 Some(&super::auth::FAST_AUTH_OK) => {}
                 Some(&super::auth::PERFORM_FULL_AUTH) => {
-                    if !secure {
+                    if !secret.secure {
                         return Err(UpstreamError::FullAuthNeedsTls {
                             target: target.name.clone(),
-                            level: level_name.to_owned(),
+                            level: secret.level_name.to_owned(),
                         });
                     }
-                    let mut pw = password.as_bytes().to_vec();
+                    let mut pw = secret.password.as_bytes().to_vec();
                     pw.push(0);
-                    send(&mut r, seq, &pw, target).await?;
+                    send(r, seq, &pw, target).await?;
                     seq = seq.wrapping_add(1);
                 }
                 _ => return Err(proto("unexpected caching_sha2_password data".to_owned())),
