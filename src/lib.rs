@@ -2,8 +2,9 @@
 //!
 //! The library holds everything; `main.rs` only parses the command line.
 //! See `DESIGN.md` in the shared folder for the picture: the access model
-//! (`access`) knows nothing of sockets, the wire fronts (`wire`) reach the rest
-//! only through [`access::AccessModel::authorize`] and [`audit::AuditLog`].
+//! (`access`) knows nothing of sockets; the wire fronts (`wire`) reach it
+//! through one gate (`wire/gate.rs`), which asks `AccessModel::authorize`
+//! for a lease and writes the login records to the [`audit::AuditLog`].
 
 #![forbid(unsafe_code)]
 

@@ -8,7 +8,7 @@ use dashmap::DashMap;
 use super::functions::Catalog;
 use super::{Dialect, StatementKind, classify_in, first_word};
 
-/// [`classify`], remembering the answer for short, frequently repeated texts
+/// [`classify`](super::classify), remembering the answer for short, frequently repeated texts
 /// (drivers and ORMs send the same few hundred statements over and over).
 ///
 /// The cache is bounded: texts of [`CACHE_MAX_SQL_BYTES`] or more are never
