@@ -73,7 +73,7 @@ async fn info(State(state): State<Arc<AdminState>>, _caller: Caller) -> Response
             .iter()
             .map(|t| TargetInfo {
                 name: &t.name,
-                protocol: crate::wire::listener_for(t.protocol).name,
+                protocol: crate::wire::listener_for(t.protocol).map_or("unknown", |l| l.name),
             })
             .collect(),
     })

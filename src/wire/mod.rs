@@ -50,12 +50,9 @@ pub type ServeFuture = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>
 
 pub const LISTENERS: &[Listener] = &[pg::LISTENER, mysql::LISTENER];
 
-/// The protocol's listener.
-pub fn listener_for(protocol: Protocol) -> &'static Listener {
-    match LISTENERS.iter().find(|l| l.protocol == protocol) {
-        Some(l) => l,
-        None => unreachable!("every protocol has a listener"),
-    }
+/// The protocol's listener (every protocol has one).
+pub fn listener_for(protocol: Protocol) -> Option<&'static Listener> {
+    LISTENERS.iter().find(|l| l.protocol == protocol)
 }
 
 /// When a grant ends, how long a session waits for the grant's other
