@@ -689,6 +689,12 @@ async fn the_session_cap_counts_both_listeners() {
         }
         other => panic!("expected the server's error, got {other:?}"),
     }
+    // The server's own view: the refused login never reached it.
+    assert_eq!(
+        maria.threads_of("jg_read"),
+        Vec::<String>::new(),
+        "a refused login must open no upstream connection"
+    );
     drop(pg_session);
     let mut conn = eventually(secs(10), "a MySQL login once the slot is free", || async {
         mysql_async::Conn::new(jg.async_opts(ALICE_SECRET))
@@ -700,4 +706,10 @@ async fn the_session_cap_counts_both_listeners() {
         .await
         .unwrap();
     assert_eq!(one, Some(1));
+    // The same witness sees the session that got in.
+    assert_eq!(
+        maria.threads_of("jg_read").len(),
+        1,
+        "the admitted session upstream"
+    );
 }
