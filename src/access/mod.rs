@@ -10,7 +10,7 @@
 //!
 //! Every change follows one path, under one lock (the "book"): append the
 //! change to the journal and fsync it, write its audit records, then apply it
-//! in memory and announce it (see [`AccessModel::subscribe`]). If the journal
+//! in memory and announce it (see [`AccessModel::subscribe_from_start`]). If the journal
 //! or the audit log cannot be written, nothing changes and the caller gets
 //! [`AccessError::Unavailable`] (a journal line whose audit record failed is
 //! taken back). The lock is held across the fsync, which serialises admin
@@ -88,7 +88,7 @@ pub struct AccessModel {
 struct Book {
     /// Every request since the journal began (decided ones too, for listing).
     requests: HashMap<String, Request>,
-    /// `None` for a model made with [`AccessModel::new`].
+    /// `None` for a model made with `AccessModel::new` (tests only).
     journal: Option<Journal>,
 }
 

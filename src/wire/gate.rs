@@ -421,7 +421,7 @@ pub struct Admitted {
 impl Admitted {
     /// Register the session and write its `session_start` record. The lease
     /// comes back for the relay to watch; the session's end goes to
-    /// [`LiveSession::end`].
+    /// [`LiveSession::run`].
     pub fn open(self, gate: &Gate) -> Result<(LiveSession, Lease), Refusal> {
         let Admitted {
             lease,
