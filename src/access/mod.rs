@@ -10,10 +10,10 @@
 //!
 //! Every change follows one path, under one lock (the "book"): append the
 //! change to the journal and fsync it, write its audit records, then apply it
-//! in memory and announce it (see [`AccessModel::subscribe_from_start`]). If the journal
-//! or the audit log cannot be written, nothing changes and the caller gets
-//! [`AccessError::Unavailable`] (a journal line whose audit record failed is
-//! taken back). The lock is held across the fsync, which serialises admin
+//! in memory and announce it (see [`AccessModel::subscribe_from_start`]).
+//! If the journal or the audit log cannot be written, nothing changes and
+//! the caller gets [`AccessError::Unavailable`] (a journal line whose audit
+//! record failed is taken back). The lock is held across the fsync, which serialises admin
 //! actions (a few per minute, not per query); `authorize` never takes it.
 //! Timers end grants at their `expires_at` and pending requests at theirs,
 //! so `open`, `grant`, `request` and `approve` must run inside a tokio runtime.
