@@ -102,9 +102,19 @@ impl Conversation {
         Ok(p.bytes.slice(packet::HEADER..))
     }
 
-    /// Send an ERR and close (TLS is closed with close_notify).
+    /// Send the gate's refusal as an ERR and close.
+    async fn refuse(&mut self, refusal: &Refusal) -> Refused {
+        self.fail_with(&render(refusal)).await
+    }
+
+    /// Send an ERR of jitgate's own wording and close.
     async fn fail(&mut self, code: (u16, &str), message: &str) -> Refused {
-        let _ = self.send(&packet::err(code, message)).await;
+        self.fail_with(&packet::err(code, message)).await
+    }
+
+    /// Send an ERR payload and close (TLS is closed with close_notify).
+    async fn fail_with(&mut self, err: &[u8]) -> Refused {
+        let _ = self.send(err).await;
         let _ = self.r.get_mut().shutdown().await;
         Refused
     }
@@ -314,7 +324,7 @@ impl MysqlFront {
             .await
         {
             Ok(identity) => identity,
-            Err(Some(refusal)) => return Err(fail(&mut conv, &refusal).await),
+            Err(Some(refusal)) => return Err(conv.refuse(&refusal).await),
             Err(None) => return Err(Refused),
         };
         if target.is_empty() {
@@ -324,7 +334,7 @@ impl MysqlFront {
         }
         let (admitted, up) = match self.admit(&login, &identity, &resp).await {
             Ok(admitted) => admitted,
-            Err(refusal) => return Err(fail(&mut conv, &refusal).await),
+            Err(refusal) => return Err(conv.refuse(&refusal).await),
         };
         // Login done: the client gets OK with the server's status flags.
         if conv.send(&packet::ok(0, up.status)).await.is_err() {
@@ -821,13 +831,6 @@ fn render(refusal: &Refusal) -> bytes::BytesMut {
         Some(hint) => packet::err(code, &format!("{}; {hint}", refusal.message)),
         None => packet::err(code, &refusal.message),
     }
-}
-
-/// Send the refusal and close.
-async fn fail(conv: &mut Conversation, refusal: &Refusal) -> Refused {
-    let _ = conv.send(&render(refusal)).await;
-    let _ = conv.r.get_mut().shutdown().await;
-    Refused
 }
 
 const NO_TARGET_KILL_ONLY: &str = "this connection names no target, so it can only run `KILL [QUERY | CONNECTION] <id>` for your own jitgate connections; name the target as the database to do anything else, e.g. `mariadb -h <jitgate> -P 3307 -u alice -p --ssl demo-mysql`";
