@@ -41,6 +41,11 @@ pub struct TargetLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxyLabel {
+    pub proxy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
     pub state: &'static str,
 }
@@ -81,6 +86,10 @@ pub struct Metrics {
     pub bytes_total: Family<DirectionLabel, Counter>,
     pub audit_write_seconds: Histogram,
     pub audit_errors_total: Counter,
+    /// The fleet's store, per proxy (no samples with the file store).
+    pub store_up: Family<ProxyLabel, Gauge>,
+    pub store_seconds_since_contact: Family<ProxyLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub store_event_lag: Family<ProxyLabel, Gauge>,
     process_resident_memory_bytes: Gauge,
     process_open_fds: Gauge,
     /// A counter (exposed as `process_cpu_seconds_total`, as Prometheus's
@@ -110,6 +119,9 @@ impl Metrics {
             bytes_total: Family::default(),
             audit_write_seconds: latency_histogram(),
             audit_errors_total: Counter::default(),
+            store_up: Family::default(),
+            store_seconds_since_contact: Family::default(),
+            store_event_lag: Family::default(),
             process_resident_memory_bytes: Gauge::default(),
             process_open_fds: Gauge::default(),
             process_cpu_seconds: Counter::default(),
@@ -181,6 +193,21 @@ impl Metrics {
             "jitgate_audit_errors",
             "Audit log write or fsync failures",
             m.audit_errors_total.clone(),
+        );
+        r.register(
+            "jitgate_store_up",
+            "1 while the fleet's PostgreSQL store answers and this proxy serves; 0 once it failed closed or the store stopped answering",
+            m.store_up.clone(),
+        );
+        r.register(
+            "jitgate_store_seconds_since_contact",
+            "Seconds since the fleet's store last answered this proxy",
+            m.store_seconds_since_contact.clone(),
+        );
+        r.register(
+            "jitgate_store_event_lag",
+            "Changes in the fleet's store that this proxy had not applied at its last heartbeat",
+            m.store_event_lag.clone(),
         );
         r.register(
             "process_resident_memory_bytes",

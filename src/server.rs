@@ -89,10 +89,12 @@ impl Shared {
         access: Arc<AccessModel>,
         decoy_key: DecoyKey,
     ) -> Arc<Shared> {
+        let sessions: Arc<Sessions> = Arc::default();
+        access.set_local_sessions(sessions.clone());
         Arc::new(Shared {
             identities: Arc::new(Identities::from_config(&config.identities, decoy_key)),
             access,
-            sessions: Arc::default(),
+            sessions,
             audit,
             read_accounts: Arc::default(),
             logins: Arc::new(LoginLimiter::from_limits(&config.limits)),

@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::access::grants::rfc3339;
+use crate::access::store::pg::SessionRow;
 use crate::audit::SessionMembers;
 
 #[derive(Debug, Serialize)]
@@ -31,6 +32,9 @@ pub struct SessionInfo {
     pub statements: AtomicU64,
     #[serde(skip)]
     kill: Notify,
+    /// Why it was killed: an operator, or the store was lost.
+    #[serde(skip)]
+    store_lost: AtomicBool,
     /// The live sessions of the same grant.
     #[serde(skip)]
     gate: Arc<GrantGate>,
@@ -75,6 +79,16 @@ impl SessionInfo {
             &self.target,
             &self.level,
         )
+    }
+
+    /// How a killed session ends: by an operator, or because the proxy
+    /// lost its store.
+    pub(crate) fn kill_end(&self) -> crate::wire::SessionEnd {
+        if self.store_lost.load(Ordering::Acquire) {
+            crate::wire::SessionEnd::StoreLost
+        } else {
+            crate::wire::SessionEnd::Killed
+        }
     }
 
     /// Resolves once an operator killed this session (cancel-safe).
@@ -150,6 +164,7 @@ impl Sessions {
             started_at: SystemTime::now(),
             statements: AtomicU64::new(0),
             kill: Notify::new(),
+            store_lost: AtomicBool::new(false),
             gate,
             told: AtomicBool::new(false),
         });
@@ -180,6 +195,36 @@ impl Sessions {
         let s = self.by_id.get(id)?.value().clone();
         s.kill.notify_one();
         Some(s)
+    }
+}
+
+impl crate::access::follow::LocalSessions for Sessions {
+    fn kill(&self, id: &str) {
+        Sessions::kill(self, id);
+    }
+
+    fn end_all_store_lost(&self) {
+        for s in self.by_id.iter() {
+            s.store_lost.store(true, Ordering::Release);
+            s.kill.notify_one();
+        }
+    }
+
+    fn rows(&self, proxy: &str) -> Vec<SessionRow> {
+        self.by_id
+            .iter()
+            .map(|s| SessionRow {
+                id: s.id.clone(),
+                proxy: proxy.to_owned(),
+                identity: s.identity.clone(),
+                target: s.target.clone(),
+                level: s.level.clone(),
+                grant: s.grant.clone(),
+                client_addr: s.client_addr.to_string(),
+                started_at: s.started_at,
+                statements: s.statements.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::access::journal::JournalError;
 use crate::access::policy::NoPolicy;
 use crate::access::requests::{Action, RequestState};
+use crate::access::store::SharedStoreError;
 use crate::audit::AuditError;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,9 @@ pub(crate) enum AuthorizeError {
     /// The grant names a level its target no longer has.
     #[error("level \"{level}\" of your grant is no longer configured on {target}")]
     LevelGone { target: String, level: String },
+    /// The proxy lost its fleet's store for too long and fails closed.
+    #[error("{}", crate::wire::STORE_LOST)]
+    StoreLost,
 }
 
 impl AuthorizeError {
@@ -40,7 +44,7 @@ impl AuthorizeError {
     /// never a client-chosen string).
     pub(crate) fn known_target(&self) -> Option<&str> {
         match self {
-            AuthorizeError::UnknownTarget(_) => None,
+            AuthorizeError::UnknownTarget(_) | AuthorizeError::StoreLost => None,
             AuthorizeError::NoGrant { target, .. }
             | AuthorizeError::NoGrantAtLevel { target, .. }
             | AuthorizeError::LevelGone { target, .. } => Some(target),
@@ -79,14 +83,45 @@ pub(crate) enum GrantError {
     RevokeNotRecorded { id: String, cause: StoreError },
 }
 
-/// The audit log or the journal failed: a change could not be made durable,
-/// or the journal could not be read back at start.
+/// The audit log or the store failed: a change could not be made durable,
+/// or the store could not be read back at start.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
     Audit(#[from] AuditError),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(transparent)]
+    Shared(#[from] SharedStoreError),
+    /// A stored change does not fit the ones before it.
+    #[error(
+        "change {seq} in the store does not fit the changes before it ({why}); the store was changed by something other than jitgate"
+    )]
+    Corrupt { seq: u64, why: String },
+}
+
+/// Errors that may mean "another proxy changed the store first": the
+/// change is decided again after catching up.
+pub(crate) trait IsBehind {
+    fn is_behind(&self) -> bool;
+}
+
+impl IsBehind for StoreError {
+    fn is_behind(&self) -> bool {
+        matches!(self, StoreError::Shared(SharedStoreError::Behind))
+    }
+}
+
+impl IsBehind for AccessError {
+    fn is_behind(&self) -> bool {
+        matches!(self, AccessError::Behind)
+    }
+}
+
+impl IsBehind for GrantError {
+    fn is_behind(&self) -> bool {
+        matches!(self, GrantError::Audit(e) if e.is_behind())
+    }
 }
 
 /// Why a request, or a decision on one (approve, deny, cancel), was refused.
@@ -189,11 +224,28 @@ pub(crate) enum AccessError {
         "the audit log or the journal cannot be written, so nothing was changed; an operator must check the proxy's log and disk"
     )]
     Unavailable,
+    /// The fleet's store cannot be reached (or did not confirm): nothing
+    /// changed, or the caller is told it may have.
+    #[error("{0}; try again once the store is back (GET /healthz says when)")]
+    StoreDown(SharedStoreError),
+    /// Another proxy changed the store first; decided again after catching
+    /// up (never reaches a caller unless the retries run out).
+    #[error("other proxies kept changing the store; try again")]
+    Behind,
 }
 
 impl From<StoreError> for AccessError {
     fn from(e: StoreError) -> AccessError {
-        tracing::error!(error = %e, "a change to requests or grants was refused: it cannot be made durable");
-        AccessError::Unavailable
+        match e {
+            StoreError::Shared(SharedStoreError::Behind) => AccessError::Behind,
+            StoreError::Shared(e) => {
+                tracing::warn!(error = %e, "a change to requests or grants was refused: the store cannot be reached");
+                AccessError::StoreDown(e)
+            }
+            e => {
+                tracing::error!(error = %e, "a change to requests or grants was refused: it cannot be made durable");
+                AccessError::Unavailable
+            }
+        }
     }
 }

@@ -11,10 +11,13 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::access::clock;
 use crate::access::journal::Entry;
 use crate::access::requests::Request;
 use crate::access::table::instant_for;
-use crate::access::{ADMIN_GROUP, AccessEvent, AccessModel, Book, GrantError, StoreError};
+use crate::access::{
+    ADMIN_GROUP, AccessEvent, AccessModel, Book, GrantError, IsBehind, StoreError,
+};
 use crate::audit::AuditEvent;
 use crate::identity::Identity;
 
@@ -112,7 +115,11 @@ impl AccessModel {
     /// before it takes effect.
     pub(crate) fn grant(self: &Arc<Self>, req: NewGrant) -> Result<Arc<Grant>, GrantError> {
         self.check_new_grant(&req)?;
-        let now = SystemTime::now();
+        self.retrying(|| self.grant_once(req.clone()))
+    }
+
+    fn grant_once(self: &Arc<Self>, req: NewGrant) -> Result<Arc<Grant>, GrantError> {
+        let now = clock::now();
         let grant = Grant {
             id: new_grant_id(),
             identity: req.identity,
@@ -126,7 +133,7 @@ impl AccessModel {
             policy: None,
             request: None,
         };
-        let mut book = self.book();
+        let mut book = self.book_current()?;
         self.commit(
             &mut book,
             &Entry::GrantCreated {
@@ -172,8 +179,40 @@ impl AccessModel {
 
     /// End a grant now; its sessions see the change at once. Who may do this
     /// is the caller's question ([`AccessModel::may_revoke`]).
-    pub(crate) fn revoke(&self, grant_id: &str, by: &str) -> Result<Arc<Grant>, GrantError> {
-        let mut book = self.book();
+    pub(crate) fn revoke(
+        self: &Arc<Self>,
+        grant_id: &str,
+        by: &str,
+    ) -> Result<Arc<Grant>, GrantError> {
+        self.retrying(|| self.revoke_once(grant_id, by))
+    }
+
+    fn revoke_once(self: &Arc<Self>, grant_id: &str, by: &str) -> Result<Arc<Grant>, GrantError> {
+        let mut book = self.book_current()?;
+        if book.store.as_ref().is_some_and(|s| s.shared()) {
+            // A fleet's revoke is stored first: once it is, every proxy ends
+            // the grant's sessions; if it cannot be, none does and the
+            // caller hears so (503), which is safer than this proxy alone
+            // ending them while the others carry on.
+            let grant = self
+                .grants
+                .get(grant_id)
+                .ok_or_else(|| GrantError::NotFound(grant_id.to_owned()))?;
+            self.commit(
+                &mut book,
+                &Entry::GrantRevoked {
+                    id: grant.id.clone(),
+                    by: by.to_owned(),
+                },
+                &[AuditEvent {
+                    by: Some(by),
+                    ..grant_record("grant_revoked", &grant)
+                }],
+            )?;
+            self.grants.end(grant_id, EndReason::Revoked);
+            self.announce_grant_revoked(&grant, by);
+            return Ok(grant);
+        }
         // End the grant first and record it after. Writing the journal means
         // an fsync, milliseconds on a busy disk, and there is nothing to gain
         // by letting the grant's sessions run through it: a revoke is the
@@ -205,17 +244,21 @@ impl AccessModel {
                 cause,
             }
         })?;
+        self.announce_grant_revoked(&grant, by);
+        Ok(grant)
+    }
+
+    fn announce_grant_revoked(&self, grant: &Grant, by: &str) {
         self.announce(AccessEvent {
             event: "grant_revoked",
             request: None,
-            grant: Some((*grant).clone()),
+            grant: Some(grant.clone()),
             by: Some(by.to_owned()),
             text: format!(
                 "{by} revokes {}'s {} on {} ({})",
                 grant.identity, grant.level, grant.target, grant.id
             ),
         });
-        Ok(grant)
     }
 
     /// The grantee, a member of an approver group of the grant's policy, or
@@ -234,49 +277,56 @@ impl AccessModel {
     /// Sessions do not wait for this: each one sleeps until the deadline itself.
     pub(super) fn watch_expiry(self: &Arc<Self>, grant: Arc<Grant>) {
         let model = Arc::downgrade(self);
-        tokio::spawn(async move {
+        let runtime = self.runtime.clone();
+        self.runtime.spawn(async move {
             tokio::time::sleep_until(instant_for(grant.expires_at).into()).await;
-            let Some(model) = model.upgrade() else { return };
-            model.end_expired_grant(&grant.id);
+            // Storing it may wait on the store: not on a runtime worker.
+            runtime.spawn_blocking(move || {
+                let Some(model) = model.upgrade() else { return };
+                model.end_expired_grant(&grant.id);
+            });
         });
     }
 
-    fn end_expired_grant(&self, id: &str) {
-        let mut book = self.book();
-        // Revoked meanwhile: nothing to do.
-        let Some(grant) = self.grants.get(id) else {
-            return;
-        };
-        // The sessions ended at the deadline whatever happens here. If the
-        // expiry cannot be written now, the next start writes it (a grant
-        // past its `expires_at` is never restored).
-        if let Err(e) = self.commit(
-            &mut book,
-            &Entry::GrantExpired { id: id.to_owned() },
-            &[grant_record("grant_expired", &grant)],
-        ) {
+    /// Record a grant's expiry. (With a fleet, every proxy's timer fires;
+    /// the first to reach the store records it, the others find it ended
+    /// once they catch up.)
+    fn end_expired_grant(self: &Arc<Self>, id: &str) {
+        let stored = self.retrying(|| {
+            let mut book = match self.book_current() {
+                Ok(book) => book,
+                // Decided on what this proxy knows: the grant ends anyway.
+                Err(e) if !e.is_behind() => self.book(),
+                Err(e) => return Err(e),
+            };
+            // Revoked or expired meanwhile: nothing to do.
+            let Some(grant) = self.grants.get(id) else {
+                return Ok(());
+            };
+            // The sessions ended at the deadline whatever happens here. If
+            // the expiry cannot be written now, the next start writes it (a
+            // grant past its `expires_at` is never restored).
+            let stored = self.commit(
+                &mut book,
+                &Entry::GrantExpired { id: id.to_owned() },
+                &[grant_record("grant_expired", &grant)],
+            );
+            if stored.as_ref().is_err_and(IsBehind::is_behind) {
+                return stored;
+            }
+            self.grants.end(id, EndReason::Expired);
+            self.announce_grant_expired(&grant);
+            stored
+        });
+        if let Err(e) = stored {
             tracing::error!(grant = id, error = %e, "cannot record a grant's expiry; it has ended anyway");
         }
-        self.grants.end(id, EndReason::Expired);
-        self.announce_grant_expired(&grant);
     }
 
-    /// At start, after the journal replay: grants that ended while jitgate
-    /// was down are ended now (journaled, audited and announced); the live
-    /// ones go back into the table. Returns those, for [`Self::watch_expiry`]
-    /// once the book is released.
-    pub(super) fn resume_grants(
-        &self,
-        book: &mut Book,
-        grants: Vec<Grant>,
-        now: SystemTime,
-    ) -> Result<Vec<Arc<Grant>>, StoreError> {
-        let mut live = Vec::new();
-        for grant in grants {
-            if grant.expires_at > now {
-                live.push(self.grants.insert(grant));
-                continue;
-            }
+    /// At start, after the restore: grants that ended while no proxy was
+    /// running are ended now (stored, audited and announced).
+    pub(super) fn resume_grants(&self, book: &mut Book, now: SystemTime) -> Result<(), StoreError> {
+        for grant in self.grants.ended_by(now) {
             let detail = format!(
                 "ended at {} while jitgate was not running",
                 humantime::format_rfc3339_millis(grant.expires_at)
@@ -292,9 +342,10 @@ impl AccessModel {
                     ..grant_record("grant_expired", &grant)
                 }],
             )?;
+            self.grants.end(&grant.id, EndReason::Expired);
             self.announce_grant_expired(&grant);
         }
-        Ok(live)
+        Ok(())
     }
 
     /// "alice has read on demo-pg until …, granted by bob".

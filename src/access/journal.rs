@@ -35,7 +35,6 @@
 //! * **No compaction.** The file grows by a few hundred bytes per change;
 //!   replaying a year of a busy team's requests takes well under a second.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -44,7 +43,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::access::grants::Grant;
-use crate::access::requests::{Decision, Request, RequestState, rfc3339_serde};
+use crate::access::requests::{Decision, Request, rfc3339_serde};
 
 /// The journal's file name inside the data directory.
 pub const JOURNAL_FILE: &str = "journal.jsonl";
@@ -117,6 +116,13 @@ pub enum Entry {
     },
     GrantExpired {
         id: String,
+    },
+    /// Someone asked, on any proxy, to end a session that `proxy` holds
+    /// (only a fleet's store has these: with one proxy a kill is local).
+    SessionKillRequested {
+        session: String,
+        proxy: String,
+        by: String,
     },
 }
 
@@ -277,98 +283,6 @@ impl Journal {
             path = %self.path.display(),
             "journal write failed; refusing every change to requests and grants until jitgate is restarted"
         );
-    }
-}
-
-/// Requests and grants as the journal leaves them.
-pub struct Replayed {
-    /// Every request, in whatever state its last entry left it.
-    pub requests: HashMap<String, Request>,
-    /// Grants neither revoked nor recorded as expired, oldest first. Some may
-    /// be past their `expires_at`: the caller ends those.
-    pub grants: Vec<Grant>,
-}
-
-/// Apply the entries in order. An entry that does not fit the state before
-/// it (approving an unknown or decided request, ending an unknown grant) is
-/// never written by jitgate, so it is reported as corruption.
-pub fn replay(path: &Path, entries: Vec<ReadEntry>) -> Result<Replayed, JournalError> {
-    let mut requests: HashMap<String, Request> = HashMap::new();
-    let mut grants: HashMap<String, Grant> = HashMap::new();
-    for ReadEntry { line, entry } in entries {
-        let corrupt = |why: String| JournalError::Corrupt {
-            path: path.to_owned(),
-            line,
-            why,
-        };
-        let mut add_grant = |grant: Option<Grant>| match grant {
-            Some(g) if grants.contains_key(&g.id) => {
-                Err(corrupt(format!("grant {} is created twice", g.id)))
-            }
-            Some(g) => {
-                grants.insert(g.id.clone(), g);
-                Ok(())
-            }
-            None => Ok(()),
-        };
-        match entry {
-            Entry::RequestCreated { request, grant } => {
-                if requests.contains_key(&request.id) {
-                    return Err(corrupt(format!("request {} is created twice", request.id)));
-                }
-                add_grant(grant)?;
-                requests.insert(request.id.clone(), request);
-            }
-            Entry::RequestApproved {
-                id,
-                decision,
-                grant,
-            } => {
-                let request = pending(&mut requests, &id).map_err(corrupt)?;
-                request.approvals.push(decision);
-                if let Some(g) = &grant {
-                    request.state = RequestState::Approved;
-                    request.grant = Some(g.id.clone());
-                }
-                add_grant(grant)?;
-            }
-            Entry::RequestDenied { id, decision } => {
-                let request = pending(&mut requests, &id).map_err(corrupt)?;
-                request.state = RequestState::Denied;
-                request.denial = Some(decision);
-            }
-            Entry::RequestCancelled { id, .. } => {
-                pending(&mut requests, &id).map_err(corrupt)?.state = RequestState::Cancelled;
-            }
-            Entry::RequestExpired { id } => {
-                pending(&mut requests, &id).map_err(corrupt)?.state = RequestState::Expired;
-            }
-            Entry::GrantCreated { grant } => add_grant(Some(grant))?,
-            Entry::GrantRevoked { id, .. } | Entry::GrantExpired { id } => {
-                if grants.remove(&id).is_none() {
-                    return Err(corrupt(format!(
-                        "grant {id} ends, but it was never created or has already ended"
-                    )));
-                }
-            }
-        }
-    }
-    let mut grants: Vec<Grant> = grants.into_values().collect();
-    grants.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-    Ok(Replayed { requests, grants })
-}
-
-fn pending<'r>(
-    requests: &'r mut HashMap<String, Request>,
-    id: &str,
-) -> Result<&'r mut Request, String> {
-    match requests.get_mut(id) {
-        None => Err(format!("request {id} is decided, but it was never created")),
-        Some(r) if r.state != RequestState::Pending => Err(format!(
-            "request {id} is decided, but it was already {}",
-            r.state.as_str()
-        )),
-        Some(r) => Ok(r),
     }
 }
 

@@ -23,31 +23,35 @@
 //! `requests.rs`, the grant lifecycle in `grants.rs`, the in-memory grant
 //! table and the leases in `table.rs`, the refusals in `errors.rs`.
 
+mod apply;
+pub(crate) mod clock;
 mod errors;
+pub(crate) mod follow;
 pub(crate) mod grants;
 pub(crate) mod journal;
 pub(crate) mod policy;
 pub(crate) mod requests;
+pub(crate) mod store;
 pub(crate) mod table;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::audit::{AuditEvent, AuditLog};
-use crate::config::{Config, PolicyConfig};
+use crate::config::{Config, PolicyConfig, StoreKind};
 pub use errors::StoreError;
-pub(crate) use errors::{AccessError, AuthorizeError, GrantError};
+pub(crate) use errors::{AccessError, AuthorizeError, GrantError, IsBehind};
 pub(crate) use grants::NewGrant;
 pub use grants::{EndReason, Grant};
+use journal::Entry;
 pub use journal::JOURNAL_FILE;
-use journal::{Entry, Journal};
 pub(crate) use policy::ADMIN_GROUP;
 pub(crate) use requests::NewRequest;
 pub use requests::{Request, RequestState};
+use store::{FileStore, PgStore, Store};
 pub(crate) use table::GrantTable;
 pub use table::Lease;
 
@@ -68,11 +72,28 @@ pub struct AccessEvent {
     pub text: String,
 }
 
+/// How often a change is decided again after other proxies beat it to the
+/// store before giving up (each try catches up first, so more than one
+/// retry needs a burst of changes from elsewhere).
+const MAX_TRIES: usize = 8;
+
 /// Events kept for a subscriber that falls behind before it starts losing them.
 const EVENT_BACKLOG: usize = 1024;
 
 pub struct AccessModel {
     config: Arc<Config>,
+    /// Where timers are started, also from the follower's thread.
+    runtime: tokio::runtime::Handle,
+    /// The fleet's store, when there is one: its health, heartbeats and
+    /// the fleet's sessions (`None` for the file store).
+    pub(crate) fleet: Option<Arc<store::pg::Link>>,
+    /// The sessions this proxy holds, for the fleet's store (set once by
+    /// the server): kills from other proxies, failing closed, heartbeats.
+    local_sessions: std::sync::OnceLock<Arc<dyn follow::LocalSessions>>,
+    /// Set while the store has been away too long (see `follow.rs`).
+    closed: follow::FailClosed,
+    /// The last heartbeat found nothing left to catch up on.
+    caught_up: std::sync::atomic::AtomicBool,
     pub(crate) grants: GrantTable,
     audit: Arc<AuditLog>,
     /// Requests and the journal. Every change to a request or a grant is made
@@ -86,10 +107,12 @@ pub struct AccessModel {
 }
 
 struct Book {
-    /// Every request since the journal began (decided ones too, for listing).
+    /// Every request since the store began (decided ones too, for listing).
     requests: HashMap<String, Request>,
     /// `None` for a model made with `AccessModel::new` (tests only).
-    journal: Option<Journal>,
+    store: Option<Box<dyn Store>>,
+    /// The sequence number of the last change applied.
+    applied: u64,
 }
 
 impl AccessModel {
@@ -97,68 +120,128 @@ impl AccessModel {
     /// restart. For tests; `jitgate serve` uses [`AccessModel::open`].
     #[cfg(test)]
     pub(crate) fn new(config: Arc<Config>, audit: Arc<AuditLog>) -> Arc<AccessModel> {
-        Arc::new(AccessModel::with_book(config, audit, HashMap::new(), None))
+        Arc::new(AccessModel::with_book(config, audit, None, None))
     }
 
-    /// Open the journal at `<data_dir>/journal.jsonl` and rebuild requests and
-    /// grants from it. Grants come back with their original `expires_at`;
-    /// grants that ended while jitgate was down, and pending requests whose
-    /// time ran out, are ended now (journaled, audited and announced).
+    /// Open the store the config names and rebuild requests and grants from
+    /// its changes. Grants come back with their original `expires_at`;
+    /// grants that ended while no proxy was running, and pending requests
+    /// whose time ran out, are ended now (stored, audited and announced).
     /// Starts the expiry timers, so it must be called inside a tokio runtime.
     pub(crate) fn open(
         config: Arc<Config>,
         audit: Arc<AuditLog>,
     ) -> Result<Arc<AccessModel>, StoreError> {
-        let path = config.data_dir.join(JOURNAL_FILE);
-        let (journal, entries) = Journal::open(&path)?;
-        let replayed = journal::replay(&path, entries)?;
+        let (model, changes) = match &config.store.kind {
+            StoreKind::File => {
+                let path = config.data_dir.join(JOURNAL_FILE);
+                let (store, entries) = FileStore::open(&path)?;
+                let changes = entries
+                    .into_iter()
+                    .map(|e| (e.line as u64, e.entry))
+                    .collect::<Vec<_>>();
+                let model =
+                    AccessModel::with_book(config.clone(), audit, Some(Box::new(store)), None);
+                (Arc::new(model), changes)
+            }
+            StoreKind::Postgres(pg) => {
+                let (wake, woken) = follow::wakeup();
+                let (mut store, link) = PgStore::open(pg, &config.store.proxy_name, wake)?;
+                let changes = store
+                    .since(0)?
+                    .into_iter()
+                    .map(|e| (e.seq, e.entry))
+                    .collect::<Vec<_>>();
+                let model = AccessModel::with_book(
+                    config.clone(),
+                    audit,
+                    Some(Box::new(store)),
+                    Some(link),
+                );
+                let model = Arc::new(model);
+                follow::start(&model, woken, pg.fail_closed_after);
+                (model, changes)
+            }
+        };
+        let mut book = model.book();
+        for (seq, entry) in changes {
+            model
+                .apply(&mut book, entry, false)
+                .map_err(|why| StoreError::Corrupt { seq, why })?;
+            book.applied = seq;
+        }
         tracing::info!(
-            path = %path.display(),
-            requests = replayed.requests.len(),
-            grants = replayed.grants.len(),
-            "journal replayed"
+            store = model.store_name(),
+            changes = book.applied,
+            requests = book.requests.len(),
+            grants = model.grants.active(clock::now()).len(),
+            "requests and grants restored"
         );
-        let model = Arc::new(AccessModel::with_book(
-            config,
-            audit,
-            replayed.requests,
-            Some(journal),
-        ));
-        model.resume(replayed.grants)?;
+        drop(book);
+        model.retrying(|| model.resume())?;
         Ok(model)
     }
 
     fn with_book(
         config: Arc<Config>,
         audit: Arc<AuditLog>,
-        requests: HashMap<String, Request>,
-        journal: Option<Journal>,
+        store: Option<Box<dyn Store>>,
+        fleet: Option<Arc<store::pg::Link>>,
     ) -> AccessModel {
         let (events, first) = broadcast::channel(EVENT_BACKLOG);
         AccessModel {
             config,
+            runtime: tokio::runtime::Handle::current(),
+            fleet,
+            local_sessions: std::sync::OnceLock::new(),
+            closed: follow::FailClosed::default(),
+            caught_up: std::sync::atomic::AtomicBool::new(true),
             grants: GrantTable::default(),
             audit,
-            book: Mutex::new(Book { requests, journal }),
+            book: Mutex::new(Book {
+                requests: HashMap::new(),
+                store,
+                applied: 0,
+            }),
             events,
             first_subscriber: Mutex::new(Some(first)),
         }
     }
 
-    /// After replay: end what ended while jitgate was down, and watch the rest.
-    fn resume(self: &Arc<Self>, grants: Vec<Grant>) -> Result<(), StoreError> {
-        let now = SystemTime::now();
-        let mut book = self.book();
-        let live = self.resume_grants(&mut book, grants, now)?;
+    /// "file" or "postgres", for logs.
+    fn store_name(&self) -> &'static str {
+        match self.config.store.kind {
+            StoreKind::File => "file",
+            StoreKind::Postgres(_) => "postgres",
+        }
+    }
+
+    /// After the restore: end what ended while no proxy was running, and
+    /// watch the rest.
+    fn resume(self: &Arc<Self>) -> Result<(), StoreError> {
+        let now = clock::now();
+        let mut book = self.book_current()?;
+        self.resume_grants(&mut book, now)?;
         let pending = self.resume_requests(&mut book, now)?;
         drop(book);
-        for grant in live {
+        for grant in self.grants.active(now) {
             self.watch_expiry(grant);
         }
         for (id, expires_at) in pending {
             self.watch_pending(id, expires_at);
         }
         Ok(())
+    }
+
+    /// The sessions this proxy holds, for kills from other proxies, failing
+    /// closed and heartbeats. Set once, by the server.
+    pub(crate) fn set_local_sessions(&self, sessions: Arc<dyn follow::LocalSessions>) {
+        let _ = self.local_sessions.set(sessions);
+    }
+
+    /// Whether the last heartbeat found this proxy current with the store.
+    fn caught_up(&self) -> bool {
+        self.caught_up.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The one question a wire front asks: may `identity` use `target` now?
@@ -171,6 +254,9 @@ impl AccessModel {
         identity: &str,
         requested: &str,
     ) -> Result<Lease, AuthorizeError> {
+        if self.failed_closed() {
+            return Err(AuthorizeError::StoreLost);
+        }
         let (target, level) = match self.config.target(requested) {
             Some(_) => (requested, None),
             None => match requested.rsplit_once('@') {
@@ -184,7 +270,7 @@ impl AccessModel {
         };
         let watch = self
             .grants
-            .lease_for(identity, target, level, SystemTime::now())
+            .lease_for(identity, target, level, clock::now())
             .ok_or_else(|| match level {
                 None => AuthorizeError::NoGrant {
                     identity: identity.to_owned(),
@@ -242,25 +328,72 @@ impl AccessModel {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Make a change durable: journal it (fsynced), then write its audit
-    /// records. If a record cannot be written, the journal line is taken back
-    /// and the change must not be applied.
+    /// The book, current with the store: what other proxies changed is
+    /// applied first, so a change is decided on the whole fleet's state.
+    fn book_current(self: &Arc<Self>) -> Result<MutexGuard<'_, Book>, StoreError> {
+        let mut book = self.book();
+        self.catch_up(&mut book)?;
+        Ok(book)
+    }
+
+    /// Apply what the store holds beyond what this proxy has applied.
+    fn catch_up(self: &Arc<Self>, book: &mut Book) -> Result<(), StoreError> {
+        let applied = book.applied;
+        let Some(store) = book.store.as_mut().filter(|s| s.shared()) else {
+            return Ok(());
+        };
+        for event in store.since(applied)? {
+            if let Err(why) = self.apply(book, event.entry, true) {
+                // Never written by jitgate: the store's writers check each
+                // change against all before it. Skip it, loudly.
+                tracing::error!(
+                    seq = event.seq,
+                    why,
+                    "a change in the store does not fit the changes before it; it is skipped"
+                );
+            }
+            book.applied = event.seq;
+        }
+        Ok(())
+    }
+
+    /// Run a change until it is decided on current state: a change another
+    /// proxy beat to the store is decided again after catching up.
+    fn retrying<T, E: IsBehind>(&self, mut change: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+        let mut tries = 0;
+        loop {
+            match change() {
+                Err(e) if e.is_behind() && tries < MAX_TRIES => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Make a change durable: store it, then write its audit records, then
+    /// confirm it. If a record cannot be written, the change is taken back
+    /// and must not be applied.
     fn commit(
         &self,
         book: &mut Book,
         entry: &Entry,
         records: &[AuditEvent<'_>],
     ) -> Result<(), StoreError> {
-        if let Some(journal) = book.journal.as_mut() {
-            journal.append(entry)?;
-        }
+        let applied = book.applied;
+        let seq = match book.store.as_mut() {
+            Some(store) => Some(store.append(entry, applied)?),
+            None => None,
+        };
         for record in records {
             if let Err(e) = self.audit.record(record) {
-                if let Some(journal) = book.journal.as_mut() {
-                    journal.undo_last();
+                if let Some(store) = book.store.as_mut() {
+                    store.undo();
                 }
                 return Err(e.into());
             }
+        }
+        if let (Some(store), Some(seq)) = (book.store.as_mut(), seq) {
+            store.confirm()?;
+            book.applied = seq;
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::clock;
 use crate::access::grants::{grant_created_record, rfc3339};
 use crate::access::journal::Entry;
 use crate::access::policy::{self, format_duration};
@@ -157,11 +158,19 @@ impl AccessModel {
         requester: &Identity,
         req: NewRequest,
     ) -> Result<Request, AccessError> {
+        self.retrying(|| self.request_once(requester, req.clone()))
+    }
+
+    fn request_once(
+        self: &Arc<Self>,
+        requester: &Identity,
+        req: NewRequest,
+    ) -> Result<Request, AccessError> {
         let policy = self.check_request(requester, &req)?;
-        let (request, grant) = self.new_request(requester, req, policy, SystemTime::now())?;
+        let (request, grant) = self.new_request(requester, req, policy, clock::now())?;
         let created_detail = format!("for {}", format_duration(request.duration()));
         let records = created_records(&request, grant.as_ref(), &created_detail);
-        let mut book = self.book();
+        let mut book = self.book_current()?;
         if grant.is_none() {
             self.check_pending_limit(&book, &request)?;
         }
@@ -334,12 +343,21 @@ impl AccessModel {
         comment: Option<String>,
     ) -> Result<Request, AccessError> {
         let comment = self.checked_comment(comment)?;
-        let mut book = self.book();
+        self.retrying(|| self.approve_once(approver, id, comment.clone()))
+    }
+
+    fn approve_once(
+        self: &Arc<Self>,
+        approver: &Identity,
+        id: &str,
+        comment: Option<String>,
+    ) -> Result<Request, AccessError> {
+        let mut book = self.book_current()?;
         let mut request = self.decidable(&mut book, approver, id, Action::Approve)?;
         if request.approvals.iter().any(|d| d.by == approver.name) {
             return Ok(request);
         }
-        let now = SystemTime::now();
+        let now = clock::now();
         let decision = Decision {
             by: approver.name.clone(),
             at: now,
@@ -412,17 +430,26 @@ impl AccessModel {
 
     /// Refuse a pending request. One denial ends it, whatever approvals it had.
     pub(crate) fn deny(
-        &self,
+        self: &Arc<Self>,
         approver: &Identity,
         id: &str,
         comment: Option<String>,
     ) -> Result<Request, AccessError> {
         let comment = self.checked_comment(comment)?;
-        let mut book = self.book();
+        self.retrying(|| self.deny_once(approver, id, comment.clone()))
+    }
+
+    fn deny_once(
+        self: &Arc<Self>,
+        approver: &Identity,
+        id: &str,
+        comment: Option<String>,
+    ) -> Result<Request, AccessError> {
+        let mut book = self.book_current()?;
         let mut request = self.decidable(&mut book, approver, id, Action::Deny)?;
         let decision = Decision {
             by: approver.name.clone(),
-            at: SystemTime::now(),
+            at: clock::now(),
             comment,
         };
         request.state = RequestState::Denied;
@@ -459,8 +486,20 @@ impl AccessModel {
     }
 
     /// The requester withdraws a pending request.
-    pub(crate) fn cancel(&self, requester: &Identity, id: &str) -> Result<Request, AccessError> {
-        let mut book = self.book();
+    pub(crate) fn cancel(
+        self: &Arc<Self>,
+        requester: &Identity,
+        id: &str,
+    ) -> Result<Request, AccessError> {
+        self.retrying(|| self.cancel_once(requester, id))
+    }
+
+    fn cancel_once(
+        self: &Arc<Self>,
+        requester: &Identity,
+        id: &str,
+    ) -> Result<Request, AccessError> {
+        let mut book = self.book_current()?;
         let request = self.visible_request(&book, requester, id)?;
         if request.requested_by != requester.name {
             return Err(AccessError::NotTheRequester { id: id.to_owned() });
@@ -596,7 +635,7 @@ impl AccessModel {
     /// ran out is expired first, even if its timer has not fired yet.
     fn pending(&self, book: &mut Book, id: &str, action: Action) -> Result<Request, AccessError> {
         let request = known_request(book, id)?;
-        if request.state == RequestState::Pending && request.expires_at <= SystemTime::now() {
+        if request.state == RequestState::Pending && request.expires_at <= clock::now() {
             self.expire_request(book, id)?;
         }
         let request = known_request(book, id)?;
@@ -628,22 +667,33 @@ impl AccessModel {
         Ok(comment)
     }
 
-    /// Time a pending request out at its `expires_at`.
+    /// Time a pending request out at its `expires_at`. (With a fleet,
+    /// every proxy's timer fires; the first to reach the store expires it,
+    /// the others find it expired once they catch up.)
     pub(super) fn watch_pending(self: &Arc<Self>, id: String, expires_at: SystemTime) {
         let model = Arc::downgrade(self);
-        tokio::spawn(async move {
+        let runtime = self.runtime.clone();
+        self.runtime.spawn(async move {
             tokio::time::sleep_until(instant_for(expires_at).into()).await;
-            let Some(model) = model.upgrade() else { return };
-            let mut book = model.book();
-            if book
-                .requests
-                .get(&id)
-                .is_some_and(|r| r.state == RequestState::Pending)
-                && let Err(e) = model.expire_request(&mut book, &id)
-            {
-                // It stays pending in memory; deciding it retries the expiry.
-                tracing::error!(request = %id, error = %e, "cannot record a request's expiry");
-            }
+            // Storing it may wait on the store: not on a runtime worker.
+            runtime.spawn_blocking(move || {
+                let Some(model) = model.upgrade() else { return };
+                let expired = model.retrying(|| {
+                    let mut book = model.book_current()?;
+                    let pending = book
+                        .requests
+                        .get(&id)
+                        .is_some_and(|r| r.state == RequestState::Pending);
+                    if pending {
+                        model.expire_request(&mut book, &id)?;
+                    }
+                    Ok::<_, StoreError>(())
+                });
+                if let Err(e) = expired {
+                    // It stays pending in memory; deciding it retries the expiry.
+                    tracing::error!(request = %id, error = %e, "cannot record a request's expiry");
+                }
+            });
         });
     }
 

@@ -69,6 +69,19 @@ impl GrantTable {
         v
     }
 
+    /// Grants still in the table whose deadline is at or before `now`,
+    /// oldest first (at start: those that ended while no proxy ran).
+    pub(crate) fn ended_by(&self, now: SystemTime) -> Vec<Arc<Grant>> {
+        let mut v: Vec<_> = self
+            .by_id
+            .iter()
+            .filter(|e| e.grant.expires_at <= now)
+            .map(|e| e.grant.clone())
+            .collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        v
+    }
+
     /// A lease on the newest active grant of `identity` for `target`.
     /// The newest live grant of `identity` on `target` (at `level`, if one
     /// is named).
@@ -188,7 +201,7 @@ impl Lease {
 /// The monotonic instant at which wall-clock time `at` is reached.
 pub(crate) fn instant_for(at: SystemTime) -> Instant {
     let now = Instant::now();
-    match at.duration_since(SystemTime::now()) {
+    match at.duration_since(super::clock::now()) {
         Ok(d) => now + d,
         Err(_) => now - Duration::ZERO,
     }

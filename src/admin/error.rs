@@ -13,7 +13,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::access::{AccessError, GrantError};
+use crate::access::store::SharedStoreError;
+use crate::access::{AccessError, GrantError, StoreError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -79,6 +80,17 @@ impl ApiError {
             "audit log unavailable",
             "the audit log cannot be written, so nothing was changed; an operator must check the proxy's log and disk",
         )
+    }
+
+    /// The fleet's store cannot be reached: nothing changed (or, for an
+    /// unconfirmed commit, the message says it may have).
+    pub fn store_unavailable(cause: &SharedStoreError) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store unavailable",
+            format!("{cause}; try again once the store is back (GET /healthz says when)"),
+        )
+        .retry_after(1)
     }
 
     pub fn internal(detail: impl Into<String>) -> ApiError {
@@ -167,6 +179,7 @@ impl From<GrantError> for ApiError {
                 "grant not found",
                 format!("{e}; list active grants with GET /v1/grants"),
             ),
+            GrantError::Audit(StoreError::Shared(cause)) => ApiError::store_unavailable(cause),
             GrantError::Audit(cause) => ApiError::audit_unavailable(cause),
             // The model logged the cause; it may name a server path.
             GrantError::RevokeNotRecorded { id, .. } => ApiError::new(
@@ -208,6 +221,14 @@ impl From<AccessError> for ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, "too many pending requests")
             }
             AccessError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            AccessError::StoreDown(_) | AccessError::Behind => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store unavailable",
+                    e.to_string(),
+                )
+                .retry_after(1);
+            }
         };
         ApiError::new(status, error, e.to_string())
     }

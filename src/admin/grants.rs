@@ -9,7 +9,6 @@
 //! only decides who may ask and turns answers into HTTP.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -58,14 +57,15 @@ async fn create(
     caller.require_admin("grant access directly")?;
     let JsonBody(body) = body?;
     let duration = json::duration(&body.duration)?;
-    let grant = state.shared.access.grant(NewGrant {
+    let new = NewGrant {
         identity: body.identity,
         target: body.target,
         level: body.level,
         duration,
         reason: body.reason,
         granted_by: caller.name().to_owned(),
-    })?;
+    };
+    let grant = state.access(move |a| a.grant(new)).await??;
     tracing::info!(grant = %grant.id, identity = %grant.identity, target = %grant.target,
         level = %grant.level, by = %grant.granted_by, "admin API: grant created");
     Ok((StatusCode::CREATED, Json(&*grant)).into_response())
@@ -73,7 +73,7 @@ async fn create(
 
 async fn list(State(state): State<Arc<AdminState>>, caller: Caller) -> Response {
     let access = &state.shared.access;
-    let active = access.grants.active(SystemTime::now());
+    let active = access.grants.active(crate::access::clock::now());
     let grants = active
         .iter()
         .filter(|g| may_see(&caller, access, g))
@@ -107,7 +107,7 @@ async fn revoke(
         .access
         .grants
         .get(&id)
-        .filter(|g| g.expires_at > SystemTime::now())
+        .filter(|g| g.expires_at > crate::access::clock::now())
         .ok_or_else(not_found)?;
     let access = &state.shared.access;
     // A grant the caller may not see is not found, like one that never was.
@@ -121,7 +121,8 @@ async fn revoke(
             grant.identity
         )));
     }
-    let grant = state.shared.access.revoke(&id, caller.name())?;
+    let by = caller.name().to_owned();
+    let grant = state.access(move |a| a.revoke(&id, &by)).await??;
     tracing::info!(grant = %grant.id, identity = %grant.identity, by = %caller.name(), "admin API: grant revoked");
     Ok(Json(&*grant).into_response())
 }

@@ -62,6 +62,19 @@ impl AdminState {
         let auth = Authenticator::new(shared.identities.clone(), shared.logins.clone());
         AdminState { shared, auth }
     }
+
+    /// Ask the access model, off the runtime's workers: a change waits for
+    /// the store (an fsync, or a round trip to the fleet's PostgreSQL), and
+    /// a read for the lock a change holds meanwhile.
+    async fn access<T: Send + 'static>(
+        &self,
+        ask: impl FnOnce(&Arc<AccessModel>) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let access = self.shared.access.clone();
+        tokio::task::spawn_blocking(move || ask(&access))
+            .await
+            .map_err(|_| ApiError::internal("the access model's answer was lost; try again"))
+    }
 }
 
 pub fn router(state: Arc<ApiParts>) -> Router {
@@ -101,8 +114,29 @@ async fn metrics() -> Response {
         .into_response()
 }
 
-async fn healthz() -> Response {
-    Json(json!({ "status": "ok" })).into_response()
+/// Ready or not, for a load balancer: `200 {"status":"ok"}`, or `503` once
+/// this proxy has lost its fleet's store for `store.fail_closed_after` (it
+/// refuses logins then). With a fleet's store, says how the store is doing.
+async fn healthz(axum::extract::State(state): axum::extract::State<Arc<AdminState>>) -> Response {
+    let access = &state.shared.access;
+    let Some((up, silent)) = access.store_health() else {
+        return Json(json!({ "status": "ok" })).into_response();
+    };
+    let store = json!({
+        "kind": "postgres",
+        "proxy": state.shared.config.store.proxy_name,
+        "reachable": up,
+        "seconds_since_contact": (silent.as_secs_f64() * 1000.0).round() / 1000.0,
+    });
+    if access.failed_closed() {
+        let body = json!({
+            "status": "store unreachable",
+            "detail": crate::wire::STORE_LOST,
+            "store": store,
+        });
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    Json(json!({ "status": "ok", "store": store })).into_response()
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {

@@ -67,15 +67,14 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let JsonBody(body) = body?;
     let duration = json::duration(&body.duration)?;
-    let request = state.shared.access.request(
-        &caller.identity,
-        NewRequest {
-            target: body.target,
-            level: body.level,
-            duration,
-            reason: body.reason,
-        },
-    )?;
+    let new = NewRequest {
+        target: body.target,
+        level: body.level,
+        duration,
+        reason: body.reason,
+    };
+    let identity = caller.identity.clone();
+    let request = state.access(move |a| a.request(&identity, new)).await??;
     tracing::info!(request = %request.id, identity = %request.requested_by, target = %request.target,
         level = %request.level, state = request.state.as_str(), "admin API: access requested");
     Ok((StatusCode::CREATED, Json(request)).into_response())
@@ -98,7 +97,10 @@ async fn list(
             )
         })?),
     };
-    let requests = state.shared.access.requests_for(&caller.identity, filter);
+    let identity = caller.identity.clone();
+    let requests = state
+        .access(move |a| a.requests_for(&identity, filter))
+        .await?;
     Ok(Json(RequestList { requests }).into_response())
 }
 
@@ -110,7 +112,10 @@ async fn show(
     let Path(id) = id?;
     // Someone who may not see a request learns nothing, not even that it
     // exists: the model answers both alike, here and on approve, deny, cancel.
-    let request = state.shared.access.request_seen_by(&caller.identity, &id)?;
+    let identity = caller.identity.clone();
+    let request = state
+        .access(move |a| a.request_seen_by(&identity, &id))
+        .await??;
     Ok(Json(request).into_response())
 }
 
@@ -122,10 +127,10 @@ async fn approve(
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
     let OptionalJsonBody(body) = body?;
+    let identity = caller.identity.clone();
     let request = state
-        .shared
-        .access
-        .approve(&caller.identity, &id, body.comment)?;
+        .access(move |a| a.approve(&identity, &id, body.comment))
+        .await??;
     tracing::info!(request = %request.id, by = %caller.name(), state = request.state.as_str(),
         grant = request.grant.as_deref().unwrap_or("-"), "admin API: request approved");
     Ok(Json(request).into_response())
@@ -139,10 +144,10 @@ async fn deny(
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
     let OptionalJsonBody(body) = body?;
+    let identity = caller.identity.clone();
     let request = state
-        .shared
-        .access
-        .deny(&caller.identity, &id, body.comment)?;
+        .access(move |a| a.deny(&identity, &id, body.comment))
+        .await??;
     tracing::info!(request = %request.id, by = %caller.name(), "admin API: request denied");
     Ok(Json(request).into_response())
 }
@@ -153,7 +158,8 @@ async fn cancel(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
-    let request = state.shared.access.cancel(&caller.identity, &id)?;
+    let identity = caller.identity.clone();
+    let request = state.access(move |a| a.cancel(&identity, &id)).await??;
     tracing::info!(request = %request.id, by = %caller.name(), "admin API: request cancelled");
     Ok(Json(request).into_response())
 }

@@ -4,6 +4,11 @@
 //! A session someone may not see is `404`, exactly like one that never was.
 //! A kill is audited before it happens: if the audit log cannot be written
 //! the session is left alone and the caller gets `503`.
+//!
+//! With a fleet's store, the list is the whole fleet's (each session names
+//! the proxy that holds it), and a session another proxy holds is killed
+//! through the store: the kill is a change every proxy reads, and the one
+//! that holds the session ends it.
 
 use std::sync::Arc;
 
@@ -17,8 +22,9 @@ use serde::Serialize;
 use super::AdminState;
 use super::auth::Caller;
 use super::error::ApiError;
+use crate::access::follow::LocalSessions;
+use crate::access::store::pg::SessionRow;
 use crate::audit::AuditEvent;
-use crate::session::SessionInfo;
 
 pub(super) fn routes() -> Router<Arc<AdminState>> {
     Router::new()
@@ -27,23 +33,51 @@ pub(super) fn routes() -> Router<Arc<AdminState>> {
 }
 
 #[derive(Serialize)]
-struct SessionList<'a> {
-    sessions: Vec<&'a SessionInfo>,
+struct SessionList {
+    sessions: Vec<SessionRow>,
+    /// Set when the fleet's store cannot be reached: only this proxy's
+    /// sessions are listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incomplete: Option<String>,
 }
 
 #[derive(Serialize)]
 struct Killed<'a> {
     killed: &'a str,
+    proxy: &'a str,
+}
+
+/// This proxy's sessions and, with a fleet's store, the other proxies'.
+async fn fleet(state: &AdminState) -> (Vec<SessionRow>, Option<String>) {
+    let me = state.shared.config.store.proxy_name.clone();
+    let mut sessions = state.shared.sessions.rows(&me);
+    let others = state.access(|a| a.fleet_sessions()).await;
+    let incomplete = match others {
+        Ok(None) => None,
+        Ok(Some(Ok(rows))) => {
+            sessions.extend(rows.into_iter().filter(|r| r.proxy != me));
+            None
+        }
+        Ok(Some(Err(e))) => Some(format!("{e}: only this proxy's sessions are listed")),
+        Err(_) => Some(
+            "the fleet's sessions could not be read: only this proxy's sessions are listed".into(),
+        ),
+    };
+    sessions.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+    (sessions, incomplete)
 }
 
 async fn list(State(state): State<Arc<AdminState>>, caller: Caller) -> Response {
-    let live = state.shared.sessions.list();
-    let sessions = live
-        .iter()
+    let (sessions, incomplete) = fleet(&state).await;
+    let sessions = sessions
+        .into_iter()
         .filter(|s| caller.may_act_for(&s.identity))
-        .map(|s| &**s)
         .collect();
-    Json(SessionList { sessions }).into_response()
+    Json(SessionList {
+        sessions,
+        incomplete,
+    })
+    .into_response()
 }
 
 async fn kill(
@@ -60,16 +94,38 @@ async fn kill(
             ),
         )
     };
-    let session = state
+    let me = state.shared.config.store.proxy_name.clone();
+    let local = state
         .shared
         .sessions
         .list()
         .into_iter()
-        .find(|s| s.id == id)
-        // A session the caller may not see (it is not in their list) is not
-        // found, like one that never was.
-        .filter(|s| caller.may_act_for(&s.identity))
-        .ok_or_else(not_found)?;
+        .find(|s| s.id == id);
+    let Some(session) = local else {
+        // Held by another proxy of the fleet, maybe.
+        let (sessions, _) = fleet(&state).await;
+        let session = sessions
+            .into_iter()
+            .find(|s| s.id == id && s.proxy != me)
+            .filter(|s| caller.may_act_for(&s.identity))
+            .ok_or_else(not_found)?;
+        let by = caller.name().to_owned();
+        let asked = session.clone();
+        state
+            .access(move |a| a.request_session_kill(&asked, &by))
+            .await??;
+        tracing::info!(session = %id, proxy = %session.proxy, identity = %session.identity, by = %caller.name(), "admin API: session kill requested from the proxy that holds it");
+        return Ok(Json(Killed {
+            killed: &id,
+            proxy: &session.proxy,
+        })
+        .into_response());
+    };
+    // A session the caller may not see (it is not in their list) is not
+    // found, like one that never was.
+    if !caller.may_act_for(&session.identity) {
+        return Err(not_found());
+    }
     let client_addr = session.client_addr.to_string();
     state
         .shared
@@ -87,5 +143,9 @@ async fn kill(
         .map_err(|e| ApiError::audit_unavailable(&e))?;
     state.shared.sessions.kill(&id).ok_or_else(not_found)?;
     tracing::info!(session = %id, identity = %session.identity, by = %caller.name(), "admin API: session kill requested");
-    Ok(Json(Killed { killed: &id }).into_response())
+    Ok(Json(Killed {
+        killed: &id,
+        proxy: &me,
+    })
+    .into_response())
 }

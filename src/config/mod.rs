@@ -59,6 +59,36 @@ pub struct Config {
     pub(crate) policies: Vec<PolicyConfig>,
     pub(crate) requests: RequestsConfig,
     pub(crate) webhooks: Vec<WebhookConfig>,
+    pub(crate) store: StoreConfig,
+}
+
+/// Where requests, grants and the fleet's sessions are kept (`[store]`).
+#[derive(Debug, Clone)]
+pub(crate) struct StoreConfig {
+    pub(crate) kind: StoreKind,
+    /// This proxy's name: shown with its sessions, written with its events.
+    pub(crate) proxy_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum StoreKind {
+    /// The journal in `data_dir`: one proxy.
+    File,
+    /// A PostgreSQL database shared by every proxy of a fleet.
+    Postgres(PgStoreConfig),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PgStoreConfig {
+    /// Where the connection URL (with its password) is read at start; the
+    /// URL itself never enters the config model.
+    pub(crate) url: SecretSource,
+    /// With no contact for this long, the proxy ends its sessions and
+    /// refuses logins until the store is back.
+    pub(crate) fail_closed_after: Duration,
+    /// `Some(ca)`: TLS, the server's certificate checked against the CA
+    /// file and the URL's host name (verify-full). `None`: plain TCP.
+    pub(crate) tls_ca_file: Option<PathBuf>,
 }
 
 /// Who may request which targets and levels, for how long, and who approves.

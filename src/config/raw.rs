@@ -30,6 +30,20 @@ pub(super) struct RawConfig {
     pub(super) requests: RawRequests,
     #[serde(default)]
     pub(super) webhooks: Vec<RawWebhook>,
+    #[serde(default)]
+    pub(super) store: RawStore,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub(super) kind: Option<String>,
+    pub(super) url_env: Option<String>,
+    pub(super) url_file: Option<String>,
+    pub(super) proxy_name: Option<String>,
+    pub(super) fail_closed_after: Option<String>,
+    pub(super) tls: Option<String>,
+    pub(super) tls_ca_file: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -60,7 +60,8 @@ pub(crate) async fn end_session(
         SessionEnd::GrantEnded(_)
         | SessionEnd::Killed
         | SessionEnd::KilledByOwner(_)
-        | SessionEnd::AuditFailed => {
+        | SessionEnd::AuditFailed
+        | SessionEnd::StoreLost => {
             let told = end.told_to_user(&lease.grant).unwrap_or_default();
             let farewell = ending.farewell(&told, end.hint_to_user());
             let tell_client = async {

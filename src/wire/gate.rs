@@ -20,10 +20,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::SessionEnd;
 use super::admission::AUDIT_DOWN_LOGIN;
 use super::handshakes::{Handshakes, PendingHandshake};
 use super::read_account::ReadAccounts;
+use super::{STORE_LOST_HINT, SessionEnd};
 use crate::access::{AccessModel, AuthorizeError, Grant, Lease};
 use crate::audit::{AuditEvent, AuditLog, SessionMembers, client_name};
 use crate::config::{Limits, Protocol};
@@ -86,6 +86,8 @@ pub enum Cause {
     /// A startup option a read-only level refuses.
     ReadOnly,
     AuditDown,
+    /// The proxy lost its fleet's store and fails closed.
+    StoreLost,
     /// The level's upstream account failed jitgate's read-only check.
     ReadAccount,
     UpstreamDown,
@@ -274,12 +276,16 @@ impl<'g> Login<'g> {
                         (Cause::NoGrant, "no_grant", Some("refused_no_grant"))
                     }
                     AuthorizeError::LevelGone { .. } => (Cause::NoGrant, "unknown_level", None),
+                    AuthorizeError::StoreLost => {
+                        (Cause::StoreLost, "store_lost", Some("refused_store_lost"))
+                    }
                 };
                 self.failed(reason);
                 if let Some(outcome) = outcome {
                     METRICS.session_outcome(e.known_target().unwrap_or("unknown"), outcome);
                 }
-                return Err(Refusal::new(cause, e.to_string(), None));
+                let hint = matches!(e, AuthorizeError::StoreLost).then_some(STORE_LOST_HINT);
+                return Err(Refusal::new(cause, e.to_string(), hint));
             }
         };
         if lease.target.protocol != self.protocol {

@@ -139,6 +139,12 @@ where
     }
 }
 
+/// Why a proxy that lost its store ends sessions and refuses logins.
+pub(crate) const STORE_LOST: &str = "this jitgate proxy has lost contact with its store for longer than store.fail_closed_after, \
+     and the store may hold a revoke it has not seen, so it ends its sessions and accepts no logins until the store is back";
+pub(crate) const STORE_LOST_HINT: &str =
+    "connect again in a moment, or through another jitgate proxy of the fleet";
+
 /// How a proxied session ended, whatever its protocol.
 #[derive(Debug)]
 pub enum SessionEnd {
@@ -155,6 +161,9 @@ pub enum SessionEnd {
     /// The audit log could not be written: what the client sent last was
     /// not forwarded, and nothing more will be (jitgate fails closed).
     AuditFailed,
+    /// The fleet's store did not answer for `store.fail_closed_after`: it may
+    /// hold a revoke this proxy has not seen (jitgate fails closed).
+    StoreLost,
 }
 
 impl SessionEnd {
@@ -166,6 +175,7 @@ impl SessionEnd {
                 | SessionEnd::Killed
                 | SessionEnd::KilledByOwner(_)
                 | SessionEnd::AuditFailed
+                | SessionEnd::StoreLost
         )
     }
 
@@ -180,6 +190,7 @@ impl SessionEnd {
             SessionEnd::ClientError(_) => "client_error",
             SessionEnd::UpstreamError(_) => "upstream_error",
             SessionEnd::AuditFailed => "audit_failed",
+            SessionEnd::StoreLost => "store_lost",
         }
     }
 
@@ -203,6 +214,7 @@ impl SessionEnd {
             SessionEnd::Killed | SessionEnd::KilledByOwner(_) => Some(
                 "connect again while your grant lasts, or request a new one with `jitgate request`",
             ),
+            SessionEnd::StoreLost => Some(STORE_LOST_HINT),
             _ => None,
         }
     }
@@ -224,6 +236,7 @@ impl SessionEnd {
             SessionEnd::Killed => "an administrator ended this session".to_owned(),
             SessionEnd::KilledByOwner(by) => by.clone(),
             SessionEnd::AuditFailed => admission::AUDIT_DOWN_SESSION.to_owned(),
+            SessionEnd::StoreLost => STORE_LOST.to_owned(),
             _ => return None,
         })
     }
@@ -234,6 +247,7 @@ impl SessionEnd {
             SessionEnd::GrantEnded(EndReason::Expired) => "killed_expired",
             SessionEnd::GrantEnded(EndReason::Revoked) => "killed_revoked",
             SessionEnd::Killed | SessionEnd::KilledByOwner(_) => "killed",
+            SessionEnd::StoreLost => "killed_store_lost",
             _ => "closed",
         }
     }

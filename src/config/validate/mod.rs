@@ -13,6 +13,7 @@ mod limits;
 mod listen;
 mod policies;
 mod requests;
+mod store;
 mod targets;
 
 use std::net::SocketAddr;
@@ -35,7 +36,8 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
     let data_dir = v.resolve(&raw.data_dir);
     let listen = v.listen(raw.listen)?;
     let tls = v.tls(raw.tls);
-    let audit = v.audit(raw.audit, &data_dir)?;
+    let store = v.store(raw.store)?;
+    let audit = v.audit(raw.audit, &data_dir, &store)?;
     let limits = v.limits(raw.limits)?;
     let identities = v.identities(raw.identities)?;
     let targets = v.targets(raw.targets)?;
@@ -54,6 +56,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         policies,
         requests,
         webhooks,
+        store,
     })
 }
 

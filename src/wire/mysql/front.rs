@@ -824,7 +824,7 @@ fn render(refusal: &Refusal) -> bytes::BytesMut {
         Cause::Malformed => code::HANDSHAKE,
         Cause::NoSuchTarget => code::BAD_DB,
         Cause::NoGrant | Cause::ReadOnly | Cause::ReadAccount => code::DB_ACCESS_DENIED,
-        Cause::AuditDown => code::UNKNOWN_ERROR,
+        Cause::AuditDown | Cause::StoreLost => code::UNKNOWN_ERROR,
         Cause::UpstreamDown => code::CONN_HOST_ERROR,
     };
     match refusal.hint {

@@ -488,6 +488,7 @@ fn render(refusal: &Refusal) -> Bytes {
         Cause::NoSuchTarget => sqlstate::INVALID_CATALOG_NAME,
         Cause::ReadOnly => sqlstate::READ_ONLY_TRANSACTION,
         Cause::AuditDown => sqlstate::IO_ERROR,
+        Cause::StoreLost => sqlstate::CANNOT_CONNECT_NOW,
         Cause::ReadAccount => sqlstate::INSUFFICIENT_PRIVILEGE,
         Cause::UpstreamDown => sqlstate::CONNECTION_FAILURE,
     };

@@ -23,6 +23,7 @@ pub mod sqlstate {
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const CONNECTION_FAILURE: &str = "08006";
     pub const IO_ERROR: &str = "58030";
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 }
 

@@ -207,7 +207,7 @@ const KILL_FORMS: &str = "through jitgate, KILL works only as `KILL [QUERY | CON
 fn killed_end(ctx: &SessionCtx) -> SessionEnd {
     match ctx.connection.take_ended_by() {
         Some(by) => SessionEnd::KilledByOwner(by),
-        None => SessionEnd::Killed,
+        None => ctx.info.kill_end(),
     }
 }
 

@@ -213,7 +213,7 @@ pub async fn run(
             if let Poll::Ready(r) = ended.poll_woken(cx, false) {
                 return Poll::Ready(SessionEnd::GrantEnded(r));
             }
-            killed.poll_woken(cx, false).map(|()| SessionEnd::Killed)
+            killed.poll_woken(cx, false).map(|()| ctx.info.kill_end())
         })
         .await
     };

@@ -1,0 +1,109 @@
+//! The PostgreSQL store's tables, created and migrated at start.
+//!
+//! Migrations run in one transaction under an advisory lock, so proxies that
+//! start at once take turns: the first creates the tables, the others find
+//! them made. A store whose schema is newer than this jitgate knows is
+//! refused, so an old proxy never writes to tables it does not understand.
+
+use tokio_postgres::Client;
+
+use super::{FIRST_PREV, SharedStoreError};
+
+/// The advisory lock migrations take ("jitgate" in ASCII).
+const MIGRATION_LOCK: i64 = 0x006a_6974_6761_7465;
+
+/// Each migration, in order; the schema's version is how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: the events chain, its head, the proxies and their sessions.
+    "CREATE TABLE jitgate_events (
+        seq bigint PRIMARY KEY,
+        at timestamptz NOT NULL,
+        proxy text NOT NULL,
+        line text NOT NULL,
+        hash text NOT NULL
+    );
+    CREATE TABLE jitgate_head (
+        only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+        seq bigint NOT NULL,
+        hash text NOT NULL
+    );
+    CREATE TABLE jitgate_proxies (
+        name text PRIMARY KEY,
+        heartbeat_at timestamptz NOT NULL,
+        applied_seq bigint NOT NULL
+    );
+    CREATE TABLE jitgate_sessions (
+        id text PRIMARY KEY,
+        proxy text NOT NULL,
+        identity text NOT NULL,
+        target text NOT NULL,
+        level text NOT NULL,
+        grant_id text NOT NULL,
+        client_addr text NOT NULL,
+        started_at timestamptz NOT NULL,
+        statements bigint NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jitgate_sessions_proxy ON jitgate_sessions (proxy);",
+];
+
+/// The schema version this jitgate writes.
+pub(crate) const VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Create or migrate the schema; refuse a newer one.
+pub(super) async fn migrate(client: &mut Client) -> Result<(), SharedStoreError> {
+    let refused = |e: tokio_postgres::Error| SharedStoreError::Refused(describe(&e));
+    let tx = client.transaction().await.map_err(refused)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(refused)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS jitgate_schema (version integer NOT NULL)")
+        .await
+        .map_err(refused)?;
+    let found: i32 = tx
+        .query_opt("SELECT version FROM jitgate_schema", &[])
+        .await
+        .map_err(refused)?
+        .map_or(0, |row| row.get(0));
+    if found > VERSION {
+        return Err(SharedStoreError::Refused(format!(
+            "its schema is version {found}, newer than this jitgate knows (version {VERSION}); \
+             upgrade this proxy to the version the rest of the fleet runs"
+        )));
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.batch_execute(migration).await.map_err(refused)?;
+        if i == 0 {
+            tx.execute(
+                "INSERT INTO jitgate_head (seq, hash) VALUES (0, $1)",
+                &[&FIRST_PREV],
+            )
+            .await
+            .map_err(refused)?;
+        }
+    }
+    if found == 0 {
+        tx.execute(
+            "INSERT INTO jitgate_schema (version) VALUES ($1)",
+            &[&VERSION],
+        )
+        .await
+        .map_err(refused)?;
+    } else if found < VERSION {
+        tx.execute("UPDATE jitgate_schema SET version = $1", &[&VERSION])
+            .await
+            .map_err(refused)?;
+    }
+    tx.commit().await.map_err(refused)?;
+    if found < VERSION {
+        tracing::info!(from = found, to = VERSION, "the store's schema is migrated");
+    }
+    Ok(())
+}
+
+/// A PostgreSQL error as one line: the server's message when it sent one.
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
