@@ -799,6 +799,7 @@ impl Upstream {
             tcp_auth: "trust".to_owned(),
             ssl: false,
             log_connections: false,
+            synchronous_commit: false,
         })
         .await;
         pg.superuser_client("postgres")

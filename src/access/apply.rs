@@ -63,9 +63,11 @@ impl AccessModel {
             Entry::GrantCreated { grant } => self.add_grant(Some(grant), live)?,
             Entry::GrantRevoked { id, .. } => self.end_grant(&id, EndReason::Revoked)?,
             Entry::GrantExpired { id } => self.end_grant(&id, EndReason::Expired)?,
-            Entry::SessionKillRequested { session, proxy, .. } => {
+            Entry::SessionKillRequested {
+                session, held_by, ..
+            } => {
                 if live
-                    && proxy == self.config.store.proxy_name
+                    && held_by == self.config.store.proxy_name
                     && let Some(sessions) = self.local_sessions.get()
                 {
                     sessions.kill(&session);

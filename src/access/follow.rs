@@ -19,7 +19,7 @@ use crate::access::clock;
 use crate::access::journal::Entry;
 use crate::access::store::SharedStoreError;
 use crate::access::store::pg::SessionRow;
-use crate::access::{AccessError, AccessModel};
+use crate::access::{AccessError, AccessModel, StoreError};
 use crate::audit::AuditEvent;
 use crate::metrics::{METRICS, ProxyLabel};
 
@@ -85,8 +85,12 @@ fn follow(model: Weak<AccessModel>, rung: Receiver<()>) {
         let Some(model) = model.upgrade() else { return };
         let applied = {
             let mut book = model.book();
-            if let Err(e) = model.catch_up(&mut book) {
-                tracing::debug!(error = %e, "cannot catch up with the store");
+            match model.catch_up(&mut book) {
+                Ok(()) => {}
+                Err(StoreError::Shared(SharedStoreError::Unreachable(e))) => {
+                    tracing::debug!(error = %e, "cannot catch up with the store");
+                }
+                Err(e) => tracing::error!(error = %e, "cannot catch up with the store"),
             }
             book.applied
         };
@@ -112,8 +116,12 @@ impl AccessModel {
         match link.heartbeat(applied, rows, stale_after) {
             Ok(beat) => {
                 clock::observe(beat.now, sent, SystemTime::now());
-                self.caught_up
-                    .store(beat.head <= applied, Ordering::Release);
+                // Caught up means: everything the store held at the last
+                // heartbeat is applied (what arrived since is on its way;
+                // comparing with the head now would call a busy fleet's
+                // proxies behind for ever).
+                let before = self.store_head.swap(beat.head, Ordering::AcqRel);
+                self.caught_up.store(applied >= before, Ordering::Release);
                 METRICS
                     .store_event_lag
                     .get_or_create(&ProxyLabel {
@@ -152,7 +160,7 @@ impl AccessModel {
                 &mut book,
                 &Entry::SessionKillRequested {
                     session: session.id.clone(),
-                    proxy: session.proxy.clone(),
+                    held_by: session.proxy.clone(),
                     by: by.to_owned(),
                 },
                 &[AuditEvent {
@@ -185,6 +193,7 @@ impl AccessModel {
 }
 
 async fn watch(model: Weak<AccessModel>, fail_closed_after: Duration) {
+    let mut behind_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(WATCH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -204,12 +213,21 @@ async fn watch(model: Weak<AccessModel>, fail_closed_after: Duration) {
             .store_seconds_since_contact
             .get_or_create(&label)
             .set(silent.as_secs_f64());
+        // Behind the store (it answers, but this proxy cannot apply what
+        // it holds) counts as silent: a revoke may be among those changes.
+        let behind = if model.caught_up() {
+            behind_since = None;
+            Duration::ZERO
+        } else {
+            behind_since.get_or_insert_with(Instant::now).elapsed()
+        };
+        let silent = silent.max(behind);
         let closed = model.closed.is_closed();
         if !closed && silent >= fail_closed_after {
             model.closed.0.store(true, Ordering::Release);
             tracing::error!(
                 silent = %humantime::format_duration(Duration::from_millis(silent.as_millis() as u64)),
-                "the store has not answered for store.fail_closed_after: ending every session and refusing logins until it is back, since it may hold revokes this proxy has not seen"
+                "the store has not answered, or this proxy could not apply what it holds, for store.fail_closed_after: ending every session and refusing logins until it is back, since it may hold revokes this proxy has not seen"
             );
             if let Some(sessions) = model.local_sessions.get() {
                 sessions.end_all_store_lost();

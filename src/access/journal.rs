@@ -117,11 +117,11 @@ pub enum Entry {
     GrantExpired {
         id: String,
     },
-    /// Someone asked, on any proxy, to end a session that `proxy` holds
-    /// (only a fleet's store has these: with one proxy a kill is local).
+    /// Someone asked, on any proxy, to end a session that proxy `held_by`
+    /// holds (only a fleet's store has these: with one proxy a kill is local).
     SessionKillRequested {
         session: String,
-        proxy: String,
+        held_by: String,
         by: String,
     },
 }

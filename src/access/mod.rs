@@ -92,8 +92,11 @@ pub struct AccessModel {
     local_sessions: std::sync::OnceLock<Arc<dyn follow::LocalSessions>>,
     /// Set while the store has been away too long (see `follow.rs`).
     closed: follow::FailClosed,
-    /// The last heartbeat found nothing left to catch up on.
+    /// This proxy had applied, at its last heartbeat, every change the
+    /// store held at the one before.
     caught_up: std::sync::atomic::AtomicBool,
+    /// The store's last change at the last heartbeat.
+    store_head: std::sync::atomic::AtomicU64,
     pub(crate) grants: GrantTable,
     audit: Arc<AuditLog>,
     /// Requests and the journal. Every change to a request or a grant is made
@@ -196,6 +199,7 @@ impl AccessModel {
             local_sessions: std::sync::OnceLock::new(),
             closed: follow::FailClosed::default(),
             caught_up: std::sync::atomic::AtomicBool::new(true),
+            store_head: std::sync::atomic::AtomicU64::new(0),
             grants: GrantTable::default(),
             audit,
             book: Mutex::new(Book {

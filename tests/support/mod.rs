@@ -18,7 +18,8 @@
 //! benches), `jitgate` (the proxy process, its config, its audit log),
 //! `admin` (the admin API and CLI), `pg_client` (psql, pgbench,
 //! tokio-postgres), `mysql_client` (the mariadb CLI, mysql_async), `run`
-//! (what a client program did), `tls` (any-certificate TLS), `raw_pg` and
+//! (what a client program did), `store` (a fleet's PostgreSQL store),
+//! `tls` (any-certificate TLS), `raw_pg` and
 //! `raw_mysql` (protocol bytes by hand), and the helpers of two kinds of
 //! test (`oracle`, `tmpfs`).
 
@@ -39,6 +40,7 @@ mod raw_mysql;
 mod raw_pg;
 mod run;
 mod scratch;
+mod store;
 mod tls;
 mod wait;
 
@@ -63,5 +65,6 @@ pub use raw_pg::{
     RawConn, SSL_REQUEST_CODE, cancel_packet, put_cstr, request_packet, startup_packet, tagged,
 };
 pub use run::Run;
+pub use store::StoreServer;
 pub use tls::{AnyCertTls, tls_client_config};
 pub use wait::{eventually, later_by, secs, within};

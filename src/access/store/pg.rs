@@ -425,6 +425,7 @@ impl Worker {
 
     async fn handle(&mut self, op: Op) -> Result<Reply, SharedStoreError> {
         let confirming = matches!(op, Op::Confirm);
+        let writing = matches!(op, Op::Append { .. } | Op::Confirm);
         let undoing = matches!(op, Op::Undo);
         let timeout = self.op_timeout;
         let proxy = self.proxy.clone();
@@ -443,7 +444,7 @@ impl Worker {
             Ok(Err(OpError::Refused(why))) => {
                 self.health.contact();
                 // Leave no transaction open behind a refused write.
-                if let Some(client) = self.client.as_mut() {
+                if writing && let Some(client) = self.client.as_mut() {
                     let _ = client.batch_execute("ROLLBACK").await;
                 }
                 return Err(SharedStoreError::Refused(why));

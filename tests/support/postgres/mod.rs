@@ -17,7 +17,7 @@ use super::process::{free_port, random_hex, run_checked};
 use super::scratch::{owned_tempdir, server_root};
 use super::tls::AnyCertTls;
 use super::wait::within;
-use binaries::{hand_to_postgres, pg_command};
+pub(super) use binaries::{hand_to_postgres, pg_command};
 pub use witness::{Backend, wait_for_reaper_termination, watch_backends_gone};
 
 /// The name prefix of a server's directory (see [`super::scratch`]).
@@ -37,6 +37,9 @@ pub struct PgSettings {
     /// `log_connections` and `log_disconnections`: the tests count the
     /// connections in the server's log.
     pub log_connections: bool,
+    /// `synchronous_commit`: on for a server that is stopped with `-m
+    /// immediate` and must keep what it acknowledged (a fleet's store).
+    pub synchronous_commit: bool,
 }
 
 impl Default for PgSettings {
@@ -47,6 +50,7 @@ impl Default for PgSettings {
             tcp_auth: "scram-sha-256".to_owned(),
             ssl: true,
             log_connections: true,
+            synchronous_commit: false,
         }
     }
 }
@@ -198,7 +202,17 @@ impl PgServer {
         client
     }
 
-    fn stop(&self) {
+    /// The data directory (to start the server again after [`PgServer::stop`]).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// `pg_ctl stop -m immediate` (a crash, as far as clients can tell).
+    pub fn stop(&self) {
         let stopped = pg_command("pg_ctl")
             .arg("-D")
             .arg(&self.data_dir)
@@ -275,11 +289,16 @@ fn configure(dir: &Path, data_dir: &Path, port: u16, settings: &PgSettings) {
          log_connections = {log_connections}\n\
          log_disconnections = {log_connections}\n\
          fsync = off\n\
-         synchronous_commit = off\n\
+         synchronous_commit = {synchronous_commit}\n\
          full_page_writes = off\n\
          max_connections = {max_connections}\n\
          shared_buffers = '{shared_buffers}'\n",
         sock = dir.display(),
+        synchronous_commit = if settings.synchronous_commit {
+            "on"
+        } else {
+            "off"
+        },
         max_connections = settings.max_connections,
         shared_buffers = settings.shared_buffers,
     );
