@@ -48,8 +48,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain of an audit log; names the first bad line.
-    Verify { file: PathBuf },
+    /// Check the hash chain of an audit log, or with --store the chain of
+    /// the fleet's events in the PostgreSQL store; names the first bad one.
+    Verify {
+        /// The audit log (not with --store).
+        #[arg(required_unless_present = "store", conflicts_with = "store")]
+        file: Option<PathBuf>,
+        /// Check the events chain of the store the config names.
+        #[arg(long)]
+        store: bool,
+        /// The config that names the store (with --store).
+        #[arg(short, long, default_value = "jitgate.toml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -97,7 +108,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(runtime.block_on(jitgate::server::check_read_accounts(&c)))
         }
         Command::Audit {
-            command: AuditCommand::Verify { file },
+            command:
+                AuditCommand::Verify {
+                    store: true,
+                    config,
+                    ..
+                },
+        } => verify_store(&config),
+        Command::Audit {
+            command: AuditCommand::Verify {
+                file: Some(file), ..
+            },
         } => {
             let report = jitgate::audit::verify(&file)?;
             for line in &report.torn_lines {
@@ -117,6 +138,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Audit {
+            command: AuditCommand::Verify { file: None, .. },
+        } => anyhow::bail!("name the audit log to check, or --store for the store's events"),
         Command::Client(command) => jitgate::cli::run(command),
         Command::Passwd => {
             let secret = read_secret()?;
@@ -125,6 +149,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("{}", jitgate::identity::ScramVerifier::generate(&secret));
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `jitgate audit verify --store`.
+fn verify_store(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let c = jitgate::config::Config::load(config)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let Some(report) = runtime.block_on(jitgate::server::verify_store(&c)) else {
+        anyhow::bail!(
+            "{} names no PostgreSQL store ([store] kind = \"postgres\"); its journal is checked when jitgate starts",
+            config.display()
+        );
+    };
+    let report = report?;
+    match &report.first_bad {
+        None => {
+            println!("store: {} events, chain intact", report.events);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some((seq, why)) => {
+            println!("store: event {seq}: {why}");
+            Ok(ExitCode::FAILURE)
         }
     }
 }

@@ -260,6 +260,17 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     }
 }
 
+/// `jitgate audit verify --store`: check the fleet's events chain in the
+/// store `config` names. `None` when the config names the file store.
+pub async fn verify_store(
+    config: &Config,
+) -> Option<Result<crate::access::store::ChainReport, crate::access::store::SharedStoreError>> {
+    match &config.store.kind {
+        crate::config::StoreKind::File => None,
+        crate::config::StoreKind::Postgres(pg) => Some(crate::access::store::verify(pg).await),
+    }
+}
+
 /// `check-config`'s second half: one line per read-only level. A level
 /// whose account can write fails the check unless the config allows it; one
 /// that cannot be reached now is only reported (serve checks it again).

@@ -228,6 +228,36 @@ async fn request_on_a_approve_on_b_connect_on_c_and_a_revoke_on_b_ends_sessions_
         })
         .collect();
     assert_eq!(proxies, ["a", "b", "b"]);
+
+    // `jitgate audit verify --store` checks the chain; an edit breaks it.
+    let verify = || {
+        let out = c
+            .server_command(&[
+                "audit",
+                "verify",
+                "--store",
+                "-c",
+                c.config_path().to_str().unwrap(),
+            ])
+            .output()
+            .expect("run jitgate audit verify --store");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(
+        verify(),
+        (true, "store: 3 events, chain intact\n".to_owned())
+    );
+    store
+        .batch_execute(
+            "UPDATE jitgate_events SET line = replace(line, '\"by\":\"bob\"', '\"by\":\"eve\"') WHERE seq = 2",
+        )
+        .await
+        .unwrap();
+    let (ok, said) = verify();
+    assert!(!ok && said.starts_with("store: event 2: "), "{said}");
 }
 
 /// psql through `jg` as alice, running a query that would take a minute.

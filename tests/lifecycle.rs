@@ -613,6 +613,10 @@ async fn grant_expired_during_downtime_is_not_restored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torn_journal_line_is_tolerated() {
     let (_pg, mut jg) = setup().await;
+    if jg.has_pg_store() {
+        // The PostgreSQL store has no lines to tear: a transaction commits or not.
+        return;
+    }
     let (_, grant) = approved_grant(&jg, "10m").await;
     let grant_id = id_of(&grant);
     let pending_id = id_of(&jg.request_ok(ALICE, READ, "5m").await);

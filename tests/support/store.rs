@@ -37,6 +37,18 @@ impl StoreServer {
         StoreServer { pg, password }
     }
 
+    /// `JITGATE_TEST_STORE=postgres`: every test proxy gets a PostgreSQL
+    /// store of its own, so a suite written for one proxy runs against the
+    /// fleet's store too (the README's test command runs the lifecycle
+    /// suite both ways).
+    pub fn for_every_proxy() -> bool {
+        match std::env::var("JITGATE_TEST_STORE").as_deref() {
+            Err(_) | Ok("" | "file") => false,
+            Ok("postgres") => true,
+            Ok(other) => panic!("JITGATE_TEST_STORE={other}: use file or postgres"),
+        }
+    }
+
     /// The connection URL, password included (only ever in the environment).
     pub fn url(&self) -> String {
         format!(

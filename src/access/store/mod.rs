@@ -22,6 +22,7 @@
 mod file;
 pub(crate) mod pg;
 mod schema;
+mod verify;
 
 use std::time::SystemTime;
 
@@ -30,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 pub(crate) use file::FileStore;
 pub(crate) use pg::PgStore;
+pub use verify::{ChainReport, verify};
 
 use crate::access::journal::Entry;
 use crate::access::requests::rfc3339_serde;

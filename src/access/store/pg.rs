@@ -197,38 +197,16 @@ impl PgStore {
         proxy: &str,
         wake: impl Fn() + Send + Sync + 'static,
     ) -> Result<(PgStore, Arc<Link>), StoreError> {
-        let url = config
-            .url
-            .read()
-            .map_err(|e| SharedStoreError::Refused(format!("its connection URL: {e}")))?
-            .ok_or_else(|| SharedStoreError::Refused("no connection URL".into()))?;
-        let mut pg: tokio_postgres::Config = url.parse().map_err(|_| {
-            SharedStoreError::Refused(
-                "its connection URL does not parse (postgres://user:password@host:port/database \
-                 or key=value pairs)"
-                    .into(),
-            )
-        })?;
-        let op_timeout =
-            (config.fail_closed_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(5));
-        pg.connect_timeout(op_timeout)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(5))
-            .application_name("jitgate");
-        let tls = match &config.tls_ca_file {
-            None => None,
-            Some(ca) => Some(tls_connector(ca)?),
-        };
+        let endpoint = Endpoint::from_config(config)?;
         let health = Arc::new(Health::new());
         let (jobs, queue) = mpsc::unbounded_channel();
         let (ready, started) = std::sync::mpsc::sync_channel(1);
         let worker = Worker {
-            pg,
-            tls,
+            op_timeout: endpoint.op_timeout,
+            endpoint,
             client: None,
             backoff: FIRST_BACKOFF,
             next_try: Instant::now(),
-            op_timeout,
             health: health.clone(),
             proxy: proxy.to_owned(),
         };
@@ -306,10 +284,75 @@ fn tls_connector(
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
-/// The store's thread: one connection for jobs, one for notifications.
-struct Worker {
+/// Where the store is and how to reach it.
+#[derive(Clone)]
+pub(super) struct Endpoint {
     pg: tokio_postgres::Config,
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// How long one job (or one connection attempt) may take.
+    op_timeout: Duration,
+}
+
+impl Endpoint {
+    /// Read the URL from where the config says (it never enters the
+    /// config model, a log line or an error) and set up TLS.
+    pub(super) fn from_config(config: &PgStoreConfig) -> Result<Endpoint, SharedStoreError> {
+        let url = config
+            .url
+            .read()
+            .map_err(|e| SharedStoreError::Refused(format!("its connection URL: {e}")))?
+            .ok_or_else(|| SharedStoreError::Refused("no connection URL".into()))?;
+        let mut pg: tokio_postgres::Config = url.parse().map_err(|_| {
+            SharedStoreError::Refused(
+                "its connection URL does not parse (postgres://user:password@host:port/database \
+                 or key=value pairs)"
+                    .into(),
+            )
+        })?;
+        let op_timeout =
+            (config.fail_closed_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(5));
+        pg.connect_timeout(op_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .application_name("jitgate");
+        let tls = match &config.tls_ca_file {
+            None => None,
+            Some(ca) => Some(tls_connector(ca)?),
+        };
+        Ok(Endpoint {
+            pg,
+            tls,
+            op_timeout,
+        })
+    }
+
+    /// A new connection, driven by a task on the current runtime.
+    pub(super) async fn connect(&self) -> Result<Client, SharedStoreError> {
+        let unreachable = |e: tokio_postgres::Error| SharedStoreError::Unreachable(describe(&e));
+        let client = match &self.tls {
+            None => {
+                let (client, connection) = self
+                    .pg
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(unreachable)?;
+                tokio::spawn(connection);
+                client
+            }
+            Some(tls) => {
+                let (client, connection) =
+                    self.pg.connect(tls.clone()).await.map_err(unreachable)?;
+                tokio::spawn(connection);
+                client
+            }
+        };
+        Ok(client)
+    }
+}
+
+/// The store's thread: one connection for jobs, one for notifications.
+struct Worker {
+    endpoint: Endpoint,
     client: Option<Client>,
     backoff: Duration,
     next_try: Instant,
@@ -352,7 +395,7 @@ impl Worker {
                     return;
                 }
             }
-            tokio::spawn(listen(self.pg.clone(), self.tls.clone(), Arc::new(wake)));
+            tokio::spawn(listen(self.endpoint.clone(), Arc::new(wake)));
             while let Some(job) = queue.recv().await {
                 let answer = self.handle(job.op).await;
                 let _ = job.reply.send(answer);
@@ -361,25 +404,7 @@ impl Worker {
     }
 
     async fn connect(&mut self) -> Result<Client, SharedStoreError> {
-        let unreachable = |e: tokio_postgres::Error| SharedStoreError::Unreachable(describe(&e));
-        let client = match &self.tls {
-            None => {
-                let (client, connection) = self
-                    .pg
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map_err(unreachable)?;
-                tokio::spawn(connection);
-                client
-            }
-            Some(tls) => {
-                let (client, connection) =
-                    self.pg.connect(tls.clone()).await.map_err(unreachable)?;
-                tokio::spawn(connection);
-                client
-            }
-        };
-        Ok(client)
+        self.endpoint.connect().await
     }
 
     /// The connection for the next job: the open one, or a new one unless
@@ -672,11 +697,8 @@ async fn fleet_sessions(client: &Client) -> Result<Vec<SessionRow>, OpError> {
 /// Keep a connection that `LISTEN`s for new events, and wake the follower
 /// on each notification and after each (re)connect, when notifications may
 /// have been missed. Reconnects with the same backoff as the jobs.
-async fn listen(
-    pg: tokio_postgres::Config,
-    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
-    wake: Arc<dyn Fn() + Send + Sync>,
-) {
+async fn listen(endpoint: Endpoint, wake: Arc<dyn Fn() + Send + Sync>) {
+    let Endpoint { pg, tls, .. } = endpoint;
     let mut backoff = FIRST_BACKOFF;
     loop {
         let listened = match &tls {

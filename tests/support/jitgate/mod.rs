@@ -33,6 +33,9 @@ pub struct Jitgate {
     http: reqwest::Client,
     /// The upstream passwords jitgate holds; no client may ever see them.
     pub upstream_secrets: Vec<String>,
+    /// The proxy's own PostgreSQL store, under `JITGATE_TEST_STORE=postgres`
+    /// (declared last: it goes after the proxy).
+    store: Option<super::store::StoreServer>,
 }
 
 impl Jitgate {
@@ -43,7 +46,15 @@ impl Jitgate {
 
     /// jitgate with `config`, once it answers on its admin port (and has
     /// checked the read level's account, if there is one).
-    pub async fn launch(config: JitgateConfig) -> Jitgate {
+    pub async fn launch(mut config: JitgateConfig) -> Jitgate {
+        let store = match super::store::StoreServer::for_every_proxy() {
+            true if !config.extra.contains("[store]") => {
+                let store = super::store::StoreServer::start().await;
+                store.configure(&mut config, "test-proxy", "15s");
+                Some(store)
+            }
+            _ => None,
+        };
         let dir = owned_tempdir(&std::env::temp_dir(), DIR_PREFIX);
         let ports = Ports {
             postgres: config.postgres_listener.then(free_port),
@@ -80,6 +91,7 @@ impl Jitgate {
             upstream_secrets: config.upstream_secrets.clone(),
             config,
             http,
+            store,
         };
         jg.wait_healthy().await;
         jg.wait_for_read_account_check(0).await;
@@ -240,6 +252,12 @@ impl Jitgate {
     }
 
     /// `<data_dir>/journal.jsonl`.
+    /// Whether this proxy keeps its requests and grants in a PostgreSQL
+    /// store (`JITGATE_TEST_STORE=postgres`) rather than its journal.
+    pub fn has_pg_store(&self) -> bool {
+        self.config.extra.contains("[store]")
+    }
+
     pub fn journal_path(&self) -> PathBuf {
         self.dir.path().join("data").join("journal.jsonl")
     }
