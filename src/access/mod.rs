@@ -135,7 +135,7 @@ impl AccessModel {
         config: Arc<Config>,
         audit: Arc<AuditLog>,
     ) -> Result<Arc<AccessModel>, StoreError> {
-        let (model, changes) = match &config.store.kind {
+        let (model, changes, follower) = match &config.store.kind {
             StoreKind::File => {
                 let path = config.data_dir.join(JOURNAL_FILE);
                 let (store, entries) = FileStore::open(&path)?;
@@ -145,7 +145,7 @@ impl AccessModel {
                     .collect::<Vec<_>>();
                 let model =
                     AccessModel::with_book(config.clone(), audit, Some(Box::new(store)), None);
-                (Arc::new(model), changes)
+                (Arc::new(model), changes, None)
             }
             StoreKind::Postgres(pg) => {
                 let (wake, woken) = follow::wakeup();
@@ -161,9 +161,11 @@ impl AccessModel {
                     Some(Box::new(store)),
                     Some(link),
                 );
-                let model = Arc::new(model);
-                follow::start(&model, woken, pg.fail_closed_after);
-                (model, changes)
+                (
+                    Arc::new(model),
+                    changes,
+                    Some((woken, pg.fail_closed_after)),
+                )
             }
         };
         let mut book = model.book();
@@ -182,6 +184,11 @@ impl AccessModel {
         );
         drop(book);
         model.retrying(|| model.resume())?;
+        // Only now: until the restore is done, the follower would apply
+        // the same changes a second time.
+        if let Some((woken, fail_closed_after)) = follower {
+            follow::start(&model, woken, fail_closed_after);
+        }
         Ok(model)
     }
 

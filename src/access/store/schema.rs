@@ -53,6 +53,10 @@ pub(crate) const VERSION: i32 = MIGRATIONS.len() as i32;
 pub(super) async fn migrate(client: &mut Client) -> Result<(), SharedStoreError> {
     let refused = |e: tokio_postgres::Error| SharedStoreError::Refused(describe(&e));
     let tx = client.transaction().await.map_err(refused)?;
+    // "relation already exists, skipping" is not news.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(refused)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(refused)?;
