@@ -127,30 +127,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "ms from the revoke's answer to", "p50", "p99", "max", "n"
     );
     let fleet_refs: Vec<&Jitgate> = fleet.iter().collect();
+    let (mut all, mut here, mut there) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        for (proxy, lag) in revoke_round(&fleet_refs, args.sessions).await? {
+            all.push(lag);
+            if proxy == 1 {
+                here.push(lag);
+            } else {
+                there.push(lag);
+            }
+        }
+    }
+    let n = all.len();
+    for (label, lags) in [
+        ("each client told, 3 proxies, PostgreSQL store", &mut all),
+        ("  of those, on the revoking proxy", &mut here),
+        ("  of those, on the other two", &mut there),
+    ] {
+        print!("{}", lag_row(label, lags, n));
+    }
     let mut lags = Vec::new();
     for _ in 0..args.rounds {
-        lags.extend(revoke_round(&fleet_refs, args.sessions).await?);
+        let round = revoke_round(&[&alone], args.sessions).await?;
+        lags.extend(round.into_iter().map(|(_, lag)| lag));
     }
-    print!(
-        "{}",
-        lag_row(
-            "each client told, 3 proxies, PostgreSQL store",
-            &mut lags,
-            args.sessions * args.rounds
-        )
-    );
-    let mut lags = Vec::new();
-    for _ in 0..args.rounds {
-        lags.extend(revoke_round(&[&alone], args.sessions).await?);
-    }
-    print!(
-        "{}",
-        lag_row(
-            "each client told, 1 proxy, file store",
-            &mut lags,
-            args.sessions * args.rounds
-        )
-    );
+    let label = "each client told, 1 proxy, file store";
+    print!("{}", lag_row(label, &mut lags, args.sessions * args.rounds));
     drop(alone);
 
     approvals(&fleet_refs, &args).await?;
@@ -189,11 +191,15 @@ fn proxy_config(
     config
 }
 
-/// Sessions through the proxies in turn; each with the moment its client saw the end.
-async fn open_sessions(
-    proxies: &[&Jitgate],
-    n: usize,
-) -> anyhow::Result<Vec<(tokio_postgres::Client, tokio::task::JoinHandle<Instant>)>> {
+/// A session: which proxy holds it, its client, and the moment its client saw the end.
+type Session = (
+    usize,
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Instant>,
+);
+
+/// Sessions through the proxies in turn.
+async fn open_sessions(proxies: &[&Jitgate], n: usize) -> anyhow::Result<Vec<Session>> {
     let mut tasks = JoinSet::new();
     for i in 0..n {
         let mut config = Login::new("alice", ALICE_SECRET)
@@ -201,13 +207,14 @@ async fn open_sessions(
             .sslmode("disable")
             .config(proxies[i % proxies.len()].pg_port());
         config.connect_timeout(Duration::from_secs(30));
+        let proxy = i % proxies.len();
         tasks.spawn(async move {
             let (client, connection) = config.connect(NoTls).await?;
             let closed = tokio::spawn(async move {
                 let _ = connection.await;
                 Instant::now()
             });
-            Ok::<_, tokio_postgres::Error>((client, closed))
+            Ok::<_, tokio_postgres::Error>((proxy, client, closed))
         });
     }
     let mut sessions = Vec::new();
@@ -218,8 +225,8 @@ async fn open_sessions(
 }
 
 /// One grant, `n` sessions over `proxies`, a revoke through the second
-/// proxy (the first when alone): each client's lag after the answer.
-async fn revoke_round(proxies: &[&Jitgate], n: usize) -> anyhow::Result<Vec<Duration>> {
+/// proxy (the first when alone): each client's proxy and lag after the answer.
+async fn revoke_round(proxies: &[&Jitgate], n: usize) -> anyhow::Result<Vec<(usize, Duration)>> {
     let grant = proxies[0].grant("alice", "bench", "write", "30m").await;
     let id = grant["id"].as_str().context("grant id")?.to_owned();
     for jg in proxies {
@@ -237,11 +244,11 @@ async fn revoke_round(proxies: &[&Jitgate], n: usize) -> anyhow::Result<Vec<Dura
         bail!("revoke answered {status}: {body}");
     }
     let mut lags = Vec::new();
-    for (client, closed) in sessions {
+    for (proxy, client, closed) in sessions {
         let at = tokio::time::timeout(Duration::from_secs(30), closed)
             .await
             .context("a client was never told")??;
-        lags.push(at.saturating_duration_since(answered));
+        lags.push((proxy, at.saturating_duration_since(answered)));
         drop(client);
     }
     Ok(lags)
@@ -321,7 +328,7 @@ async fn outage(fleet: &[&Jitgate], store: &StoreServer, n: usize) -> anyhow::Re
     store.stop_now();
     let stopped = Instant::now();
     let mut ended = Vec::new();
-    for (client, closed) in sessions {
+    for (_, client, closed) in sessions {
         let at = tokio::time::timeout(Duration::from_secs(120), closed)
             .await
             .context("a session outlived the store's outage")??;

@@ -94,14 +94,10 @@ async fn wait_for_grant(jg: &Jitgate, id: &str) {
 async fn approved_grant(on: &Jitgate, by: &Jitgate) -> String {
     let request = on.request_ok(ALICE, "read", "30m").await;
     let id = request["id"].as_str().unwrap();
-    let mut answer = None;
-    // `by` may not have heard of the request yet: it catches up before
-    // deciding, so the first try already sees it.
+    // `by` catches up with the store before it decides, so it knows the
+    // request even if no notification has reached it yet.
     let (status, body) = by.decide(BOB, id, "approve", None).await;
-    if status == 200 {
-        answer = Some(body);
-    }
-    let body = answer.unwrap_or_else(|| panic!("approve on another proxy answered {status}"));
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "approved", "{body}");
     body["grant"].as_str().unwrap().to_owned()
 }
@@ -518,4 +514,136 @@ async fn a_store_with_a_newer_schema_is_refused_at_start() {
         !stderr.contains(&fleet.store.url()),
         "the URL leaked: {stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_over_tls_is_verified_against_its_ca() {
+    let store = StoreServer::start().await;
+    let pg = PgServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("store-ca.pem");
+    std::fs::write(&ca, store.certificate()).unwrap();
+    let mut config = JitgateOptions {
+        policies: POLICY.to_owned(),
+        ..JitgateOptions::default()
+    }
+    .config(&pg);
+    store.configure_tls(&mut config, "a", &ca);
+    let a = Jitgate::launch(config.clone()).await;
+    let grant = approved_grant(&a, &a).await;
+    wait_for_grant(&a, &grant).await;
+    // The store's own view: every jitgate connection is TLS.
+    let su = store.client().await;
+    let rows = su
+        .query(
+            "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name = 'jitgate'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter().all(|r| r.get::<_, bool>(0)),
+        "a store connection without TLS"
+    );
+    drop(a);
+
+    // Another CA: the proxy does not start, and says why.
+    let other = dir.path().join("other-ca.pem");
+    jitgate::tls::generate_self_signed(&other, &dir.path().join("other-key.pem")).unwrap();
+    let mut config = JitgateOptions::default().config(&pg);
+    store.configure_tls(&mut config, "b", &other);
+    let said = Jitgate::launch_refused(config).await;
+    assert!(
+        said.contains("store") && said.to_lowercase().contains("certificate"),
+        "{said}"
+    );
+    assert!(!said.contains(&store.url()), "the URL leaked: {said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_made_while_a_proxy_was_cut_off_reaches_it_when_it_reconnects() {
+    let store = StoreServer::start().await;
+    let pg = PgServer::start().await;
+    let link = Link::start(store.pg.port()).await;
+    // a reaches the store only through the link; b directly.
+    let mut config_a = JitgateOptions {
+        policies: POLICY.to_owned(),
+        ..JitgateOptions::default()
+    }
+    .config(&pg);
+    store.configure_via(&mut config_a, "a", "15s", link.port);
+    let a = Jitgate::launch(config_a).await;
+    let b = Jitgate::launch(proxy_config(&store, &pg, "b", "15s")).await;
+    let grant = approved_grant(&a, &b).await;
+    wait_for_grant(&a, &grant).await;
+    let psql = sleeping_psql(&a);
+    pg.wait_for_active_query("jg_read", "pg_sleep(60)").await;
+
+    link.cut();
+    let (status, body) = b.revoke_as(ADMIN, &grant).await;
+    assert_eq!(status, 200, "{body}");
+    // a cannot know yet: well within fail_closed_after, its session runs on.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        backends_of(&pg, "jg_read").await,
+        1,
+        "a heard of the revoke through a cut link?"
+    );
+    let mended = Instant::now();
+    link.mend();
+    // Reconnected, a catches up by sequence number and ends the session.
+    let stderr = cut_off(psql, &a).await;
+    assert!(stderr.contains("revoked"), "{stderr}");
+    assert!(
+        mended.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        mended.elapsed()
+    );
+    wait_for_backends(&pg, "jg_read", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_cut_short_by_kill_9_is_in_the_store_everywhere_or_nowhere() {
+    let mut fleet = Fleet::start(&["a", "b"], "15s").await;
+    for delay_ms in [0u64, 1, 2, 4, 8] {
+        let request = fleet.proxy(0).request_ok(ALICE, "read", "30m").await;
+        let id = request["id"].as_str().unwrap().to_owned();
+        let api = fleet.proxy(1).admin_api();
+        let path = format!("/v1/requests/{id}/approve");
+        let approving = tokio::spawn(async move {
+            api.call(reqwest::Method::POST, &path, Some(BOB), None)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        fleet.proxies[1].kill_now();
+        let answered = approving.await.unwrap();
+        // What a sees decides: approved with its grant, or still pending.
+        let a = fleet.proxy(0);
+        // Longer than the follower's tick: a has read whatever b committed.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let seen = a.request_by_id(ALICE, &id).await;
+        match seen["state"].as_str().unwrap() {
+            "approved" => {
+                let grant = seen["grant"].as_str().unwrap();
+                wait_for_grant(a, grant).await;
+                a.revoke(grant).await;
+            }
+            "pending" => {
+                // Then b's caller was not told it worked.
+                if let Ok((status, _)) = &answered {
+                    assert_ne!(
+                        *status, 200,
+                        "b answered 200 but the approval is not in the store"
+                    );
+                }
+                let (status, body) = a.decide(CAROL, &id, "approve", None).await;
+                assert_eq!(status, 200, "{body}");
+                a.revoke(body["grant"].as_str().unwrap()).await;
+            }
+            other => panic!("request {id} is {other}"),
+        }
+        fleet.proxies[1].start_again().await;
+    }
 }

@@ -226,7 +226,10 @@ pub(crate) enum AccessError {
     Unavailable,
     /// The fleet's store cannot be reached (or did not confirm): nothing
     /// changed, or the caller is told it may have.
-    #[error("{0}; try again once the store is back (GET /healthz says when)")]
+    #[error(
+        "{0}{changed}; try again once the store is back (GET /healthz says when)",
+        changed = if matches!(.0, SharedStoreError::Unconfirmed) { "" } else { ", so nothing was changed" }
+    )]
     StoreDown(SharedStoreError),
     /// Another proxy changed the store first; decided again after catching
     /// up (never reaches a caller unless the retries run out).

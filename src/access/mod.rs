@@ -370,7 +370,24 @@ impl AccessModel {
 
     /// Run a change until it is decided on current state: a change another
     /// proxy beat to the store is decided again after catching up.
+    ///
+    /// With a fleet's store the first `Behind` leaves the store's
+    /// transaction open, holding the chain's head: the catch-up and the
+    /// second decision happen under it, so the second try cannot be beaten
+    /// (no proxy starves under a busy fleet). Whatever the outcome, the
+    /// transaction is closed before returning.
     fn retrying<T, E: IsBehind>(&self, mut change: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+        // Also when `change` panics: an open transaction would keep the
+        // whole fleet from writing.
+        struct Release<'m>(&'m AccessModel);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                if let Some(store) = self.0.book().store.as_mut() {
+                    store.release();
+                }
+            }
+        }
+        let _release = Release(self);
         let mut tries = 0;
         loop {
             match change() {

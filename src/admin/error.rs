@@ -88,7 +88,14 @@ impl ApiError {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store unavailable",
-            format!("{cause}; try again once the store is back (GET /healthz says when)"),
+            match cause {
+                SharedStoreError::Unconfirmed => {
+                    format!("{cause}; try again once the store is back (GET /healthz says when)")
+                }
+                _ => format!(
+                    "{cause}, so nothing was changed; try again once the store is back (GET /healthz says when)"
+                ),
+            },
         )
         .retry_after(1)
     }

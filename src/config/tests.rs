@@ -791,3 +791,76 @@ fn zero_or_absurd_session_threads_are_refused_by_key() {
         );
     }
 }
+
+#[test]
+fn the_store_is_the_file_unless_a_postgres_url_source_is_named() {
+    let path = Path::new("/etc/jitgate/jitgate.toml");
+    let c = Config::from_toml(&config_with("", ""), path).unwrap();
+    assert!(matches!(c.store.kind, StoreKind::File));
+    assert!(!c.store.proxy_name.is_empty(), "defaults to the host name");
+    assert_eq!(c.audit.path, Path::new("/etc/jitgate/data/audit.log"));
+
+    let pg = "[store]\nkind = \"postgres\"\nurl_file = \"store-url\"\nproxy_name = \"jg-a.1\"\n\
+              fail_closed_after = \"5s\"\ntls = \"verify-full\"\ntls_ca_file = \"ca.pem\"\n";
+    let c = Config::from_toml(&config_with("", pg), path).unwrap();
+    let StoreKind::Postgres(store) = &c.store.kind else {
+        panic!("{:?}", c.store.kind)
+    };
+    assert_eq!(c.store.proxy_name, "jg-a.1");
+    assert_eq!(
+        store.url,
+        SecretSource::File("/etc/jitgate/store-url".into())
+    );
+    assert_eq!(store.fail_closed_after, Duration::from_secs(5));
+    assert_eq!(
+        store.tls_ca_file.as_deref(),
+        Some(Path::new("/etc/jitgate/ca.pem"))
+    );
+    // Each proxy of a fleet keeps its own audit chain, named after it.
+    assert_eq!(
+        c.audit.path,
+        Path::new("/etc/jitgate/data/audit-jg-a.1.log")
+    );
+}
+
+#[test]
+fn a_store_that_cannot_work_is_refused_naming_its_key() {
+    let store = |keys: &str| refusal("", &format!("[store]\n{keys}\n"));
+    assert_eq!(
+        store("kind = \"etcd\""),
+        "`store.kind`: `etcd` is not a store; use \"file\" (the default) or \"postgres\""
+    );
+    let needs_url = "`store`: kind = \"postgres\" needs exactly one of url_env or url_file: where \
+                     the connection URL (with its password) is read; never the URL itself";
+    assert_eq!(store("kind = \"postgres\""), needs_url);
+    assert_eq!(
+        store("kind = \"postgres\"\nurl_env = \"A\"\nurl_file = \"b\""),
+        needs_url
+    );
+    assert_eq!(
+        store("url_env = \"A\""),
+        "`store.url_env`: applies to kind = \"postgres\" only; the file store keeps its journal in data_dir"
+    );
+    assert_eq!(
+        store("proxy_name = \"a b\""),
+        "`store.proxy_name`: `a b` must be 1 to 63 letters, digits, '.', '_' or '-'"
+    );
+    assert_eq!(
+        store("kind = \"postgres\"\nurl_env = \"A\"\nfail_closed_after = \"500ms\""),
+        "`store.fail_closed_after`: must be between 1s and 1h"
+    );
+    assert_eq!(
+        store("kind = \"postgres\"\nurl_env = \"A\"\ntls = \"verify-full\""),
+        "`store.tls_ca_file`: tls = \"verify-full\" needs the CA that signed the store's certificate"
+    );
+    assert_eq!(
+        store("kind = \"postgres\"\nurl_env = \"A\"\ntls = \"require\""),
+        "`store.tls`: `require` must be \"disable\" or \"verify-full\""
+    );
+    // An unknown key is the parser's refusal, which lists the known ones.
+    let said = store("url = \"postgres://u:p@h/db\"");
+    assert!(
+        said.contains("unknown field `url`") && !said.contains("u:p@"),
+        "{said}"
+    );
+}

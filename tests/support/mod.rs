@@ -19,6 +19,7 @@
 //! `admin` (the admin API and CLI), `pg_client` (psql, pgbench,
 //! tokio-postgres), `mysql_client` (the mariadb CLI, mysql_async), `run`
 //! (what a client program did), `store` (a fleet's PostgreSQL store),
+//! `cut` (a TCP link a test can cut),
 //! `tls` (any-certificate TLS), `raw_pg` and
 //! `raw_mysql` (protocol bytes by hand), and the helpers of two kinds of
 //! test (`oracle`, `tmpfs`).
@@ -29,6 +30,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod admin;
+mod cut;
 mod jitgate;
 mod mariadb;
 mod mysql_client;
@@ -48,6 +50,7 @@ pub mod oracle;
 pub mod tmpfs;
 
 pub use admin::{AdminApi, expires_at, id_of, id_string, time_of};
+pub use cut::Link;
 pub use jitgate::{
     ADMIN_SECRET, ALICE_SECRET, BOB_SECRET, CAROL_SECRET, Jitgate, JitgateConfig, JitgateOptions,
     MYSQL_TARGET, PG_TARGET, Protocol, Upstream,

@@ -51,10 +51,14 @@ impl StoreServer {
 
     /// The connection URL, password included (only ever in the environment).
     pub fn url(&self) -> String {
+        self.url_via(self.pg.port())
+    }
+
+    /// The URL through another port (a [`super::Link`] in front of the store).
+    pub fn url_via(&self, port: u16) -> String {
         format!(
-            "postgres://jitgate_store:{}@127.0.0.1:{}/jitgate",
-            self.password,
-            self.pg.port()
+            "postgres://jitgate_store:{}@127.0.0.1:{port}/jitgate",
+            self.password
         )
     }
 
@@ -62,12 +66,39 @@ impl StoreServer {
     /// `fail_closed_after`; the URL's password joins the secrets no client
     /// may ever see.
     pub fn configure(&self, config: &mut JitgateConfig, proxy: &str, fail_closed_after: &str) {
+        self.configure_via(config, proxy, fail_closed_after, self.pg.port());
+    }
+
+    /// Like [`StoreServer::configure`], reaching the store through `port`.
+    pub fn configure_via(
+        &self,
+        config: &mut JitgateConfig,
+        proxy: &str,
+        fail_closed_after: &str,
+        port: u16,
+    ) {
         config.extra.push_str(&format!(
             "\n[store]\nkind = \"postgres\"\nurl_env = \"{URL_ENV}\"\nproxy_name = \"{proxy}\"\n\
              fail_closed_after = \"{fail_closed_after}\"\n"
         ));
-        config.env.push((URL_ENV.to_owned(), self.url()));
+        config.env.push((URL_ENV.to_owned(), self.url_via(port)));
         config.upstream_secrets.push(self.password.clone());
+    }
+
+    /// Like [`StoreServer::configure`], over TLS with `tls = "verify-full"`
+    /// and `ca` as the CA file.
+    pub fn configure_tls(&self, config: &mut JitgateConfig, proxy: &str, ca: &std::path::Path) {
+        self.configure(config, proxy, "15s");
+        config.extra.push_str(&format!(
+            "tls = \"verify-full\"\ntls_ca_file = \"{}\"\n",
+            ca.display()
+        ));
+    }
+
+    /// The store's own certificate (self-signed for localhost and
+    /// 127.0.0.1), to trust as the CA of `tls = "verify-full"`.
+    pub fn certificate(&self) -> Vec<u8> {
+        std::fs::read(self.pg.data_dir().join("server.crt")).expect("read the store's certificate")
     }
 
     /// A superuser session on the store's database, to look at its tables.

@@ -47,7 +47,7 @@ pub(crate) struct Event {
 #[derive(Debug, thiserror::Error)]
 pub enum SharedStoreError {
     /// The store cannot be reached now; nothing was changed.
-    #[error("the PostgreSQL store cannot be reached ({0}); nothing was changed")]
+    #[error("the PostgreSQL store cannot be reached ({0})")]
     Unreachable(String),
     /// Another proxy wrote first: catch up and decide again.
     #[error("another proxy changed the store first")]
@@ -78,6 +78,11 @@ pub(crate) trait Store: Send {
 
     /// Take back the appended change: its audit records could not be written.
     fn undo(&mut self);
+
+    /// End whatever a change left open: after [`Store::append`] answered
+    /// `Behind`, the change is decided again under the same transaction
+    /// (which holds the chain's head), or not at all.
+    fn release(&mut self) {}
 
     /// Whether other proxies write to this store too.
     fn shared(&self) -> bool;

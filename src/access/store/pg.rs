@@ -17,7 +17,8 @@
 //!   follower on each notification and after each reconnect.
 //! * **Failures**: every job has a deadline; a connection that fails or
 //!   times out is dropped (the server rolls back what it held open) and the
-//!   next job reconnects, no sooner than a backoff that doubles up to 5s.
+//!   next job reconnects, no sooner than a backoff that doubles up to 1s (the
+//!   heartbeat tries every second anyway).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,7 +36,7 @@ use crate::config::PgStoreConfig;
 /// The channel the store notifies new events on.
 const CHANNEL: &str = "jitgate_events";
 /// Longest wait between two connection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A live session as the store lists it (the fleet's `GET /v1/sessions`).
@@ -108,6 +109,9 @@ enum Op {
     },
     Confirm,
     Undo,
+    /// End a transaction a change left open (after `Behind`, it holds the
+    /// head's lock so that the change decided again cannot be beaten).
+    Release,
     Heartbeat {
         applied: u64,
         sessions: Vec<SessionRow>,
@@ -205,6 +209,7 @@ impl PgStore {
             op_timeout: endpoint.op_timeout,
             endpoint,
             client: None,
+            in_txn: false,
             backoff: FIRST_BACKOFF,
             next_try: Instant::now(),
             health: health.clone(),
@@ -252,6 +257,10 @@ impl Store for PgStore {
 
     fn undo(&mut self) {
         let _ = self.link.call(Op::Undo);
+    }
+
+    fn release(&mut self) {
+        let _ = self.link.call(Op::Release);
     }
 
     fn shared(&self) -> bool {
@@ -317,7 +326,11 @@ impl Endpoint {
             .application_name("jitgate");
         let tls = match &config.tls_ca_file {
             None => None,
-            Some(ca) => Some(tls_connector(ca)?),
+            Some(ca) => {
+                // verify-full: TLS or nothing, whatever the URL says.
+                pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                Some(tls_connector(ca)?)
+            }
         };
         Ok(Endpoint {
             pg,
@@ -354,6 +367,9 @@ impl Endpoint {
 struct Worker {
     endpoint: Endpoint,
     client: Option<Client>,
+    /// A transaction is open on `client` (a change between `Append` and
+    /// `Confirm`/`Undo`, or one that was `Behind` and is decided again).
+    in_txn: bool,
     backoff: Duration,
     next_try: Instant,
     op_timeout: Duration,
@@ -443,6 +459,7 @@ impl Worker {
         }
         self.health.lost();
         self.client = None;
+        self.in_txn = false;
         self.next_try = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         e
@@ -450,17 +467,18 @@ impl Worker {
 
     async fn handle(&mut self, op: Op) -> Result<Reply, SharedStoreError> {
         let confirming = matches!(op, Op::Confirm);
-        let writing = matches!(op, Op::Append { .. } | Op::Confirm);
-        let undoing = matches!(op, Op::Undo);
+        let ending = matches!(op, Op::Undo | Op::Release);
+        if ending && (!self.in_txn || self.client.is_none()) {
+            // Nothing to take back: none was open, or it went with the connection.
+            self.in_txn = false;
+            return Ok(Reply::Done);
+        }
         let timeout = self.op_timeout;
         let proxy = self.proxy.clone();
-        let client = match self.client().await {
-            Ok(client) => client,
-            // Nothing to take back: the transaction went with the connection.
-            Err(_) if undoing => return Ok(Reply::Done),
-            Err(e) => return Err(e),
-        };
-        let answer = tokio::time::timeout(timeout, run_op(client, op, &proxy)).await;
+        let mut in_txn = self.in_txn;
+        let client = self.client().await?;
+        let answer = tokio::time::timeout(timeout, run_op(client, op, &proxy, &mut in_txn)).await;
+        self.in_txn = in_txn;
         let lost = match answer {
             Ok(Ok(reply)) => {
                 self.health.contact();
@@ -469,9 +487,12 @@ impl Worker {
             Ok(Err(OpError::Refused(why))) => {
                 self.health.contact();
                 // Leave no transaction open behind a refused write.
-                if writing && let Some(client) = self.client.as_mut() {
+                if self.in_txn
+                    && let Some(client) = self.client.as_mut()
+                {
                     let _ = client.batch_execute("ROLLBACK").await;
                 }
+                self.in_txn = false;
                 return Err(SharedStoreError::Refused(why));
             }
             Ok(Err(OpError::Behind)) => {
@@ -509,27 +530,50 @@ impl From<tokio_postgres::Error> for OpError {
     }
 }
 
-async fn run_op(client: &mut Client, op: Op, proxy: &str) -> Result<Reply, OpError> {
+/// Run one job; `in_txn` says whether a transaction is open on `client`,
+/// before and after.
+async fn run_op(
+    client: &mut Client,
+    op: Op,
+    proxy: &str,
+    in_txn: &mut bool,
+) -> Result<Reply, OpError> {
     match op {
         Op::Since(seq) => since(client, seq).await.map(Reply::Events),
         Op::Append { entry, applied } => {
+            if !*in_txn {
+                client.batch_execute("BEGIN").await?;
+                *in_txn = true;
+            }
             append(client, &entry, applied, proxy).await.map(Reply::Seq)
         }
-        Op::Confirm => {
-            client.batch_execute("COMMIT").await?;
-            Ok(Reply::Done)
-        }
-        Op::Undo => {
-            client.batch_execute("ROLLBACK").await?;
+        Op::Confirm | Op::Undo | Op::Release => {
+            let end = if matches!(op, Op::Confirm) {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            *in_txn = false;
+            client.batch_execute(end).await?;
             Ok(Reply::Done)
         }
         Op::Heartbeat {
             applied,
             sessions,
             stale_after,
-        } => heartbeat(client, proxy, applied, &sessions, stale_after)
-            .await
-            .map(Reply::Beat),
+        } => {
+            let beat = if *in_txn {
+                // Inside the open transaction: its own BEGIN and COMMIT
+                // would end the change's transaction and its head lock.
+                heartbeat(&*client, proxy, applied, &sessions, stale_after).await
+            } else {
+                let tx = client.transaction().await?;
+                let beat = heartbeat(&tx, proxy, applied, &sessions, stale_after).await?;
+                tx.commit().await?;
+                Ok(beat)
+            };
+            beat.map(Reply::Beat)
+        }
         Op::Sessions => fleet_sessions(client).await.map(Reply::Sessions),
     }
 }
@@ -571,13 +615,14 @@ async fn append(
     applied: u64,
     proxy: &str,
 ) -> Result<u64, OpError> {
-    client.batch_execute("BEGIN").await?;
     let head = client
         .query_one("SELECT seq, hash, now() FROM jitgate_head FOR UPDATE", &[])
         .await?;
     let (head_seq, prev, at): (i64, String, SystemTime) = (head.get(0), head.get(1), head.get(2));
     if head_seq as u64 != applied {
-        client.batch_execute("ROLLBACK").await?;
+        // The transaction stays open and keeps the head locked: the model
+        // catches up (on this connection), decides again and appends, and
+        // no other proxy can get in between this time.
         return Err(OpError::Behind);
     }
     let seq = applied + 1;
@@ -610,14 +655,13 @@ async fn append(
 }
 
 async fn heartbeat(
-    client: &mut Client,
+    tx: &impl tokio_postgres::GenericClient,
     proxy: &str,
     applied: u64,
     sessions: &[SessionRow],
     stale_after: Duration,
 ) -> Result<Beat, OpError> {
     let stale_secs = stale_after.as_secs_f64();
-    let tx = client.transaction().await?;
     let row = tx
         .query_one(
             "INSERT INTO jitgate_proxies (name, heartbeat_at, applied_seq) VALUES ($1, now(), $2)
@@ -633,22 +677,33 @@ async fn heartbeat(
         &[&proxy, &ids],
     )
     .await?;
-    for s in sessions {
+    // All of this proxy's sessions in one statement, whatever their number:
+    // the heartbeat shares the store's connection with the catch-up.
+    let column = |f: fn(&SessionRow) -> &str| sessions.iter().map(f).collect::<Vec<&str>>();
+    let started: Vec<SystemTime> = sessions.iter().map(|s| s.started_at).collect();
+    let statements: Vec<i64> = sessions
+        .iter()
+        .map(|s| s.statements.min(i64::MAX as u64) as i64)
+        .collect();
+    if !sessions.is_empty() {
         tx.execute(
             "INSERT INTO jitgate_sessions
                 (id, proxy, identity, target, level, grant_id, client_addr, started_at, statements)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (id) DO UPDATE SET statements = $9",
+             SELECT id, $1, identity, target, level, grant_id, client_addr, started_at, statements
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::timestamptz[], $9::bigint[])
+                  AS s(id, identity, target, level, grant_id, client_addr, started_at, statements)
+             ON CONFLICT (id) DO UPDATE SET statements = EXCLUDED.statements",
             &[
-                &s.id,
                 &proxy,
-                &s.identity,
-                &s.target,
-                &s.level,
-                &s.grant,
-                &s.client_addr,
-                &s.started_at,
-                &(s.statements.min(i64::MAX as u64) as i64),
+                &ids,
+                &column(|s| &s.identity),
+                &column(|s| &s.target),
+                &column(|s| &s.level),
+                &column(|s| &s.grant),
+                &column(|s| &s.client_addr),
+                &started,
+                &statements,
             ],
         )
         .await?;
@@ -663,7 +718,6 @@ async fn heartbeat(
         &[&stale_secs],
     )
     .await?;
-    tx.commit().await?;
     Ok(Beat {
         now,
         head: head as u64,

@@ -106,8 +106,17 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), SharedStoreError>
 
 /// A PostgreSQL error as one line: the server's message when it sent one.
 pub(super) fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.code().code(), db.message());
     }
+    // "error performing TLS handshake" says little without its cause
+    // ("invalid peer certificate: UnknownIssuer"). The URL is in none of them.
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -14,6 +14,7 @@ use tempfile::TempDir;
 
 use super::process::{free_port, kill_if_running};
 use super::scratch::owned_tempdir;
+use super::wait::within;
 pub use config::{ADMIN_SECRET, ALICE_SECRET, BOB_SECRET, CAROL_SECRET, JitgateConfig, Ports};
 pub use options::{JitgateOptions, MYSQL_TARGET, PG_TARGET, Protocol, Upstream};
 
@@ -96,6 +97,43 @@ impl Jitgate {
         jg.wait_healthy().await;
         jg.wait_for_read_account_check(0).await;
         jg
+    }
+
+    /// Start jitgate with `config` expecting it to refuse to start: returns
+    /// what it printed (stdout and stderr) once it has exited unsuccessfully.
+    pub async fn launch_refused(config: JitgateConfig) -> String {
+        let dir = owned_tempdir(&std::env::temp_dir(), DIR_PREFIX);
+        let ports = Ports {
+            postgres: config.postgres_listener.then(free_port),
+            mysql: config.mysql_listener.then(free_port),
+            admin: free_port(),
+        };
+        let config_path = dir.path().join("jitgate.toml");
+        let audit_path = dir.path().join("data").join("audit.log");
+        std::fs::write(&config_path, config.render(ports, &audit_path))
+            .expect("write jitgate.toml");
+        let out = within(
+            Duration::from_secs(30),
+            "jitgate to refuse to start",
+            tokio::process::Command::new(&config.exe)
+                .arg("serve")
+                .arg("-c")
+                .arg(&config_path)
+                .current_dir(dir.path())
+                .envs(config.env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("run jitgate serve");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "jitgate started:\n{said}");
+        said
     }
 
     /// jitgate checks the read level's upstream account at start, on a
