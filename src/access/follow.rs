@@ -3,8 +3,11 @@
 //! * **The follower** (a thread of its own: everything it does may wait on
 //!   the store) catches up on what other proxies wrote whenever the store's
 //!   listener wakes it and at least every [`TICK`], so a notification that
-//!   was lost costs at most a tick; and at each tick it sends a heartbeat
-//!   with this proxy's live sessions, and sets the clock by the store's.
+//!   was lost costs at most a tick.
+//! * **The heartbeat** (another thread, on another connection, so that it
+//!   never holds up a catch-up) tells the store every [`TICK`] that this
+//!   proxy lives, which sessions it holds and how far it has applied, and
+//!   sets the clock by the store's.
 //! * **The watchdog** (a task) fails closed: once the store has not
 //!   answered for `fail_closed_after`, a revoke may be waiting there that
 //!   this proxy cannot see, so it ends every session it holds and refuses
@@ -70,11 +73,18 @@ pub(crate) fn start(model: &Arc<AccessModel>, rung: Receiver<()>, fail_closed_af
         tracing::error!(error = %e, "cannot start the store's follower; changes from other proxies arrive only with this proxy's own");
     }
     let weak = Arc::downgrade(model);
+    let spawned = std::thread::Builder::new()
+        .name("jitgate-heartbeat".into())
+        .spawn(move || beat(weak));
+    if let Err(e) = spawned {
+        // Without heartbeats the watchdog fails closed: say why.
+        tracing::error!(error = %e, "cannot start the store's heartbeat");
+    }
+    let weak = Arc::downgrade(model);
     model.runtime.spawn(watch(weak, fail_closed_after));
 }
 
 fn follow(model: Weak<AccessModel>, rung: Receiver<()>) {
-    let mut last_beat: Option<Instant> = None;
     loop {
         match rung.recv_timeout(TICK) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
@@ -83,21 +93,25 @@ fn follow(model: Weak<AccessModel>, rung: Receiver<()>) {
         // One catch-up serves every ring so far.
         while rung.try_recv().is_ok() {}
         let Some(model) = model.upgrade() else { return };
-        let applied = {
-            let mut book = model.book();
-            match model.catch_up(&mut book) {
-                Ok(()) => {}
-                Err(StoreError::Shared(SharedStoreError::Unreachable(e))) => {
-                    tracing::debug!(error = %e, "cannot catch up with the store");
-                }
-                Err(e) => tracing::error!(error = %e, "cannot catch up with the store"),
+        let mut book = model.book();
+        match model.catch_up(&mut book) {
+            Ok(()) => {}
+            Err(StoreError::Shared(SharedStoreError::Unreachable(e))) => {
+                tracing::debug!(error = %e, "cannot catch up with the store");
             }
-            book.applied
-        };
-        if last_beat.is_none_or(|t| t.elapsed() >= TICK) {
-            last_beat = Some(Instant::now());
-            model.heartbeat(applied);
+            Err(e) => tracing::error!(error = %e, "cannot catch up with the store"),
         }
+    }
+}
+
+/// Every [`TICK`], a heartbeat (on a thread of its own: a slow one must
+/// not hold up a catch-up).
+fn beat(model: Weak<AccessModel>) {
+    loop {
+        std::thread::sleep(TICK);
+        let Some(model) = model.upgrade() else { return };
+        let applied = model.book().applied;
+        model.heartbeat(applied);
     }
 }
 

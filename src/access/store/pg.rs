@@ -13,7 +13,9 @@
 //!   records are written) or undoes it. The store's clock stamps the event.
 //! * **Reads** are by sequence number: what another proxy wrote is read
 //!   from the table, never from a notification (those are only a nudge).
-//! * **The listener** is a second connection that `LISTEN`s and wakes the
+//! * **Heartbeats** and the fleet's session list go over a connection of
+//!   their own, so they never hold up a catch-up.
+//! * **The listener** is a third connection that `LISTEN`s and wakes the
 //!   follower on each notification and after each reconnect.
 //! * **Failures**: every job has a deadline; a connection that fails or
 //!   times out is dropped (the server rolls back what it held open) and the
@@ -135,15 +137,23 @@ struct Job {
 
 /// The proxy's handle on the store's thread; cheap to share.
 pub(crate) struct Link {
+    /// Changes and catch-ups, on one connection.
     jobs: mpsc::UnboundedSender<Job>,
+    /// Heartbeats and the fleet's session list, on another, so that they
+    /// never hold up a catch-up (a revoke reaching this proxy).
+    beats: mpsc::UnboundedSender<Job>,
     pub(crate) health: Arc<Health>,
     pub(crate) proxy: String,
 }
 
 impl Link {
     fn call(&self, op: Op) -> Result<Reply, SharedStoreError> {
+        let queue = match op {
+            Op::Heartbeat { .. } | Op::Sessions => &self.beats,
+            _ => &self.jobs,
+        };
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        self.jobs
+        queue
             .send(Job { op, reply })
             .map_err(|_| SharedStoreError::Unreachable("the store's thread has stopped".into()))?;
         answer
@@ -204,6 +214,7 @@ impl PgStore {
         let endpoint = Endpoint::from_config(config)?;
         let health = Arc::new(Health::new());
         let (jobs, queue) = mpsc::unbounded_channel();
+        let (beats, beat_queue) = mpsc::unbounded_channel();
         let (ready, started) = std::sync::mpsc::sync_channel(1);
         let worker = Worker {
             op_timeout: endpoint.op_timeout,
@@ -217,13 +228,14 @@ impl PgStore {
         };
         std::thread::Builder::new()
             .name("jitgate-store".into())
-            .spawn(move || worker.run(queue, ready, wake))
+            .spawn(move || worker.run([queue, beat_queue], ready, wake))
             .map_err(|e| SharedStoreError::Unreachable(format!("cannot start its thread: {e}")))?;
         started.recv().map_err(|_| {
             SharedStoreError::Unreachable("the store's thread has stopped".into())
         })??;
         let link = Arc::new(Link {
             jobs,
+            beats,
             health,
             proxy: proxy.to_owned(),
         });
@@ -380,7 +392,7 @@ struct Worker {
 impl Worker {
     fn run(
         mut self,
-        mut queue: mpsc::UnboundedReceiver<Job>,
+        [mut queue, beat_queue]: [mpsc::UnboundedReceiver<Job>; 2],
         ready: std::sync::mpsc::SyncSender<Result<(), SharedStoreError>>,
         wake: impl Fn() + Send + Sync + 'static,
     ) {
@@ -412,6 +424,7 @@ impl Worker {
                 }
             }
             tokio::spawn(listen(self.endpoint.clone(), Arc::new(wake)));
+            tokio::spawn(self.sibling().serve(beat_queue));
             while let Some(job) = queue.recv().await {
                 let answer = self.handle(job.op).await;
                 let _ = job.reply.send(answer);
@@ -421,6 +434,27 @@ impl Worker {
 
     async fn connect(&mut self) -> Result<Client, SharedStoreError> {
         self.endpoint.connect().await
+    }
+
+    /// A worker for a second connection to the same store.
+    fn sibling(&self) -> Worker {
+        Worker {
+            endpoint: self.endpoint.clone(),
+            client: None,
+            in_txn: false,
+            backoff: FIRST_BACKOFF,
+            next_try: Instant::now(),
+            op_timeout: self.op_timeout,
+            health: self.health.clone(),
+            proxy: self.proxy.clone(),
+        }
+    }
+
+    async fn serve(mut self, mut queue: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = queue.recv().await {
+            let answer = self.handle(job.op).await;
+            let _ = job.reply.send(answer);
+        }
     }
 
     /// The connection for the next job: the open one, or a new one unless
