@@ -31,6 +31,8 @@
 //! requests on one proxy, bob approves on the next; `--approvals` (default
 //! 200) in all. Reported: requests + approvals per second, and the p50/p99
 //! of an approve's round trip.
+//!
+//! `FLEET_DETAIL=1` prints each revoke round's slowest client per proxy.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -250,6 +252,13 @@ async fn revoke_round(proxies: &[&Jitgate], n: usize) -> anyhow::Result<Vec<(usi
             .context("a client was never told")??;
         lags.push((proxy, at.saturating_duration_since(answered)));
         drop(client);
+    }
+    if std::env::var_os("FLEET_DETAIL").is_some() {
+        let mut per = [Duration::ZERO; 3];
+        for (p, l) in &lags {
+            per[*p] = per[*p].max(*l);
+        }
+        eprintln!("round: slowest client per proxy {per:?}");
     }
     Ok(lags)
 }
