@@ -164,6 +164,15 @@ async fn request_on_a_approve_on_b_connect_on_c_and_a_revoke_on_b_ends_sessions_
         .collect();
     proxies.sort();
     assert_eq!(proxies, ["a", "c"], "{sessions:?}");
+    // So does `jitgate sessions`, with a PROXY column.
+    let listed = b.cli(ADMIN, &["sessions"]).await;
+    let lines: Vec<&str> = listed.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("PROXY"),
+        "{}",
+        listed.stdout
+    );
+    assert_eq!(lines.len(), 3, "{}", listed.stdout);
 
     let (status, body) = b.revoke_as(ADMIN, &grant).await;
     assert_eq!(status, 200, "{body}");

@@ -217,6 +217,9 @@ async fn revoke(api: ApiArgs, id: &str) -> anyhow::Result<()> {
 #[derive(Deserialize)]
 struct Session {
     id: String,
+    /// The proxy that holds it (with a fleet's store, several).
+    #[serde(default)]
+    proxy: String,
     identity: String,
     target: String,
     level: String,
@@ -233,14 +236,22 @@ async fn sessions(api: ApiArgs) -> anyhow::Result<()> {
     if json {
         return print_json(&reply);
     }
+    if let Some(why) = reply["incomplete"].as_str() {
+        eprintln!("warning: {why}");
+    }
     let list: Vec<Session> = parse(&reply["sessions"])?;
     if list.is_empty() {
         eprintln!("no live sessions you may see");
         return Ok(());
     }
+    // Which proxy holds a session matters once there are several.
+    let fleet = list.iter().any(|s| s.proxy != list[0].proxy);
     let now = SystemTime::now();
-    let mut t = Table::new(&[
-        "ID",
+    let mut header = vec!["ID"];
+    if fleet {
+        header.push("PROXY");
+    }
+    header.extend([
         "IDENTITY",
         "TARGET",
         "LEVEL",
@@ -249,9 +260,13 @@ async fn sessions(api: ApiArgs) -> anyhow::Result<()> {
         "STARTED",
         "STATEMENTS",
     ]);
+    let mut t = Table::new(&header);
     for s in list {
-        t.row(vec![
-            s.id,
+        let mut row = vec![s.id];
+        if fleet {
+            row.push(s.proxy);
+        }
+        row.extend([
             s.identity,
             s.target,
             s.level,
@@ -260,6 +275,7 @@ async fn sessions(api: ApiArgs) -> anyhow::Result<()> {
             table::relative(s.started_at, now),
             s.statements.to_string(),
         ]);
+        t.row(row);
     }
     print!("{t}");
     Ok(())
@@ -273,7 +289,10 @@ async fn kill(api: ApiArgs, session: &str) -> anyhow::Result<()> {
     if json {
         return print_json(&reply);
     }
-    println!("session {session} killed");
+    match reply["proxy"].as_str() {
+        Some(proxy) => println!("session {session} killed (held by proxy {proxy})"),
+        None => println!("session {session} killed"),
+    }
     Ok(())
 }
 
