@@ -71,7 +71,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, anyhow, bail};
 use support::{
     ALICE_SECRET, AnyCertTls, Jitgate, JitgateConfig, Login, PgServer, PgSettings, Pgbouncer,
-    PgbouncerSettings, expires_at, id_of, pooled_clients,
+    PgbouncerSettings, expires_at, id_of, lag_row, ms, pooled_clients,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -501,32 +501,6 @@ fn cpu_time_of(pid: &str) -> Duration {
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
     Duration::from_nanos(nanos)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// One table row: p50/p99/max of `lags` (nearest rank), and how many of `expected`.
-fn lag_row(label: &str, lags: &mut [Duration], expected: usize) -> String {
-    lags.sort();
-    if lags.is_empty() {
-        return format!(
-            "   {label:<44} {:>9} {:>9} {:>9} {:>7}\n",
-            "-",
-            "-",
-            "-",
-            format!("0/{expected}")
-        );
-    }
-    let rank = |p: f64| lags[((p * lags.len() as f64).ceil() as usize).clamp(1, lags.len()) - 1];
-    format!(
-        "   {label:<44} {:>9.1} {:>9.1} {:>9.1} {:>7}\n",
-        ms(rank(0.50)),
-        ms(rank(0.99)),
-        ms(*lags.last().unwrap_or(&Duration::ZERO)),
-        format!("{}/{expected}", lags.len())
-    )
 }
 
 // ---- the memory scenario -----------------------------------------------------------

@@ -198,17 +198,7 @@ impl AccessModel {
                 .grants
                 .get(grant_id)
                 .ok_or_else(|| GrantError::NotFound(grant_id.to_owned()))?;
-            self.commit(
-                &mut book,
-                &Entry::GrantRevoked {
-                    id: grant.id.clone(),
-                    by: by.to_owned(),
-                },
-                &[AuditEvent {
-                    by: Some(by),
-                    ..grant_record("grant_revoked", &grant)
-                }],
-            )?;
+            self.record_revoke(&mut book, &grant, by)?;
             self.grants.end(grant_id, EndReason::Revoked);
             self.announce_grant_revoked(&grant, by);
             return Ok(grant);
@@ -222,18 +212,7 @@ impl AccessModel {
             .grants
             .end(grant_id, EndReason::Revoked)
             .ok_or_else(|| GrantError::NotFound(grant_id.to_owned()))?;
-        self.commit(
-            &mut book,
-            &Entry::GrantRevoked {
-                id: grant.id.clone(),
-                by: by.to_owned(),
-            },
-            &[AuditEvent {
-                by: Some(by),
-                ..grant_record("grant_revoked", &grant)
-            }],
-        )
-        .map_err(|cause| {
+        self.record_revoke(&mut book, &grant, by).map_err(|cause| {
             tracing::error!(
                 grant = %grant.id,
                 error = %cause,
@@ -246,6 +225,21 @@ impl AccessModel {
         })?;
         self.announce_grant_revoked(&grant, by);
         Ok(grant)
+    }
+
+    /// Store and audit `by`'s revoke of `grant`.
+    fn record_revoke(&self, book: &mut Book, grant: &Grant, by: &str) -> Result<(), StoreError> {
+        self.commit(
+            book,
+            &Entry::GrantRevoked {
+                id: grant.id.clone(),
+                by: by.to_owned(),
+            },
+            &[AuditEvent {
+                by: Some(by),
+                ..grant_record("grant_revoked", grant)
+            }],
+        )
     }
 
     fn announce_grant_revoked(&self, grant: &Grant, by: &str) {

@@ -19,7 +19,7 @@
 //! `admin` (the admin API and CLI), `pg_client` (psql, pgbench,
 //! tokio-postgres), `mysql_client` (the mariadb CLI, mysql_async), `run`
 //! (what a client program did), `store` (a fleet's PostgreSQL store),
-//! `cut` (a TCP link a test can cut),
+//! `cut` (a TCP link a test can cut), `percentiles` (the benches' tables),
 //! `tls` (any-certificate TLS), `raw_pg` and
 //! `raw_mysql` (protocol bytes by hand), and the helpers of two kinds of
 //! test (`oracle`, `tmpfs`).
@@ -34,6 +34,7 @@ mod cut;
 mod jitgate;
 mod mariadb;
 mod mysql_client;
+mod percentiles;
 mod pg_client;
 mod pgbouncer;
 mod postgres;
@@ -56,6 +57,7 @@ pub use jitgate::{
     MYSQL_TARGET, PG_TARGET, Protocol, Upstream,
 };
 pub use mariadb::MariaDb;
+pub use percentiles::{lag_row, ms};
 pub use pg_client::{Login, assert_sqlstate, describe_error, sqlstate};
 pub use pgbouncer::{Pgbouncer, PgbouncerSettings, pooled_clients};
 pub use postgres::{

@@ -56,25 +56,13 @@ impl Jitgate {
             }
             _ => None,
         };
-        let dir = owned_tempdir(&std::env::temp_dir(), DIR_PREFIX);
-        let ports = Ports {
-            postgres: config.postgres_listener.then(free_port),
-            mysql: config.mysql_listener.then(free_port),
-            admin: free_port(),
-        };
-        let config_path = dir.path().join("jitgate.toml");
+        let Prepared {
+            dir,
+            ports,
+            config_path,
+            audit_path,
+        } = Prepared::new(&config);
         let log_path = dir.path().join("jitgate.log");
-        let audit_path = config
-            .audit_path
-            .clone()
-            .unwrap_or_else(|| dir.path().join("data").join("audit.log"));
-        jitgate::tls::generate_self_signed(
-            &dir.path().join("tls/cert.pem"),
-            &dir.path().join("tls/key.pem"),
-        )
-        .expect("generate jitgate's certificate");
-        std::fs::write(&config_path, config.render(ports, &audit_path))
-            .expect("write jitgate.toml");
         std::fs::File::create(&log_path).expect("create jitgate.log");
         let child = spawn_serve(dir.path(), &config_path, &log_path, &config);
         let http = reqwest::Client::builder()
@@ -102,16 +90,9 @@ impl Jitgate {
     /// Start jitgate with `config` expecting it to refuse to start: returns
     /// what it printed (stdout and stderr) once it has exited unsuccessfully.
     pub async fn launch_refused(config: JitgateConfig) -> String {
-        let dir = owned_tempdir(&std::env::temp_dir(), DIR_PREFIX);
-        let ports = Ports {
-            postgres: config.postgres_listener.then(free_port),
-            mysql: config.mysql_listener.then(free_port),
-            admin: free_port(),
-        };
-        let config_path = dir.path().join("jitgate.toml");
-        let audit_path = dir.path().join("data").join("audit.log");
-        std::fs::write(&config_path, config.render(ports, &audit_path))
-            .expect("write jitgate.toml");
+        let Prepared {
+            dir, config_path, ..
+        } = Prepared::new(&config);
         let out = within(
             Duration::from_secs(30),
             "jitgate to refuse to start",
@@ -344,6 +325,44 @@ fn spawn_serve(dir: &Path, config_path: &Path, log_path: &Path, config: &Jitgate
     let child = cmd.spawn().expect("spawn jitgate serve");
     std::fs::write(dir.join("child.pid"), child.id().to_string()).expect("record jitgate's pid");
     child
+}
+
+/// A proxy's directory before it starts: free ports, its certificate and
+/// its `jitgate.toml`.
+struct Prepared {
+    dir: TempDir,
+    ports: Ports,
+    config_path: PathBuf,
+    audit_path: PathBuf,
+}
+
+impl Prepared {
+    fn new(config: &JitgateConfig) -> Prepared {
+        let dir = owned_tempdir(&std::env::temp_dir(), DIR_PREFIX);
+        let ports = Ports {
+            postgres: config.postgres_listener.then(free_port),
+            mysql: config.mysql_listener.then(free_port),
+            admin: free_port(),
+        };
+        let config_path = dir.path().join("jitgate.toml");
+        let audit_path = config
+            .audit_path
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data").join("audit.log"));
+        jitgate::tls::generate_self_signed(
+            &dir.path().join("tls/cert.pem"),
+            &dir.path().join("tls/key.pem"),
+        )
+        .expect("generate jitgate's certificate");
+        std::fs::write(&config_path, config.render(ports, &audit_path))
+            .expect("write jitgate.toml");
+        Prepared {
+            dir,
+            ports,
+            config_path,
+            audit_path,
+        }
+    }
 }
 
 /// Stop the proxy a killed test process left running in `dir`.
