@@ -546,7 +546,7 @@ async fn the_store_over_tls_is_verified_against_its_ca() {
     let rows = su
         .query(
             "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
-             WHERE a.application_name = 'jitgate'",
+             WHERE a.application_name = 'jitgate a'",
             &[],
         )
         .await

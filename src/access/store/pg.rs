@@ -211,7 +211,9 @@ impl PgStore {
         proxy: &str,
         wake: impl Fn() + Send + Sync + 'static,
     ) -> Result<(PgStore, Arc<Link>), StoreError> {
-        let endpoint = Endpoint::from_config(config)?;
+        let mut endpoint = Endpoint::from_config(config)?;
+        // Which proxy a connection is, in the store's pg_stat_activity.
+        endpoint.pg.application_name(format!("jitgate {proxy}"));
         let health = Arc::new(Health::new());
         let (jobs, queue) = mpsc::unbounded_channel();
         let (beats, beat_queue) = mpsc::unbounded_channel();
