@@ -347,6 +347,13 @@ impl AccessModel {
         Ok(book)
     }
 
+    /// Catch up with the fleet's store now (nothing to do with the file
+    /// store), so a question asked next sees what other proxies changed.
+    pub(crate) fn catch_up_now(self: &Arc<Self>) -> Result<(), AccessError> {
+        drop(self.book_current()?);
+        Ok(())
+    }
+
     /// Apply what the store holds beyond what this proxy has applied.
     fn catch_up(self: &Arc<Self>, book: &mut Book) -> Result<(), StoreError> {
         let applied = book.applied;

@@ -102,6 +102,9 @@ async fn revoke(
             ),
         )
     };
+    // With a fleet's store, a grant made on another proxy a moment ago is
+    // known here once this proxy has caught up.
+    state.access(|a| a.catch_up_now()).await??;
     let grant = state
         .shared
         .access
