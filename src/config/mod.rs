@@ -27,6 +27,21 @@ mod validate;
 use raw::RawConfig;
 pub(crate) use secret::SecretSource;
 
+/// Where a TOML error is and what it says, without the offending line: the
+/// parser quotes it, and a line that should not be there may hold a secret
+/// (a store URL with its password where a `url_env` belongs, say).
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -278,7 +293,7 @@ impl Config {
     pub(crate) fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: parse_message(text, &e),
         })?;
         validate::validate(raw, path)
     }
