@@ -656,3 +656,66 @@ async fn an_approval_cut_short_by_kill_9_is_in_the_store_everywhere_or_nowhere()
         fleet.proxies[1].start_again().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_failed_closed_opens_again_only_after_applying_what_it_missed() {
+    let store = StoreServer::start().await;
+    let pg = PgServer::start().await;
+    let link = Link::start(store.pg.port()).await;
+    let mut config_a = JitgateOptions {
+        policies: POLICY.to_owned(),
+        ..JitgateOptions::default()
+    }
+    .config(&pg);
+    store.configure_via(&mut config_a, "a", "2s", link.port);
+    let a = Jitgate::launch(config_a).await;
+    let b = Jitgate::launch(proxy_config(&store, &pg, "b", "2s")).await;
+    let grant = approved_grant(&a, &b).await;
+    wait_for_grant(&a, &grant).await;
+
+    link.cut();
+    // a fails closed...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.api(reqwest::Method::GET, "/healthz", None, None).await.0 != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "a never failed closed:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...while b revokes the grant it knows.
+    let (status, body) = b.revoke_as(ADMIN, &grant).await;
+    assert_eq!(status, 200, "{body}");
+    link.mend();
+    // From the moment a takes logins again, the revoked grant is refused:
+    // no login slips in between the reopening and the catch-up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match a.connect(&Login::alice()).await {
+            Ok(_) => panic!(
+                "a admitted a login on a grant revoked while it was away:\n{}",
+                a.log()
+            ),
+            Err(e) if sqlstate(&e).as_deref() == Some("57P03") => {}
+            Err(e) => {
+                assert!(
+                    describe_error(&e).contains("no active grant"),
+                    "{}",
+                    describe_error(&e)
+                );
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a did not open again:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        a.api(reqwest::Method::GET, "/healthz", None, None).await.0,
+        200
+    );
+}

@@ -16,7 +16,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::access::clock;
 use crate::access::journal::Entry;
@@ -29,6 +29,8 @@ use crate::metrics::{METRICS, ProxyLabel};
 /// The longest a follower waits between two catch-ups, and how often it
 /// sends a heartbeat.
 pub(crate) const TICK: Duration = Duration::from_secs(1);
+/// A clock sample whose round trip took longer is not used.
+const CLOCK_SAMPLE_RTT: Duration = Duration::from_millis(50);
 /// How often the watchdog looks at the time since the store's last answer.
 const WATCH: Duration = Duration::from_millis(100);
 
@@ -118,7 +120,7 @@ fn beat(model: Weak<AccessModel>) {
 impl AccessModel {
     /// Tell the store this proxy lives and what it holds; learn its clock
     /// and how far behind this proxy is.
-    fn heartbeat(&self, applied: u64) {
+    fn heartbeat(self: &Arc<Self>, applied: u64) {
         let Some(link) = &self.fleet else { return };
         let rows = self
             .local_sessions
@@ -126,16 +128,36 @@ impl AccessModel {
             .map(|s| s.rows(&link.proxy))
             .unwrap_or_default();
         let stale_after = self.fail_closed_after().saturating_mul(4);
-        let sent = SystemTime::now();
         match link.heartbeat(applied, rows, stale_after) {
             Ok(beat) => {
-                clock::observe(beat.now, sent, SystemTime::now());
+                let (store_now, sent, received) = beat.clock;
+                // A slow answer says little about the clock: keep the last.
+                if received.duration_since(sent).unwrap_or(Duration::MAX) < CLOCK_SAMPLE_RTT {
+                    clock::observe(store_now, sent, received);
+                }
+                if beat.head < applied {
+                    tracing::error!(
+                        "the store {}",
+                        crate::access::store::pg::went_back(beat.head as i64, applied)
+                    );
+                    self.caught_up.store(false, Ordering::Release);
+                    self.may_reopen.store(false, Ordering::Release);
+                    return;
+                }
                 // Caught up means: everything the store held at the last
                 // heartbeat is applied (what arrived since is on its way;
                 // comparing with the head now would call a busy fleet's
                 // proxies behind for ever).
                 let before = self.store_head.swap(beat.head, Ordering::AcqRel);
                 self.caught_up.store(applied >= before, Ordering::Release);
+                // A proxy that failed closed opens again only once it has
+                // applied everything the store held at this heartbeat:
+                // revokes written while it was away included.
+                let reopen = self.closed.is_closed() && {
+                    let mut book = self.book();
+                    self.catch_up(&mut book).is_ok() && book.applied >= beat.head
+                };
+                self.may_reopen.store(reopen, Ordering::Release);
                 METRICS
                     .store_event_lag
                     .get_or_create(&ProxyLabel {
@@ -143,7 +165,16 @@ impl AccessModel {
                     })
                     .set(beat.head.saturating_sub(applied).min(i64::MAX as u64) as i64);
             }
-            Err(e) => tracing::debug!(error = %e, "heartbeat to the store failed"),
+            Err(e) => {
+                self.caught_up.store(false, Ordering::Release);
+                self.may_reopen.store(false, Ordering::Release);
+                match e {
+                    SharedStoreError::Unreachable(_) => {
+                        tracing::debug!(error = %e, "heartbeat to the store failed");
+                    }
+                    e => tracing::error!(error = %e, "heartbeat to the store failed"),
+                }
+            }
         }
     }
 
@@ -246,7 +277,7 @@ async fn watch(model: Weak<AccessModel>, fail_closed_after: Duration) {
             if let Some(sessions) = model.local_sessions.get() {
                 sessions.end_all_store_lost();
             }
-        } else if closed && silent < TICK * 2 && model.caught_up() {
+        } else if closed && silent < TICK * 2 && model.may_reopen.load(Ordering::Acquire) {
             model.closed.0.store(false, Ordering::Release);
             tracing::info!(
                 "the store is back and this proxy has caught up: logins are accepted again"

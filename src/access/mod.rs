@@ -97,6 +97,9 @@ pub struct AccessModel {
     caught_up: std::sync::atomic::AtomicBool,
     /// The store's last change at the last heartbeat.
     store_head: std::sync::atomic::AtomicU64,
+    /// After failing closed: the last heartbeat found this proxy current
+    /// with everything the store held (see `follow.rs`).
+    may_reopen: std::sync::atomic::AtomicBool,
     pub(crate) grants: GrantTable,
     audit: Arc<AuditLog>,
     /// Requests and the journal. Every change to a request or a grant is made
@@ -168,11 +171,21 @@ impl AccessModel {
                 )
             }
         };
+        // A change that does not fit the ones before it was never written
+        // by jitgate: refuse to start, naming it (the journal by its line).
+        let corrupt = |seq: u64, why: String| match &config.store.kind {
+            StoreKind::File => StoreError::Journal(journal::JournalError::Corrupt {
+                path: config.data_dir.join(JOURNAL_FILE),
+                line: seq as usize,
+                why,
+            }),
+            StoreKind::Postgres(_) => StoreError::Corrupt { seq, why },
+        };
         let mut book = model.book();
         for (seq, entry) in changes {
             model
                 .apply(&mut book, entry, false)
-                .map_err(|why| StoreError::Corrupt { seq, why })?;
+                .map_err(|why| corrupt(seq, why))?;
             book.applied = seq;
         }
         tracing::info!(
@@ -207,6 +220,7 @@ impl AccessModel {
             closed: follow::FailClosed::default(),
             caught_up: std::sync::atomic::AtomicBool::new(true),
             store_head: std::sync::atomic::AtomicU64::new(0),
+            may_reopen: std::sync::atomic::AtomicBool::new(false),
             grants: GrantTable::default(),
             audit,
             book: Mutex::new(Book {

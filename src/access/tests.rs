@@ -949,6 +949,29 @@ async fn corrupt_journal_line_in_the_middle_refuses_to_start() {
 }
 
 #[tokio::test]
+async fn a_journal_line_that_does_not_fit_the_ones_before_is_refused_by_path_and_line() {
+    let w = World::new();
+    let model = w.open();
+    drop(model);
+    std::fs::write(
+        w.journal(),
+        "{\"at\":\"2025-01-01T00:00:00Z\",\"event\":\"grant_expired\",\"id\":\"g_nope\"}\n",
+    )
+    .unwrap();
+    let Err(err) = AccessModel::open(w.config.clone(), w.audit.clone()) else {
+        panic!("a journal ending a grant it never made was accepted")
+    };
+    let said = err.to_string();
+    assert!(
+        said.contains(&w.journal().display().to_string())
+            && said.contains("line 1")
+            && said.contains("g_nope")
+            && said.contains("Restore it from a backup"),
+        "{said}"
+    );
+}
+
+#[tokio::test]
 async fn a_second_model_on_the_same_journal_is_refused() {
     let w = World::new();
     let _first = w.open();

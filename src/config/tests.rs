@@ -843,7 +843,7 @@ fn a_store_that_cannot_work_is_refused_naming_its_key() {
     );
     assert_eq!(
         store("proxy_name = \"a b\""),
-        "`store.proxy_name`: `a b` must be 1 to 63 letters, digits, '.', '_' or '-'"
+        "`store.proxy_name`: `a b` must be 1 to 64 letters, digits, '.', '_' or '-'"
     );
     assert_eq!(
         store("kind = \"postgres\"\nurl_env = \"A\"\nfail_closed_after = \"500ms\""),

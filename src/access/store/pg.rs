@@ -58,8 +58,9 @@ pub(crate) struct SessionRow {
 
 /// What the heartbeat learns.
 pub(crate) struct Beat {
-    /// The store's clock, when it answered.
-    pub now: SystemTime,
+    /// The store's clock (`clock_timestamp()`), and this machine's just
+    /// before that query was sent and just after its answer came.
+    pub clock: (SystemTime, SystemTime, SystemTime),
     /// The last event's sequence number.
     pub head: u64,
 }
@@ -223,6 +224,7 @@ impl PgStore {
             endpoint,
             client: None,
             in_txn: false,
+            txn_lost: false,
             backoff: FIRST_BACKOFF,
             next_try: Instant::now(),
             health: health.clone(),
@@ -334,10 +336,19 @@ impl Endpoint {
         })?;
         let op_timeout =
             (config.fail_closed_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(5));
+        // The chain's head is locked from a change's Append to its Confirm:
+        // a proxy that stalls or vanishes meanwhile must not hold every
+        // other proxy's writes for long, so the server gives up on it.
+        let idle_in_txn = op_timeout * 3;
         pg.connect_timeout(op_timeout)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(5))
-            .application_name("jitgate");
+            .application_name("jitgate")
+            .options(format!(
+                "-c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+                op_timeout.as_millis(),
+                idle_in_txn.as_millis()
+            ));
         let tls = match &config.tls_ca_file {
             None => None,
             Some(ca) => {
@@ -384,6 +395,10 @@ struct Worker {
     /// A transaction is open on `client` (a change between `Append` and
     /// `Confirm`/`Undo`, or one that was `Behind` and is decided again).
     in_txn: bool,
+    /// The open transaction went with its connection: the change it held
+    /// was rolled back, and a `Confirm` must say so (a `COMMIT` on a new
+    /// connection would "succeed" with nothing to commit).
+    txn_lost: bool,
     backoff: Duration,
     next_try: Instant,
     op_timeout: Duration,
@@ -444,6 +459,7 @@ impl Worker {
             endpoint: self.endpoint.clone(),
             client: None,
             in_txn: false,
+            txn_lost: false,
             backoff: FIRST_BACKOFF,
             next_try: Instant::now(),
             op_timeout: self.op_timeout,
@@ -464,6 +480,9 @@ impl Worker {
     async fn client(&mut self) -> Result<&mut Client, SharedStoreError> {
         if self.client.as_ref().is_some_and(Client::is_closed) {
             self.client = None;
+            // The server rolled back whatever was open on it.
+            self.txn_lost |= self.in_txn;
+            self.in_txn = false;
         }
         if self.client.is_none() {
             if Instant::now() < self.next_try {
@@ -495,6 +514,7 @@ impl Worker {
         }
         self.health.lost();
         self.client = None;
+        self.txn_lost |= self.in_txn;
         self.in_txn = false;
         self.next_try = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
@@ -503,11 +523,27 @@ impl Worker {
 
     async fn handle(&mut self, op: Op) -> Result<Reply, SharedStoreError> {
         let confirming = matches!(op, Op::Confirm);
-        let ending = matches!(op, Op::Undo | Op::Release);
-        if ending && (!self.in_txn || self.client.is_none()) {
-            // Nothing to take back: none was open, or it went with the connection.
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.client = None;
+            self.txn_lost |= self.in_txn;
             self.in_txn = false;
-            return Ok(Reply::Done);
+        }
+        match op {
+            Op::Undo | Op::Release if !self.in_txn => {
+                // Nothing to take back: none was open, or it went with the connection.
+                self.txn_lost = false;
+                return Ok(Reply::Done);
+            }
+            Op::Confirm if !self.in_txn => {
+                self.txn_lost = false;
+                return Err(SharedStoreError::Unreachable(
+                    "its connection broke before the change was committed, so it was rolled back"
+                        .into(),
+                ));
+            }
+            // A new change (or a change decided again) begins afresh.
+            Op::Append { .. } => self.txn_lost = false,
+            _ => {}
         }
         let timeout = self.op_timeout;
         let proxy = self.proxy.clone();
@@ -520,13 +556,27 @@ impl Worker {
                 self.health.contact();
                 return Ok(reply);
             }
+            // A COMMIT the server answered with an error may still have
+            // committed (a synchronous standby's wait cut short, say).
+            Ok(Err(OpError::Refused(_))) if confirming => {
+                self.health.contact();
+                self.in_txn = false;
+                return Err(SharedStoreError::Unconfirmed);
+            }
             Ok(Err(OpError::Refused(why))) => {
                 self.health.contact();
-                // Leave no transaction open behind a refused write.
+                // Leave no transaction open behind a refused write; if the
+                // ROLLBACK itself hangs, drop the connection (the server
+                // rolls back).
                 if self.in_txn
                     && let Some(client) = self.client.as_mut()
                 {
-                    let _ = client.batch_execute("ROLLBACK").await;
+                    let rolled_back =
+                        tokio::time::timeout(timeout, client.batch_execute("ROLLBACK")).await;
+                    if !matches!(rolled_back, Ok(Ok(()))) {
+                        self.in_txn = false;
+                        return Err(self.failed(SharedStoreError::Refused(why)));
+                    }
                 }
                 self.in_txn = false;
                 return Err(SharedStoreError::Refused(why));
@@ -548,12 +598,26 @@ impl Worker {
     }
 }
 
+/// Why a store whose last change is before this proxy's is refused.
+pub(crate) fn went_back(head: i64, applied: u64) -> String {
+    format!(
+        "its last change is {head}, but this proxy has applied {applied}: the store was restored \
+         from a backup or replaced. Stop every proxy and start them again on the store as it is"
+    )
+}
+
 /// How a job failed: the server said no (the connection is fine), another
 /// proxy wrote first, or the connection broke.
 enum OpError {
     Refused(String),
     Behind,
     Lost(String),
+}
+
+/// A value in the store this jitgate cannot read (a NULL, an infinite
+/// time): the store's content is at fault, not the connection.
+fn odd(e: tokio_postgres::Error) -> OpError {
+    OpError::Refused(format!("it holds a value this jitgate cannot read ({e})"))
 }
 
 impl From<tokio_postgres::Error> for OpError {
@@ -628,8 +692,8 @@ async fn since(client: &Client, seq: u64) -> Result<Vec<Event>, OpError> {
         .await?;
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
-        let seq: i64 = row.get(0);
-        let line: &str = row.get(1);
+        let seq: i64 = row.try_get(0).map_err(odd)?;
+        let line: &str = row.try_get(1).map_err(odd)?;
         let parsed: EventLine = serde_json::from_str(line).map_err(|e| {
             OpError::Refused(format!(
                 "event {seq} is not one jitgate wrote or knows ({e}); is a newer jitgate writing to this store?"
@@ -654,7 +718,14 @@ async fn append(
     let head = client
         .query_one("SELECT seq, hash, now() FROM jitgate_head FOR UPDATE", &[])
         .await?;
-    let (head_seq, prev, at): (i64, String, SystemTime) = (head.get(0), head.get(1), head.get(2));
+    let (head_seq, prev, at): (i64, String, SystemTime) = (
+        head.try_get(0).map_err(odd)?,
+        head.try_get(1).map_err(odd)?,
+        head.try_get(2).map_err(odd)?,
+    );
+    if (head_seq as u64) < applied {
+        return Err(OpError::Refused(went_back(head_seq, applied)));
+    }
     if head_seq as u64 != applied {
         // The transaction stays open and keeps the head locked: the model
         // catches up (on this connection), decides again and appends, and
@@ -698,6 +769,14 @@ async fn heartbeat(
     stale_after: Duration,
 ) -> Result<Beat, OpError> {
     let stale_secs = stale_after.as_secs_f64();
+    // The clock first, on its own, so its round trip is one query's.
+    let sent = SystemTime::now();
+    let store_now: SystemTime = tx
+        .query_one("SELECT clock_timestamp()", &[])
+        .await?
+        .try_get(0)
+        .map_err(odd)?;
+    let clock = (store_now, sent, SystemTime::now());
     let row = tx
         .query_one(
             "INSERT INTO jitgate_proxies (name, heartbeat_at, applied_seq) VALUES ($1, now(), $2)
@@ -706,7 +785,8 @@ async fn heartbeat(
             &[&proxy, &seq_param(applied)?],
         )
         .await?;
-    let (now, head): (SystemTime, i64) = (row.get(0), row.get(1));
+    let head: Option<i64> = row.try_get(1).map_err(odd)?;
+    let head = head.ok_or_else(|| OpError::Refused("the store has no head row".into()))?;
     let ids: Vec<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
     tx.execute(
         "DELETE FROM jitgate_sessions WHERE proxy = $1 AND NOT (id = ANY($2))",
@@ -755,7 +835,7 @@ async fn heartbeat(
     )
     .await?;
     Ok(Beat {
-        now,
+        clock,
         head: head as u64,
     })
 }
@@ -768,20 +848,20 @@ async fn fleet_sessions(client: &Client) -> Result<Vec<SessionRow>, OpError> {
             &[],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| SessionRow {
-            id: r.get(0),
-            proxy: r.get(1),
-            identity: r.get(2),
-            target: r.get(3),
-            level: r.get(4),
-            grant: r.get(5),
-            client_addr: r.get(6),
-            started_at: r.get(7),
-            statements: r.get::<_, i64>(8).max(0) as u64,
+    let row = |r: &tokio_postgres::Row| -> Result<SessionRow, tokio_postgres::Error> {
+        Ok(SessionRow {
+            id: r.try_get(0)?,
+            proxy: r.try_get(1)?,
+            identity: r.try_get(2)?,
+            target: r.try_get(3)?,
+            level: r.try_get(4)?,
+            grant: r.try_get(5)?,
+            client_addr: r.try_get(6)?,
+            started_at: r.try_get(7)?,
+            statements: r.try_get::<_, i64>(8)?.max(0) as u64,
         })
-        .collect())
+    };
+    rows.iter().map(row).collect::<Result<_, _>>().map_err(odd)
 }
 
 /// Keep a connection that `LISTEN`s for new events, and wake the follower

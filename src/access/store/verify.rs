@@ -21,17 +21,43 @@ pub struct ChainReport {
     pub first_bad: Option<(u64, String)>,
 }
 
-/// Read the events in order and check the chain and the head.
+/// Read the events in order and check the chain and the head, all in one
+/// snapshot (a live fleet writes meanwhile; the check sees the chain as it
+/// was when it began).
 pub async fn verify(config: &PgStoreConfig) -> Result<ChainReport, SharedStoreError> {
-    let client = Endpoint::from_config(config)?.connect().await?;
+    let mut client = Endpoint::from_config(config)?.connect().await?;
     let failed = |e: tokio_postgres::Error| SharedStoreError::Unreachable(describe(&e));
+    let odd = |e: tokio_postgres::Error| SharedStoreError::Refused(describe(&e));
+    let snapshot = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(failed)?;
+    let head = snapshot
+        .query_one("SELECT seq, hash FROM jitgate_head", &[])
+        .await
+        .map_err(failed)?;
+    let (head_seq, head_hash): (i64, String) =
+        (head.try_get(0).map_err(odd)?, head.try_get(1).map_err(odd)?);
+    let outside: i64 = snapshot
+        .query_one(
+            "SELECT count(*) FROM jitgate_events WHERE seq < 1 OR seq > $1",
+            &[&head_seq],
+        )
+        .await
+        .map_err(failed)?
+        .try_get(0)
+        .map_err(odd)?;
     let mut prev = FIRST_PREV.to_owned();
     let mut expected: u64 = 1;
     loop {
-        let rows = client
+        let rows = snapshot
             .query(
-                "SELECT seq, line, hash FROM jitgate_events WHERE seq >= $1 ORDER BY seq LIMIT $2",
-                &[&(expected as i64), &PAGE],
+                "SELECT seq, line, hash FROM jitgate_events WHERE seq >= $1 AND seq <= $2 \
+                 ORDER BY seq LIMIT $3",
+                &[&(expected as i64), &head_seq, &PAGE],
             )
             .await
             .map_err(failed)?;
@@ -39,7 +65,11 @@ pub async fn verify(config: &PgStoreConfig) -> Result<ChainReport, SharedStoreEr
             break;
         }
         for row in &rows {
-            let (seq, line, hash): (i64, &str, &str) = (row.get(0), row.get(1), row.get(2));
+            let (seq, line, hash): (i64, &str, &str) = (
+                row.try_get(0).map_err(odd)?,
+                row.try_get(1).map_err(odd)?,
+                row.try_get(2).map_err(odd)?,
+            );
             let seq = seq as u64;
             let bad = |why: String| {
                 Ok(ChainReport {
@@ -68,17 +98,19 @@ pub async fn verify(config: &PgStoreConfig) -> Result<ChainReport, SharedStoreEr
             expected += 1;
         }
     }
-    let head = client
-        .query_one("SELECT seq, hash FROM jitgate_head", &[])
-        .await
-        .map_err(failed)?;
-    let (head_seq, head_hash): (i64, String) = (head.get(0), head.get(1));
     let events = expected - 1;
-    let first_bad = (head_seq as u64 != events || head_hash != prev).then(|| {
-        (
-            events,
+    let first_bad = if head_seq as u64 != events || head_hash != prev {
+        Some((
+            events + 1,
             format!("the head says the chain ends at event {head_seq} with another hash"),
-        )
-    });
+        ))
+    } else if outside > 0 {
+        Some((
+            events + 1,
+            format!("{outside} event(s) numbered outside the chain (below 1 or past its head)"),
+        ))
+    } else {
+        None
+    };
     Ok(ChainReport { events, first_bad })
 }

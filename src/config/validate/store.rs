@@ -9,12 +9,19 @@ use crate::config::raw::RawStore;
 use crate::config::{ConfigError, PgStoreConfig, SecretSource, StoreConfig, StoreKind};
 
 /// Longest proxy name; it is a label in metrics and a column in the store.
-const MAX_PROXY_NAME: usize = 63;
+const MAX_PROXY_NAME: usize = 64;
 
 impl Validator<'_> {
     pub(super) fn store(&self, mut raw: RawStore) -> Result<StoreConfig, ConfigError> {
+        let fleet = raw.kind.as_deref() == Some("postgres");
         let proxy_name = match raw.proxy_name.take() {
             Some(name) => name,
+            // A proxy on its own only shows its name with its sessions: a
+            // host name that would not do as a fleet's name is no reason to
+            // refuse a config that loaded before fleets existed.
+            None if !fleet => host_name()
+                .filter(|n| proxy_name_ok(n))
+                .unwrap_or_else(|| "jitgate".to_owned()),
             None => host_name().ok_or_else(|| {
                 self.invalid(
                     "store.proxy_name",
@@ -22,16 +29,12 @@ impl Validator<'_> {
                 )
             })?,
         };
-        let name_ok = !proxy_name.is_empty()
-            && proxy_name.len() <= MAX_PROXY_NAME
-            && proxy_name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !name_ok {
+        if !proxy_name_ok(&proxy_name) {
             return Err(self.invalid(
                 "store.proxy_name",
                 format!(
-                    "`{proxy_name}` must be 1 to {MAX_PROXY_NAME} letters, digits, '.', '_' or '-'"
+                    "`{proxy_name}` must be 1 to {MAX_PROXY_NAME} letters, digits, '.', '_' or '-'{}",
+                    if fleet { "; it defaults to the host name" } else { "" }
                 ),
             ));
         }
@@ -113,6 +116,14 @@ impl Validator<'_> {
             tls_ca_file,
         })
     }
+}
+
+fn proxy_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_PROXY_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// This machine's host name, as `hostname` prints it.
