@@ -154,12 +154,11 @@ impl Link {
             _ => &self.jobs,
         };
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        queue
-            .send(Job { op, reply })
-            .map_err(|_| SharedStoreError::Unreachable("the store's thread has stopped".into()))?;
-        answer
-            .recv()
-            .map_err(|_| SharedStoreError::Unreachable("the store's thread has stopped".into()))?
+        // Not "unreachable": the store may be fine, this proxy is not; it
+        // says so at error level, and fails closed.
+        let stopped = || SharedStoreError::Refused("this proxy's store thread has stopped".into());
+        queue.send(Job { op, reply }).map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
     }
 
     /// Tell the store this proxy is alive, which sessions it holds, and how
