@@ -226,10 +226,9 @@ pub(crate) enum AccessError {
     Unavailable,
     /// The fleet's store cannot be reached (or did not confirm): nothing
     /// changed, or the caller is told it may have.
-    #[error(
-        "{0}{changed}; try again once the store is back (GET /healthz says when)",
-        changed = if matches!(.0, SharedStoreError::Unconfirmed) { "" } else { ", so nothing was changed" }
-    )]
+    /// The message says what happened, not the store's own words (which
+    /// may name its login or host); those are in the proxy's log.
+    #[error("{}; try again once the store is back (GET /healthz says when)", .0.to_caller())]
     StoreDown(SharedStoreError),
     /// Another proxy changed the store first; decided again after catching
     /// up (never reaches a caller unless the retries run out).

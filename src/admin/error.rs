@@ -85,17 +85,14 @@ impl ApiError {
     /// The fleet's store cannot be reached: nothing changed (or, for an
     /// unconfirmed commit, the message says it may have).
     pub fn store_unavailable(cause: &SharedStoreError) -> ApiError {
+        tracing::warn!(error = %cause, "admin API: the store refused or could not take a change");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store unavailable",
-            match cause {
-                SharedStoreError::Unconfirmed => {
-                    format!("{cause}; try again once the store is back (GET /healthz says when)")
-                }
-                _ => format!(
-                    "{cause}, so nothing was changed; try again once the store is back (GET /healthz says when)"
-                ),
-            },
+            format!(
+                "{}; try again once the store is back (GET /healthz says when)",
+                cause.to_caller()
+            ),
         )
         .retry_after(1)
     }

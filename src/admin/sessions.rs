@@ -58,7 +58,13 @@ async fn fleet(state: &AdminState) -> (Vec<SessionRow>, Option<String>) {
             sessions.extend(rows.into_iter().filter(|r| r.proxy != me));
             None
         }
-        Ok(Some(Err(e))) => Some(format!("{e}: only this proxy's sessions are listed")),
+        Ok(Some(Err(e))) => {
+            tracing::warn!(error = %e, "admin API: cannot list the fleet's sessions");
+            Some(
+                "the PostgreSQL store cannot be read now: only this proxy's sessions are listed"
+                    .into(),
+            )
+        }
         Err(_) => Some(
             "the fleet's sessions could not be read: only this proxy's sessions are listed".into(),
         ),

@@ -63,6 +63,22 @@ pub enum SharedStoreError {
     Refused(String),
 }
 
+impl SharedStoreError {
+    /// What an API caller is told: what happened, without the store's own
+    /// words (its login, its host), which go to the proxy's log.
+    pub(crate) fn to_caller(&self) -> String {
+        match self {
+            SharedStoreError::Unreachable(_) => {
+                "the PostgreSQL store cannot be reached, so nothing was changed".into()
+            }
+            SharedStoreError::Refused(_) => "the PostgreSQL store refused the change, so nothing \
+                                              was changed (the proxy's log says why)"
+                .into(),
+            SharedStoreError::Behind | SharedStoreError::Unconfirmed => self.to_string(),
+        }
+    }
+}
+
 /// What a model needs of the place it keeps its changes.
 pub(crate) trait Store: Send {
     /// The changes after `seq`, in order (what other proxies wrote).
