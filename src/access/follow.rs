@@ -29,8 +29,9 @@ use crate::metrics::{METRICS, ProxyLabel};
 /// The longest a follower waits between two catch-ups, and how often it
 /// sends a heartbeat.
 pub(crate) const TICK: Duration = Duration::from_secs(1);
-/// A clock sample whose round trip took longer is not used.
-const CLOCK_SAMPLE_RTT: Duration = Duration::from_millis(50);
+/// A clock sample is used when its round trip is at most this, or at most
+/// twice the best seen.
+const CLOCK_SAMPLE_RTT: Duration = Duration::from_millis(20);
 /// How often the watchdog looks at the time since the store's last answer.
 const WATCH: Duration = Duration::from_millis(100);
 
@@ -131,8 +132,15 @@ impl AccessModel {
         match link.heartbeat(applied, rows, stale_after) {
             Ok(beat) => {
                 let (store_now, sent, received) = beat.clock;
-                // A slow answer says little about the clock: keep the last.
-                if received.duration_since(sent).unwrap_or(Duration::MAX) < CLOCK_SAMPLE_RTT {
+                // A slow answer says little about the clock: keep the last
+                // offset unless this round trip is near the best seen (a
+                // store far away has long round trips; compare with its own).
+                let rtt = received.duration_since(sent).unwrap_or(Duration::MAX);
+                let best = self
+                    .best_clock_rtt
+                    .fetch_min(rtt.as_micros() as u64, Ordering::AcqRel);
+                let best = Duration::from_micros(best.min(rtt.as_micros() as u64));
+                if rtt <= (best * 2).max(CLOCK_SAMPLE_RTT) {
                     clock::observe(store_now, sent, received);
                 }
                 if beat.head < applied {
@@ -269,6 +277,8 @@ async fn watch(model: Weak<AccessModel>, fail_closed_after: Duration) {
         let silent = silent.max(behind);
         let closed = model.closed.is_closed();
         if !closed && silent >= fail_closed_after {
+            // A heartbeat from before does not count for opening again.
+            model.may_reopen.store(false, Ordering::Release);
             model.closed.0.store(true, Ordering::Release);
             tracing::error!(
                 silent = %humantime::format_duration(Duration::from_millis(silent.as_millis() as u64)),
@@ -277,7 +287,7 @@ async fn watch(model: Weak<AccessModel>, fail_closed_after: Duration) {
             if let Some(sessions) = model.local_sessions.get() {
                 sessions.end_all_store_lost();
             }
-        } else if closed && silent < TICK * 2 && model.may_reopen.load(Ordering::Acquire) {
+        } else if closed && silent < TICK * 2 && model.may_reopen.swap(false, Ordering::AcqRel) {
             model.closed.0.store(false, Ordering::Release);
             tracing::info!(
                 "the store is back and this proxy has caught up: logins are accepted again"

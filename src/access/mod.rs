@@ -100,6 +100,8 @@ pub struct AccessModel {
     /// After failing closed: the last heartbeat found this proxy current
     /// with everything the store held (see `follow.rs`).
     may_reopen: std::sync::atomic::AtomicBool,
+    /// The shortest heartbeat clock query seen, in microseconds.
+    best_clock_rtt: std::sync::atomic::AtomicU64,
     pub(crate) grants: GrantTable,
     audit: Arc<AuditLog>,
     /// Requests and the journal. Every change to a request or a grant is made
@@ -221,6 +223,7 @@ impl AccessModel {
             caught_up: std::sync::atomic::AtomicBool::new(true),
             store_head: std::sync::atomic::AtomicU64::new(0),
             may_reopen: std::sync::atomic::AtomicBool::new(false),
+            best_clock_rtt: std::sync::atomic::AtomicU64::new(u64::MAX),
             grants: GrantTable::default(),
             audit,
             book: Mutex::new(Book {
@@ -441,7 +444,21 @@ impl AccessModel {
             }
         }
         if let (Some(store), Some(seq)) = (book.store.as_mut(), seq) {
-            store.confirm()?;
+            if let Err(e) = store.confirm() {
+                // The records just written describe a change the store
+                // rolled back (or may have): say so in the same log.
+                let detail = match &e {
+                    StoreError::Shared(store::SharedStoreError::Unconfirmed) => {
+                        "the store did not confirm the change recorded just before; it may or may not have been made"
+                    }
+                    _ => "the store rolled back the change recorded just before; it was not made",
+                };
+                let _ = self.audit.record(&AuditEvent {
+                    detail: Some(detail),
+                    ..AuditEvent::new("store_write_failed")
+                });
+                return Err(e);
+            }
             book.applied = seq;
         }
         Ok(())

@@ -40,6 +40,9 @@ const CHANNEL: &str = "jitgate_events";
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The least time the store lets a change's transaction sit idle (while its
+/// audit records are written) before it ends it.
+const IDLE_IN_TRANSACTION_FLOOR: Duration = Duration::from_secs(30);
 
 /// A live session as the store lists it (the fleet's `GET /v1/sessions`).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -223,7 +226,6 @@ impl PgStore {
             endpoint,
             client: None,
             in_txn: false,
-            txn_lost: false,
             backoff: FIRST_BACKOFF,
             next_try: Instant::now(),
             health: health.clone(),
@@ -335,19 +337,10 @@ impl Endpoint {
         })?;
         let op_timeout =
             (config.fail_closed_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(5));
-        // The chain's head is locked from a change's Append to its Confirm:
-        // a proxy that stalls or vanishes meanwhile must not hold every
-        // other proxy's writes for long, so the server gives up on it.
-        let idle_in_txn = op_timeout * 3;
         pg.connect_timeout(op_timeout)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(5))
-            .application_name("jitgate")
-            .options(format!(
-                "-c lock_timeout={} -c idle_in_transaction_session_timeout={}",
-                op_timeout.as_millis(),
-                idle_in_txn.as_millis()
-            ));
+            .application_name("jitgate");
         let tls = match &config.tls_ca_file {
             None => None,
             Some(ca) => {
@@ -363,8 +356,34 @@ impl Endpoint {
         })
     }
 
-    /// A new connection, driven by a task on the current runtime.
+    /// A new connection, driven by a task on the current runtime, with the
+    /// server's limits on how long this proxy may hold the chain's head.
+    ///
+    /// The head is locked from a change's Append to its Confirm: a proxy
+    /// that stalls or vanishes meanwhile must not hold every other proxy's
+    /// writes for long, so the server gives up on it. Waiting for the lock
+    /// gives up well before the job's own deadline (so contention reads as
+    /// "busy", not as a lost store); an idle transaction is given ample
+    /// time (audit records are written while it is open). Set with `SET`
+    /// after connecting, not in the startup `options`, which would replace
+    /// the URL's own and which poolers refuse.
     pub(super) async fn connect(&self) -> Result<Client, SharedStoreError> {
+        let client = self.open().await?;
+        let limits = format!(
+            "SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+            (self.op_timeout / 2).as_millis(),
+            (self.op_timeout * 3)
+                .max(IDLE_IN_TRANSACTION_FLOOR)
+                .as_millis()
+        );
+        client
+            .batch_execute(&limits)
+            .await
+            .map_err(|e| SharedStoreError::Unreachable(describe(&e)))?;
+        Ok(client)
+    }
+
+    async fn open(&self) -> Result<Client, SharedStoreError> {
         let unreachable = |e: tokio_postgres::Error| SharedStoreError::Unreachable(describe(&e));
         let client = match &self.tls {
             None => {
@@ -394,10 +413,6 @@ struct Worker {
     /// A transaction is open on `client` (a change between `Append` and
     /// `Confirm`/`Undo`, or one that was `Behind` and is decided again).
     in_txn: bool,
-    /// The open transaction went with its connection: the change it held
-    /// was rolled back, and a `Confirm` must say so (a `COMMIT` on a new
-    /// connection would "succeed" with nothing to commit).
-    txn_lost: bool,
     backoff: Duration,
     next_try: Instant,
     op_timeout: Duration,
@@ -458,7 +473,6 @@ impl Worker {
             endpoint: self.endpoint.clone(),
             client: None,
             in_txn: false,
-            txn_lost: false,
             backoff: FIRST_BACKOFF,
             next_try: Instant::now(),
             op_timeout: self.op_timeout,
@@ -479,8 +493,9 @@ impl Worker {
     async fn client(&mut self) -> Result<&mut Client, SharedStoreError> {
         if self.client.as_ref().is_some_and(Client::is_closed) {
             self.client = None;
-            // The server rolled back whatever was open on it.
-            self.txn_lost |= self.in_txn;
+            // The server rolled back whatever was open on it: a `Confirm`
+            // must say so, never `COMMIT` on a new connection (which would
+            // "succeed" with nothing to commit).
             self.in_txn = false;
         }
         if self.client.is_none() {
@@ -513,7 +528,6 @@ impl Worker {
         }
         self.health.lost();
         self.client = None;
-        self.txn_lost |= self.in_txn;
         self.in_txn = false;
         self.next_try = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
@@ -524,24 +538,17 @@ impl Worker {
         let confirming = matches!(op, Op::Confirm);
         if self.client.as_ref().is_some_and(Client::is_closed) {
             self.client = None;
-            self.txn_lost |= self.in_txn;
             self.in_txn = false;
         }
         match op {
-            Op::Undo | Op::Release if !self.in_txn => {
-                // Nothing to take back: none was open, or it went with the connection.
-                self.txn_lost = false;
-                return Ok(Reply::Done);
-            }
+            // Nothing to take back: none was open, or it went with the connection.
+            Op::Undo | Op::Release if !self.in_txn => return Ok(Reply::Done),
             Op::Confirm if !self.in_txn => {
-                self.txn_lost = false;
                 return Err(SharedStoreError::Unreachable(
                     "its connection broke before the change was committed, so it was rolled back"
                         .into(),
                 ));
             }
-            // A new change (or a change decided again) begins afresh.
-            Op::Append { .. } => self.txn_lost = false,
             _ => {}
         }
         let timeout = self.op_timeout;
@@ -621,10 +628,21 @@ fn odd(e: tokio_postgres::Error) -> OpError {
 
 impl From<tokio_postgres::Error> for OpError {
     fn from(e: tokio_postgres::Error) -> OpError {
-        if e.as_db_error().is_some() {
-            OpError::Refused(describe(&e))
-        } else {
-            OpError::Lost(describe(&e))
+        let Some(db) = e.as_db_error() else {
+            return OpError::Lost(describe(&e));
+        };
+        match db.code().code() {
+            // The server ends this connection (shutdown, failover, our own
+            // idle limit): as good as a broken connection.
+            code if code.starts_with("08") || code.starts_with("57P0") || code == "25P03" => {
+                OpError::Lost(describe(&e))
+            }
+            // Another proxy held the chain's head past lock_timeout.
+            "55P03" | "40P01" | "40001" => OpError::Refused(format!(
+                "the store is busy: another proxy held its head too long ({})",
+                describe(&e)
+            )),
+            _ => OpError::Refused(describe(&e)),
         }
     }
 }
@@ -661,17 +679,12 @@ async fn run_op(
             sessions,
             stale_after,
         } => {
-            let beat = if *in_txn {
-                // Inside the open transaction: its own BEGIN and COMMIT
-                // would end the change's transaction and its head lock.
-                heartbeat(&*client, proxy, applied, &sessions, stale_after).await
-            } else {
-                let tx = client.transaction().await?;
-                let beat = heartbeat(&tx, proxy, applied, &sessions, stale_after).await?;
-                tx.commit().await?;
-                Ok(beat)
-            };
-            beat.map(Reply::Beat)
+            // On the heartbeat connection, which never holds a change's
+            // transaction (see `Link::call`).
+            let tx = client.transaction().await?;
+            let beat = heartbeat(&tx, proxy, applied, &sessions, stale_after).await?;
+            tx.commit().await?;
+            Ok(Reply::Beat(beat))
         }
         Op::Sessions => fleet_sessions(client).await.map(Reply::Sessions),
     }

@@ -67,7 +67,10 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), SharedStoreError>
         .query_opt("SELECT version FROM jitgate_schema", &[])
         .await
         .map_err(refused)?
-        .map_or(0, |row| row.get(0));
+        .map(|row| row.try_get(0))
+        .transpose()
+        .map_err(refused)?
+        .unwrap_or(0);
     if found > VERSION {
         return Err(SharedStoreError::Refused(format!(
             "its schema is version {found}, newer than this jitgate knows (version {VERSION}); \
