@@ -398,18 +398,9 @@ where
 }
 
 fn machine_line() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!(
-        "fleet bench, {} — {cores} cores ({cpu})",
-        humantime::format_rfc3339_seconds(SystemTime::now())
+        "fleet bench, {} — {}",
+        humantime::format_rfc3339_seconds(SystemTime::now()),
+        support::cores_and_cpu()
     )
 }

@@ -253,23 +253,14 @@ async fn run(args: Args, fd_limit: usize) -> anyhow::Result<()> {
 }
 
 fn machine_line() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let threads = std::env::var("SESSION_THREADS")
         .map(|n| format!("session_threads = {}", n.trim()))
         .unwrap_or_else(|_| "jitgate's default session_threads".to_owned());
     format!(
-        "grant_end bench, {} — {cores} cores ({cpu}), load average {}; {threads}",
+        "grant_end bench, {} — {}, load average {}; {threads}",
         humantime::format_rfc3339_seconds(SystemTime::now()),
+        support::cores_and_cpu(),
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()

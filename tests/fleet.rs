@@ -577,22 +577,53 @@ async fn the_store_over_tls_is_verified_against_its_ca() {
     assert!(!said.contains(&store.url()), "the URL leaked: {said}");
 }
 
+/// Two proxies, a reaching the store only through a link the test can cut,
+/// b directly, and alice's grant that both know.
+struct Split {
+    _store: StoreServer,
+    pg: PgServer,
+    link: Link,
+    a: Jitgate,
+    b: Jitgate,
+    grant: String,
+}
+
+impl Split {
+    async fn start(fail_closed_after: &str) -> Split {
+        let store = StoreServer::start().await;
+        let pg = PgServer::start().await;
+        let link = Link::start(store.pg.port()).await;
+        let mut config_a = JitgateOptions {
+            policies: POLICY.to_owned(),
+            ..JitgateOptions::default()
+        }
+        .config(&pg);
+        store.configure_via(&mut config_a, "a", fail_closed_after, link.port);
+        let a = Jitgate::launch(config_a).await;
+        let b = Jitgate::launch(proxy_config(&store, &pg, "b", fail_closed_after)).await;
+        let grant = approved_grant(&a, &b).await;
+        wait_for_grant(&a, &grant).await;
+        Split {
+            _store: store,
+            pg,
+            link,
+            a,
+            b,
+            grant,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_made_while_a_proxy_was_cut_off_reaches_it_when_it_reconnects() {
-    let store = StoreServer::start().await;
-    let pg = PgServer::start().await;
-    let link = Link::start(store.pg.port()).await;
-    // a reaches the store only through the link; b directly.
-    let mut config_a = JitgateOptions {
-        policies: POLICY.to_owned(),
-        ..JitgateOptions::default()
-    }
-    .config(&pg);
-    store.configure_via(&mut config_a, "a", "15s", link.port);
-    let a = Jitgate::launch(config_a).await;
-    let b = Jitgate::launch(proxy_config(&store, &pg, "b", "15s")).await;
-    let grant = approved_grant(&a, &b).await;
-    wait_for_grant(&a, &grant).await;
+    let Split {
+        pg,
+        link,
+        a,
+        b,
+        grant,
+        ..
+    } = Split::start("15s").await;
     let psql = sleeping_psql(&a);
     pg.wait_for_active_query("jg_read", "pg_sleep(60)").await;
 
@@ -665,19 +696,9 @@ async fn an_approval_cut_short_by_kill_9_is_in_the_store_everywhere_or_nowhere()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_that_failed_closed_opens_again_only_after_applying_what_it_missed() {
-    let store = StoreServer::start().await;
-    let pg = PgServer::start().await;
-    let link = Link::start(store.pg.port()).await;
-    let mut config_a = JitgateOptions {
-        policies: POLICY.to_owned(),
-        ..JitgateOptions::default()
-    }
-    .config(&pg);
-    store.configure_via(&mut config_a, "a", "2s", link.port);
-    let a = Jitgate::launch(config_a).await;
-    let b = Jitgate::launch(proxy_config(&store, &pg, "b", "2s")).await;
-    let grant = approved_grant(&a, &b).await;
-    wait_for_grant(&a, &grant).await;
+    let Split {
+        link, a, b, grant, ..
+    } = Split::start("2s").await;
 
     link.cut();
     // a fails closed...

@@ -57,7 +57,7 @@ pub use jitgate::{
     MYSQL_TARGET, PG_TARGET, Protocol, Upstream,
 };
 pub use mariadb::MariaDb;
-pub use percentiles::{lag_row, ms};
+pub use percentiles::{cores_and_cpu, lag_row, ms};
 pub use pg_client::{Login, assert_sqlstate, describe_error, sqlstate};
 pub use pgbouncer::{Pgbouncer, PgbouncerSettings, pooled_clients};
 pub use postgres::{

@@ -1,4 +1,5 @@
-//! The benches' tables: p50/p99/max of a set of durations, in milliseconds.
+//! The benches' tables: p50/p99/max of a set of durations, in
+//! milliseconds, and the machine they were measured on.
 
 use std::time::Duration;
 
@@ -26,4 +27,19 @@ pub fn lag_row(label: &str, lags: &mut [Duration], expected: usize) -> String {
         ms(*lags.last().unwrap_or(&Duration::ZERO)),
         format!("{}/{expected}", lags.len())
     )
+}
+
+/// "2 cores (AMD EPYC)": what a bench's first line says of the machine.
+pub fn cores_and_cpu() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores ({cpu})")
 }
