@@ -616,6 +616,9 @@ impl Split {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_made_while_a_proxy_was_cut_off_reaches_it_when_it_reconnects() {
+    // By reference: the fields a pattern leaves to `..` would be dropped
+    // with the temporary (the store stopped) at once.
+    let split = Split::start("15s").await;
     let Split {
         pg,
         link,
@@ -623,31 +626,31 @@ async fn a_revoke_made_while_a_proxy_was_cut_off_reaches_it_when_it_reconnects()
         b,
         grant,
         ..
-    } = Split::start("15s").await;
-    let psql = sleeping_psql(&a);
+    } = &split;
+    let psql = sleeping_psql(a);
     pg.wait_for_active_query("jg_read", "pg_sleep(60)").await;
 
     link.cut();
-    let (status, body) = b.revoke_as(ADMIN, &grant).await;
+    let (status, body) = b.revoke_as(ADMIN, grant).await;
     assert_eq!(status, 200, "{body}");
     // a cannot know yet: well within fail_closed_after, its session runs on.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        backends_of(&pg, "jg_read").await,
+        backends_of(pg, "jg_read").await,
         1,
         "a heard of the revoke through a cut link?"
     );
     let mended = Instant::now();
     link.mend();
     // Reconnected, a catches up by sequence number and ends the session.
-    let stderr = cut_off(psql, &a).await;
+    let stderr = cut_off(psql, a).await;
     assert!(stderr.contains("revoked"), "{stderr}");
     assert!(
         mended.elapsed() < Duration::from_secs(8),
         "{:?}",
         mended.elapsed()
     );
-    wait_for_backends(&pg, "jg_read", 0).await;
+    wait_for_backends(pg, "jg_read", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -696,9 +699,10 @@ async fn an_approval_cut_short_by_kill_9_is_in_the_store_everywhere_or_nowhere()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_that_failed_closed_opens_again_only_after_applying_what_it_missed() {
+    let split = Split::start("2s").await;
     let Split {
         link, a, b, grant, ..
-    } = Split::start("2s").await;
+    } = &split;
 
     link.cut();
     // a fails closed...
@@ -712,7 +716,7 @@ async fn a_proxy_that_failed_closed_opens_again_only_after_applying_what_it_miss
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // ...while b revokes the grant it knows.
-    let (status, body) = b.revoke_as(ADMIN, &grant).await;
+    let (status, body) = b.revoke_as(ADMIN, grant).await;
     assert_eq!(status, 200, "{body}");
     link.mend();
     // From the moment a takes logins again, the revoked grant is refused:
