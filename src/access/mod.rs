@@ -371,6 +371,17 @@ impl AccessModel {
         Ok(())
     }
 
+    /// Before a listing: catch up if the fleet's store answers now, so a
+    /// change made on another proxy a moment ago is listed here too. A
+    /// store that is away is not waited for: the listing is what this
+    /// proxy knows.
+    pub(crate) fn catch_up_for_reading(self: &Arc<Self>) {
+        let reachable = self.store_health().is_some_and(|(up, _)| up);
+        if reachable && let Err(e) = self.catch_up_now() {
+            tracing::debug!(error = %e, "listing what this proxy knows: cannot catch up with the store");
+        }
+    }
+
     /// Apply what the store holds beyond what this proxy has applied.
     fn catch_up(self: &Arc<Self>, book: &mut Book) -> Result<(), StoreError> {
         let applied = book.applied;

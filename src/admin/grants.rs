@@ -72,6 +72,8 @@ async fn create(
 }
 
 async fn list(State(state): State<Arc<AdminState>>, caller: Caller) -> Response {
+    // Best effort: the grants this proxy knows if the store cannot be asked.
+    let _ = state.access(|a| a.catch_up_for_reading()).await;
     let access = &state.shared.access;
     let active = access.grants.active(crate::access::clock::now());
     let grants = active

@@ -99,7 +99,10 @@ async fn list(
     };
     let identity = caller.identity.clone();
     let requests = state
-        .access(move |a| a.requests_for(&identity, filter))
+        .access(move |a| {
+            a.catch_up_for_reading();
+            a.requests_for(&identity, filter)
+        })
         .await?;
     Ok(Json(RequestList { requests }).into_response())
 }
@@ -114,7 +117,10 @@ async fn show(
     // exists: the model answers both alike, here and on approve, deny, cancel.
     let identity = caller.identity.clone();
     let request = state
-        .access(move |a| a.request_seen_by(&identity, &id))
+        .access(move |a| {
+            a.catch_up_for_reading();
+            a.request_seen_by(&identity, &id)
+        })
         .await??;
     Ok(Json(request).into_response())
 }
