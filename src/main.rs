@@ -25,8 +25,9 @@ enum Command {
         #[arg(short, long, default_value = "jitgate.toml")]
         config: PathBuf,
     },
-    /// Check a config file, then log in as each read-only level's upstream
-    /// account and check that it cannot write; exit 1 if one can.
+    /// Check a config file, then the fleet's store if it names one, then log
+    /// in as each read-only level's upstream account and check that it
+    /// cannot write; exit 1 if one can or the store cannot be used.
     CheckConfig {
         #[arg(short, long, default_value = "jitgate.toml")]
         config: PathBuf,
@@ -105,7 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            Ok(runtime.block_on(jitgate::server::check_read_accounts(&c)))
+            Ok(runtime.block_on(jitgate::server::check_connections(&c)))
         }
         Command::Audit {
             command:

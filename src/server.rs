@@ -271,13 +271,27 @@ pub async fn verify_store(
     }
 }
 
-/// `check-config`'s second half: one line per read-only level. A level
-/// whose account can write fails the check unless the config allows it; one
-/// that cannot be reached now is only reported (serve checks it again).
-pub async fn check_read_accounts(config: &Config) -> std::process::ExitCode {
+/// `check-config`'s second half: with a fleet's store, one line on it (a
+/// store that cannot be reached or is too new fails the check); then one
+/// line per read-only level. A level whose account can write fails the
+/// check unless the config allows it; one that cannot be reached now is
+/// only reported (serve checks it again).
+pub async fn check_connections(config: &Config) -> std::process::ExitCode {
     use crate::wire::read_account::{Verdict, check, summary};
     use std::process::ExitCode;
     let mut code = ExitCode::SUCCESS;
+    if let crate::config::StoreKind::Postgres(pg) = &config.store.kind {
+        match crate::access::store::schema::describe_store(pg).await {
+            Ok(state) => println!(
+                "store (postgres, proxy {}): {state}",
+                config.store.proxy_name
+            ),
+            Err(e) => {
+                println!("store (postgres, proxy {}): {e}", config.store.proxy_name);
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
     for target in &config.targets {
         for (name, level) in target.levels.iter().filter(|(_, l)| l.read_only) {
             let at = format!("level {name} on {} (account {})", target.name, level.user);

@@ -237,6 +237,18 @@ async fn request_on_a_approve_on_b_connect_on_c_and_a_revoke_on_b_ends_sessions_
         .collect();
     assert_eq!(proxies, ["a", "b", "b"]);
 
+    // `jitgate check-config` says how the store is, and names no secret.
+    let checked = c
+        .server_command(&["check-config", "-c", c.config_path().to_str().unwrap()])
+        .output()
+        .expect("run jitgate check-config");
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        said.contains("store (postgres, proxy c): reachable, schema version 1, 3 events"),
+        "{said}"
+    );
+    assert!(!said.contains(&fleet.store.url()), "{said}");
+
     // `jitgate audit verify --store` checks the chain; an edit breaks it.
     let verify = || {
         let out = c

@@ -21,7 +21,7 @@
 
 mod file;
 pub(crate) mod pg;
-mod schema;
+pub(crate) mod schema;
 mod verify;
 
 use std::time::SystemTime;

@@ -312,7 +312,7 @@ fn tls_connector(
 
 /// Where the store is and how to reach it.
 #[derive(Clone)]
-pub(super) struct Endpoint {
+pub(crate) struct Endpoint {
     pg: tokio_postgres::Config,
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// How long one job (or one connection attempt) may take.
@@ -322,7 +322,7 @@ pub(super) struct Endpoint {
 impl Endpoint {
     /// Read the URL from where the config says (it never enters the
     /// config model, a log line or an error) and set up TLS.
-    pub(super) fn from_config(config: &PgStoreConfig) -> Result<Endpoint, SharedStoreError> {
+    pub(crate) fn from_config(config: &PgStoreConfig) -> Result<Endpoint, SharedStoreError> {
         let url = config
             .url
             .read()
@@ -367,7 +367,7 @@ impl Endpoint {
     /// time (audit records are written while it is open). Set with `SET`
     /// after connecting, not in the startup `options`, which would replace
     /// the URL's own and which poolers refuse.
-    pub(super) async fn connect(&self) -> Result<Client, SharedStoreError> {
+    pub(crate) async fn connect(&self) -> Result<Client, SharedStoreError> {
         let client = self.open().await?;
         let limits = format!(
             "SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}",

@@ -123,3 +123,45 @@ pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     }
     text
 }
+
+/// `check-config`'s line about the store: reachable, and at which schema
+/// version and event (without changing anything: no migration here).
+pub(crate) async fn describe_store(
+    config: &crate::config::PgStoreConfig,
+) -> Result<String, SharedStoreError> {
+    let client = super::pg::Endpoint::from_config(config)?.connect().await?;
+    let refused = |e: tokio_postgres::Error| SharedStoreError::Refused(describe(&e));
+    let exists: bool = client
+        .query_one("SELECT to_regclass('jitgate_schema') IS NOT NULL", &[])
+        .await
+        .map_err(refused)?
+        .try_get(0)
+        .map_err(refused)?;
+    if !exists {
+        return Ok("reachable, no tables yet (the first proxy to start creates them)".into());
+    }
+    let version: i32 = client
+        .query_opt("SELECT version FROM jitgate_schema", &[])
+        .await
+        .map_err(refused)?
+        .map(|row| row.try_get(0))
+        .transpose()
+        .map_err(refused)?
+        .unwrap_or(0);
+    if version > VERSION {
+        return Err(SharedStoreError::Refused(format!(
+            "its schema is version {version}, newer than this jitgate knows (version {VERSION})"
+        )));
+    }
+    let head: i64 = client
+        .query_opt("SELECT seq FROM jitgate_head", &[])
+        .await
+        .map_err(refused)?
+        .map(|row| row.try_get(0))
+        .transpose()
+        .map_err(refused)?
+        .unwrap_or(0);
+    Ok(format!(
+        "reachable, schema version {version}, {head} events"
+    ))
+}
