@@ -5,7 +5,7 @@
 //! them made. A store whose schema is newer than this jitgate knows is
 //! refused, so an old proxy never writes to tables it does not understand.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use super::{FIRST_PREV, SharedStoreError};
 
@@ -63,20 +63,7 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), SharedStoreError>
     tx.batch_execute("CREATE TABLE IF NOT EXISTS jitgate_schema (version integer NOT NULL)")
         .await
         .map_err(refused)?;
-    let found: i32 = tx
-        .query_opt("SELECT version FROM jitgate_schema", &[])
-        .await
-        .map_err(refused)?
-        .map(|row| row.try_get(0))
-        .transpose()
-        .map_err(refused)?
-        .unwrap_or(0);
-    if found > VERSION {
-        return Err(SharedStoreError::Refused(format!(
-            "its schema is version {found}, newer than this jitgate knows (version {VERSION}); \
-             upgrade this proxy to the version the rest of the fleet runs"
-        )));
-    }
+    let found = usable_version(&tx).await?;
     for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         tx.batch_execute(migration).await.map_err(refused)?;
         if i == 0 {
@@ -107,6 +94,31 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), SharedStoreError>
     Ok(())
 }
 
+/// The schema's version (0 before the first migration), refused when it is
+/// newer than this jitgate knows.
+async fn usable_version(client: &impl GenericClient) -> Result<i32, SharedStoreError> {
+    let found: i32 = first_value(client, "SELECT version FROM jitgate_schema")
+        .await?
+        .unwrap_or(0);
+    if found > VERSION {
+        return Err(SharedStoreError::Refused(format!(
+            "its schema is version {found}, newer than this jitgate knows (version {VERSION}); \
+             upgrade this proxy to the version the rest of the fleet runs"
+        )));
+    }
+    Ok(found)
+}
+
+/// The first column of the first row `sql` returns, if it returns one.
+async fn first_value<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+    client: &impl GenericClient,
+    sql: &str,
+) -> Result<Option<T>, SharedStoreError> {
+    let refused = |e: tokio_postgres::Error| SharedStoreError::Refused(describe(&e));
+    let row = client.query_opt(sql, &[]).await.map_err(refused)?;
+    row.map(|row| row.try_get(0)).transpose().map_err(refused)
+}
+
 /// A PostgreSQL error as one line: the server's message when it sent one.
 pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
@@ -130,36 +142,15 @@ pub(crate) async fn describe_store(
     config: &crate::config::PgStoreConfig,
 ) -> Result<String, SharedStoreError> {
     let client = super::pg::Endpoint::from_config(config)?.connect().await?;
-    let refused = |e: tokio_postgres::Error| SharedStoreError::Refused(describe(&e));
-    let exists: bool = client
-        .query_one("SELECT to_regclass('jitgate_schema') IS NOT NULL", &[])
-        .await
-        .map_err(refused)?
-        .try_get(0)
-        .map_err(refused)?;
+    let exists = first_value(&client, "SELECT to_regclass('jitgate_schema') IS NOT NULL")
+        .await?
+        .unwrap_or(false);
     if !exists {
         return Ok("reachable, no tables yet (the first proxy to start creates them)".into());
     }
-    let version: i32 = client
-        .query_opt("SELECT version FROM jitgate_schema", &[])
-        .await
-        .map_err(refused)?
-        .map(|row| row.try_get(0))
-        .transpose()
-        .map_err(refused)?
-        .unwrap_or(0);
-    if version > VERSION {
-        return Err(SharedStoreError::Refused(format!(
-            "its schema is version {version}, newer than this jitgate knows (version {VERSION})"
-        )));
-    }
-    let head: i64 = client
-        .query_opt("SELECT seq FROM jitgate_head", &[])
-        .await
-        .map_err(refused)?
-        .map(|row| row.try_get(0))
-        .transpose()
-        .map_err(refused)?
+    let version = usable_version(&client).await?;
+    let head: i64 = first_value(&client, "SELECT seq FROM jitgate_head")
+        .await?
         .unwrap_or(0);
     Ok(format!(
         "reachable, schema version {version}, {head} events"
