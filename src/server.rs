@@ -9,6 +9,7 @@ use crate::access::{AccessModel, StoreError};
 use crate::admin::ApiParts;
 use crate::audit::{AuditError, AuditLog};
 use crate::config::{Config, Limits};
+use crate::identity::oidc::{Provider, ProviderSetupError};
 use crate::identity::{DecoyKey, DecoyKeyError, Identities, LoginLimiter};
 use crate::session::Sessions;
 use crate::tls::TlsError;
@@ -29,6 +30,8 @@ pub struct Shared {
     /// The one failed-login budget per identity and per address, charged by
     /// every listener and the admin API alike.
     pub logins: Arc<LoginLimiter>,
+    /// The identity provider people sign on through, if one is configured.
+    pub(crate) provider: Option<Arc<Provider>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,8 @@ pub enum ServeError {
     Access(#[from] StoreError),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Provider(#[from] ProviderSetupError),
     #[error(
         "cannot listen on {addr} ({what}): {source}; is another jitgate or database already using it?"
     )]
@@ -76,9 +81,14 @@ impl Shared {
         let audit = AuditLog::open(&config.audit)?;
         audit.end_orphaned_sessions()?;
         crate::metrics::METRICS.add_known_targets(config.targets.iter().map(|t| t.name.as_str()));
+        let provider = config.oidc.as_ref().map(Provider::new).transpose()?;
         let config = Arc::new(config);
         let access = AccessModel::open(config.clone(), audit.clone())?;
-        Ok(Shared::assemble(config, audit, access, decoy_key))
+        let mut shared = Shared::assemble(config, audit, access, decoy_key);
+        if let Some(shared) = Arc::get_mut(&mut shared) {
+            shared.provider = provider.map(Arc::new);
+        }
+        Ok(shared)
     }
 
     /// The shared state around an audit log and access model already open;
@@ -92,12 +102,17 @@ impl Shared {
         let sessions: Arc<Sessions> = Arc::default();
         access.set_local_sessions(sessions.clone());
         Arc::new(Shared {
-            identities: Arc::new(Identities::from_config(&config.identities, decoy_key)),
+            identities: Arc::new(Identities::from_config(
+                &config.identities,
+                decoy_key,
+                access.issued.clone(),
+            )),
             access,
             sessions,
             audit,
             read_accounts: Arc::default(),
             logins: Arc::new(LoginLimiter::from_limits(&config.limits)),
+            provider: None,
             config,
         })
     }
@@ -124,6 +139,7 @@ impl Shared {
             sessions: self.sessions.clone(),
             audit: self.audit.clone(),
             logins: self.logins.clone(),
+            provider: self.provider.clone(),
             listeners: LISTENERS
                 .iter()
                 .filter_map(|l| Some((l.name, (l.address)(&self.config.listen)?)))

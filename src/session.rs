@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
@@ -24,6 +24,10 @@ pub struct SessionInfo {
     pub target: String,
     pub level: String,
     pub grant: String,
+    /// The issued credential the client logged in with (none for a config
+    /// identity): the session ends with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
     pub client_addr: SocketAddr,
     #[serde(serialize_with = "rfc3339")]
     pub started_at: SystemTime,
@@ -32,9 +36,9 @@ pub struct SessionInfo {
     pub statements: AtomicU64,
     #[serde(skip)]
     kill: Notify,
-    /// Why it was killed: an operator, or the store was lost.
+    /// Why it was killed (a [`KillCause`]).
     #[serde(skip)]
-    store_lost: AtomicBool,
+    kill_cause: AtomicU8,
     /// The live sessions of the same grant.
     #[serde(skip)]
     gate: Arc<GrantGate>,
@@ -61,6 +65,19 @@ struct GrantGate {
     all_told: Notify,
 }
 
+/// Why a session was asked to end, for the words its client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum KillCause {
+    Operator = 0,
+    /// The proxy lost its fleet's store.
+    StoreLost = 1,
+    /// The credential the session logged in with was revoked (a logout).
+    LoggedOut = 2,
+    /// The credential the session logged in with expired.
+    CredentialExpired = 3,
+}
+
 fn atomic<S: serde::Serializer>(v: &AtomicU64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(v.load(Ordering::Relaxed))
 }
@@ -81,14 +98,26 @@ impl SessionInfo {
         )
     }
 
-    /// How a killed session ends: by an operator, or because the proxy
-    /// lost its store.
+    /// How a killed session ends: by an operator, because the proxy lost
+    /// its store, or with the credential it logged in with.
     pub(crate) fn kill_end(&self) -> crate::wire::SessionEnd {
-        if self.store_lost.load(Ordering::Acquire) {
-            crate::wire::SessionEnd::StoreLost
-        } else {
-            crate::wire::SessionEnd::Killed
+        use crate::wire::{CredentialEnd, SessionEnd};
+        match self.kill_cause.load(Ordering::Acquire) {
+            c if c == KillCause::StoreLost as u8 => SessionEnd::StoreLost,
+            c if c == KillCause::LoggedOut as u8 => {
+                SessionEnd::CredentialEnded(CredentialEnd::LoggedOut)
+            }
+            c if c == KillCause::CredentialExpired as u8 => {
+                SessionEnd::CredentialEnded(CredentialEnd::Expired)
+            }
+            _ => SessionEnd::Killed,
         }
+    }
+
+    /// Ask the session to end, for `cause`.
+    pub(crate) fn kill_for(&self, cause: KillCause) {
+        self.kill_cause.store(cause as u8, Ordering::Release);
+        self.kill.notify_one();
     }
 
     /// Resolves once an operator killed this session (cancel-safe).
@@ -134,6 +163,7 @@ pub struct NewSession<'a> {
     pub target: &'a str,
     pub level: &'a str,
     pub grant: &'a str,
+    pub credential: Option<&'a str>,
     pub client_addr: SocketAddr,
 }
 
@@ -160,11 +190,12 @@ impl Sessions {
             target: s.target.to_owned(),
             level: s.level.to_owned(),
             grant: s.grant.to_owned(),
+            credential: s.credential.map(str::to_owned),
             client_addr: s.client_addr,
             started_at: SystemTime::now(),
             statements: AtomicU64::new(0),
             kill: Notify::new(),
-            store_lost: AtomicBool::new(false),
+            kill_cause: AtomicU8::new(KillCause::Operator as u8),
             gate,
             told: AtomicBool::new(false),
         });
@@ -205,8 +236,19 @@ impl crate::access::follow::LocalSessions for Sessions {
 
     fn end_all_store_lost(&self) {
         for s in self.by_id.iter() {
-            s.store_lost.store(true, Ordering::Release);
-            s.kill.notify_one();
+            s.kill_for(KillCause::StoreLost);
+        }
+    }
+
+    fn end_credentials(&self, identity: &str, credentials: &[String], cause: KillCause) {
+        for s in self.by_id.iter() {
+            if s.identity == identity
+                && s.credential
+                    .as_ref()
+                    .is_some_and(|c| credentials.contains(c))
+            {
+                s.kill_for(cause);
+            }
         }
     }
 
@@ -257,6 +299,7 @@ mod tests {
             target: "db",
             level: "read",
             grant,
+            credential: None,
             client_addr: "127.0.0.1:1".parse().unwrap(),
         }
     }

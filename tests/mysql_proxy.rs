@@ -1190,3 +1190,62 @@ async fn read_level_refuses_user_locks() {
     );
     conn.disconnect().await.expect("disconnect");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitgate_connect_starts_mariadb_on_the_grant_without_the_secret_on_its_command_line() {
+    let (_db, jg) = setup().await;
+    let query = ["--", "-N", "-B", "-e", "select current_user()"];
+    let refused = jg
+        .cli_command(
+            ALICE_SECRET,
+            &[&["connect", MYSQL_TARGET][..], &query[..]].concat(),
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("hold no active grant for demo-mysql"),
+        "{said}"
+    );
+    assert!(said.contains("--wait --connect"), "{said}");
+
+    jg.grant("alice", MYSQL_TARGET, "read", "10m").await;
+    let (bin, seen) = recording_wrapper("mariadb");
+    let out = jg
+        .cli_command(
+            ALICE_SECRET,
+            &[&["connect", MYSQL_TARGET][..], &query[..]].concat(),
+        )
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.path().display(),
+                std::env::var("PATH").unwrap()
+            ),
+        )
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("jg_read@"), "{stdout}");
+    // What the client was started with: no secret among its arguments or
+    // in its environment, and the option file gone once it exited.
+    let recorded = std::fs::read_to_string(&seen).unwrap();
+    assert!(!recorded.contains(ALICE_SECRET), "{recorded}");
+    let options = recorded
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("--defaults-extra-file="))
+        .unwrap_or_else(|| panic!("no option file: {recorded}"));
+    assert!(
+        !std::path::Path::new(options).exists(),
+        "{options} was left behind"
+    );
+}

@@ -5,7 +5,7 @@
 //! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run pg_frontend -- -max_total_time=300`
 #![no_main]
 
-use jitgate::identity::ScramVerifier;
+use jitgate::identity::{LoginKeys, ScramVerifier};
 use jitgate::fuzzing::{parse_startup_body, split_frames, take_cstr_bytes};
 use jitgate::fuzzing::{error_code, error_message};
 use jitgate::fuzzing::ScramServer;
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &b""[..]),
     };
-    if let Ok((server, _)) = ScramServer::start(verifier(), first) {
+    if let Ok((server, _)) = ScramServer::start(LoginKeys::decoy(&verifier()), first) {
         let _ = server.finish(last);
     }
 });

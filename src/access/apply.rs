@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::access::grants::{EndReason, Grant};
 use crate::access::journal::Entry;
 use crate::access::requests::{Request, RequestState};
-use crate::access::{AccessModel, Book};
+use crate::access::{AccessModel, Book, clock};
 use std::sync::Arc;
 
 impl AccessModel {
@@ -72,6 +72,26 @@ impl AccessModel {
                 {
                     sessions.kill(&session);
                 }
+            }
+            Entry::CredentialIssued { credential, ended } => {
+                for id in &ended {
+                    self.issued.remove(&credential.identity, Some(id));
+                }
+                self.end_credentials(&credential.identity, &ended, live);
+                self.issued.insert(&credential, clock::now())?;
+                if live {
+                    self.watch_credential_expiry(
+                        &credential.identity,
+                        &crate::identity::CredentialRef {
+                            id: credential.id.clone(),
+                            expires_at: credential.expires_at,
+                        },
+                    );
+                }
+            }
+            Entry::CredentialsRevoked { identity, id, .. } => {
+                let ended = self.issued.remove(&identity, id.as_deref());
+                self.end_credentials(&identity, &ended, live);
             }
         }
         Ok(())

@@ -41,6 +41,13 @@ pub(crate) trait LocalSessions: Send + Sync {
     fn kill(&self, id: &str);
     /// End every session: the store is lost.
     fn end_all_store_lost(&self);
+    /// End `identity`'s sessions that logged in with one of `credentials`.
+    fn end_credentials(
+        &self,
+        identity: &str,
+        credentials: &[String],
+        cause: crate::session::KillCause,
+    );
     /// The live sessions, as the store lists them.
     fn rows(&self, proxy: &str) -> Vec<SessionRow>;
 }

@@ -162,7 +162,10 @@ impl AccessModel {
                 known: target.levels.keys().cloned().collect::<Vec<_>>().join(", "),
             });
         }
-        if self.config.identity(&req.identity).is_none() {
+        // A person from the identity provider is known once signed on.
+        if self.config.identity(&req.identity).is_none()
+            && self.issued.list(&req.identity, clock::now()).is_empty()
+        {
             return Err(GrantError::UnknownIdentity(req.identity.clone()));
         }
         if req.duration < Duration::from_secs(1) || req.duration > MAX_GRANT_DURATION {

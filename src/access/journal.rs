@@ -124,6 +124,21 @@ pub enum Entry {
         held_by: String,
         by: String,
     },
+    /// A person signed on and got `credential`; `ended` are their oldest
+    /// credentials, ended to keep them within `oidc.max_credentials_per_person`.
+    CredentialIssued {
+        credential: crate::identity::issued::IssuedCredential,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ended: Vec<String>,
+    },
+    /// `identity`'s credential `id` (all of them when `None`) logged out,
+    /// by its holder or an admin: the sessions opened with it end.
+    CredentialsRevoked {
+        identity: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        by: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]

@@ -25,6 +25,7 @@
 
 mod apply;
 pub(crate) mod clock;
+mod credentials;
 mod errors;
 pub(crate) mod follow;
 pub(crate) mod grants;
@@ -42,6 +43,7 @@ use tokio::sync::broadcast;
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::{Config, PolicyConfig, StoreKind};
+pub(crate) use credentials::Logout;
 pub use errors::StoreError;
 pub(crate) use errors::{AccessError, AuthorizeError, GrantError, IsBehind};
 pub(crate) use grants::NewGrant;
@@ -103,6 +105,9 @@ pub struct AccessModel {
     /// The shortest heartbeat clock query seen, in microseconds.
     best_clock_rtt: std::sync::atomic::AtomicU64,
     pub(crate) grants: GrantTable,
+    /// Credentials issued after sign-ons, as the store's changes made them;
+    /// every login reads them (`identity::Identities`).
+    pub(crate) issued: Arc<crate::identity::Issued>,
     audit: Arc<AuditLog>,
     /// Requests and the journal. Every change to a request or a grant is made
     /// while holding it, so the journal's order is the order of the changes.
@@ -225,6 +230,7 @@ impl AccessModel {
             may_reopen: std::sync::atomic::AtomicBool::new(false),
             best_clock_rtt: std::sync::atomic::AtomicU64::new(u64::MAX),
             grants: GrantTable::default(),
+            issued: Arc::default(),
             audit,
             book: Mutex::new(Book {
                 requests: HashMap::new(),
@@ -258,6 +264,7 @@ impl AccessModel {
         for (id, expires_at) in pending {
             self.watch_pending(id, expires_at);
         }
+        self.resume_credentials();
         Ok(())
     }
 

@@ -140,11 +140,7 @@ fn person(name: &str, groups: &[&str]) -> Identity {
     Identity {
         name: name.to_owned(),
         groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-        verifier: ScramVerifier::decoy(
-            name,
-            &crate::identity::DecoyKey::ephemeral(),
-            crate::identity::VerifierShape::DEFAULT,
-        ),
+        credential: None,
     }
 }
 

@@ -89,15 +89,29 @@ impl FromRequestParts<Arc<AdminState>> for Caller {
         state: &Arc<AdminState>,
     ) -> Result<Caller, ApiError> {
         let token = bearer_token(&parts.headers)?;
-        // Without connection info (a router driven in-process) every caller
-        // shares one bucket, which keeps the limit rather than dropping it.
-        let client = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        state.auth.authenticate(token, client).await
+        state.auth.authenticate(token, client_ip(parts)).await
     }
+}
+
+/// The client's address, which the login budget is charged to.
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<ClientIp, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts)))
+    }
+}
+
+/// Without connection info (a router driven in-process) every caller
+/// shares one bucket, which keeps the limit rather than dropping it.
+fn client_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 /// The token from `Authorization: Bearer <token>`.
@@ -142,12 +156,16 @@ impl Authenticator {
 
     pub async fn authenticate(&self, token: &str, client: IpAddr) -> Result<Caller, ApiError> {
         let key = self.known_tokens.key(token);
-        if let Some(identity) = self
-            .known_tokens
-            .get(&key)
-            .and_then(|name| self.identities.get(&name))
-        {
-            return Ok(Caller { identity });
+        // A token proven before counts while its secret is still the
+        // name's: not logged out, expired or changed in the config.
+        if let Some(proven) = self.known_tokens.get(&key).and_then(|(name, stored_key)| {
+            self.identities
+                .keys_for(&name)
+                .match_stored_key(&stored_key)
+        }) {
+            return Ok(Caller {
+                identity: proven.identity,
+            });
         }
         let attempt = match self.logins.charge(None, client) {
             Ok(attempt) => attempt,
@@ -162,10 +180,13 @@ impl Authenticator {
             .await
             .map_err(|_| ApiError::internal("checking the token failed; try again"))?;
         match found {
-            Some(identity) => {
+            Some(proven) => {
                 attempt.refund();
-                self.known_tokens.insert(key, &identity.name);
-                Ok(Caller { identity })
+                self.known_tokens
+                    .insert(key, &proven.identity.name, proven.stored_key);
+                Ok(Caller {
+                    identity: proven.identity,
+                })
             }
             None => {
                 tracing::warn!(%client, "admin API: bearer token matches no identity");
@@ -178,10 +199,11 @@ impl Authenticator {
     }
 }
 
-/// Tokens that matched an identity, by keyed hash, bounded by emptying when full.
+/// Tokens that matched an identity, by keyed hash, bounded by emptying
+/// when full: the name, and the stored key of the secret the token was.
 struct TokenCache {
     hash_key: [u8; 32],
-    by_hash: DashMap<[u8; 32], String>,
+    by_hash: DashMap<[u8; 32], (String, [u8; 32])>,
     capacity: usize,
 }
 
@@ -200,15 +222,15 @@ impl TokenCache {
         crate::identity::hmac(&self.hash_key, token.as_bytes())
     }
 
-    fn get(&self, key: &[u8; 32]) -> Option<String> {
-        self.by_hash.get(key).map(|name| name.clone())
+    fn get(&self, key: &[u8; 32]) -> Option<(String, [u8; 32])> {
+        self.by_hash.get(key).map(|found| found.clone())
     }
 
-    fn insert(&self, key: [u8; 32], identity: &str) {
+    fn insert(&self, key: [u8; 32], identity: &str, stored_key: [u8; 32]) {
         if self.by_hash.len() >= self.capacity {
             self.by_hash.clear();
         }
-        self.by_hash.insert(key, identity.to_owned());
+        self.by_hash.insert(key, (identity.to_owned(), stored_key));
     }
 
     #[cfg(test)]
@@ -224,12 +246,15 @@ mod tests {
     fn token_cache_is_bounded_and_keyed_by_hash_not_token() {
         let cache = TokenCache::new(3);
         for i in 0..3 {
-            cache.insert(cache.key(&format!("secret-{i}")), "alice");
+            cache.insert(cache.key(&format!("secret-{i}")), "alice", [0; 32]);
         }
         assert_eq!(cache.len(), 3);
-        cache.insert(cache.key("secret-3"), "bob");
+        cache.insert(cache.key("secret-3"), "bob", [1; 32]);
         assert_eq!(cache.len(), 1, "a full cache starts over");
-        assert_eq!(cache.get(&cache.key("secret-3")).as_deref(), Some("bob"));
+        assert_eq!(
+            cache.get(&cache.key("secret-3")),
+            Some(("bob".to_owned(), [1; 32]))
+        );
         assert_ne!(&cache.key("secret-3")[..8], b"secret-3");
     }
 

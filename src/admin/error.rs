@@ -163,7 +163,9 @@ impl From<GrantError> for ApiError {
             }
             GrantError::UnknownIdentity(_) => ApiError::bad_request(
                 "unknown identity",
-                format!("{e}; use an identity name from the proxy config"),
+                format!(
+                    "{e}; use an identity name from the proxy config, or the name of someone signed on through the identity provider"
+                ),
             ),
             GrantError::BadDuration(_) => ApiError::bad_request(
                 "bad duration",

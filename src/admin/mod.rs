@@ -11,6 +11,7 @@ mod connections;
 mod error;
 mod grants;
 mod json;
+mod login;
 mod openapi;
 mod requests;
 mod sessions;
@@ -49,6 +50,8 @@ pub struct ApiParts {
     pub logins: Arc<LoginLimiter>,
     /// Where each database listener is bound: (protocol name, address).
     pub listeners: Vec<(&'static str, std::net::SocketAddr)>,
+    /// The identity provider people sign on through, if one is configured.
+    pub provider: Option<Arc<crate::identity::oidc::Provider>>,
 }
 
 /// What the handlers share: the proxy's state and the API's own caches.
@@ -86,6 +89,7 @@ pub fn router(state: Arc<ApiParts>) -> Router {
         .merge(grants::routes())
         .merge(sessions::routes())
         .merge(whoami::routes())
+        .merge(login::routes())
         .merge(openapi::routes())
         .fallback(unknown_route)
         // Applies to the routes added above, so it stays after the merges.

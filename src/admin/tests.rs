@@ -111,10 +111,12 @@ approvers = ["approver"]
             identities: Arc::new(crate::identity::Identities::from_config(
                 &config.identities,
                 decoy_key,
+                access.issued.clone(),
             )),
             logins: Arc::new(crate::identity::LoginLimiter::from_limits(&config.limits)),
             sessions: Arc::default(),
             listeners: Vec::new(),
+            provider: None,
             config,
             access,
             audit,
@@ -211,6 +213,7 @@ approvers = ["approver"]
             target: "demo-pg",
             level: "read",
             grant: "g_0000000000000001",
+            credential: None,
             client_addr: "127.0.0.1:40000".parse().unwrap(),
         })
     }
@@ -1068,12 +1071,13 @@ async fn whoami_and_info_answer_the_caller() {
 // ---- the OpenAPI document ------------------------------------------------
 
 /// The admin sources whose `routes()` the router merges, by module name.
-const ROUTE_SOURCES: [(&str, &str); 6] = [
+const ROUTE_SOURCES: [(&str, &str); 7] = [
     ("mod", include_str!("mod.rs")),
     ("requests", include_str!("requests.rs")),
     ("grants", include_str!("grants.rs")),
     ("sessions", include_str!("sessions.rs")),
     ("whoami", include_str!("whoami.rs")),
+    ("login", include_str!("login.rs")),
     ("openapi", include_str!("openapi.rs")),
 ];
 
@@ -1141,8 +1145,11 @@ async fn the_openapi_document_describes_exactly_the_routes_the_router_has() {
         let r = api.send(method.clone(), &path, None, None).await;
         assert_ne!(r.json["error"], "no such endpoint", "{method} {path}");
         assert_ne!(r.json["error"], "method not allowed", "{method} {path}");
+        // The sign-on routes answer that this proxy has no provider.
         assert!(
-            r.status == StatusCode::OK || r.status == StatusCode::UNAUTHORIZED,
+            r.status == StatusCode::OK
+                || r.status == StatusCode::UNAUTHORIZED
+                || r.json["error"] == "no identity provider",
             "{method} {path}: {}",
             r.text
         );

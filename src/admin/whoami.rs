@@ -27,6 +27,13 @@ pub(super) fn routes() -> Router<Arc<AdminState>> {
 struct WhoAmI<'a> {
     identity: &'a str,
     groups: &'a [String],
+    /// The issued credential this call was made with (absent for an
+    /// identity from the config).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential: Option<&'a str>,
+    /// Every live credential of the caller, with its expiry.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    credentials: Vec<crate::identity::issued::CredentialInfo>,
 }
 
 #[derive(Serialize)]
@@ -50,10 +57,19 @@ struct TargetInfo<'a> {
     protocol: &'static str,
 }
 
-async fn whoami(caller: Caller) -> Response {
+async fn whoami(State(state): State<Arc<AdminState>>, caller: Caller) -> Response {
+    let credentials = match &caller.identity.credential {
+        Some(_) => state
+            .shared
+            .identities
+            .credentials_of(&caller.identity.name),
+        None => Vec::new(),
+    };
     Json(WhoAmI {
         identity: &caller.identity.name,
         groups: &caller.identity.groups,
+        credential: caller.identity.credential.as_ref().map(|c| c.id.as_str()),
+        credentials,
     })
     .into_response()
 }

@@ -64,6 +64,7 @@ impl AuditEvent<'_> {
                 ("request", self.request),
                 ("policy", self.policy),
                 ("comment", self.comment),
+                ("credential", self.credential),
             ],
         );
     }
@@ -432,6 +433,7 @@ mod tests {
             request: Some("r_3"),
             policy: Some("p"),
             comment: Some("ok\r\n"),
+            credential: Some("c0ffee"),
             // Not a member of its own; its test is the one below.
             encoded: None,
         };

@@ -64,6 +64,9 @@ pub struct AuditEvent<'a> {
     /// What an approver or denier wrote with their decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<&'a str>,
+    /// The issued credential an event is about (its public id, never its secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<&'a str>,
     /// The same `session`, `identity`, `grant`, `target` and `level` as the
     /// fields above, already encoded: set by `SessionMembers::event`.
     #[serde(skip)]

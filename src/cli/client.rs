@@ -38,7 +38,7 @@ pub enum ClientError {
     )]
     BadServer(String),
     #[error(
-        "no token: set JITGATE_TOKEN to your jitgate secret (or pass --token, which other users can see in `ps`)"
+        "no token: sign in with `jitgate login`, or set JITGATE_TOKEN to your jitgate secret (or pass --token, which other users can see in `ps`)"
     )]
     MissingToken,
     #[error("cannot start the HTTP client: {0}")]
@@ -54,7 +54,8 @@ struct ErrorBody {
 pub struct Client {
     /// The server URL without a trailing slash.
     base: Url,
-    token: String,
+    /// `None` for the sign-on calls, which are how a token is got.
+    token: Option<String>,
     http: reqwest::Client,
 }
 
@@ -64,6 +65,13 @@ impl Client {
         let token = token
             .filter(|t| !t.trim().is_empty())
             .ok_or(ClientError::MissingToken)?;
+        let mut client = Client::anonymous(server)?;
+        client.token = Some(token);
+        Ok(client)
+    }
+
+    /// A client without a token, for signing on.
+    pub fn anonymous(server: &str) -> Result<Client, ClientError> {
         let with_scheme = if server.contains("://") {
             server.to_owned()
         } else {
@@ -78,7 +86,11 @@ impl Client {
             .user_agent(concat!("jitgate-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Setup(e.to_string()))?;
-        Ok(Client { base, token, http })
+        Ok(Client {
+            base,
+            token: None,
+            http,
+        })
     }
 
     /// The server URL as the user would write it.
@@ -116,11 +128,10 @@ impl Client {
         body: Option<Value>,
     ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.server());
-        let mut request = self
-            .http
-            .request(method, &url)
-            .query(query)
-            .bearer_auth(&self.token);
+        let mut request = self.http.request(method, &url).query(query);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }

@@ -1,6 +1,7 @@
 //! What each client command asks the admin API and how it shows the answer.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
@@ -15,20 +16,33 @@ use crate::access::{Grant, Request, RequestState};
 /// How often `request --wait` asks whether the request was decided.
 const WAIT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
-pub async fn run(command: Command) -> anyhow::Result<()> {
-    match command {
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let done = match command {
         Command::Request {
             target,
             level,
             duration,
             reason,
             wait,
+            connect,
+            client_args,
             api,
         } => {
             let body =
                 json!({"target": target, "level": level, "duration": duration, "reason": reason});
-            request(api, body, wait).await
+            let server = api.clone();
+            request(api, body, wait || connect).await?;
+            if connect {
+                return super::connect::connect(server, &target, Some(&level), &client_args).await;
+            }
+            Ok(())
         }
+        Command::Connect {
+            target,
+            level,
+            client_args,
+            api,
+        } => return super::connect::connect(api, &target, level.as_deref(), &client_args).await,
         Command::Requests { state, api } => requests(api, &state).await,
         Command::Approve { id, comment, api } => decide(api, &id, "approve", comment).await,
         Command::Deny { id, comment, api } => decide(api, &id, "deny", comment).await,
@@ -38,12 +52,20 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Sessions { api } => sessions(api).await,
         Command::Kill { session, api } => kill(api, &session).await,
         Command::Whoami { api } => whoami(api).await,
-    }
+        Command::Login {
+            device,
+            no_browser,
+            api,
+        } => super::login::login(api, device, no_browser).await,
+        Command::Logout { all, user, api } => super::login::logout(api, all, user).await,
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 /// The client and whether to print JSON.
 fn connect(api: ApiArgs) -> anyhow::Result<(Client, bool)> {
-    Ok((Client::new(&api.server, api.token)?, api.json))
+    let token = super::login::token_for(&api)?;
+    Ok((Client::new(&api.server, token)?, api.json))
 }
 
 async fn request(api: ApiArgs, body: Value, wait: bool) -> anyhow::Result<()> {
@@ -318,10 +340,16 @@ async fn whoami(api: ApiArgs) -> anyhow::Result<()> {
 #[derive(Deserialize)]
 struct Info {
     postgres: Option<SocketAddr>,
+    #[serde(default = "yes")]
+    tls_required: bool,
     #[serde(default)]
     mysql: Option<SocketAddr>,
     #[serde(default)]
     targets: Vec<TargetInfo>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -330,16 +358,25 @@ struct TargetInfo {
     protocol: String,
 }
 
-/// The command that connects to an approved request's target, never with
-/// a password: `psql "host=… port=… user=… dbname=… sslmode=require"` for a
-/// PostgreSQL target, `mariadb -h … -P … -u … -p --ssl <target>` for a
-/// MySQL/MariaDB one. `None` when the proxy has no listener for it.
-async fn connection_command(client: &Client, request: &Request) -> anyhow::Result<Option<String>> {
+/// Where a client reaches a target through this jitgate.
+pub(super) struct Listener {
+    /// A MySQL/MariaDB target (else PostgreSQL).
+    pub(super) mysql: bool,
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) tls_required: bool,
+}
+
+/// The listener for `target`'s protocol; `None` when the proxy has none.
+pub(super) async fn listener_for(
+    client: &Client,
+    target: &str,
+) -> anyhow::Result<Option<Listener>> {
     let info: Info = parse(&client.get("/v1/info").await?)?;
     let mysql = info
         .targets
         .iter()
-        .any(|t| t.name == request.target && t.protocol == "mysql");
+        .any(|t| t.name == target && t.protocol == "mysql");
     let Some(addr) = (if mysql { info.mysql } else { info.postgres }) else {
         return Ok(None);
     };
@@ -349,19 +386,35 @@ async fn connection_command(client: &Client, request: &Request) -> anyhow::Resul
     } else {
         addr.ip().to_string()
     };
-    if mysql {
+    Ok(Some(Listener {
+        mysql,
+        host,
+        port: addr.port(),
+        tls_required: info.tls_required,
+    }))
+}
+
+/// The command that connects to an approved request's target, never with
+/// a password: `psql "host=… port=… user=… dbname=… sslmode=require"` for a
+/// PostgreSQL target, `mariadb -h … -P … -u … -p --ssl <target>` for a
+/// MySQL/MariaDB one. `None` when the proxy has no listener for it.
+async fn connection_command(client: &Client, request: &Request) -> anyhow::Result<Option<String>> {
+    let Some(l) = listener_for(client, &request.target).await? else {
+        return Ok(None);
+    };
+    if l.mysql {
         return Ok(Some(format!(
             "mariadb -h {} -P {} -u {} -p --ssl {}",
-            shell_word(&host),
-            addr.port(),
+            shell_word(&l.host),
+            l.port,
             shell_word(&request.requested_by),
             shell_word(&request.target),
         )));
     }
     Ok(Some(format!(
         "psql \"host={} port={} user={} dbname={} sslmode=require\"",
-        conninfo_value(&host),
-        addr.port(),
+        conninfo_value(&l.host),
+        l.port,
         conninfo_value(&request.requested_by),
         conninfo_value(&request.target),
     )))
@@ -473,7 +526,7 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
 /// `id` as one URL path segment, so an id can never reach
 /// another endpoint. URL parsers treat `.` and `..` (even percent-encoded)
 /// as directions, so those are refused; no jitgate id looks like that.
-fn segment(id: &str) -> anyhow::Result<String> {
+pub(super) fn segment(id: &str) -> anyhow::Result<String> {
     if id.chars().all(|c| c == '.') {
         bail!("`{id}` is not an id; ids look like r_0123456789abcdef");
     }

@@ -11,6 +11,9 @@
 
 mod client;
 mod commands;
+mod connect;
+mod credentials;
+mod login;
 mod table;
 
 use std::process::ExitCode;
@@ -20,7 +23,7 @@ use clap::{Args, Subcommand};
 pub use client::{Client, ClientError};
 
 /// Where the admin API is, who is asking, and how to print the answer.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct ApiArgs {
     /// The admin API's URL.
     #[arg(long, env = "JITGATE_SERVER", default_value = "http://127.0.0.1:8080")]
@@ -52,8 +55,28 @@ pub enum Command {
         /// Wait for the decision; on approval print a psql connection string.
         #[arg(long)]
         wait: bool,
+        /// Wait for the decision, then connect as `jitgate connect` does.
+        #[arg(long)]
+        connect: bool,
         #[command(flatten)]
         api: ApiArgs,
+        /// With --connect: arguments for the client (after `--`).
+        #[arg(last = true, requires = "connect")]
+        client_args: Vec<String>,
+    },
+    /// Start psql (or mariadb/mysql) on a target you hold a grant for, with
+    /// your credential passed in a private file, never on a command line.
+    Connect {
+        /// The target (database), as named in the proxy config.
+        target: String,
+        /// The grant's level, when you hold several on the target.
+        #[arg(long)]
+        level: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Arguments for the client (after `--`), e.g. `-- -c 'select 1'`.
+        #[arg(last = true)]
+        client_args: Vec<String>,
     },
     /// List requests you made or may decide.
     Requests {
@@ -119,6 +142,30 @@ pub enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Sign in through your company's identity provider and keep the
+    /// credential jitgate issues (your API token and database password).
+    Login {
+        /// Sign in on another device (for SSH sessions and machines without
+        /// a browser): you are shown an address and a code.
+        #[arg(long)]
+        device: bool,
+        /// Print the sign-in address instead of opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// End your credential (and the sessions opened with it).
+    Logout {
+        /// End every credential you hold, on every machine.
+        #[arg(long, conflicts_with = "user")]
+        all: bool,
+        /// (admins) End every credential and session of this person.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 /// Run one client command against the admin API.
@@ -127,6 +174,5 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(commands::run(command))?;
-    Ok(ExitCode::SUCCESS)
+    runtime.block_on(commands::run(command))
 }

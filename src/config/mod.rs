@@ -26,6 +26,7 @@ mod validate;
 
 use raw::RawConfig;
 pub(crate) use secret::SecretSource;
+pub(crate) use validate::oidc::issuer_scheme_ok;
 
 /// Where a TOML error is and what it says, without the offending line: the
 /// parser quotes it, and a line that should not be there may hold a secret
@@ -70,6 +71,8 @@ pub struct Config {
     pub(crate) audit: AuditConfig,
     pub limits: Limits,
     pub identities: Vec<IdentityConfig>,
+    /// The identity provider people sign on through, if any.
+    pub(crate) oidc: Option<OidcConfig>,
     pub targets: Vec<TargetConfig>,
     pub(crate) policies: Vec<PolicyConfig>,
     pub(crate) requests: RequestsConfig,
@@ -104,6 +107,29 @@ pub(crate) struct PgStoreConfig {
     /// `Some(ca)`: TLS, the server's certificate checked against the CA
     /// file and the URL's host name (verify-full). `None`: plain TCP.
     pub(crate) tls_ca_file: Option<PathBuf>,
+}
+
+/// The OpenID Connect provider people sign on through (`[oidc]`).
+#[derive(Debug, Clone)]
+pub(crate) struct OidcConfig {
+    /// Exactly as the provider's discovery document names itself.
+    pub(crate) issuer: String,
+    pub(crate) client_id: String,
+    /// Read when talking to the provider; never part of the model.
+    pub(crate) client_secret: SecretSource,
+    /// The ID token claim that is a person's jitgate name (`email`, say).
+    pub(crate) username_claim: String,
+    /// The claim listing a person's groups, which the policies read.
+    pub(crate) groups_claim: String,
+    pub(crate) scopes: Vec<String>,
+    /// How long an issued credential lives.
+    pub(crate) credential_ttl: Duration,
+    /// Leeway for the ID token's `exp` and `iat` against jitgate's clock.
+    pub(crate) clock_skew: Duration,
+    /// Live credentials one person may hold; a sign-on beyond it ends the oldest.
+    pub(crate) max_credentials_per_person: usize,
+    /// CA of the provider's TLS certificate, when the public roots do not do.
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 /// Who may request which targets and levels, for how long, and who approves.

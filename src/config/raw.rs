@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     pub(super) limits: RawLimits,
     #[serde(default)]
     pub(super) identities: Vec<RawIdentity>,
+    pub(super) oidc: Option<RawOidc>,
     #[serde(default)]
     pub(super) targets: Vec<RawTarget>,
     #[serde(default)]
@@ -136,6 +137,22 @@ pub(super) struct RawLimits {
     pub(super) admin_header_read_timeout: Option<String>,
     pub(super) admin_idle_timeout: Option<String>,
     pub(super) admin_request_timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOidc {
+    pub(super) issuer: String,
+    pub(super) client_id: String,
+    pub(super) client_secret_env: Option<String>,
+    pub(super) client_secret_file: Option<String>,
+    pub(super) username_claim: Option<String>,
+    pub(super) groups_claim: Option<String>,
+    pub(super) scopes: Option<Vec<String>>,
+    pub(super) credential_ttl: Option<String>,
+    pub(super) clock_skew: Option<String>,
+    pub(super) max_credentials_per_person: Option<usize>,
+    pub(super) ca_file: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -1,10 +1,14 @@
 //! Identities and their secrets.
 //!
-//! A secret is stored only as a SCRAM-SHA-256 verifier in PostgreSQL's format,
-//! so the config file never holds anything that logs in by itself. The same
-//! verifier checks a database login (the SCRAM exchange in `wire::pg`) and an
-//! admin-API bearer token ([`Identities::check_token`]). All comparisons of
-//! secret-derived bytes are constant time.
+//! An identity comes from the config (robots, break-glass admins: a name,
+//! groups and a secret) or from a sign-on through the company's identity
+//! provider, which gets it an issued credential (`issued.rs`) that lives in
+//! the store. Either way a secret is kept only as a SCRAM-SHA-256 verifier
+//! in PostgreSQL's format, so neither the config file nor the store holds
+//! anything that logs in by itself. The same verifier checks a database
+//! login (the SCRAM exchange in `wire::pg`, MySQL's full authentication)
+//! and an admin-API bearer token ([`Identities::check_token`]). All
+//! comparisons of secret-derived bytes are constant time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,10 +22,17 @@ use subtle::ConstantTimeEq;
 use crate::config::IdentityConfig;
 
 mod decoy;
+pub(crate) mod issued;
+mod keys;
 mod limiter;
+pub(crate) mod oidc;
 
 pub use decoy::{DECOY_KEY_FILE, DecoyKey, DecoyKeyError};
+pub use issued::Issued;
+pub use keys::{LoginKeys, Proven};
 pub use limiter::{LoginAttempt, LoginLimiter, client_of};
+/// PKCE's S256 challenge (the CLI's sign-on, and the tests that drive one).
+pub use oidc::code_challenge as oidc_code_challenge;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -63,6 +74,17 @@ impl ScramVerifier {
         postgres_protocol::password::scram_sha_256(password.as_bytes())
     }
 
+    /// Make a verifier for `password` with this salt and iteration count.
+    pub fn with_salt(password: &str, salt: &[u8], iterations: u32) -> ScramVerifier {
+        let salted = salted_password(password.as_bytes(), salt, iterations);
+        ScramVerifier {
+            iterations,
+            salt: salt.to_vec(),
+            stored_key: Sha256::digest(hmac(&salted, b"Client Key")).into(),
+            server_key: hmac(&salted, b"Server Key"),
+        }
+    }
+
     /// A verifier no password matches, for an unknown `name`, so a login
     /// attempt cannot tell it from a known one: its salt is `salt_len` bytes
     /// of HMAC(key, name), the same for the name on every attempt and after
@@ -101,6 +123,20 @@ impl ScramVerifier {
         let client_key = hmac(&salted, b"Client Key");
         let stored: [u8; 32] = Sha256::digest(client_key).into();
         stored.ct_eq(&self.stored_key).into()
+    }
+}
+
+/// PostgreSQL's text form, which [`ScramVerifier::parse`] reads back.
+impl std::fmt::Display for ScramVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SCRAM-SHA-256${}:{}${}:{}",
+            self.iterations,
+            B64.encode(&self.salt),
+            B64.encode(self.stored_key),
+            B64.encode(self.server_key)
+        )
     }
 }
 
@@ -145,12 +181,21 @@ impl VerifierShape {
     }
 }
 
-/// One known identity.
+/// One known identity, as a login or an API call proved it.
 #[derive(Debug)]
 pub struct Identity {
     pub name: String,
     pub groups: Vec<String>,
-    pub verifier: ScramVerifier,
+    /// The issued credential the caller proved (`None`: a config identity).
+    pub credential: Option<CredentialRef>,
+}
+
+/// Which issued credential a caller proved, and when it ends: a session
+/// opened with it ends then too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRef {
+    pub id: String,
+    pub expires_at: std::time::SystemTime,
 }
 
 impl Identity {
@@ -159,10 +204,12 @@ impl Identity {
     }
 }
 
-/// All identities from the config, by name.
+/// Everyone who may log in: the config's identities by name, and the
+/// credentials issued after sign-ons.
 #[derive(Debug)]
 pub struct Identities {
-    by_name: HashMap<String, Arc<Identity>>,
+    by_name: HashMap<String, (Arc<Identity>, ScramVerifier)>,
+    issued: Arc<Issued>,
     /// Keys the decoy verifiers of unknown names; kept in the data_dir.
     decoy_key: DecoyKey,
     /// The iteration count and salt length decoys get.
@@ -170,56 +217,83 @@ pub struct Identities {
 }
 
 impl Identities {
-    /// Build from validated config (verifiers were checked by `Config::load`).
-    pub fn from_config(list: &[IdentityConfig], decoy_key: DecoyKey) -> Identities {
-        let by_name: HashMap<String, Arc<Identity>> = list
+    /// Build from validated config (verifiers were checked by `Config::load`);
+    /// `issued` is the access model's table of issued credentials.
+    pub fn from_config(
+        list: &[IdentityConfig],
+        decoy_key: DecoyKey,
+        issued: Arc<Issued>,
+    ) -> Identities {
+        let by_name: HashMap<String, (Arc<Identity>, ScramVerifier)> = list
             .iter()
             .filter_map(|c| {
                 let verifier = ScramVerifier::parse(&c.secret)?;
-                Some((
-                    c.name.clone(),
-                    Arc::new(Identity {
-                        name: c.name.clone(),
-                        groups: c.groups.clone(),
-                        verifier,
-                    }),
-                ))
+                let identity = Arc::new(Identity {
+                    name: c.name.clone(),
+                    groups: c.groups.clone(),
+                    credential: None,
+                });
+                Some((c.name.clone(), (identity, verifier)))
             })
             .collect();
-        let decoy_shape = VerifierShape::most_common(by_name.values().map(|id| &id.verifier));
+        let decoy_shape = VerifierShape::most_common(by_name.values().map(|(_, v)| v));
         Identities {
             by_name,
+            issued,
             decoy_key,
             decoy_shape,
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<Identity>> {
-        self.by_name.get(name).cloned()
+    /// Is `name` one of the config's identities (which no sign-on may take)?
+    pub fn in_config(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
     }
 
-    /// The verifier to run a SCRAM exchange against: the identity's own, or a
-    /// decoy for unknown names (the exchange then fails like a wrong password).
-    pub fn verifier_for(&self, name: &str) -> (Option<Arc<Identity>>, ScramVerifier) {
-        match self.get(name) {
-            Some(id) => {
-                let v = id.verifier.clone();
-                (Some(id), v)
-            }
-            None => (
-                None,
-                ScramVerifier::decoy(name, &self.decoy_key, self.decoy_shape),
-            ),
+    /// The secrets `name` may log in with: its config secret, or its live
+    /// issued credentials, or a decoy no secret matches (so the exchange
+    /// fails like a wrong password and cannot tell an unknown name).
+    pub fn keys_for(&self, name: &str) -> LoginKeys {
+        if let Some((identity, verifier)) = self.by_name.get(name) {
+            return LoginKeys::single(verifier, identity.clone());
         }
+        if let Some(keys) = self.issued.keys_for(name, crate::access::clock::now()) {
+            return keys;
+        }
+        LoginKeys::decoy(&ScramVerifier::decoy(
+            name,
+            &self.decoy_key,
+            self.decoy_shape,
+        ))
     }
 
-    /// Find the identity whose secret is `token` (admin API bearer tokens).
-    /// Checks every identity so the time taken does not depend on which one matches.
-    pub fn check_token(&self, token: &str) -> Option<Arc<Identity>> {
+    /// `name`'s live issued credentials, oldest first.
+    pub fn credentials_of(&self, name: &str) -> Vec<issued::CredentialInfo> {
+        self.issued.list(name, crate::access::clock::now())
+    }
+
+    /// Is `identity`'s issued credential `id` still live?
+    pub fn credential_live(&self, identity: &str, id: &str) -> bool {
+        self.issued
+            .is_live(identity, id, crate::access::clock::now())
+    }
+
+    /// Find whose secret `token` is (admin API bearer tokens). An issued
+    /// credential's secret names its credential, whose one verifier is
+    /// checked; any other token is checked against every config identity,
+    /// so the time taken does not depend on which one matches.
+    pub fn check_token(&self, token: &str) -> Option<Proven> {
+        if issued::token_id(token).is_some() {
+            let (verifier, identity) = self.issued.by_secret(token, crate::access::clock::now())?;
+            return LoginKeys::single(&verifier, identity).match_password(token);
+        }
         let mut found = None;
-        for id in self.by_name.values() {
-            if id.verifier.matches_password(token) && found.is_none() {
-                found = Some(id.clone());
+        for (identity, verifier) in self.by_name.values() {
+            let keys = LoginKeys::single(verifier, identity.clone());
+            if let Some(proven) = keys.match_password(token)
+                && found.is_none()
+            {
+                found = Some(proven);
             }
         }
         found
@@ -249,21 +323,39 @@ mod tests {
     fn a_decoy_salt_is_stable_per_name_and_key_and_shaped_like_real_ones() {
         let real = ScramVerifier::generate("s3cret");
         let key = DecoyKey::ephemeral();
-        let ids = Identities::from_config(&[identity("alice", &real)], key.clone());
-        let (known, alice) = ids.verifier_for("alice");
-        assert!(known.is_some());
+        let ids = identities(&[identity("alice", &real)], key.clone());
+        let alice = ids.keys_for("alice");
+        assert!(alice.match_password("s3cret").is_some());
         assert_eq!(alice.salt, ScramVerifier::parse(&real).unwrap().salt);
 
-        let (unknown, mallory) = ids.verifier_for("mallory");
-        assert!(unknown.is_none());
-        assert_eq!(mallory.shape(), alice.shape());
-        assert_eq!(ids.verifier_for("mallory").1.salt, mallory.salt);
-        assert_ne!(ids.verifier_for("mallory2").1.salt, mallory.salt);
-        let same_key = Identities::from_config(&[identity("alice", &real)], key);
-        assert_eq!(same_key.verifier_for("mallory").1.salt, mallory.salt);
-        let other_key = Identities::from_config(&[], DecoyKey::ephemeral());
-        assert_ne!(other_key.verifier_for("mallory").1.salt, mallory.salt);
-        assert!(!mallory.matches_password(""));
+        let mallory = ids.keys_for("mallory");
+        assert_eq!(
+            (mallory.iterations, mallory.salt.len()),
+            (alice.iterations, alice.salt.len())
+        );
+        assert_eq!(ids.keys_for("mallory").salt, mallory.salt);
+        assert_ne!(ids.keys_for("mallory2").salt, mallory.salt);
+        let same_key = identities(&[identity("alice", &real)], key);
+        assert_eq!(same_key.keys_for("mallory").salt, mallory.salt);
+        let other_key = identities(&[], DecoyKey::ephemeral());
+        assert_ne!(other_key.keys_for("mallory").salt, mallory.salt);
+        assert!(mallory.match_password("").is_none());
+    }
+
+    fn identities(list: &[IdentityConfig], key: DecoyKey) -> Identities {
+        Identities::from_config(list, key, Arc::default())
+    }
+
+    #[test]
+    fn a_verifier_written_with_a_given_salt_reads_back_and_matches() {
+        let v = ScramVerifier::with_salt("pw", b"0123456789abcdef", 4096);
+        let back = ScramVerifier::parse(&v.to_string()).unwrap();
+        assert_eq!(back.stored_key, v.stored_key);
+        assert!(back.matches_password("pw"));
+        let pg = ScramVerifier::parse(&ScramVerifier::generate("pw")).unwrap();
+        let same = ScramVerifier::with_salt("pw", &pg.salt, pg.iterations);
+        assert_eq!(same.stored_key, pg.stored_key);
+        assert_eq!(same.server_key, pg.server_key);
     }
 
     #[test]
@@ -276,14 +368,18 @@ mod tests {
             identity("b", odd),
             identity("c", &ScramVerifier::generate("x")),
         ];
-        let ids = Identities::from_config(&list, DecoyKey::ephemeral());
-        let decoy = ids.verifier_for("nobody").1;
+        let ids = identities(&list, DecoyKey::ephemeral());
+        let decoy = ids.keys_for("nobody");
         assert_eq!(decoy.iterations, 10000);
         assert_eq!(decoy.salt.len(), 24);
-        let none = Identities::from_config(&[], DecoyKey::ephemeral());
+        let none = identities(&[], DecoyKey::ephemeral());
+        let decoy = none.keys_for("nobody");
         assert_eq!(
-            none.verifier_for("nobody").1.shape(),
-            VerifierShape::DEFAULT
+            (decoy.iterations, decoy.salt.len()),
+            (
+                VerifierShape::DEFAULT.iterations,
+                VerifierShape::DEFAULT.salt_len
+            )
         );
     }
 

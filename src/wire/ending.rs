@@ -61,7 +61,8 @@ pub(crate) async fn end_session(
         | SessionEnd::Killed
         | SessionEnd::KilledByOwner(_)
         | SessionEnd::AuditFailed
-        | SessionEnd::StoreLost => {
+        | SessionEnd::StoreLost
+        | SessionEnd::CredentialEnded(_) => {
             let told = end.told_to_user(&lease.grant).unwrap_or_default();
             let farewell = ending.farewell(&told, end.hint_to_user());
             let tell_client = async {

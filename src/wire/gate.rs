@@ -27,9 +27,9 @@ use super::{STORE_LOST_HINT, SessionEnd};
 use crate::access::{AccessModel, AuthorizeError, Grant, Lease};
 use crate::audit::{AuditEvent, AuditLog, SessionMembers, client_name};
 use crate::config::{Limits, Protocol};
-use crate::identity::{Identities, Identity, LoginAttempt, LoginLimiter, ScramVerifier};
+use crate::identity::{CredentialRef, Identities, Identity, LoginAttempt, LoginKeys, LoginLimiter};
 use crate::metrics::{METRICS, Metrics, SessionMetrics};
-use crate::session::{NewSession, SessionGuard, SessionInfo, Sessions};
+use crate::session::{KillCause, NewSession, SessionGuard, SessionInfo, Sessions};
 
 /// What the gate needs from the rest of jitgate; built once by the server.
 pub struct GateParts {
@@ -231,11 +231,10 @@ impl<'g> Login<'g> {
         )
     }
 
-    /// The identity the client named (if it exists) and the verifier to
-    /// check its secret against: a decoy for an unknown name, so that the
-    /// exchange cannot tell the two apart.
-    pub fn verifier(&self) -> (Option<Arc<Identity>>, ScramVerifier) {
-        self.gate.parts.identities.verifier_for(&self.user)
+    /// The secrets the name the client gave may log in with: a decoy for
+    /// an unknown name, so that the exchange cannot tell the two apart.
+    pub fn keys(&self) -> LoginKeys {
+        self.gate.parts.identities.keys_for(&self.user)
     }
 
     /// The client's authentication messages made no sense; it has been
@@ -340,6 +339,7 @@ impl<'g> Login<'g> {
         let admitted = Admitted {
             lease,
             identity: identity.name.clone(),
+            credential: identity.credential.clone(),
             peer: self.peer,
             permit,
         };
@@ -420,6 +420,8 @@ impl<'g> Login<'g> {
 pub struct Admitted {
     pub lease: Lease,
     pub identity: String,
+    /// The issued credential the client proved, if any.
+    credential: Option<CredentialRef>,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
 }
@@ -432,6 +434,7 @@ impl Admitted {
         let Admitted {
             lease,
             identity,
+            credential,
             peer,
             permit,
         } = self;
@@ -441,9 +444,21 @@ impl Admitted {
             target: &grant.target,
             level: &grant.level,
             grant: &grant.id,
+            credential: credential.as_ref().map(|c| c.id.as_str()),
             client_addr: peer,
         });
         let info = guard.info.clone();
+        // Checked once registered: a logout or expiry from now on ends the
+        // session through the registry, one before it is seen here.
+        if let Some(c) = &credential
+            && !gate.parts.identities.credential_live(&identity, &c.id)
+        {
+            info.kill_for(if crate::access::clock::now() >= c.expires_at {
+                KillCause::CredentialExpired
+            } else {
+                KillCause::LoggedOut
+            });
+        }
         let started = gate.parts.audit.record(&AuditEvent {
             session: Some(&info.id),
             identity: Some(&identity),

@@ -164,6 +164,17 @@ pub enum SessionEnd {
     /// The fleet's store did not answer for `store.fail_closed_after`: it may
     /// hold a revoke this proxy has not seen (jitgate fails closed).
     StoreLost,
+    /// The issued credential the client logged in with ended.
+    CredentialEnded(CredentialEnd),
+}
+
+/// How an issued credential ended under a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialEnd {
+    /// Its holder (or an admin) logged it out.
+    LoggedOut,
+    /// It reached its `expires_at`.
+    Expired,
 }
 
 impl SessionEnd {
@@ -176,6 +187,7 @@ impl SessionEnd {
                 | SessionEnd::KilledByOwner(_)
                 | SessionEnd::AuditFailed
                 | SessionEnd::StoreLost
+                | SessionEnd::CredentialEnded(_)
         )
     }
 
@@ -191,6 +203,8 @@ impl SessionEnd {
             SessionEnd::UpstreamError(_) => "upstream_error",
             SessionEnd::AuditFailed => "audit_failed",
             SessionEnd::StoreLost => "store_lost",
+            SessionEnd::CredentialEnded(CredentialEnd::LoggedOut) => "logged_out",
+            SessionEnd::CredentialEnded(CredentialEnd::Expired) => "credential_expired",
         }
     }
 
@@ -215,6 +229,9 @@ impl SessionEnd {
                 "connect again while your grant lasts, or request a new one with `jitgate request`",
             ),
             SessionEnd::StoreLost => Some(STORE_LOST_HINT),
+            SessionEnd::CredentialEnded(_) => {
+                Some("sign in again with `jitgate login`, then connect again")
+            }
             _ => None,
         }
     }
@@ -237,6 +254,12 @@ impl SessionEnd {
             SessionEnd::KilledByOwner(by) => by.clone(),
             SessionEnd::AuditFailed => admission::AUDIT_DOWN_SESSION.to_owned(),
             SessionEnd::StoreLost => STORE_LOST.to_owned(),
+            SessionEnd::CredentialEnded(CredentialEnd::LoggedOut) => {
+                "the jitgate credential you logged in with was logged out".to_owned()
+            }
+            SessionEnd::CredentialEnded(CredentialEnd::Expired) => {
+                "the jitgate credential you logged in with expired".to_owned()
+            }
             _ => return None,
         })
     }
@@ -248,6 +271,8 @@ impl SessionEnd {
             SessionEnd::GrantEnded(EndReason::Revoked) => "killed_revoked",
             SessionEnd::Killed | SessionEnd::KilledByOwner(_) => "killed",
             SessionEnd::StoreLost => "killed_store_lost",
+            SessionEnd::CredentialEnded(CredentialEnd::LoggedOut) => "killed_logged_out",
+            SessionEnd::CredentialEnded(CredentialEnd::Expired) => "killed_credential_expired",
             _ => "closed",
         }
     }

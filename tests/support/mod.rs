@@ -34,6 +34,7 @@ mod cut;
 mod jitgate;
 mod mariadb;
 mod mysql_client;
+mod oidc;
 mod percentiles;
 mod pg_client;
 mod pgbouncer;
@@ -57,13 +58,17 @@ pub use jitgate::{
     MYSQL_TARGET, PG_TARGET, Protocol, Upstream,
 };
 pub use mariadb::MariaDb;
+pub use oidc::{
+    Account, Browser, Interposer, OIDC_CLIENT_SECRET, OidcProvider, ProviderOptions, Tamper,
+    jitgate_client,
+};
 pub use percentiles::{cores_and_cpu, lag_row, ms};
 pub use pg_client::{Login, assert_sqlstate, describe_error, sqlstate};
 pub use pgbouncer::{Pgbouncer, PgbouncerSettings, pooled_clients};
 pub use postgres::{
     Backend, PgServer, PgSettings, wait_for_reaper_termination, watch_backends_gone,
 };
-pub use process::free_port;
+pub use process::{free_port, recording_wrapper};
 pub use raw_mysql::{mysql_packet, read_mysql_packet};
 pub use raw_pg::{
     BackendMessage, CANCEL_REQUEST_CODE, Ending, GSSENC_REQUEST_CODE, PROTOCOL_3_0, PROTOCOL_3_2,

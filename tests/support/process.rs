@@ -96,3 +96,27 @@ pub fn kill_if_running(pid: &str, program: &str) {
         let _ = Command::new("kill").args(["-KILL", pid]).status();
     }
 }
+
+/// A directory with a `program` that writes its arguments and environment
+/// to a file (the second value) and then runs the real one.
+pub fn recording_wrapper(program: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    let real = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_owned();
+    let script = dir.path().join(program);
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$@\" > '{seen}'\nenv >> '{seen}'\nexec '{real}' \"$@\"\n",
+            seen = seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, seen)
+}

@@ -11,6 +11,7 @@ mod demo;
 mod identities;
 mod limits;
 mod listen;
+pub(crate) mod oidc;
 mod policies;
 mod requests;
 mod store;
@@ -40,6 +41,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
     let audit = v.audit(raw.audit, &data_dir, &store)?;
     let limits = v.limits(raw.limits)?;
     let identities = v.identities(raw.identities)?;
+    let oidc = v.oidc(raw.oidc)?;
     let targets = v.targets(raw.targets)?;
     let policies = v.policies(raw.policies, &targets)?;
     let requests = v.requests(raw.requests)?;
@@ -52,6 +54,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         audit,
         limits,
         identities,
+        oidc,
         targets,
         policies,
         requests,

@@ -34,26 +34,31 @@ pub const PERFORM_FULL_AUTH: u8 = 0x04;
 /// A client asking for the server's RSA key (it has no TLS).
 pub const REQUEST_PUBLIC_KEY: u8 = 0x02;
 
-/// SHA256(SHA256(password)) per identity, filled by successful full logins.
+/// Per identity, SHA256(SHA256(password)) of its last successful full
+/// login, and the SCRAM stored key of the secret it proved: the fast path
+/// counts only while that secret is still one the name may log in with.
 #[derive(Default)]
 pub struct Sha2Cache {
-    by_identity: DashMap<String, [u8; 32]>,
+    by_identity: DashMap<String, ([u8; 32], [u8; 32])>,
 }
 
 impl Sha2Cache {
-    pub fn remember(&self, identity: &str, password: &[u8]) {
+    pub fn remember(&self, identity: &str, password: &[u8], stored_key: [u8; 32]) {
         self.by_identity
-            .insert(identity.to_owned(), double_sha256(password));
+            .insert(identity.to_owned(), (double_sha256(password), stored_key));
     }
 
-    /// Does the fast-path `scramble` prove the identity's password? `false`
-    /// when nothing is cached for it as when the scramble is wrong: either
-    /// way the client is asked for full authentication.
-    pub fn proves_password(&self, identity: &str, nonce: &[u8], scramble: &[u8]) -> bool {
-        let Some(stored) = self.by_identity.get(identity).map(|s| *s) else {
-            return false;
-        };
-        fast_path_matches(&stored, nonce, scramble)
+    /// The stored key of the secret the fast-path `scramble` proves; `None`
+    /// when nothing is cached for the name as when the scramble is wrong:
+    /// either way the client is asked for full authentication.
+    pub fn proves_password(
+        &self,
+        identity: &str,
+        nonce: &[u8],
+        scramble: &[u8],
+    ) -> Option<[u8; 32]> {
+        let (stored, key) = self.by_identity.get(identity).map(|s| *s)?;
+        fast_path_matches(&stored, nonce, scramble).then_some(key)
     }
 }
 
@@ -96,13 +101,17 @@ mod tests {
             mysql_common::auth::plugins::caching_sha2_password::scramble_sha256(&nonce, b"s3cret")
                 .unwrap();
         let cache = Sha2Cache::default();
-        assert!(!cache.proves_password("alice", &nonce, &good));
-        cache.remember("alice", b"s3cret");
-        assert!(cache.proves_password("alice", &nonce, &good));
+        assert!(cache.proves_password("alice", &nonce, &good).is_none());
+        cache.remember("alice", b"s3cret", [7; 32]);
+        assert_eq!(cache.proves_password("alice", &nonce, &good), Some([7; 32]));
         let bad =
             mysql_common::auth::plugins::caching_sha2_password::scramble_sha256(&nonce, b"s3creT")
                 .unwrap();
-        assert!(!cache.proves_password("alice", &nonce, &bad));
-        assert!(!cache.proves_password("alice", &nonce, &good[..31]));
+        assert!(cache.proves_password("alice", &nonce, &bad).is_none());
+        assert!(
+            cache
+                .proves_password("alice", &nonce, &good[..31])
+                .is_none()
+        );
     }
 }

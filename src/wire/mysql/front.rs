@@ -34,7 +34,7 @@ use super::relay::{self, SessionCtx};
 use super::upstream::{self, ClientTerms, KillScope};
 use crate::audit::AuditEvent;
 use crate::config::{Config, Protocol};
-use crate::identity::Identity;
+use crate::identity::{Identity, LoginKeys};
 use crate::metrics::METRICS;
 use crate::wire::admission::AUDIT_DOWN_LOGIN;
 use crate::wire::gate::{Admitted, Cause, Gate, Login, Refusal};
@@ -138,7 +138,7 @@ impl From<PacketError> for LoginError {
 }
 
 enum AuthOutcome {
-    Ok,
+    Ok(Arc<Identity>),
     BadSecret,
     /// No login attempts left for this identity or address.
     RateLimited(Refusal),
@@ -362,37 +362,26 @@ impl MysqlFront {
         secure: bool,
     ) -> Result<Arc<Identity>, Option<Refusal>> {
         login.not_blocked()?;
-        let (identity, verifier) = login.verifier();
         let outcome = self
-            .charged_exchange(
-                login,
-                conv,
-                resp,
-                nonce,
-                secure,
-                identity.is_some(),
-                &verifier,
-            )
+            .charged_exchange(login, conv, resp, nonce, secure, login.keys())
             .await
             .map_err(|Refused| None)?;
-        match (outcome, identity) {
-            (AuthOutcome::Ok, Some(identity)) => Ok(identity),
-            (AuthOutcome::RateLimited(refusal), _) => Err(Some(refusal)),
-            (AuthOutcome::Refused, _) => {
+        match outcome {
+            AuthOutcome::Ok(identity) => Ok(identity),
+            AuthOutcome::RateLimited(refusal) => Err(Some(refusal)),
+            AuthOutcome::Refused => {
                 login.malformed();
                 Err(None)
             }
-            (AuthOutcome::Ok, None) | (AuthOutcome::BadSecret, _) => {
-                Err(Some(login.bad_secret(format!(
-                    "Access denied for user '{}' (using password: {})",
-                    login.user(),
-                    if resp.auth_response.is_empty() {
-                        "NO"
-                    } else {
-                        "YES"
-                    }
-                ))))
-            }
+            AuthOutcome::BadSecret => Err(Some(login.bad_secret(format!(
+                "Access denied for user '{}' (using password: {})",
+                login.user(),
+                if resp.auth_response.is_empty() {
+                    "NO"
+                } else {
+                    "YES"
+                }
+            )))),
         }
     }
 
@@ -468,7 +457,6 @@ impl MysqlFront {
     /// scramble, which was a password check; charging it for every name
     /// alike keeps the limiter from telling cached names apart, and a
     /// scramble guess from ever going uncounted.
-    #[allow(clippy::too_many_arguments)]
     async fn charged_exchange(
         &self,
         login: &Login<'_>,
@@ -476,8 +464,7 @@ impl MysqlFront {
         resp: &HandshakeResponse,
         nonce: &[u8; 20],
         secure: bool,
-        known: bool,
-        verifier: &crate::identity::ScramVerifier,
+        keys: LoginKeys,
     ) -> Result<AuthOutcome, Refused> {
         let attempt = match login.charge() {
             Ok(attempt) => attempt,
@@ -492,13 +479,12 @@ impl MysqlFront {
                 nonce,
                 secure,
                 user,
-                known,
-                verifier,
+                keys,
                 &mut asked_for_password,
             )
             .await;
         let charged = match outcome {
-            Ok(AuthOutcome::Ok) => false,
+            Ok(AuthOutcome::Ok(_)) => false,
             Ok(AuthOutcome::BadSecret) => true,
             _ => asked_for_password,
         };
@@ -518,8 +504,7 @@ impl MysqlFront {
         nonce: &[u8; 20],
         secure: bool,
         user: &str,
-        known: bool,
-        verifier: &crate::identity::ScramVerifier,
+        keys: LoginKeys,
         asked_for_password: &mut bool,
     ) -> Result<AuthOutcome, Refused> {
         let mut scramble = resp.auth_response.clone();
@@ -543,10 +528,17 @@ impl MysqlFront {
         // wrong one goes on to full authentication, as for a name that never
         // logged in or does not exist: a caller without the password cannot
         // tell which names are cached (have logged in since the start).
-        if known && self.sha2_cache.proves_password(user, nonce, &scramble) {
+        // The cache names the secret proven before; it counts only while
+        // that secret is still one of the name's (not logged out, expired,
+        // or changed in the config).
+        if let Some(identity) = self
+            .sha2_cache
+            .proves_password(user, nonce, &scramble)
+            .and_then(|stored_key| keys.match_stored_key(&stored_key))
+        {
             conv.send(&packet::auth_more_data(&[auth::FAST_AUTH_OK]))
                 .await?;
-            return Ok(AuthOutcome::Ok);
+            return Ok(AuthOutcome::Ok(identity.identity));
         }
         // Full authentication: the client sends its password, so only over TLS.
         *asked_for_password = true;
@@ -583,16 +575,17 @@ impl MysqlFront {
             return Ok(AuthOutcome::BadSecret);
         };
         // PBKDF2 is deliberately slow: keep it off the async workers.
-        let verifier = verifier.clone();
         let pw = password.to_owned();
-        let matches = tokio::task::spawn_blocking(move || verifier.matches_password(&pw))
+        let proven = tokio::task::spawn_blocking(move || keys.match_password(&pw))
             .await
-            .unwrap_or(false);
-        if !matches || !known {
+            .ok()
+            .flatten();
+        let Some(proven) = proven else {
             return Ok(AuthOutcome::BadSecret);
-        }
-        self.sha2_cache.remember(user, password.as_bytes());
-        Ok(AuthOutcome::Ok)
+        };
+        self.sha2_cache
+            .remember(user, password.as_bytes(), proven.stored_key);
+        Ok(AuthOutcome::Ok(proven.identity))
     }
 
     async fn run_session(&self, e: Established) {

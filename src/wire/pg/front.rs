@@ -234,17 +234,16 @@ impl PgFront {
     ) -> Result<Option<(Admitted, upstream::Upstream)>, Refusal> {
         login.not_blocked()?;
         // SCRAM-SHA-256, against a decoy verifier for unknown names.
-        let (identity, verifier) = login.verifier();
-        let scram = self.scram_exchange(login, r, w, verifier).await;
-        let identity = match (scram, identity) {
-            (Ok(()), Some(identity)) => identity,
-            (Err(ScramFailure::Io), _) => return Ok(None),
-            (Err(ScramFailure::RateLimited(refusal)), _) => return Err(refusal),
-            (Err(ScramFailure::Malformed(why)), _) => {
+        let scram = self.scram_exchange(login, r, w, login.keys()).await;
+        let identity = match scram {
+            Ok(identity) => identity,
+            Err(ScramFailure::Io) => return Ok(None),
+            Err(ScramFailure::RateLimited(refusal)) => return Err(refusal),
+            Err(ScramFailure::Malformed(why)) => {
                 login.malformed();
                 return Err(Refusal::new(Cause::Malformed, why, None));
             }
-            (Ok(()), None) | (Err(ScramFailure::BadPassword), _) => {
+            Err(ScramFailure::BadPassword) => {
                 return Err(login.bad_secret(format!(
                     "password authentication failed for user \"{}\"",
                     login.user()
@@ -291,8 +290,8 @@ impl PgFront {
         login: &Login<'_>,
         r: &mut FrameReader<ReadHalf<Stream>>,
         w: &mut WriteHalf<Stream>,
-        verifier: crate::identity::ScramVerifier,
-    ) -> Result<(), ScramFailure> {
+        keys: crate::identity::LoginKeys,
+    ) -> Result<Arc<crate::identity::Identity>, ScramFailure> {
         w.write_all(&messages::auth_sasl(MECHANISM))
             .await
             .map_err(|_| ScramFailure::Io)?;
@@ -313,19 +312,19 @@ impl PgFront {
                 "SASLInitialResponse length does not match",
             ));
         }
-        let (server, server_first) = ScramServer::start(verifier, b).map_err(ScramFailure::from)?;
+        let (server, server_first) = ScramServer::start(keys, b).map_err(ScramFailure::from)?;
         w.write_all(&messages::auth_sasl_continue(&server_first))
             .await
             .map_err(|_| ScramFailure::Io)?;
         let last = read_password_message(r).await?;
         // Charged before the proof is checked, refunded only if it matched.
         let attempt = login.charge().map_err(ScramFailure::RateLimited)?;
-        let server_final = server.finish(&last).map_err(ScramFailure::from)?;
+        let (identity, server_final) = server.finish(&last).map_err(ScramFailure::from)?;
         attempt.refund();
         w.write_all(&messages::auth_sasl_final(&server_final))
             .await
             .map_err(|_| ScramFailure::Io)?;
-        Ok(())
+        Ok(identity)
     }
 
     async fn forward_cancel(&self, pid: u32, key: &[u8]) {

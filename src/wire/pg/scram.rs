@@ -6,10 +6,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use std::sync::Arc;
 
-use crate::identity::{ScramVerifier, hmac};
+use crate::identity::{Identity, LoginKeys, hmac};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScramError {
@@ -25,7 +24,7 @@ pub const MECHANISM: &str = "SCRAM-SHA-256";
 
 /// State after the client-first message: what the final check needs.
 pub struct ScramServer {
-    verifier: ScramVerifier,
+    keys: LoginKeys,
     gs2_header: String,
     client_first_bare: String,
     server_first: String,
@@ -35,7 +34,7 @@ pub struct ScramServer {
 impl ScramServer {
     /// Handle client-first-message; returns the state and server-first-message.
     pub fn start(
-        verifier: ScramVerifier,
+        keys: LoginKeys,
         client_first: &[u8],
     ) -> Result<(ScramServer, String), ScramError> {
         let msg =
@@ -70,12 +69,12 @@ impl ScramServer {
         let nonce = format!("{client_nonce}{}", B64.encode(server_nonce));
         let server_first = format!(
             "r={nonce},s={},i={}",
-            B64.encode(&verifier.salt),
-            verifier.iterations
+            B64.encode(&keys.salt),
+            keys.iterations
         );
         Ok((
             ScramServer {
-                verifier,
+                keys,
                 gs2_header,
                 client_first_bare: bare.to_owned(),
                 server_first: server_first.clone(),
@@ -85,8 +84,9 @@ impl ScramServer {
         ))
     }
 
-    /// Handle client-final-message; returns server-final-message on success.
-    pub fn finish(self, client_final: &[u8]) -> Result<String, ScramError> {
+    /// Handle client-final-message; on success, the identity whose secret
+    /// the proof proved and the server-final-message.
+    pub fn finish(self, client_final: &[u8]) -> Result<(Arc<Identity>, String), ScramError> {
         let msg =
             std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (without_proof, proof) = msg
@@ -107,27 +107,24 @@ impl ScramServer {
         if nonce != self.nonce {
             return Err(ScramError::Malformed("nonce does not match"));
         }
-        let proof = B64
+        let proof: [u8; 32] = B64
             .decode(proof)
-            .map_err(|_| ScramError::Malformed("proof is not base64"))?;
-        if proof.len() != 32 {
-            return Err(ScramError::Malformed("proof has the wrong length"));
-        }
+            .map_err(|_| ScramError::Malformed("proof is not base64"))?
+            .try_into()
+            .map_err(|_| ScramError::Malformed("proof has the wrong length"))?;
         let auth_message = format!(
             "{},{},{}",
             self.client_first_bare, self.server_first, without_proof
         );
-        let client_signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
-        let mut client_key = [0u8; 32];
-        for i in 0..32 {
-            client_key[i] = proof[i] ^ client_signature[i];
-        }
-        let stored: [u8; 32] = Sha256::digest(client_key).into();
-        if !bool::from(stored.ct_eq(&self.verifier.stored_key)) {
-            return Err(ScramError::BadProof);
-        }
-        let server_signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
-        Ok(format!("v={}", B64.encode(server_signature)))
+        let proven = self
+            .keys
+            .match_proof(auth_message.as_bytes(), &proof)
+            .ok_or(ScramError::BadProof)?;
+        let server_signature = hmac(&proven.server_key, auth_message.as_bytes());
+        Ok((
+            proven.identity,
+            format!("v={}", B64.encode(server_signature)),
+        ))
     }
 }
 
@@ -136,12 +133,24 @@ mod tests {
     use super::*;
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
+    use crate::identity::ScramVerifier;
+
+    fn keys(password: &str) -> LoginKeys {
+        let verifier = ScramVerifier::parse(&ScramVerifier::generate(password)).unwrap();
+        let identity = Identity {
+            name: "alice".into(),
+            groups: vec![],
+            credential: None,
+        };
+        LoginKeys::single(&verifier, Arc::new(identity))
+    }
+
     fn exchange(stored_pw: &str, client_pw: &str) -> Result<(), ScramError> {
-        let verifier = ScramVerifier::parse(&ScramVerifier::generate(stored_pw)).unwrap();
         let mut client = ScramSha256::new(client_pw.as_bytes(), ChannelBinding::unsupported());
-        let (server, server_first) = ScramServer::start(verifier, client.message())?;
+        let (server, server_first) = ScramServer::start(keys(stored_pw), client.message())?;
         client.update(server_first.as_bytes()).unwrap();
-        let server_final = server.finish(client.message())?;
+        let (identity, server_final) = server.finish(client.message())?;
+        assert_eq!(identity.name, "alice");
         client.finish(server_final.as_bytes()).unwrap();
         Ok(())
     }
@@ -161,7 +170,6 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
-        let v = ScramVerifier::parse(&ScramVerifier::generate("x")).unwrap();
         for input in [
             &b""[..],
             b",",
@@ -171,9 +179,9 @@ mod tests {
             b"\xff\xfe",
             b"n,a=x,r=abc",
         ] {
-            assert!(ScramServer::start(v.clone(), input).is_err(), "{input:?}");
+            assert!(ScramServer::start(keys("x"), input).is_err(), "{input:?}");
         }
-        let (s, _) = ScramServer::start(v, b"n,,n=,r=abc").unwrap();
+        let (s, _) = ScramServer::start(keys("x"), b"n,,n=,r=abc").unwrap();
         assert!(s.finish(b"c=biws,r=abc,p=!!").is_err());
     }
 }

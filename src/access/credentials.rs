@@ -1,0 +1,195 @@
+//! Issued credentials in the model: issuing one after a sign-on, logging
+//! out, and the end of the sessions opened with one.
+//!
+//! Both changes go through the store like a grant's, so every proxy of a
+//! fleet accepts a new credential and ends a logged-out one's sessions. An
+//! expiry needs no change in the store: `expires_at` is absolute, every
+//! proxy refuses the credential from then on and ends its sessions by its
+//! own timer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::journal::Entry;
+use super::{AccessError, AccessModel, Book, clock, table::instant_for};
+use crate::audit::AuditEvent;
+use crate::identity::CredentialRef;
+use crate::identity::issued::{CredentialInfo, Holder, NewCredential};
+use crate::session::KillCause;
+
+/// Who logged out, and what.
+pub(crate) struct Logout<'a> {
+    pub(crate) identity: &'a str,
+    /// One credential, or every one the identity holds.
+    pub(crate) id: Option<&'a str>,
+    pub(crate) by: &'a str,
+}
+
+impl AccessModel {
+    /// Issue a credential for `holder`, valid for `ttl`; when the holder
+    /// already has `max_live`, the oldest end.
+    pub(crate) fn issue_credential(
+        self: &Arc<Self>,
+        holder: &Holder<'_>,
+        ttl: Duration,
+        max_live: usize,
+    ) -> Result<NewCredential, AccessError> {
+        self.retrying(|| self.issue_credential_once(holder, ttl, max_live))
+    }
+
+    fn issue_credential_once(
+        self: &Arc<Self>,
+        holder: &Holder<'_>,
+        ttl: Duration,
+        max_live: usize,
+    ) -> Result<NewCredential, AccessError> {
+        let mut book = self.book_current()?;
+        let now = clock::now();
+        let expires_at = now.checked_add(ttl).ok_or(AccessError::DurationTooLong)?;
+        let live = self.issued.list(holder.identity, now);
+        let over = (live.len() + 1).saturating_sub(max_live.max(1));
+        let ended: Vec<String> = live.iter().take(over).map(|c| c.id.clone()).collect();
+        // With every live credential ended, the new one may start afresh.
+        let shape = if ended.len() == live.len() {
+            None
+        } else {
+            self.issued.shape_for(holder.identity, now)
+        };
+        let new = NewCredential::generate(holder, now, expires_at, shape);
+        let detail = format!(
+            "signed on at {} as {}; groups: {}",
+            holder.issuer,
+            holder.subject,
+            if holder.groups.is_empty() {
+                "none".to_owned()
+            } else {
+                holder.groups.join(", ")
+            }
+        );
+        let mut records = vec![AuditEvent {
+            identity: Some(holder.identity),
+            credential: Some(&new.credential.id),
+            expires_at: Some(expires_at),
+            detail: Some(&detail),
+            ..AuditEvent::new("credential_issued")
+        }];
+        records.extend(ended.iter().map(|id| AuditEvent {
+            identity: Some(holder.identity),
+            credential: Some(id),
+            reason: Some("replaced"),
+            detail: Some("the oldest of more credentials than oidc.max_credentials_per_person"),
+            ..AuditEvent::new("credential_revoked")
+        }));
+        let entry = Entry::CredentialIssued {
+            credential: new.credential.clone(),
+            ended: ended.clone(),
+        };
+        self.commit(&mut book, &entry, &records)?;
+        self.apply_own(&mut book, entry);
+        Ok(new)
+    }
+
+    /// Log out one credential or all of an identity's; the ids that ended
+    /// (none when there was nothing live to end: nothing is stored then).
+    pub(crate) fn logout(
+        self: &Arc<Self>,
+        logout: &Logout<'_>,
+    ) -> Result<Vec<CredentialInfo>, AccessError> {
+        self.retrying(|| self.logout_once(logout))
+    }
+
+    fn logout_once(
+        self: &Arc<Self>,
+        logout: &Logout<'_>,
+    ) -> Result<Vec<CredentialInfo>, AccessError> {
+        let mut book = self.book_current()?;
+        let ending: Vec<CredentialInfo> = self
+            .issued
+            .list(logout.identity, clock::now())
+            .into_iter()
+            .filter(|c| logout.id.is_none_or(|id| c.id == id))
+            .collect();
+        if ending.is_empty() {
+            return Ok(ending);
+        }
+        let records: Vec<AuditEvent<'_>> = ending
+            .iter()
+            .map(|c| AuditEvent {
+                identity: Some(logout.identity),
+                credential: Some(&c.id),
+                by: Some(logout.by),
+                reason: Some("logged_out"),
+                ..AuditEvent::new("credential_revoked")
+            })
+            .collect();
+        let entry = Entry::CredentialsRevoked {
+            identity: logout.identity.to_owned(),
+            id: logout.id.map(str::to_owned),
+            by: logout.by.to_owned(),
+        };
+        self.commit(&mut book, &entry, &records)?;
+        self.apply_own(&mut book, entry);
+        Ok(ending)
+    }
+
+    /// Apply a change this proxy has just stored.
+    fn apply_own(self: &Arc<Self>, book: &mut Book, entry: Entry) {
+        if let Err(why) = self.apply(book, entry, true) {
+            // Decided on this very state, so it cannot happen; say so if it does.
+            tracing::error!(why, "a credential change just stored does not apply");
+        }
+    }
+
+    /// End the sessions opened with `identity`'s credentials `ids` (once
+    /// they have been taken out of the table), while the proxy runs.
+    pub(super) fn end_credentials(&self, identity: &str, ids: &[String], live: bool) {
+        if live
+            && !ids.is_empty()
+            && let Some(sessions) = self.local_sessions.get()
+        {
+            sessions.end_credentials(identity, ids, KillCause::LoggedOut);
+        }
+    }
+
+    /// At its `expires_at`, end the sessions opened with `identity`'s `credential`.
+    pub(super) fn watch_credential_expiry(
+        self: &Arc<Self>,
+        identity: &str,
+        credential: &CredentialRef,
+    ) {
+        let model = Arc::downgrade(self);
+        let identity = identity.to_owned();
+        let id = credential.id.clone();
+        let expires_at = credential.expires_at;
+        self.runtime.spawn(async move {
+            tokio::time::sleep_until(instant_for(expires_at).into()).await;
+            let Some(model) = model.upgrade() else { return };
+            // Logged out meanwhile: its sessions are gone already.
+            if model.issued.remove(&identity, Some(&id)).is_empty() {
+                return;
+            }
+            if let Some(sessions) = model.local_sessions.get() {
+                sessions.end_credentials(
+                    &identity,
+                    std::slice::from_ref(&id),
+                    KillCause::CredentialExpired,
+                );
+            }
+            let _ = model.audit.record(&AuditEvent {
+                identity: Some(&identity),
+                credential: Some(&id),
+                expires_at: Some(expires_at),
+                ..AuditEvent::new("credential_expired")
+            });
+        });
+    }
+
+    /// After the restore: watch every live credential's expiry.
+    pub(super) fn resume_credentials(self: &Arc<Self>) {
+        for identity in self.issued.all_live(clock::now()) {
+            if let Some(credential) = &identity.credential {
+                self.watch_credential_expiry(&identity.name, credential);
+            }
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! `/v1/login…` and `/v1/logout`: sign-on through the identity provider,
+//! and the end of the credentials it gives.
+//!
+//! The sign-on endpoints take no token (they are how a person gets one).
+//! Each failure is audited (`login_failed` with its reason, never a token
+//! or code) and charged to the client address's login budget, the one the
+//! database listeners and bearer tokens charge; an address with none left
+//! gets `429` before jitgate calls the provider. What jitgate checks of the
+//! provider's answer is in `identity::oidc`; a signed-on person gets a
+//! credential from the access model, which stores it for every proxy.
+//!
+//! The answer to a successful sign-on is the one place the API sends a
+//! secret: the new credential, once, to the person it is for, with
+//! `Cache-Control: no-store`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::AdminState;
+use super::auth::{Caller, ClientIp};
+use super::error::ApiError;
+use super::json::{JsonBody, OptionalJsonBody};
+use crate::access::Logout;
+use crate::audit::AuditEvent;
+use crate::identity::issued::{CredentialInfo, Holder};
+use crate::identity::oidc::id_token::SignedOn;
+use crate::identity::oidc::{Authorize, DevicePoll, Provider, SignOnError, loopback_redirect};
+
+pub(super) fn routes() -> Router<Arc<AdminState>> {
+    Router::new()
+        .route("/v1/login/start", post(start))
+        .route("/v1/login/code", post(code))
+        .route("/v1/login/device", post(device_start))
+        .route("/v1/login/device/token", post(device_token))
+        .route("/v1/logout", post(logout))
+        .route("/v1/identities/{name}/logout", post(logout_identity))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Start {
+    redirect_uri: String,
+    state: String,
+    nonce: String,
+    code_challenge: String,
+}
+
+#[derive(Serialize)]
+struct Started {
+    authorization_url: String,
+    /// The provider, which the redirect's `iss` must name (RFC 9207).
+    issuer: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Code {
+    code: String,
+    redirect_uri: String,
+    code_verifier: String,
+    nonce: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceToken {
+    device_code: String,
+}
+
+#[derive(Serialize)]
+struct Pending {
+    status: &'static str,
+    /// Seconds to wait before polling again.
+    interval: u64,
+}
+
+/// What a sign-on gives: who the person is to jitgate, and the credential.
+#[derive(Serialize)]
+struct SignedOnAnswer {
+    identity: String,
+    groups: Vec<String>,
+    credential: CredentialInfo,
+    /// The credential's secret: the API token and the database password.
+    secret: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogoutBody {
+    /// End every credential of the caller, not only the one it called with.
+    #[serde(default)]
+    all: bool,
+}
+
+#[derive(Serialize)]
+struct LoggedOut {
+    identity: String,
+    ended: Vec<CredentialInfo>,
+}
+
+/// The provider, or `404` when none is configured.
+fn provider(state: &AdminState) -> Result<&Arc<Provider>, ApiError> {
+    state.shared.provider.as_ref().ok_or_else(|| {
+        ApiError::not_found(
+            "no identity provider",
+            "this jitgate has no [oidc] provider configured; sign in with your jitgate secret instead",
+        )
+    })
+}
+
+/// A value the CLI made up (state, nonce): 16 to 512 URL-safe characters.
+fn opaque_ok(v: &str) -> bool {
+    (16..=512).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+async fn start(
+    State(state): State<Arc<AdminState>>,
+    body: Result<JsonBody<Start>, ApiError>,
+) -> Result<Response, ApiError> {
+    let provider = provider(&state)?;
+    let JsonBody(body) = body?;
+    if !loopback_redirect(&body.redirect_uri) {
+        return Err(ApiError::bad_request(
+            "bad redirect_uri",
+            "redirect_uri must be an http:// loopback address with a port, like http://127.0.0.1:53121/callback (RFC 8252)",
+        ));
+    }
+    if !opaque_ok(&body.state) || !opaque_ok(&body.nonce) {
+        return Err(ApiError::bad_request(
+            "bad state or nonce",
+            "state and nonce must each be 16 to 512 URL-safe characters, fresh for every sign-on",
+        ));
+    }
+    if body.code_challenge.len() != 43 || !opaque_ok(&body.code_challenge) {
+        return Err(ApiError::bad_request(
+            "bad code_challenge",
+            "code_challenge must be the S256 PKCE challenge: 43 base64url characters",
+        ));
+    }
+    let url = provider
+        .authorization_url(&Authorize {
+            redirect_uri: &body.redirect_uri,
+            state: &body.state,
+            nonce: &body.nonce,
+            code_challenge: &body.code_challenge,
+        })
+        .await
+        .map_err(sign_on_refusal)?;
+    Ok(Json(Started {
+        authorization_url: url,
+        issuer: provider.config().issuer.clone(),
+    })
+    .into_response())
+}
+
+async fn code(
+    State(state): State<Arc<AdminState>>,
+    ClientIp(client): ClientIp,
+    body: Result<JsonBody<Code>, ApiError>,
+) -> Result<Response, ApiError> {
+    let provider = provider(&state)?.clone();
+    let JsonBody(body) = body?;
+    let attempt = charge(&state, client)?;
+    let signed_on = provider
+        .redeem_code(
+            &body.code,
+            &body.redirect_uri,
+            &body.code_verifier,
+            &body.nonce,
+        )
+        .await;
+    let answer = finish(&state, &provider, client, "authorization_code", signed_on).await;
+    if answer.is_ok() {
+        attempt.refund();
+    }
+    answer
+}
+
+async fn device_start(State(state): State<Arc<AdminState>>) -> Result<Response, ApiError> {
+    let provider = provider(&state)?;
+    let started = provider.start_device().await.map_err(sign_on_refusal)?;
+    Ok(Json(started).into_response())
+}
+
+async fn device_token(
+    State(state): State<Arc<AdminState>>,
+    ClientIp(client): ClientIp,
+    body: Result<JsonBody<DeviceToken>, ApiError>,
+) -> Result<Response, ApiError> {
+    let provider = provider(&state)?.clone();
+    let JsonBody(body) = body?;
+    let attempt = charge(&state, client)?;
+    let signed_on = match provider.poll_device(&body.device_code).await {
+        Ok(DevicePoll::Pending { slow_down }) => {
+            attempt.refund();
+            let pending = Pending {
+                status: if slow_down {
+                    "slow_down"
+                } else {
+                    "authorization_pending"
+                },
+                interval: if slow_down { 10 } else { 5 },
+            };
+            return Ok((StatusCode::ACCEPTED, Json(pending)).into_response());
+        }
+        Ok(DevicePoll::Done(signed_on)) => Ok(signed_on),
+        Err(e) => Err(e),
+    };
+    let answer = finish(&state, &provider, client, "device", signed_on).await;
+    if answer.is_ok() {
+        attempt.refund();
+    }
+    answer
+}
+
+/// Charge one sign-on to `client`'s login budget (refunded on success).
+fn charge(
+    state: &AdminState,
+    client: IpAddr,
+) -> Result<crate::identity::LoginAttempt<'_>, ApiError> {
+    state.shared.logins.charge(None, client).map_err(|wait| {
+        tracing::warn!(%client, "sign-on: too many failed logins from this address");
+        ApiError::too_many_failed_logins(wait.as_secs().max(1))
+    })
+}
+
+/// After the provider answered: audit a failure, or sign the person on
+/// and issue their credential.
+async fn finish(
+    state: &AdminState,
+    provider: &Provider,
+    client: IpAddr,
+    flow: &'static str,
+    signed_on: Result<SignedOn, SignOnError>,
+) -> Result<Response, ApiError> {
+    let client_addr = client.to_string();
+    let failed = |reason: &str, detail: &str, identity: Option<&str>| {
+        let _ = state.shared.audit.record(&AuditEvent {
+            identity,
+            client_addr: Some(&client_addr),
+            reason: Some(reason),
+            detail: Some(detail),
+            ..AuditEvent::new("login_failed")
+        });
+    };
+    let person = match signed_on {
+        Ok(person) => person,
+        Err(e) => {
+            failed(e.reason(), &e.to_string(), None);
+            tracing::warn!(%client, reason = e.reason(), "sign-on refused: {e}");
+            return Err(sign_on_refusal(e));
+        }
+    };
+    if state.shared.identities.in_config(&person.name) {
+        let why = format!(
+            "\"{}\" is the name of an identity in jitgate's config; a name cannot be both, so it cannot sign on through the provider",
+            person.name
+        );
+        failed("config_identity", &why, Some(&person.name));
+        return Err(ApiError::new(StatusCode::CONFLICT, "name taken", why));
+    }
+    let config = provider.config();
+    let detail = format!(
+        "{flow} flow at {}; subject {}",
+        config.issuer, person.subject
+    );
+    let recorded = state.shared.audit.record(&AuditEvent {
+        identity: Some(&person.name),
+        client_addr: Some(&client_addr),
+        detail: Some(&detail),
+        ..AuditEvent::new("sign_in")
+    });
+    if let Err(e) = recorded {
+        return Err(ApiError::audit_unavailable(&e));
+    }
+    let (ttl, max) = (config.credential_ttl, config.max_credentials_per_person);
+    let issuer = config.issuer.clone();
+    let holder_person = person.clone();
+    let new = state
+        .access(move |a| {
+            a.issue_credential(
+                &Holder {
+                    identity: &holder_person.name,
+                    groups: &holder_person.groups,
+                    issuer: &issuer,
+                    subject: &holder_person.subject,
+                },
+                ttl,
+                max,
+            )
+        })
+        .await??;
+    tracing::info!(identity = %person.name, credential = %new.credential.id, flow, "signed on through the identity provider");
+    let answer = SignedOnAnswer {
+        identity: person.name,
+        groups: person.groups,
+        credential: CredentialInfo {
+            id: new.credential.id.clone(),
+            issued_at: new.credential.issued_at,
+            expires_at: new.credential.expires_at,
+        },
+        secret: new.secret,
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
+}
+
+/// A sign-on failure as the API answers it.
+fn sign_on_refusal(e: SignOnError) -> ApiError {
+    let status = match e {
+        SignOnError::Unreachable => StatusCode::BAD_GATEWAY,
+        SignOnError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        SignOnError::NoDeviceFlow => StatusCode::NOT_IMPLEMENTED,
+        SignOnError::Refused(_) | SignOnError::Token(_) => StatusCode::UNAUTHORIZED,
+    };
+    let error = match e {
+        SignOnError::Token(_) => "invalid id token",
+        SignOnError::Refused(_) => "sign-on refused",
+        SignOnError::Unreachable => "identity provider unreachable",
+        SignOnError::Busy => "busy",
+        SignOnError::NoDeviceFlow => "no device flow",
+    };
+    ApiError::new(status, error, e.to_string())
+}
+
+/// End the credential the caller called with, or all of theirs.
+async fn logout(
+    State(state): State<Arc<AdminState>>,
+    caller: Caller,
+    body: Result<OptionalJsonBody<LogoutBody>, ApiError>,
+) -> Result<Response, ApiError> {
+    let OptionalJsonBody(body) = body?;
+    let Some(credential) = caller.identity.credential.clone() else {
+        return Err(ApiError::bad_request(
+            "no credential",
+            format!(
+                "{} is an identity from jitgate's config, whose secret does not log out; an admin changes it in the config",
+                caller.name()
+            ),
+        ));
+    };
+    let name = caller.name().to_owned();
+    let ended = state
+        .access(move |a| {
+            a.logout(&Logout {
+                identity: &name,
+                id: (!body.all).then_some(credential.id.as_str()),
+                by: &name,
+            })
+        })
+        .await??;
+    tracing::info!(identity = %caller.name(), ended = ended.len(), "logged out");
+    Ok(Json(LoggedOut {
+        identity: caller.name().to_owned(),
+        ended,
+    })
+    .into_response())
+}
+
+/// An admin ends every credential of a person, and with them their sessions.
+async fn logout_identity(
+    State(state): State<Arc<AdminState>>,
+    caller: Caller,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    caller.require_admin("log other people out")?;
+    let Path(name) = name?;
+    let by = caller.name().to_owned();
+    let who = name.clone();
+    let ended = state
+        .access(move |a| {
+            a.logout(&Logout {
+                identity: &who,
+                id: None,
+                by: &by,
+            })
+        })
+        .await??;
+    tracing::info!(identity = %name, by = %caller.name(), ended = ended.len(), "admin API: credentials logged out");
+    Ok(Json(LoggedOut {
+        identity: name,
+        ended,
+    })
+    .into_response())
+}

@@ -1,0 +1,752 @@
+//! Sign-on through a real OpenID Connect provider (panva's oidc-provider
+//! under Node): `jitgate login` in a browser and on another device, the
+//! credential it gets as API token and database password, groups from the
+//! provider deciding a policy, logout and expiry ending sessions, and the
+//! ID tokens jitgate refuses.
+//!
+//! The browser is the kit's [`Browser`]: it signs in on the provider's own
+//! login and consent forms over HTTP and follows the provider's redirect to
+//! the CLI's loopback port. The witnesses are the CLI's output, the
+//! credentials file, the target's `pg_stat_activity`, what psql saw and
+//! jitgate's audit log.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Developers may ask for read on demo-pg; one approver must say yes.
+const POLICY: &str = "[[policies]]\nname = \"dev-read\"\ntargets = [\"demo-pg\"]\n\
+                      levels = [\"read\"]\nrequesters = [\"developer\"]\nmax_duration = \"1h\"\n\
+                      approvals = 1\napprovers = [\"approver\"]\n";
+
+const ANN: &str = "ann@example.com";
+const LEE: &str = "lee@example.com";
+
+/// A target, a provider with ann (a developer) and lee (an approver), and
+/// a jitgate that signs people on there.
+struct World {
+    pg: PgServer,
+    provider: OidcProvider,
+    jg: Jitgate,
+}
+
+async fn world(credential_ttl: &str) -> World {
+    world_with(credential_ttl, "30s", ProviderOptions::default()).await
+}
+
+async fn world_with(credential_ttl: &str, clock_skew: &str, options: ProviderOptions) -> World {
+    let pg = PgServer::start().await;
+    let provider = OidcProvider::start_with(
+        vec![
+            jitgate_client("jitgate", "ES256"),
+            jitgate_client("other-app", "RS256"),
+        ],
+        &[
+            Account {
+                login: "ann",
+                email: ANN,
+                groups: &["developer"],
+            },
+            Account {
+                login: "lee",
+                email: LEE,
+                groups: &["approver"],
+            },
+        ],
+        options,
+    )
+    .await;
+    let table = provider.jitgate_table("jitgate", credential_ttl, clock_skew);
+    let mut config = JitgateOptions {
+        policies: format!("{table}\n{POLICY}"),
+        ..JitgateOptions::default()
+    }
+    .config(&pg);
+    config
+        .env
+        .push(("KIT_OIDC_SECRET".to_owned(), OIDC_CLIENT_SECRET.to_owned()));
+    let jg = Jitgate::launch(config).await;
+    World { pg, provider, jg }
+}
+
+/// The `jitgate` CLI of a person whose config directory is `home`.
+fn cli(jg: &Jitgate, home: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_jitgate"));
+    cmd.args(args)
+        .env("JITGATE_SERVER", jg.admin_url())
+        .env_remove("JITGATE_TOKEN")
+        .env_remove("JITGATE_CREDENTIALS")
+        .env("XDG_CONFIG_HOME", home)
+        .env("BROWSER", "/bin/false")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn run(jg: &Jitgate, home: &Path, args: &[&str]) -> Run {
+    let out = tokio::time::timeout(Duration::from_secs(30), cli(jg, home, args).output())
+        .await
+        .expect("the CLI finished")
+        .expect("run the CLI");
+    Run::from(out)
+}
+
+/// Run a login command, and hand each line it writes to stderr to
+/// `on_line` until it returns what to do with the browser.
+async fn login_with(
+    jg: &Jitgate,
+    home: &Path,
+    args: &[&str],
+    person: &str,
+    browser: &Browser,
+) -> Run {
+    let mut child = cli(jg, home, args).spawn().expect("start jitgate login");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The browser flow prints the address to open, the device flow the
+    // address with the code in it.
+    let url = loop {
+        assert!(Instant::now() < deadline, "no address printed: {seen}");
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a line from jitgate login")
+            .unwrap()
+            .unwrap_or_else(|| panic!("jitgate login ended: {seen}\n{}", jg.log()));
+        seen.push_str(&line);
+        seen.push('\n');
+        let trimmed = line
+            .trim()
+            .trim_start_matches("(or open ")
+            .trim_end_matches(')');
+        if trimmed.starts_with("http://")
+            && (!args.contains(&"--device") || trimmed.contains("user_code"))
+        {
+            break trimmed.to_owned();
+        }
+    };
+    if args.contains(&"--device") {
+        browser.approve_device(&url, person).await;
+    } else {
+        let page = browser.sign_in_and_return(&url, person).await;
+        assert!(page.contains("Signed in to jitgate"), "{page}");
+    }
+    let mut rest = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("jitgate login finished")
+        .unwrap();
+    let mut run = Run::from(out);
+    run.stderr = format!("{seen}{rest}");
+    run
+}
+
+/// The credentials file of `home`, as JSON.
+fn stored(home: &Path) -> Value {
+    let path = home.join("jitgate/credentials.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn secret_of(home: &Path, jg: &Jitgate) -> String {
+    let file = stored(home);
+    file["servers"][jg.admin_url().trim_end_matches('/')]["secret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no credential for {} in {file}", jg.admin_url()))
+        .to_owned()
+}
+
+async fn backends_of(pg: &PgServer, user: &str) -> i64 {
+    let su = pg.superuser_client("postgres").await;
+    su.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+        &[&user],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+async fn wait_for_backends(pg: &PgServer, user: &str, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = backends_of(pg, user).await;
+        if now == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{user} has {now} backends, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// psql as `user` with `password`, running a query that sleeps.
+fn sleeping_psql(jg: &Jitgate, user: &str, password: &str) -> tokio::process::Child {
+    jg.spawn_psql(
+        &Login::new(user, password),
+        &["-c", "SELECT pg_sleep(60)"],
+        false,
+    )
+}
+
+/// What psql said when the proxy cut it off (within 10 s).
+async fn cut_off(psql: tokio::process::Child, jg: &Jitgate) -> String {
+    let out = tokio::time::timeout(Duration::from_secs(10), psql.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("psql was not cut off\n{}", jg.log()))
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_developer_signs_on_in_the_browser_an_approver_on_another_device_and_psql_gets_in() {
+    let w = world("12h").await;
+    let browser = Browser::default();
+    let ann_home = tempfile::tempdir().unwrap();
+    let login = login_with(
+        &w.jg,
+        ann_home.path(),
+        &["login", "--no-browser"],
+        "ann",
+        &browser,
+    )
+    .await;
+    login.assert_ok(&w.jg);
+    assert!(
+        login
+            .stdout
+            .contains("signed in as ann@example.com (groups developer)"),
+        "{}",
+        login.stdout
+    );
+    let file = ann_home.path().join("jitgate/credentials.json");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let secret = secret_of(ann_home.path(), &w.jg);
+    assert!(secret.starts_with("jgc_"));
+    assert!(!login.stdout.contains(&secret) && !login.stderr.contains(&secret));
+    assert!(
+        !w.jg.log().contains(&secret),
+        "the secret is in jitgate's log"
+    );
+    assert!(
+        !w.jg.audit_text().contains(&secret),
+        "the secret is in the audit log"
+    );
+
+    // The stored credential is the API token: whoami lists it with its expiry.
+    let whoami = run(&w.jg, ann_home.path(), &["whoami", "--json"]).await;
+    whoami.assert_ok(&w.jg);
+    let me: Value = serde_json::from_str(&whoami.stdout).unwrap();
+    assert_eq!(me["identity"], ANN);
+    assert_eq!(me["groups"], json!(["developer"]));
+    assert_eq!(me["credentials"].as_array().unwrap().len(), 1, "{me}");
+    assert!(me["credentials"][0]["expires_at"].is_string());
+
+    // The provider's groups decide the policy: ann (developer) may ask.
+    let asked = run(
+        &w.jg,
+        ann_home.path(),
+        &[
+            "request", "demo-pg", "--level", "read", "--for", "10m", "--reason", "INC-7", "--json",
+        ],
+    )
+    .await;
+    asked.assert_ok(&w.jg);
+    let request: Value = serde_json::from_str(&asked.stdout).unwrap();
+    let id = request["id"].as_str().unwrap().to_owned();
+
+    // lee signs on with the device flow; the provider says lee approves.
+    let lee_home = tempfile::tempdir().unwrap();
+    // lee's own browser: ann's still holds ann's session at the provider.
+    let lees_browser = Browser::default();
+    let device = login_with(
+        &w.jg,
+        lee_home.path(),
+        &["login", "--device"],
+        "lee",
+        &lees_browser,
+    )
+    .await;
+    device.assert_ok(&w.jg);
+    assert!(
+        device
+            .stdout
+            .contains("signed in as lee@example.com (groups approver)"),
+        "{}",
+        device.stdout
+    );
+    assert!(
+        device.stderr.contains("enter the code"),
+        "{}",
+        device.stderr
+    );
+    let decided = run(&w.jg, lee_home.path(), &["approve", &id]).await;
+    decided.assert_ok(&w.jg);
+
+    // ann's credential is her database password; the server sees the read
+    // level's account, never ann's name.
+    let psql =
+        w.jg.psql_as(
+            &Login::new(ANN, &secret),
+            &["-c", "SELECT current_user"],
+            None,
+        )
+        .await;
+    psql.assert_ok(&w.jg);
+    assert_eq!(psql.stdout.trim(), "jg_read");
+
+    // Every step is in the audit log, no secret with it.
+    let audit = w.jg.audit_lines();
+    for event in ["sign_in", "credential_issued", "login_ok"] {
+        assert!(
+            audit
+                .iter()
+                .any(|r| r["event"] == event && r["identity"] == ANN),
+            "no {event} for ann: {audit:?}"
+        );
+    }
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["event"] == "sign_in" && r["identity"] == LEE)
+    );
+
+    // The provider going away stops new sign-ons, nothing else.
+    let mut provider = w.provider;
+    provider.stop();
+    let still =
+        w.jg.psql_as(&Login::new(ANN, &secret), &["-c", "SELECT 1"], None)
+            .await;
+    still.assert_ok(&w.jg);
+    run(&w.jg, ann_home.path(), &["whoami"])
+        .await
+        .assert_ok(&w.jg);
+    let nobody = run(
+        &w.jg,
+        tempfile::tempdir().unwrap().path(),
+        &["login", "--device"],
+    )
+    .await;
+    assert!(!nobody.status.success());
+    assert!(
+        nobody
+            .stderr
+            .contains("identity provider cannot be reached"),
+        "{}",
+        nobody.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_ends_the_sessions_opened_with_the_credential_and_an_admin_ends_all_of_a_persons()
+ {
+    let w = world("12h").await;
+    let browser = Browser::default();
+    let (laptop, desktop) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for home in [&laptop, &desktop] {
+        login_with(
+            &w.jg,
+            home.path(),
+            &["login", "--no-browser"],
+            "ann",
+            &browser,
+        )
+        .await
+        .assert_ok(&w.jg);
+    }
+    let (one, two) = (
+        secret_of(laptop.path(), &w.jg),
+        secret_of(desktop.path(), &w.jg),
+    );
+    assert_ne!(one, two);
+    w.jg.grant(ANN, PG_TARGET, "read", "30m").await;
+
+    let first = sleeping_psql(&w.jg, ANN, &one);
+    let second = sleeping_psql(&w.jg, ANN, &two);
+    wait_for_backends(&w.pg, "jg_read", 2).await;
+
+    // The laptop logs out: its session ends, the desktop's runs on.
+    let out = run(&w.jg, laptop.path(), &["logout"]).await;
+    out.assert_ok(&w.jg);
+    assert!(out.stdout.contains("logged out"), "{}", out.stdout);
+    let told = cut_off(first, &w.jg).await;
+    assert!(told.contains("logged out"), "{told}");
+    wait_for_backends(&w.pg, "jg_read", 1).await;
+    assert!(
+        !laptop.path().join("jitgate/credentials.json").exists()
+            || stored(laptop.path())["servers"]
+                .as_object()
+                .unwrap()
+                .is_empty()
+    );
+    let again =
+        w.jg.psql_as(&Login::new(ANN, &one), &["-c", "SELECT 1"], None)
+            .await;
+    assert!(!again.status.success());
+    assert!(
+        again.stderr.contains("password authentication failed"),
+        "{}",
+        again.stderr
+    );
+
+    // An admin ends everything ann holds at once.
+    let admin = w.jg.cli(ADMIN_SECRET, &["logout", "--user", ANN]).await;
+    admin.assert_ok(&w.jg);
+    assert!(
+        admin.stdout.contains("ended 1 credential"),
+        "{}",
+        admin.stdout
+    );
+    let told = cut_off(second, &w.jg).await;
+    assert!(told.contains("logged out"), "{told}");
+    wait_for_backends(&w.pg, "jg_read", 0).await;
+    let whoami = run(&w.jg, desktop.path(), &["whoami"]).await;
+    assert!(!whoami.status.success());
+    let audit = w.jg.audit_lines();
+    let revoked: Vec<_> = audit
+        .iter()
+        .filter(|r| r["event"] == "credential_revoked" && r["identity"] == ANN)
+        .collect();
+    assert_eq!(revoked.len(), 2, "{revoked:?}");
+    assert!(revoked.iter().any(|r| r["by"] == "admin"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_ends_at_its_ttl_and_so_do_its_sessions() {
+    let w = world("12s").await;
+    let browser = Browser::default();
+    let home = tempfile::tempdir().unwrap();
+    login_with(
+        &w.jg,
+        home.path(),
+        &["login", "--no-browser"],
+        "ann",
+        &browser,
+    )
+    .await
+    .assert_ok(&w.jg);
+    let secret = secret_of(home.path(), &w.jg);
+    w.jg.grant(ANN, PG_TARGET, "read", "30m").await;
+    let psql = sleeping_psql(&w.jg, ANN, &secret);
+    wait_for_backends(&w.pg, "jg_read", 1).await;
+    let out = tokio::time::timeout(Duration::from_secs(25), psql.wait_with_output())
+        .await
+        .expect("the session ended with its credential")
+        .unwrap();
+    let told = String::from_utf8_lossy(&out.stderr);
+    assert!(told.contains("expired"), "{told}");
+    wait_for_backends(&w.pg, "jg_read", 0).await;
+    let late =
+        w.jg.psql_as(&Login::new(ANN, &secret), &["-c", "SELECT 1"], None)
+            .await;
+    assert!(!late.status.success());
+    let whoami = run(&w.jg, home.path(), &["whoami"]).await;
+    assert!(!whoami.status.success());
+    assert!(whoami.stderr.contains("jitgate login"), "{}", whoami.stderr);
+    w.jg.wait_for_audit("credential_expired", |r| {
+        r["event"] == "credential_expired" && r["identity"] == ANN
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_redeemed_with_another_nonce_is_refused_and_audited() {
+    let w = world("12h").await;
+    let browser = Browser::default();
+    let nonce = "nonce-sent-with-the-sign-on-0001";
+    let verifier = "v".repeat(43);
+    let challenge = jitgate::identity::oidc_code_challenge(&verifier);
+    let (status, started) = w
+        .jg
+        .api(
+            reqwest::Method::POST,
+            "/v1/login/start",
+            None,
+            Some(json!({"redirect_uri": "http://127.0.0.1:9/callback", "state": "state-of-this-sign-on-01",
+                        "nonce": nonce, "code_challenge": challenge})),
+        )
+        .await;
+    assert_eq!(status, 200, "{started}");
+    let back = browser
+        .sign_in(started["authorization_url"].as_str().unwrap(), "ann")
+        .await;
+    let code = reqwest::Url::parse(&back)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code in {back}"));
+    let (status, body) =
+        w.jg.api(
+            reqwest::Method::POST,
+            "/v1/login/code",
+            None,
+            Some(
+                json!({"code": code, "redirect_uri": "http://127.0.0.1:9/callback",
+                        "code_verifier": verifier, "nonce": "another-nonce-than-was-sent"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("nonce"), "{body}");
+    let record =
+        w.jg.wait_for_audit("login_failed", |r| r["event"] == "login_failed")
+            .await;
+    assert_eq!(record["reason"], "wrong_nonce", "{record}");
+    assert!(
+        !w.jg.audit_text().contains(&code),
+        "the code is in the audit log"
+    );
+}
+
+/// Sign on through the API as the CLI does (a made-up loopback redirect the
+/// browser is not sent to): the status and body of `/v1/login/code`.
+async fn sign_on(w: &World, login: &str) -> (u16, Value) {
+    let verifier = "w".repeat(43);
+    let redirect = "http://127.0.0.1:9/callback";
+    let (status, started) =
+        w.jg.api(
+            reqwest::Method::POST,
+            "/v1/login/start",
+            None,
+            Some(
+                json!({"redirect_uri": redirect, "state": "state-of-this-sign-on-02",
+                        "nonce": "nonce-of-this-sign-on-0002",
+                        "code_challenge": jitgate::identity::oidc_code_challenge(&verifier)}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{started}");
+    let back = Browser::default()
+        .sign_in(started["authorization_url"].as_str().unwrap(), login)
+        .await;
+    let code = reqwest::Url::parse(&back)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code in {back}"));
+    w.jg.api(
+        reqwest::Method::POST,
+        "/v1/login/code",
+        None,
+        Some(
+            json!({"code": code, "redirect_uri": redirect, "code_verifier": verifier,
+                    "nonce": "nonce-of-this-sign-on-0002"}),
+        ),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_unsigned_foreign_and_expired_id_tokens_are_refused_each_for_its_reason() {
+    let options = ProviderOptions {
+        interposed: true,
+        id_token_ttl: Some(3),
+    };
+    let w = world_with("12h", "0s", options).await;
+    let mitm = w.provider.interposer.as_ref().unwrap();
+    // Tokens the provider itself signed: one for another client, one for
+    // jitgate's client that expires before it is used.
+    let foreign = w
+        .provider
+        .id_token_for("other-app", OIDC_CLIENT_SECRET, "ann")
+        .await;
+    let stale = w
+        .provider
+        .id_token_for("jitgate", OIDC_CLIENT_SECRET, "ann")
+        .await;
+    let (status, body) = sign_on(&w, "ann").await;
+    let keys_fetched = Instant::now();
+    assert_eq!(status, 200, "an untampered sign-on works: {body}");
+    assert_eq!(mitm.count("/jwks"), 1, "the keys are fetched once");
+    let (status, _) = sign_on(&w, "ann").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        mitm.count("/jwks"),
+        1,
+        "and kept, not fetched for every sign-on"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let refused = |how: Tamper, reason: &'static str, said: &'static str| {
+        let (w, mitm) = (&w, mitm);
+        async move {
+            mitm.set(how.clone());
+            let (status, body) = sign_on(w, "ann").await;
+            assert_eq!(status, 401, "{how:?}: {body}");
+            let detail = body["detail"].as_str().unwrap();
+            assert!(detail.contains(said), "{how:?}: {detail}");
+            w.jg.wait_for_audit(reason, |r| {
+                r["event"] == "login_failed" && r["reason"] == reason
+            })
+            .await;
+        }
+    };
+    refused(
+        Tamper::FlipSignature,
+        "bad_signature",
+        "signature does not verify",
+    )
+    .await;
+    refused(Tamper::Unsigned, "bad_algorithm", "signed with none").await;
+    refused(
+        Tamper::Replace(foreign.clone()),
+        "wrong_audience",
+        "another client",
+    )
+    .await;
+    refused(Tamper::Replace(stale.clone()), "expired_token", "expired").await;
+    assert_eq!(mitm.count("/jwks"), 1);
+
+    // A key id jitgate has not seen makes it fetch the keys again (once
+    // the last fetch is 10 s old): still unknown, refused; a second one
+    // soon after fetches nothing.
+    tokio::time::sleep(Duration::from_secs(11).saturating_sub(keys_fetched.elapsed())).await;
+    let unknown = "key the provider does not publish";
+    refused(Tamper::UnknownKey, "unknown_key", unknown).await;
+    assert_eq!(mitm.count("/jwks"), 2);
+    refused(Tamper::UnknownKey, "unknown_key", unknown).await;
+    assert_eq!(mitm.count("/jwks"), 2);
+
+    let audit = w.jg.audit_text();
+    for token in [&foreign, &stale] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!audit.contains(signature), "a token is in the audit log");
+    }
+    let issued =
+        w.jg.audit_lines()
+            .into_iter()
+            .filter(|r| r["event"] == "credential_issued")
+            .count();
+    assert_eq!(issued, 2, "only the untampered sign-ons got credentials");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_goes_from_asking_to_a_psql_prompt_and_connect_says_what_to_do_without_a_grant()
+{
+    let w = world("12h").await;
+    let home = tempfile::tempdir().unwrap();
+    login_with(
+        &w.jg,
+        home.path(),
+        &["login", "--no-browser"],
+        "ann",
+        &Browser::default(),
+    )
+    .await
+    .assert_ok(&w.jg);
+    let secret = secret_of(home.path(), &w.jg);
+    let query = ["--", "-X", "-A", "-t", "-c", "select current_user"];
+
+    let refused = run(
+        &w.jg,
+        home.path(),
+        &[&["connect", PG_TARGET][..], &query[..]].concat(),
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert!(
+        refused.stderr.contains("hold no active grant for demo-pg"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("--wait --connect"),
+        "{}",
+        refused.stderr
+    );
+
+    // Ask, wait, and land in psql once an approver says yes.
+    let (bin, seen) = recording_wrapper("psql");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let ask = [
+        &[
+            "request",
+            PG_TARGET,
+            "--level",
+            "read",
+            "--for",
+            "5m",
+            "--reason",
+            "INC-9",
+            "--connect",
+        ][..],
+        &query[..],
+    ]
+    .concat();
+    let asking = cli(&w.jg, home.path(), &ask)
+        .env("PATH", &path)
+        .spawn()
+        .unwrap();
+    let pending = loop {
+        let listed = w.jg.requests_seen_by(BOB_SECRET, "pending").await;
+        if let Some(r) = listed.first() {
+            break r["id"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (status, body) = w.jg.decide(BOB_SECRET, &pending, "approve", None).await;
+    assert_eq!(status, 200, "{body}");
+    let out = tokio::time::timeout(Duration::from_secs(20), asking.wait_with_output())
+        .await
+        .expect("request --connect finished")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().last(), Some("jg_read"), "{stdout}");
+    let recorded = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        !recorded.contains(&secret),
+        "the secret reached psql's arguments or environment"
+    );
+    let passfile = recorded
+        .lines()
+        .find_map(|l| l.strip_prefix("PGPASSFILE="))
+        .unwrap_or_else(|| panic!("no pass file: {recorded}"));
+    assert!(!Path::new(passfile).exists(), "{passfile} was left behind");
+
+    // And later on, `connect` alone; psql's exit status is connect's.
+    let again = run(
+        &w.jg,
+        home.path(),
+        &[&["connect", PG_TARGET][..], &query[..]].concat(),
+    )
+    .await;
+    again.assert_ok(&w.jg);
+    assert_eq!(again.stdout.trim(), "jg_read");
+    let failing = run(
+        &w.jg,
+        home.path(),
+        &["connect", PG_TARGET, "--", "-X", "-c", "select nonsense"],
+    )
+    .await;
+    assert_eq!(failing.status.code(), Some(1), "{}", failing.stderr);
+}
