@@ -16,6 +16,7 @@ pub mod config;
 pub mod identity;
 pub(crate) mod metrics;
 pub(crate) mod notify;
+pub mod reload;
 pub mod server;
 pub(crate) mod session;
 pub mod sql;

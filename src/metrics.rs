@@ -56,6 +56,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabel {
     pub direction: &'static str,
 }
@@ -90,6 +95,8 @@ pub struct Metrics {
     pub store_up: Family<ProxyLabel, Gauge>,
     pub store_seconds_since_contact: Family<ProxyLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub store_event_lag: Family<ProxyLabel, Gauge>,
+    config_reloads_total: Family<ResultLabel, Counter>,
+    config_last_reload_successful: Gauge,
     process_resident_memory_bytes: Gauge,
     process_open_fds: Gauge,
     /// A counter (exposed as `process_cpu_seconds_total`, as Prometheus's
@@ -122,6 +129,8 @@ impl Metrics {
             store_up: Family::default(),
             store_seconds_since_contact: Family::default(),
             store_event_lag: Family::default(),
+            config_reloads_total: Family::default(),
+            config_last_reload_successful: Gauge::default(),
             process_resident_memory_bytes: Gauge::default(),
             process_open_fds: Gauge::default(),
             process_cpu_seconds: Counter::default(),
@@ -209,6 +218,18 @@ impl Metrics {
             "Changes in the fleet's store that this proxy had not applied at its last heartbeat",
             m.store_event_lag.clone(),
         );
+        // The config in force at start loaded.
+        m.config_last_reload_successful.set(1);
+        r.register(
+            "jitgate_config_reloads",
+            "Config reloads (SIGHUP, jitgate reload), by result: ok, or failed (the config in force stayed)",
+            m.config_reloads_total.clone(),
+        );
+        r.register(
+            "jitgate_config_last_reload_successful",
+            "1 unless the last config reload was refused (0 until a reload succeeds again)",
+            m.config_last_reload_successful.clone(),
+        );
         r.register(
             "process_resident_memory_bytes",
             "Resident memory size in bytes",
@@ -291,6 +312,15 @@ impl Metrics {
     }
 
     /// The configured target names (see [`Metrics::session_outcome`]).
+    /// A config reload ended with `result` ("ok" or "failed").
+    pub fn config_reload(&self, result: &'static str) {
+        self.config_reloads_total
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        self.config_last_reload_successful
+            .set(i64::from(result == "ok"));
+    }
+
     pub fn add_known_targets<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
         if let Ok(mut known) = self.known_targets.write() {
             known.extend(names.into_iter().map(str::to_owned));

@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::{StatusCode, Url};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::access::AccessEvent;
 use crate::config::WebhookConfig;
@@ -31,12 +31,13 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest wait between two tries, however many retries are configured.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Start delivering `events` to `webhooks` in the background. Does nothing
-/// (and drops the receiver) when no webhook is configured.
-pub fn spawn(webhooks: Vec<WebhookConfig>, events: broadcast::Receiver<AccessEvent>) {
-    if webhooks.is_empty() {
-        return;
-    }
+/// Start delivering `events` to the webhooks `webhooks` holds, in the
+/// background; a reload sends a new list, which takes over from the next
+/// event (what the old ones already queued is still delivered).
+pub fn spawn(
+    webhooks: watch::Receiver<Vec<WebhookConfig>>,
+    events: broadcast::Receiver<AccessEvent>,
+) {
     let client = match reqwest::Client::builder()
         .user_agent(concat!("jitgate/", env!("CARGO_PKG_VERSION")))
         // A redirect could send the event somewhere the operator never configured.
@@ -49,6 +50,14 @@ pub fn spawn(webhooks: Vec<WebhookConfig>, events: broadcast::Receiver<AccessEve
             return;
         }
     };
+    tokio::spawn(fan_out(client, webhooks, events));
+}
+
+/// A queue and a delivering task per webhook of `webhooks`.
+fn start_queues(
+    client: &reqwest::Client,
+    webhooks: &[WebhookConfig],
+) -> Vec<(String, mpsc::Sender<Bytes>)> {
     let mut queues = Vec::new();
     for hook in webhooks {
         let Ok(url) = Url::parse(&hook.url) else {
@@ -67,16 +76,30 @@ pub fn spawn(webhooks: Vec<WebhookConfig>, events: broadcast::Receiver<AccessEve
         queues.push((webhook.label.clone(), queue));
         tokio::spawn(webhook.deliver_all(client.clone(), pending));
     }
-    tokio::spawn(fan_out(events, queues));
+    queues
 }
 
 /// Read the model's events and hand each one to every webhook's queue.
 async fn fan_out(
+    client: reqwest::Client,
+    mut webhooks: watch::Receiver<Vec<WebhookConfig>>,
     mut events: broadcast::Receiver<AccessEvent>,
-    queues: Vec<(String, mpsc::Sender<Bytes>)>,
 ) {
+    let mut queues = start_queues(&client, &webhooks.borrow_and_update());
+    // Until the reloads' side goes away (the tests' notifier has none).
+    let mut reloadable = true;
     loop {
-        let event = match events.recv().await {
+        let received = tokio::select! {
+            changed = webhooks.changed(), if reloadable => {
+                match changed {
+                    Ok(()) => queues = start_queues(&client, &webhooks.borrow_and_update()),
+                    Err(_) => reloadable = false,
+                }
+                continue;
+            }
+            received = events.recv() => received,
+        };
+        let event = match received {
             Ok(event) => event,
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(

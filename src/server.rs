@@ -9,8 +9,9 @@ use crate::access::{AccessModel, StoreError};
 use crate::admin::ApiParts;
 use crate::audit::{AuditError, AuditLog};
 use crate::config::{Config, Limits};
-use crate::identity::oidc::{Provider, ProviderSetupError};
+use crate::identity::oidc::{Provider, ProviderSetupError, ProviderSlot};
 use crate::identity::{DecoyKey, DecoyKeyError, Identities, LoginLimiter};
+use crate::reload::Reloader;
 use crate::session::Sessions;
 use crate::tls::TlsError;
 use crate::wire::gate::{Gate, GateParts};
@@ -31,7 +32,9 @@ pub struct Shared {
     /// every listener and the admin API alike.
     pub logins: Arc<LoginLimiter>,
     /// The identity provider people sign on through, if one is configured.
-    pub(crate) provider: Option<Arc<Provider>>,
+    pub(crate) provider: Arc<ProviderSlot>,
+    /// The webhooks in force, for the notifier (a reload sends new ones).
+    pub(crate) webhooks: tokio::sync::watch::Sender<Vec<crate::config::WebhookConfig>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,8 @@ pub enum ServeError {
     },
     #[error("cannot start the session threads: {0}")]
     SessionThreads(std::io::Error),
+    #[error("cannot listen for SIGHUP (config reloads): {0}")]
+    Signals(std::io::Error),
     #[error("the {what} listener stopped: {source}")]
     Listener {
         what: &'static str,
@@ -84,10 +89,8 @@ impl Shared {
         let provider = config.oidc.as_ref().map(Provider::new).transpose()?;
         let config = Arc::new(config);
         let access = AccessModel::open(config.clone(), audit.clone())?;
-        let mut shared = Shared::assemble(config, audit, access, decoy_key);
-        if let Some(shared) = Arc::get_mut(&mut shared) {
-            shared.provider = provider.map(Arc::new);
-        }
+        let shared = Shared::assemble(config, audit, access, decoy_key);
+        shared.provider.set(provider.map(Arc::new));
         Ok(shared)
     }
 
@@ -112,7 +115,8 @@ impl Shared {
             audit,
             read_accounts: Arc::default(),
             logins: Arc::new(LoginLimiter::from_limits(&config.limits)),
-            provider: None,
+            provider: Arc::default(),
+            webhooks: tokio::sync::watch::Sender::new(config.webhooks.clone()),
             config,
         })
     }
@@ -130,8 +134,8 @@ impl Shared {
         Gate::new(parts, &self.config.limits, self.config.tls.require)
     }
 
-    /// The admin API's part.
-    fn api(&self) -> ApiParts {
+    /// The admin API's part; `reloader` answers `POST /v1/reload`.
+    fn api(&self, reloader: Arc<Reloader>) -> ApiParts {
         ApiParts {
             config: self.config.clone(),
             identities: self.identities.clone(),
@@ -140,12 +144,26 @@ impl Shared {
             audit: self.audit.clone(),
             logins: self.logins.clone(),
             provider: self.provider.clone(),
+            reloader: Some(reloader),
             listeners: LISTENERS
                 .iter()
                 .filter_map(|l| Some((l.name, (l.address)(&self.config.listen)?)))
                 .collect(),
         }
     }
+}
+
+/// `SIGHUP` reloads the config (as `jitgate reload` does), one at a time;
+/// the outcome is logged, audited and counted by the reloader.
+fn reload_on_sighup(reloader: Arc<Reloader>) -> Result<(), ServeError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let _ = reloader.reload("SIGHUP").await;
+        }
+    });
+    Ok(())
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServeError> {
@@ -210,9 +228,11 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let shared = Shared::new(config)?;
     let config = shared.config.clone();
     crate::notify::spawn(
-        config.webhooks.clone(),
+        shared.webhooks.subscribe(),
         shared.access.subscribe_from_start(),
     );
+    let reloader = Arc::new(Reloader::new(shared.clone()));
+    reload_on_sighup(reloader.clone())?;
     for target in config
         .targets
         .iter()
@@ -259,7 +279,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     }
     if let Some(addr) = config.listen.admin {
         let listener = bind(addr, "admin").await?;
-        let api = Arc::new(shared.api());
+        let api = Arc::new(shared.api(reloader.clone()));
         tracing::info!(%addr, "admin API ready");
         tasks.spawn(async move { ("admin", crate::admin::serve(listener, api).await) });
     }

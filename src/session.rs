@@ -39,6 +39,9 @@ pub struct SessionInfo {
     /// Why it was killed (a [`KillCause`]).
     #[serde(skip)]
     kill_cause: AtomicU8,
+    /// With [`KillCause::Removed`]: what a reload took away, for its client.
+    #[serde(skip)]
+    removed: std::sync::OnceLock<String>,
     /// The live sessions of the same grant.
     #[serde(skip)]
     gate: Arc<GrantGate>,
@@ -76,6 +79,8 @@ pub(crate) enum KillCause {
     LoggedOut = 2,
     /// The credential the session logged in with expired.
     CredentialExpired = 3,
+    /// A reload removed its identity, target or level.
+    Removed = 4,
 }
 
 fn atomic<S: serde::Serializer>(v: &AtomicU64, s: S) -> Result<S::Ok, S::Error> {
@@ -110,8 +115,21 @@ impl SessionInfo {
             c if c == KillCause::CredentialExpired as u8 => {
                 SessionEnd::CredentialEnded(CredentialEnd::Expired)
             }
+            c if c == KillCause::Removed as u8 => SessionEnd::AccessRemoved(
+                self.removed
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| "jitgate's config no longer allows it".to_owned()),
+            ),
             _ => SessionEnd::Killed,
         }
+    }
+
+    /// Ask the session to end because a reload removed what it ran under
+    /// (`what`, in words for its client).
+    pub(crate) fn end_removed(&self, what: String) {
+        let _ = self.removed.set(what);
+        self.kill_for(KillCause::Removed);
     }
 
     /// Ask the session to end, for `cause`.
@@ -196,6 +214,7 @@ impl Sessions {
             statements: AtomicU64::new(0),
             kill: Notify::new(),
             kill_cause: AtomicU8::new(KillCause::Operator as u8),
+            removed: std::sync::OnceLock::new(),
             gate,
             told: AtomicBool::new(false),
         });
@@ -219,6 +238,25 @@ impl Sessions {
 
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
+    }
+
+    /// End the sessions `config` no longer allows: a config identity it
+    /// no longer has, a target or a level it no longer has. The number ended.
+    pub(crate) fn end_removed(&self, config: &crate::config::Config) -> usize {
+        let mut ended = 0;
+        for s in self.by_id.iter() {
+            if let Some(what) = removed_under(
+                config,
+                &s.identity,
+                s.credential.is_some(),
+                &s.target,
+                &s.level,
+            ) {
+                s.end_removed(what);
+                ended += 1;
+            }
+        }
+        ended
     }
 
     /// Ask a session to end. `None` if there is no such session.
@@ -267,6 +305,32 @@ impl crate::access::follow::LocalSessions for Sessions {
                 statements: s.statements.load(Ordering::Relaxed),
             })
             .collect()
+    }
+}
+
+/// What `config` took away from a session of `identity` (a config
+/// identity unless `issued`) on `target` at `level`, in words for its
+/// client; `None` when it still allows the session.
+pub(crate) fn removed_under(
+    config: &crate::config::Config,
+    identity: &str,
+    issued: bool,
+    target: &str,
+    level: &str,
+) -> Option<String> {
+    if !issued && config.identity(identity).is_none() {
+        return Some(format!(
+            "the identity {identity} was removed from jitgate's config"
+        ));
+    }
+    match config.target(target) {
+        None => Some(format!(
+            "the target {target} was removed from jitgate's config"
+        )),
+        Some(t) if !t.levels.contains_key(level) => Some(format!(
+            "the level {level} of {target} was removed from jitgate's config"
+        )),
+        Some(_) => None,
     }
 }
 

@@ -67,7 +67,7 @@ impl AccessModel {
                 session, held_by, ..
             } => {
                 if live
-                    && held_by == self.config.store.proxy_name
+                    && held_by == self.config().store.proxy_name
                     && let Some(sessions) = self.local_sessions.get()
                 {
                     sessions.kill(&session);

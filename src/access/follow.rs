@@ -194,7 +194,7 @@ impl AccessModel {
     }
 
     fn fail_closed_after(&self) -> Duration {
-        match &self.config.store.kind {
+        match &self.config().store.kind {
             crate::config::StoreKind::Postgres(pg) => pg.fail_closed_after,
             crate::config::StoreKind::File => Duration::MAX,
         }
@@ -263,7 +263,7 @@ async fn watch(model: Weak<AccessModel>, fail_closed_after: Duration) {
             return;
         };
         let label = ProxyLabel {
-            proxy: model.config.store.proxy_name.clone(),
+            proxy: model.config().store.proxy_name.clone(),
         };
         METRICS
             .store_up

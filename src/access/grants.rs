@@ -151,8 +151,8 @@ impl AccessModel {
     /// A direct grant names a configured target, level and identity, runs
     /// for 1s up to [`MAX_GRANT_DURATION`], and says why in a few lines.
     fn check_new_grant(&self, req: &NewGrant) -> Result<(), GrantError> {
-        let target = self
-            .config
+        let config = self.config();
+        let target = config
             .target(&req.target)
             .ok_or_else(|| GrantError::UnknownTarget(req.target.clone()))?;
         if !target.levels.contains_key(&req.level) {
@@ -163,7 +163,7 @@ impl AccessModel {
             });
         }
         // A person from the identity provider is known once signed on.
-        if self.config.identity(&req.identity).is_none()
+        if self.config().identity(&req.identity).is_none()
             && self.issued.list(&req.identity, clock::now()).is_empty()
         {
             return Err(GrantError::UnknownIdentity(req.identity.clone()));

@@ -83,7 +83,10 @@ const MAX_TRIES: usize = 8;
 const EVENT_BACKLOG: usize = 1024;
 
 pub struct AccessModel {
-    config: Arc<Config>,
+    /// Targets, levels, policies and the requests' limits are read from
+    /// the config in force at each question (a reload swaps it); the store's
+    /// settings never change while the proxy runs.
+    config: crate::config::Current,
     /// Where timers are started, also from the follower's thread.
     runtime: tokio::runtime::Handle,
     /// The fleet's store, when there is one: its health, heartbeats and
@@ -220,7 +223,7 @@ impl AccessModel {
     ) -> AccessModel {
         let (events, first) = broadcast::channel(EVENT_BACKLOG);
         AccessModel {
-            config,
+            config: crate::config::Current::new(config),
             runtime: tokio::runtime::Handle::current(),
             fleet,
             local_sessions: std::sync::OnceLock::new(),
@@ -244,7 +247,7 @@ impl AccessModel {
 
     /// "file" or "postgres", for logs.
     fn store_name(&self) -> &'static str {
-        match self.config.store.kind {
+        match self.config().store.kind {
             StoreKind::File => "file",
             StoreKind::Postgres(_) => "postgres",
         }
@@ -292,12 +295,11 @@ impl AccessModel {
         if self.failed_closed() {
             return Err(AuthorizeError::StoreLost);
         }
-        let (target, level) = match self.config.target(requested) {
+        let config = self.config();
+        let (target, level) = match config.target(requested) {
             Some(_) => (requested, None),
             None => match requested.rsplit_once('@') {
-                Some((target, level))
-                    if !level.is_empty() && self.config.target(target).is_some() =>
-                {
+                Some((target, level)) if !level.is_empty() && config.target(target).is_some() => {
                     (target, Some(level))
                 }
                 _ => return Err(AuthorizeError::UnknownTarget(requested.to_owned())),
@@ -318,8 +320,7 @@ impl AccessModel {
                 },
             })?;
         let grant = &watch.grant;
-        let target_cfg = self
-            .config
+        let target_cfg = config
             .target(&grant.target)
             .ok_or_else(|| AuthorizeError::UnknownTarget(grant.target.clone()))?;
         let Some(level_cfg) = target_cfg.levels.get(&grant.level) else {
@@ -352,8 +353,22 @@ impl AccessModel {
     }
 
     /// The policy named `name`, while the config still has it.
-    fn policy(&self, name: &str) -> Option<&PolicyConfig> {
-        self.config.policies.iter().find(|p| p.name == name)
+    fn policy(&self, name: &str) -> Option<PolicyConfig> {
+        self.config()
+            .policies
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+    }
+
+    /// The config in force.
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+
+    /// Put `config` in force (a reload, which checked it first).
+    pub(crate) fn set_config(&self, config: Arc<Config>) {
+        self.config.set(config);
     }
 
     /// The lock every change is made under (see the module's comment).

@@ -167,7 +167,7 @@ impl AccessModel {
         req: NewRequest,
     ) -> Result<Request, AccessError> {
         let policy = self.check_request(requester, &req)?;
-        let (request, grant) = self.new_request(requester, req, policy, clock::now())?;
+        let (request, grant) = self.new_request(requester, req, &policy, clock::now())?;
         let created_detail = format!("for {}", format_duration(request.duration()));
         let records = created_records(&request, grant.as_ref(), &created_detail);
         let mut book = self.book_current()?;
@@ -184,7 +184,7 @@ impl AccessModel {
         )?;
         book.requests.insert(request.id.clone(), request.clone());
         let grant = grant.map(|g| self.grants.insert(g));
-        self.announce_request_created(&request, policy, grant.as_deref());
+        self.announce_request_created(&request, &policy, grant.as_deref());
         drop(book);
         match grant {
             Some(grant) => self.watch_expiry(grant),
@@ -200,7 +200,8 @@ impl AccessModel {
         &self,
         requester: &Identity,
         req: &NewRequest,
-    ) -> Result<&PolicyConfig, AccessError> {
+    ) -> Result<PolicyConfig, AccessError> {
+        let config = self.config();
         let reason = req.reason.trim();
         if reason.is_empty() {
             return Err(AccessError::MissingReason);
@@ -208,10 +209,10 @@ impl AccessModel {
         if let Some((chars, max)) = self.over_length(reason) {
             return Err(AccessError::ReasonTooLong { chars, max });
         }
-        let Some(target) = self.config.target(&req.target) else {
+        let Some(target) = config.target(&req.target) else {
             return Err(AccessError::UnknownTarget {
                 target: req.target.clone(),
-                known: self.config.targets.iter().map(|t| t.name.clone()).collect(),
+                known: config.targets.iter().map(|t| t.name.clone()).collect(),
             });
         };
         if !target.levels.contains_key(&req.level) {
@@ -225,12 +226,13 @@ impl AccessModel {
             return Err(AccessError::DurationTooShort);
         }
         Ok(policy::find(
-            &self.config.policies,
+            &config.policies,
             requester,
             &req.target,
             &req.level,
             req.duration,
-        )?)
+        )?
+        .clone())
     }
 
     /// The request made `now` under `policy`, pending until the configured
@@ -254,7 +256,7 @@ impl AccessModel {
             state: RequestState::Pending,
             created_at: now,
             expires_at: now
-                .checked_add(self.config.requests.pending_timeout)
+                .checked_add(self.config().requests.pending_timeout)
                 .ok_or(AccessError::DurationTooLong)?,
             approvals_required: policy.approvals,
             approvals: Vec::new(),
@@ -278,7 +280,7 @@ impl AccessModel {
     /// Counted under the book's lock, so parallel requests cannot all fit.
     fn check_pending_limit(&self, book: &Book, request: &Request) -> Result<(), AccessError> {
         let now = request.created_at;
-        let max = self.config.requests.max_pending_per_identity;
+        let max = self.config().requests.max_pending_per_identity;
         let pending = book
             .requests
             .values()
@@ -653,7 +655,7 @@ impl AccessModel {
     /// listing and every webhook: at most `requests.max_reason_chars`.
     /// `Some((chars, max))` when `text` is longer.
     pub(super) fn over_length(&self, text: &str) -> Option<(usize, usize)> {
-        let max = self.config.requests.max_reason_chars;
+        let max = self.config().requests.max_reason_chars;
         let chars = text.chars().count();
         (chars > max).then_some((chars, max))
     }

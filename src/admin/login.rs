@@ -107,8 +107,8 @@ struct LoggedOut {
 }
 
 /// The provider, or `404` when none is configured.
-fn provider(state: &AdminState) -> Result<&Arc<Provider>, ApiError> {
-    state.shared.provider.as_ref().ok_or_else(|| {
+fn provider(state: &AdminState) -> Result<Arc<Provider>, ApiError> {
+    state.shared.provider.get().ok_or_else(|| {
         ApiError::not_found(
             "no identity provider",
             "this jitgate has no [oidc] provider configured; sign in with your jitgate secret instead",
@@ -168,7 +168,7 @@ async fn code(
     ClientIp(client): ClientIp,
     body: Result<JsonBody<Code>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let provider = provider(&state)?.clone();
+    let provider = provider(&state)?;
     let JsonBody(body) = body?;
     let attempt = charge(&state, client)?;
     let signed_on = provider
@@ -197,7 +197,7 @@ async fn device_token(
     ClientIp(client): ClientIp,
     body: Result<JsonBody<DeviceToken>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let provider = provider(&state)?.clone();
+    let provider = provider(&state)?;
     let JsonBody(body) = body?;
     let attempt = charge(&state, client)?;
     let signed_on = match provider.poll_device(&body.device_code).await {

@@ -13,6 +13,7 @@ mod grants;
 mod json;
 mod login;
 mod openapi;
+mod reload;
 mod requests;
 mod sessions;
 #[cfg(test)]
@@ -51,7 +52,9 @@ pub struct ApiParts {
     /// Where each database listener is bound: (protocol name, address).
     pub listeners: Vec<(&'static str, std::net::SocketAddr)>,
     /// The identity provider people sign on through, if one is configured.
-    pub provider: Option<Arc<crate::identity::oidc::Provider>>,
+    pub(crate) provider: Arc<crate::identity::oidc::ProviderSlot>,
+    /// Reloads the config (`POST /v1/reload`); `None` where nothing can.
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
 }
 
 /// What the handlers share: the proxy's state and the API's own caches.
@@ -90,6 +93,7 @@ pub fn router(state: Arc<ApiParts>) -> Router {
         .merge(sessions::routes())
         .merge(whoami::routes())
         .merge(login::routes())
+        .merge(reload::routes())
         .merge(openapi::routes())
         .fallback(unknown_route)
         // Applies to the routes added above, so it stays after the merges.

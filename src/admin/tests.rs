@@ -116,7 +116,8 @@ approvers = ["approver"]
             logins: Arc::new(crate::identity::LoginLimiter::from_limits(&config.limits)),
             sessions: Arc::default(),
             listeners: Vec::new(),
-            provider: None,
+            provider: Arc::default(),
+            reloader: None,
             config,
             access,
             audit,
@@ -1071,13 +1072,14 @@ async fn whoami_and_info_answer_the_caller() {
 // ---- the OpenAPI document ------------------------------------------------
 
 /// The admin sources whose `routes()` the router merges, by module name.
-const ROUTE_SOURCES: [(&str, &str); 7] = [
+const ROUTE_SOURCES: [(&str, &str); 8] = [
     ("mod", include_str!("mod.rs")),
     ("requests", include_str!("requests.rs")),
     ("grants", include_str!("grants.rs")),
     ("sessions", include_str!("sessions.rs")),
     ("whoami", include_str!("whoami.rs")),
     ("login", include_str!("login.rs")),
+    ("reload", include_str!("reload.rs")),
     ("openapi", include_str!("openapi.rs")),
 ];
 
@@ -1250,7 +1252,7 @@ async fn webhooks_receive_events_and_a_dead_one_blocks_nothing() {
     let audit = dir.path().join("audit.log");
     let api = Api::start_with(dir, &audit, &extra).await;
     crate::notify::spawn(
-        api.shared.config.webhooks.clone(),
+        tokio::sync::watch::channel(api.shared.config.webhooks.clone()).1,
         api.shared.access.subscribe(),
     );
 

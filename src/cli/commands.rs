@@ -52,6 +52,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Sessions { api } => sessions(api).await,
         Command::Kill { session, api } => kill(api, &session).await,
         Command::Whoami { api } => whoami(api).await,
+        Command::Reload { api } => reload(api).await,
         Command::Login {
             device,
             no_browser,
@@ -356,6 +357,41 @@ fn yes() -> bool {
 struct TargetInfo {
     name: String,
     protocol: String,
+}
+
+async fn reload(api: ApiArgs) -> anyhow::Result<()> {
+    let (client, json) = connect(api)?;
+    let report = client.post("/v1/reload", None).await?;
+    if json {
+        return print_json(&report);
+    }
+    println!("config reloaded");
+    for table in ["identities", "targets", "policies"] {
+        for (change, sign) in [("added", '+'), ("removed", '-'), ("changed", '~')] {
+            let names: Vec<&str> = report[table][change]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if !names.is_empty() {
+                println!(
+                    "  {table} {change}: {sign}{}",
+                    names.join(&format!(", {sign}"))
+                );
+            }
+        }
+    }
+    let ended = report["sessions_ended"].as_u64().unwrap_or(0);
+    if ended > 0 {
+        println!("  {ended} session(s) ended: their identity, target or level is gone");
+    }
+    if let Some(restart) = report["needs_restart"].as_array().filter(|a| !a.is_empty()) {
+        let names: Vec<&str> = restart.iter().filter_map(Value::as_str).collect();
+        eprintln!(
+            "changes to {} take effect at the next restart only",
+            names.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Where a client reaches a target through this jitgate.

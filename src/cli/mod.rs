@@ -142,6 +142,12 @@ pub enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// (admins) Read the proxy's config file again and put it in force, as
+    /// SIGHUP does; says what changed, or why the file was refused.
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Sign in through your company's identity provider and keep the
     /// credential jitgate issues (your API token and database password).
     Login {

@@ -80,6 +80,31 @@ pub struct Config {
     pub(crate) store: StoreConfig,
 }
 
+/// The config in force: read whole by whoever needs it, swapped whole by
+/// a reload (`jitgate reload`, SIGHUP), never half of one and half of another.
+#[derive(Debug)]
+pub struct Current(std::sync::RwLock<std::sync::Arc<Config>>);
+
+impl Current {
+    pub fn new(config: std::sync::Arc<Config>) -> Current {
+        Current(std::sync::RwLock::new(config))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set(&self, config: std::sync::Arc<Config>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+    }
+}
+
 /// Where requests, grants and the fleet's sessions are kept (`[store]`).
 #[derive(Debug, Clone)]
 pub(crate) struct StoreConfig {

@@ -208,22 +208,23 @@ impl Identity {
 /// credentials issued after sign-ons.
 #[derive(Debug)]
 pub struct Identities {
-    by_name: HashMap<String, (Arc<Identity>, ScramVerifier)>,
+    /// The config's, swapped whole by a reload.
+    configured: std::sync::RwLock<Arc<Configured>>,
     issued: Arc<Issued>,
     /// Keys the decoy verifiers of unknown names; kept in the data_dir.
     decoy_key: DecoyKey,
+}
+
+/// The config's identities, and the shape decoys take after them.
+#[derive(Debug)]
+struct Configured {
+    by_name: HashMap<String, (Arc<Identity>, ScramVerifier)>,
     /// The iteration count and salt length decoys get.
     decoy_shape: VerifierShape,
 }
 
-impl Identities {
-    /// Build from validated config (verifiers were checked by `Config::load`);
-    /// `issued` is the access model's table of issued credentials.
-    pub fn from_config(
-        list: &[IdentityConfig],
-        decoy_key: DecoyKey,
-        issued: Arc<Issued>,
-    ) -> Identities {
+impl Configured {
+    fn from_config(list: &[IdentityConfig]) -> Configured {
         let by_name: HashMap<String, (Arc<Identity>, ScramVerifier)> = list
             .iter()
             .filter_map(|c| {
@@ -237,24 +238,62 @@ impl Identities {
             })
             .collect();
         let decoy_shape = VerifierShape::most_common(by_name.values().map(|(_, v)| v));
-        Identities {
+        Configured {
             by_name,
-            issued,
-            decoy_key,
             decoy_shape,
         }
+    }
+}
+
+impl Identities {
+    /// Build from validated config (verifiers were checked by `Config::load`);
+    /// `issued` is the access model's table of issued credentials.
+    pub fn from_config(
+        list: &[IdentityConfig],
+        decoy_key: DecoyKey,
+        issued: Arc<Issued>,
+    ) -> Identities {
+        Identities {
+            configured: std::sync::RwLock::new(Arc::new(Configured::from_config(list))),
+            issued,
+            decoy_key,
+        }
+    }
+
+    fn configured(&self) -> Arc<Configured> {
+        self.configured
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Put a reloaded config's identities in force. A login or token
+    /// proven with a secret that is gone no longer counts (the caches
+    /// check the secret again); sessions are the reload's to end.
+    pub fn replace_config(&self, list: &[IdentityConfig]) {
+        let new = Arc::new(Configured::from_config(list));
+        *self
+            .configured
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
     }
 
     /// Is `name` one of the config's identities (which no sign-on may take)?
     pub fn in_config(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
+        self.configured().by_name.contains_key(name)
+    }
+
+    /// Does `name` hold a live issued credential?
+    pub fn has_credentials(&self, name: &str) -> bool {
+        !self.credentials_of(name).is_empty()
     }
 
     /// The secrets `name` may log in with: its config secret, or its live
     /// issued credentials, or a decoy no secret matches (so the exchange
     /// fails like a wrong password and cannot tell an unknown name).
     pub fn keys_for(&self, name: &str) -> LoginKeys {
-        if let Some((identity, verifier)) = self.by_name.get(name) {
+        let configured = self.configured();
+        if let Some((identity, verifier)) = configured.by_name.get(name) {
             return LoginKeys::single(verifier, identity.clone());
         }
         if let Some(keys) = self.issued.keys_for(name, crate::access::clock::now()) {
@@ -263,7 +302,7 @@ impl Identities {
         LoginKeys::decoy(&ScramVerifier::decoy(
             name,
             &self.decoy_key,
-            self.decoy_shape,
+            configured.decoy_shape,
         ))
     }
 
@@ -288,7 +327,7 @@ impl Identities {
             return LoginKeys::single(&verifier, identity).match_password(token);
         }
         let mut found = None;
-        for (identity, verifier) in self.by_name.values() {
+        for (identity, verifier) in self.configured().by_name.values() {
             let keys = LoginKeys::single(verifier, identity.clone());
             if let Some(proven) = keys.match_password(token)
                 && found.is_none()

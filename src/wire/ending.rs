@@ -62,7 +62,8 @@ pub(crate) async fn end_session(
         | SessionEnd::KilledByOwner(_)
         | SessionEnd::AuditFailed
         | SessionEnd::StoreLost
-        | SessionEnd::CredentialEnded(_) => {
+        | SessionEnd::CredentialEnded(_)
+        | SessionEnd::AccessRemoved(_) => {
             let told = end.told_to_user(&lease.grant).unwrap_or_default();
             let farewell = ending.farewell(&told, end.hint_to_user());
             let tell_client = async {

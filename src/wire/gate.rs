@@ -448,8 +448,9 @@ impl Admitted {
             client_addr: peer,
         });
         let info = guard.info.clone();
-        // Checked once registered: a logout or expiry from now on ends the
-        // session through the registry, one before it is seen here.
+        // Checked once registered: a logout, an expiry or a reload from
+        // now on ends the session through the registry, one before it is
+        // seen here.
         if let Some(c) = &credential
             && !gate.parts.identities.credential_live(&identity, &c.id)
         {
@@ -458,6 +459,16 @@ impl Admitted {
             } else {
                 KillCause::LoggedOut
             });
+        }
+        let config = gate.parts.access.config();
+        if let Some(what) = crate::session::removed_under(
+            &config,
+            &identity,
+            credential.is_some(),
+            &grant.target,
+            &grant.level,
+        ) {
+            info.end_removed(what);
         }
         let started = gate.parts.audit.record(&AuditEvent {
             session: Some(&info.id),

@@ -166,6 +166,9 @@ pub enum SessionEnd {
     StoreLost,
     /// The issued credential the client logged in with ended.
     CredentialEnded(CredentialEnd),
+    /// A reload of the config removed the session's identity, target or
+    /// level (what, in words for the client).
+    AccessRemoved(String),
 }
 
 /// How an issued credential ended under a session.
@@ -188,6 +191,7 @@ impl SessionEnd {
                 | SessionEnd::AuditFailed
                 | SessionEnd::StoreLost
                 | SessionEnd::CredentialEnded(_)
+                | SessionEnd::AccessRemoved(_)
         )
     }
 
@@ -205,6 +209,7 @@ impl SessionEnd {
             SessionEnd::StoreLost => "store_lost",
             SessionEnd::CredentialEnded(CredentialEnd::LoggedOut) => "logged_out",
             SessionEnd::CredentialEnded(CredentialEnd::Expired) => "credential_expired",
+            SessionEnd::AccessRemoved(_) => "config_removed",
         }
     }
 
@@ -212,7 +217,8 @@ impl SessionEnd {
         match self {
             SessionEnd::ClientError(d)
             | SessionEnd::UpstreamError(d)
-            | SessionEnd::KilledByOwner(d) => Some(d),
+            | SessionEnd::KilledByOwner(d)
+            | SessionEnd::AccessRemoved(d) => Some(d),
             _ => None,
         }
     }
@@ -232,6 +238,7 @@ impl SessionEnd {
             SessionEnd::CredentialEnded(_) => {
                 Some("sign in again with `jitgate login`, then connect again")
             }
+            SessionEnd::AccessRemoved(_) => Some("ask jitgate's operators why it changed"),
             _ => None,
         }
     }
@@ -260,6 +267,7 @@ impl SessionEnd {
             SessionEnd::CredentialEnded(CredentialEnd::Expired) => {
                 "the jitgate credential you logged in with expired".to_owned()
             }
+            SessionEnd::AccessRemoved(what) => what.clone(),
             _ => return None,
         })
     }
@@ -273,6 +281,7 @@ impl SessionEnd {
             SessionEnd::StoreLost => "killed_store_lost",
             SessionEnd::CredentialEnded(CredentialEnd::LoggedOut) => "killed_logged_out",
             SessionEnd::CredentialEnded(CredentialEnd::Expired) => "killed_credential_expired",
+            SessionEnd::AccessRemoved(_) => "killed_config_removed",
             _ => "closed",
         }
     }

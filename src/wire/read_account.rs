@@ -91,6 +91,12 @@ pub struct ReadAccounts {
 }
 
 impl ReadAccounts {
+    /// Forget every verdict (a reload may have changed the accounts): the
+    /// next login on a read level, or `check_all`, asks the server again.
+    pub fn forget(&self) {
+        self.by_level.clear();
+    }
+
     /// May a login on `level` of `target` go ahead? Levels that are not
     /// read-only, and read levels allowed a privileged account, always may.
     /// Concurrent logins on one level share one check.

@@ -130,6 +130,26 @@ pub(crate) struct Authorize<'a> {
     pub(crate) code_challenge: &'a str,
 }
 
+/// The provider in force, if one is configured (a reload may change it).
+#[derive(Default)]
+pub(crate) struct ProviderSlot(std::sync::RwLock<Option<std::sync::Arc<Provider>>>);
+
+impl ProviderSlot {
+    pub(crate) fn get(&self) -> Option<std::sync::Arc<Provider>> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set(&self, provider: Option<std::sync::Arc<Provider>>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = provider;
+    }
+}
+
 /// jitgate as the provider's client.
 pub(crate) struct Provider {
     config: OidcConfig,
