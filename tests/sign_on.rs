@@ -750,3 +750,58 @@ async fn one_command_goes_from_asking_to_a_psql_prompt_and_connect_says_what_to_
     .await;
     assert_eq!(failing.status.code(), Some(1), "{}", failing.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_issued_on_one_proxy_works_on_another_and_a_logout_on_either_ends_it_everywhere()
+ {
+    let store = StoreServer::start().await;
+    let w = world("12h").await;
+    let proxy = |name: &'static str| {
+        let table = w.provider.jitgate_table("jitgate", "12h", "30s");
+        let mut config = JitgateOptions {
+            policies: format!("{table}\n{POLICY}"),
+            ..JitgateOptions::default()
+        }
+        .config(&w.pg);
+        config
+            .env
+            .push(("KIT_OIDC_SECRET".to_owned(), OIDC_CLIENT_SECRET.to_owned()));
+        store.configure(&mut config, name, "15s");
+        Jitgate::launch(config)
+    };
+    let (a, b) = (proxy("jg-a").await, proxy("jg-b").await);
+    let home = tempfile::tempdir().unwrap();
+    login_with(
+        &a,
+        home.path(),
+        &["login", "--no-browser"],
+        "ann",
+        &Browser::default(),
+    )
+    .await
+    .assert_ok(&a);
+    let secret = secret_of(home.path(), &a);
+    b.grant(ANN, PG_TARGET, "read", "30m").await;
+
+    // Issued on A, it logs in on B: B has it from the store.
+    let on_b = sleeping_psql(&b, ANN, &secret);
+    wait_for_backends(&w.pg, "jg_read", 1).await;
+    let (status, me) = b
+        .api(reqwest::Method::GET, "/v1/whoami", Some(&secret), None)
+        .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["identity"], ANN);
+
+    // Logged out on A, it ends on B too.
+    let (status, body) = a
+        .api(reqwest::Method::POST, "/v1/logout", Some(&secret), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let told = cut_off(on_b, &b).await;
+    assert!(told.contains("logged out"), "{told}");
+    wait_for_backends(&w.pg, "jg_read", 0).await;
+    let (status, _) = b
+        .api(reqwest::Method::GET, "/v1/whoami", Some(&secret), None)
+        .await;
+    assert_eq!(status, 401);
+}
