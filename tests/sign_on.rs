@@ -59,6 +59,12 @@ async fn world_with(credential_ttl: &str, clock_skew: &str, options: ProviderOpt
                 email: LEE,
                 groups: &["approver"],
             },
+            // Another account at the provider that claims ann's address.
+            Account {
+                login: "mallory",
+                email: ANN,
+                groups: &["admin"],
+            },
         ],
         options,
     )
@@ -749,6 +755,45 @@ async fn one_command_goes_from_asking_to_a_psql_prompt_and_connect_says_what_to_
     )
     .await;
     assert_eq!(failing.status.code(), Some(1), "{}", failing.stderr);
+
+    // With the proxy's CA, psql checks its certificate: the right one
+    // passes, another CA does not.
+    let ca = w.jg.dir().join("tls/cert.pem");
+    let ca = ca.to_str().unwrap();
+    let verified = run(
+        &w.jg,
+        home.path(),
+        &[&["connect", PG_TARGET, "--ca-file", ca][..], &query[..]].concat(),
+    )
+    .await;
+    verified.assert_ok(&w.jg);
+    assert_eq!(verified.stdout.trim(), "jg_read");
+    let stranger = tempfile::tempdir().unwrap();
+    let other = stranger.path().join("other.pem");
+    std::fs::write(
+        &other,
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()])
+            .unwrap()
+            .cert
+            .pem(),
+    )
+    .unwrap();
+    let unverified = run(
+        &w.jg,
+        home.path(),
+        &[
+            &["connect", PG_TARGET, "--ca-file", other.to_str().unwrap()][..],
+            &query[..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(!unverified.status.success());
+    assert!(
+        unverified.stderr.contains("certificate verify failed"),
+        "{}",
+        unverified.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -804,4 +849,50 @@ async fn a_credential_issued_on_one_proxy_works_on_another_and_a_logout_on_eithe
         .api(reqwest::Method::GET, "/v1/whoami", Some(&secret), None)
         .await;
     assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_stays_with_the_provider_account_it_was_first_issued_to() {
+    let w = world("12h").await;
+    let (status, body) = sign_on(&w, "ann").await;
+    assert_eq!(status, 200, "{body}");
+    // Another account whose email claim says ann's address gets nothing.
+    let (status, body) = sign_on(&w, "mallory").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("another account"),
+        "{body}"
+    );
+    assert_eq!(
+        w.jg.audit_lines()
+            .iter()
+            .filter(|r| r["event"] == "credential_issued")
+            .count(),
+        1
+    );
+    // An admin frees the name (ann left; the address is someone else's now).
+    let freed = w.jg.cli(ADMIN_SECRET, &["logout", "--user", ANN]).await;
+    freed.assert_ok(&w.jg);
+    w.jg.wait_for_audit("identity_unbound", |r| r["event"] == "identity_unbound")
+        .await;
+    let (status, body) = sign_on(&w, "mallory").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["groups"], serde_json::json!(["admin"]));
+
+    // Nor can the config take a signed-on person's name.
+    let verifier = jitgate::identity::ScramVerifier::generate("x");
+    let path = w.jg.config_path().to_owned();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("{text}\n[[identities]]\nname = \"{ANN}\"\nsecret = \"{verifier}\"\n"),
+    )
+    .unwrap();
+    let refused = w.jg.cli(ADMIN_SECRET, &["reload"]).await;
+    assert!(!refused.status.success());
+    assert!(
+        refused.stderr.contains("a name cannot be both"),
+        "{}",
+        refused.stderr
+    );
 }

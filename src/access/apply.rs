@@ -78,7 +78,8 @@ impl AccessModel {
                     self.issued.remove(&credential.identity, Some(id));
                 }
                 self.end_credentials(&credential.identity, &ended, live);
-                self.issued.insert(&credential, clock::now())?;
+                let unprovable = self.issued.insert(&credential, clock::now())?;
+                self.end_credentials(&credential.identity, &unprovable, live);
                 if live {
                     self.watch_credential_expiry(
                         &credential.identity,
@@ -89,9 +90,17 @@ impl AccessModel {
                     );
                 }
             }
-            Entry::CredentialsRevoked { identity, id, .. } => {
+            Entry::CredentialsRevoked {
+                identity,
+                id,
+                unbind,
+                ..
+            } => {
                 let ended = self.issued.remove(&identity, id.as_deref());
                 self.end_credentials(&identity, &ended, live);
+                if unbind {
+                    self.issued.unbind(&identity);
+                }
             }
         }
         Ok(())

@@ -23,6 +23,9 @@ pub(crate) struct Logout<'a> {
     /// One credential, or every one the identity holds.
     pub(crate) id: Option<&'a str>,
     pub(crate) by: &'a str,
+    /// An admin's logout of the person: the name is freed for another
+    /// provider account too.
+    pub(crate) unbind: bool,
 }
 
 impl AccessModel {
@@ -44,6 +47,15 @@ impl AccessModel {
         max_live: usize,
     ) -> Result<NewCredential, AccessError> {
         let mut book = self.book_current()?;
+        // A name is the provider account it was first issued to: a claim
+        // that changed (an email edited at the provider) names nobody else.
+        if let Some((issuer, subject)) = self.issued.subject_of(holder.identity)
+            && (issuer != holder.issuer || subject != holder.subject)
+        {
+            return Err(AccessError::NameBound {
+                name: holder.identity.to_owned(),
+            });
+        }
         let now = clock::now();
         let expires_at = now.checked_add(ttl).ok_or(AccessError::DurationTooLong)?;
         let live = self.issued.list(holder.identity, now);
@@ -109,10 +121,11 @@ impl AccessModel {
             .into_iter()
             .filter(|c| logout.id.is_none_or(|id| c.id == id))
             .collect();
-        if ending.is_empty() {
+        let unbinding = logout.unbind && self.issued.subject_of(logout.identity).is_some();
+        if ending.is_empty() && !unbinding {
             return Ok(ending);
         }
-        let records: Vec<AuditEvent<'_>> = ending
+        let mut records: Vec<AuditEvent<'_>> = ending
             .iter()
             .map(|c| AuditEvent {
                 identity: Some(logout.identity),
@@ -122,10 +135,19 @@ impl AccessModel {
                 ..AuditEvent::new("credential_revoked")
             })
             .collect();
+        if unbinding {
+            records.push(AuditEvent {
+                identity: Some(logout.identity),
+                by: Some(logout.by),
+                detail: Some("the name is free for another account at the identity provider"),
+                ..AuditEvent::new("identity_unbound")
+            });
+        }
         let entry = Entry::CredentialsRevoked {
             identity: logout.identity.to_owned(),
             id: logout.id.map(str::to_owned),
             by: logout.by.to_owned(),
+            unbind: unbinding,
         };
         self.commit(&mut book, &entry, &records)?;
         self.apply_own(&mut book, entry);
@@ -164,16 +186,19 @@ impl AccessModel {
         self.runtime.spawn(async move {
             tokio::time::sleep_until(instant_for(expires_at).into()).await;
             let Some(model) = model.upgrade() else { return };
-            // Logged out meanwhile: its sessions are gone already.
-            if model.issued.remove(&identity, Some(&id)).is_empty() {
-                return;
-            }
+            // Whatever the table says now (a newer credential of the name
+            // may have taken this one out already), a session opened with
+            // it ends at its expiry.
             if let Some(sessions) = model.local_sessions.get() {
                 sessions.end_credentials(
                     &identity,
                     std::slice::from_ref(&id),
                     KillCause::CredentialExpired,
                 );
+            }
+            // Logged out meanwhile, or taken out by a newer one: no record.
+            if model.issued.remove(&identity, Some(&id)).is_empty() {
+                return;
             }
             let _ = model.audit.record(&AuditEvent {
                 identity: Some(&identity),

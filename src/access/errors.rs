@@ -218,6 +218,11 @@ pub(crate) enum AccessError {
         pending: usize,
         max: usize,
     },
+    /// A sign-on whose name was first issued to another provider account.
+    #[error(
+        "the name {name} belongs to another account at the identity provider, so this sign-on gets no credential; if the name is now someone else's, an admin frees it with `jitgate logout --user {name}`"
+    )]
+    NameBound { name: String },
     /// The journal or the audit log cannot be written, so nothing changed.
     /// The message names no path; the cause is in the proxy's log.
     #[error(

@@ -138,6 +138,10 @@ pub enum Entry {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
         by: String,
+        /// An admin's logout of the person: the name is free for another
+        /// provider account from now on.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unbind: bool,
     },
 }
 

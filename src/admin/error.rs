@@ -223,6 +223,7 @@ impl From<AccessError> for ApiError {
             | AccessError::NotTheRequester { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             AccessError::RequestNotFound { .. } => (StatusCode::NOT_FOUND, "not found"),
             AccessError::NotPending { .. } => (StatusCode::CONFLICT, "conflict"),
+            AccessError::NameBound { .. } => (StatusCode::CONFLICT, "name taken"),
             AccessError::TooManyPending { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too many pending requests")
             }

@@ -2,10 +2,11 @@
 //! and the end of the credentials it gives.
 //!
 //! The sign-on endpoints take no token (they are how a person gets one).
-//! Each failure is audited (`login_failed` with its reason, never a token
-//! or code) and charged to the client address's login budget, the one the
-//! database listeners and bearer tokens charge; an address with none left
-//! gets `429` before jitgate calls the provider. What jitgate checks of the
+//! Each failed sign-on is audited (`login_failed` with its reason, never a
+//! token or code) and charged to the client address's login budget, the
+//! one the database listeners and bearer tokens charge, as is each device
+//! sign-on started; an address with none left gets `429` before jitgate
+//! calls the provider. What jitgate checks of the
 //! provider's answer is in `identity::oidc`; a signed-on person gets a
 //! credential from the access model, which stores it for every proxy.
 //!
@@ -186,9 +187,22 @@ async fn code(
     answer
 }
 
-async fn device_start(State(state): State<Arc<AdminState>>) -> Result<Response, ApiError> {
+/// Starting a device sign-on costs the address one attempt of its login
+/// budget, never given back: a started flow is a code someone could be
+/// talked into approving (device-code phishing), so they are not free.
+async fn device_start(
+    State(state): State<Arc<AdminState>>,
+    ClientIp(client): ClientIp,
+) -> Result<Response, ApiError> {
     let provider = provider(&state)?;
+    let _attempt = charge(&state, client)?;
     let started = provider.start_device().await.map_err(sign_on_refusal)?;
+    let client_addr = client.to_string();
+    let _ = state.shared.audit.record(&AuditEvent {
+        client_addr: Some(&client_addr),
+        detail: Some("a device sign-on was started; its code is valid until the provider's expiry"),
+        ..AuditEvent::new("device_sign_in_started")
+    });
     Ok(Json(started).into_response())
 }
 
@@ -355,6 +369,7 @@ async fn logout(
                 identity: &name,
                 id: (!body.all).then_some(credential.id.as_str()),
                 by: &name,
+                unbind: false,
             })
         })
         .await??;
@@ -382,6 +397,7 @@ async fn logout_identity(
                 identity: &who,
                 id: None,
                 by: &by,
+                unbind: true,
             })
         })
         .await??;

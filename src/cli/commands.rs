@@ -33,16 +33,23 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let server = api.clone();
             request(api, body, wait || connect).await?;
             if connect {
-                return super::connect::connect(server, &target, Some(&level), &client_args).await;
+                let ca = std::env::var_os("JITGATE_CA_FILE").map(std::path::PathBuf::from);
+                let ca = ca.as_deref();
+                return super::connect::connect(server, &target, Some(&level), ca, &client_args)
+                    .await;
             }
             Ok(())
         }
         Command::Connect {
             target,
             level,
+            ca_file,
             client_args,
             api,
-        } => return super::connect::connect(api, &target, level.as_deref(), &client_args).await,
+        } => {
+            let ca = ca_file.as_deref();
+            return super::connect::connect(api, &target, level.as_deref(), ca, &client_args).await;
+        }
         Command::Requests { state, api } => requests(api, &state).await,
         Command::Approve { id, comment, api } => decide(api, &id, "approve", comment).await,
         Command::Deny { id, comment, api } => decide(api, &id, "deny", comment).await,
@@ -56,8 +63,9 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Login {
             device,
             no_browser,
+            port,
             api,
-        } => super::login::login(api, device, no_browser).await,
+        } => super::login::login(api, device, no_browser, port).await,
         Command::Logout { all, user, api } => super::login::logout(api, all, user).await,
     };
     done.map(|()| ExitCode::SUCCESS)

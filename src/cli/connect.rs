@@ -8,7 +8,16 @@
 //! in a directory of its own that is removed when the client exits: a libpq
 //! pass file (`PGPASSFILE`) or a MySQL option file
 //! (`--defaults-extra-file`, a path on the command line, not the secret).
-//! Never a command-line argument, never `PGPASSWORD`/`MYSQL_PWD`.
+//! Never a command-line argument, never `PGPASSWORD`/`MYSQL_PWD`. Ctrl-C
+//! belongs to the client (it cancels a query) while it runs: jitgate
+//! ignores it, so it is there to remove the file when the client exits.
+//!
+//! TLS: `--ca-file` (or `JITGATE_CA_FILE`) names the CA of the proxy's
+//! certificate, and the client then checks the certificate and the host
+//! name (psql `verify-full`, mariadb `--ssl-verify-server-cert`). Without
+//! it the connection is encrypted but the proxy is not authenticated; a
+//! MySQL login sends the secret inside that TLS, so set it wherever the
+//! network between you and the proxy is not yours.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -35,12 +44,15 @@ struct Session<'a> {
     /// The target, or `target@level` when a level was named.
     database: String,
     secret: &'a str,
+    /// The proxy's CA: the client verifies the proxy's certificate.
+    ca_file: Option<&'a Path>,
 }
 
 pub(crate) async fn connect(
     api: ApiArgs,
     target: &str,
     level: Option<&str>,
+    ca_file: Option<&Path>,
     extra: &[String],
 ) -> anyhow::Result<ExitCode> {
     let Some(secret) = super::login::token_for(&api)? else {
@@ -81,15 +93,20 @@ pub(crate) async fn connect(
             None => target.to_owned(),
         },
         secret: &secret,
+        ca_file,
     };
-    run_client(&session, extra)
+    run_client(&session, extra).await
 }
 
 /// Start the client for `session` with `extra` arguments, wait for it, and
 /// remove the secret's file; the client's exit status is jitgate's.
-fn run_client(session: &Session<'_>, extra: &[String]) -> anyhow::Result<ExitCode> {
+async fn run_client(session: &Session<'_>, extra: &[String]) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Listening for them is what keeps them from ending jitgate.
+    let _interrupts = signal(SignalKind::interrupt())?;
+    let _quits = signal(SignalKind::quit())?;
     let dir = private_dir()?;
-    let outcome = (|| {
+    let outcome = async {
         let mut command = if session.listener.mysql {
             mysql_command(session, &dir)?
         } else {
@@ -99,17 +116,21 @@ fn run_client(session: &Session<'_>, extra: &[String]) -> anyhow::Result<ExitCod
         // The client needs none of jitgate's own settings, least the token.
         command.env_remove("JITGATE_TOKEN");
         let program = command.get_program().to_string_lossy().into_owned();
-        let status = command.status().with_context(|| {
-            format!(
-                "cannot start {program}; install it (Debian: postgresql-client or mariadb-client)"
-            )
-        })?;
+        let status = tokio::process::Command::from(command)
+            .status()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot start {program}; install it (Debian: postgresql-client or mariadb-client)"
+                )
+            })?;
         Ok(match status.code() {
             Some(0) => ExitCode::SUCCESS,
             Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             None => ExitCode::FAILURE,
         })
-    })();
+    }
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }
@@ -127,7 +148,13 @@ fn psql_command(s: &Session<'_>, dir: &Path) -> anyhow::Result<std::process::Com
     );
     let passfile = write_private(dir, "pgpass", &line)?;
     let mut command = std::process::Command::new("psql");
-    for var in ["PGPASSWORD", "PGSERVICE", "PGHOSTADDR", "PGOPTIONS"] {
+    for var in [
+        "PGPASSWORD",
+        "PGSERVICE",
+        "PGHOSTADDR",
+        "PGOPTIONS",
+        "PGSSLROOTCERT",
+    ] {
         command.env_remove(var);
     }
     command
@@ -135,15 +162,20 @@ fn psql_command(s: &Session<'_>, dir: &Path) -> anyhow::Result<std::process::Com
         .env("PGPORT", s.listener.port.to_string())
         .env("PGUSER", s.user)
         .env("PGDATABASE", &s.database)
-        .env(
-            "PGSSLMODE",
-            if s.listener.tls_required {
-                "require"
-            } else {
-                "prefer"
-            },
-        )
         .env("PGPASSFILE", passfile);
+    match s.ca_file {
+        Some(ca) => {
+            command
+                .env("PGSSLMODE", "verify-full")
+                .env("PGSSLROOTCERT", ca);
+        }
+        None if s.listener.tls_required => {
+            command.env("PGSSLMODE", "require");
+        }
+        None => {
+            command.env("PGSSLMODE", "prefer");
+        }
+    }
     Ok(command)
 }
 
@@ -164,12 +196,22 @@ fn mysql_command(s: &Session<'_>, dir: &Path) -> anyhow::Result<std::process::Co
         "-u",
         s.user,
     ]);
-    if s.listener.tls_required {
-        command.arg(if mariadb {
-            "--ssl"
-        } else {
-            "--ssl-mode=REQUIRED"
-        });
+    match (s.ca_file, mariadb) {
+        (Some(ca), true) => {
+            command.arg(format!("--ssl-ca={}", ca.display()));
+            command.arg("--ssl-verify-server-cert");
+        }
+        (Some(ca), false) => {
+            command.arg(format!("--ssl-ca={}", ca.display()));
+            command.arg("--ssl-mode=VERIFY_IDENTITY");
+        }
+        (None, true) if s.listener.tls_required => {
+            command.arg("--ssl");
+        }
+        (None, false) if s.listener.tls_required => {
+            command.arg("--ssl-mode=REQUIRED");
+        }
+        (None, _) => {}
     }
     command.args(["-D", &s.database]);
     Ok(command)

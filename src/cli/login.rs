@@ -65,12 +65,17 @@ fn random_text() -> String {
     B64URL.encode(rand::random::<[u8; 32]>())
 }
 
-pub(crate) async fn login(api: ApiArgs, device: bool, no_browser: bool) -> anyhow::Result<()> {
+pub(crate) async fn login(
+    api: ApiArgs,
+    device: bool,
+    no_browser: bool,
+    port: u16,
+) -> anyhow::Result<()> {
     let client = Client::anonymous(&api.server)?;
     let signed_on = if device {
         device_flow(&client).await?
     } else {
-        browser_flow(&client, no_browser).await?
+        browser_flow(&client, no_browser, port).await?
     };
     let path = credentials::save(
         &client.server(),
@@ -107,10 +112,13 @@ pub(crate) async fn login(api: ApiArgs, device: bool, no_browser: bool) -> anyho
     Ok(())
 }
 
-async fn browser_flow(client: &Client, no_browser: bool) -> anyhow::Result<SignedOn> {
-    let listener = TcpListener::bind("127.0.0.1:0")
+async fn browser_flow(client: &Client, no_browser: bool, port: u16) -> anyhow::Result<SignedOn> {
+    let listener = TcpListener::bind(("127.0.0.1", port))
         .await
-        .context("cannot listen on a loopback port for the browser's redirect")?;
+        .with_context(|| match port {
+            0 => "cannot listen on a loopback port for the browser's redirect".to_owned(),
+            p => format!("cannot listen on 127.0.0.1:{p} for the browser's redirect; is another login running?"),
+        })?;
     let redirect_uri = format!(
         "http://127.0.0.1:{}/callback",
         listener.local_addr()?.port()
@@ -202,6 +210,14 @@ async fn wait_for_redirect(
             url::form_urlencoded::parse(query.as_bytes())
                 .into_owned()
                 .collect();
+        // Another state is not this sign-on's (a stale tab, or a page that
+        // guessed the port): turn it away and keep waiting for this one.
+        if params.get("state").map(String::as_str) != Some(state) {
+            let refused = "This is not the sign-in jitgate is waiting for.";
+            let _ = respond(&mut conn, "400 Bad Request", refused).await;
+            eprintln!("(a sign-in came back that is not this one's; still waiting)");
+            continue;
+        }
         let outcome = check_redirect(&params, state, issuer);
         let page = match &outcome {
             Ok(_) => "Signed in to jitgate. You can close this tab and go back to your terminal.",
@@ -291,7 +307,8 @@ async fn device_flow(client: &Client) -> anyhow::Result<SignedOn> {
     if let Some(complete) = &start.verification_uri_complete {
         eprintln!("  (or open {complete})");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(start.expires_in.max(1));
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(start.expires_in.clamp(1, 3600));
     let mut interval = Duration::from_secs(start.interval.max(1));
     loop {
         tokio::time::sleep(interval).await;

@@ -72,6 +72,10 @@ pub enum Command {
         /// The grant's level, when you hold several on the target.
         #[arg(long)]
         level: Option<String>,
+        /// The CA of the proxy's TLS certificate: the client then checks
+        /// the certificate and the host name.
+        #[arg(long, env = "JITGATE_CA_FILE")]
+        ca_file: Option<std::path::PathBuf>,
         #[command(flatten)]
         api: ApiArgs,
         /// Arguments for the client (after `--`), e.g. `-- -c 'select 1'`.
@@ -158,6 +162,11 @@ pub enum Command {
         /// Print the sign-in address instead of opening a browser.
         #[arg(long)]
         no_browser: bool,
+        /// The loopback port the browser comes back to (registered at the
+        /// provider as http://127.0.0.1:PORT/callback); by default any free
+        /// one, for providers that allow any port (RFC 8252).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
         #[command(flatten)]
         api: ApiArgs,
     },

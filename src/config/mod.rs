@@ -155,6 +155,8 @@ pub(crate) struct OidcConfig {
     pub(crate) max_credentials_per_person: usize,
     /// CA of the provider's TLS certificate, when the public roots do not do.
     pub(crate) ca_file: Option<PathBuf>,
+    /// Offer `jitgate login --device` (RFC 8628).
+    pub(crate) device_flow: bool,
 }
 
 /// Who may request which targets and levels, for how long, and who approves.

@@ -153,6 +153,7 @@ pub(crate) struct RawOidc {
     pub(super) clock_skew: Option<String>,
     pub(super) max_credentials_per_person: Option<usize>,
     pub(super) ca_file: Option<String>,
+    pub(super) device_flow: Option<bool>,
 }
 
 #[derive(Deserialize)]

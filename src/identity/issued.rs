@@ -154,6 +154,9 @@ impl Live {
 #[derive(Default)]
 pub struct Issued {
     by_name: RwLock<HashMap<String, Vec<Live>>>,
+    /// The provider account (issuer, subject) each name was first issued
+    /// to: a name is one person, whatever its claim says later.
+    subjects: RwLock<HashMap<String, (String, String)>>,
 }
 
 impl std::fmt::Debug for Issued {
@@ -175,27 +178,35 @@ impl Issued {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Take in a stored credential. One that has expired by `now` is
-    /// dropped (it can prove nothing); one that does not fit the name's
-    /// others was never written by jitgate.
-    pub fn insert(&self, c: &IssuedCredential, now: SystemTime) -> Result<(), String> {
+    /// Take in a stored credential, and bind its name to its provider
+    /// account if nothing bound it yet. One that has expired by `now` is
+    /// not kept (it can prove nothing). The name's credentials it ends come
+    /// back, for their sessions to end: those expired by now, and those
+    /// with another salt (a proxy whose clock ran behind kept one this
+    /// proxy's had let expire), which no login could prove any more.
+    pub fn insert(&self, c: &IssuedCredential, now: SystemTime) -> Result<Vec<String>, String> {
         let verifier = ScramVerifier::parse(&c.verifier)
             .ok_or_else(|| format!("credential {} has no valid verifier", c.id))?;
+        self.subjects
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(c.identity.clone())
+            .or_insert_with(|| (c.issuer.clone(), c.subject.clone()));
         let mut by_name = self.write();
         let live = by_name.entry(c.identity.clone()).or_default();
-        live.retain(|l| l.alive(now));
         if live.iter().any(|l| l.id() == c.id) {
             return Err(format!("credential {} is issued twice", c.id));
         }
-        if let Some(other) = live.first()
-            && (other.verifier.salt != verifier.salt
-                || other.verifier.iterations != verifier.iterations)
-        {
-            return Err(format!(
-                "credential {} does not share the salt of {}'s other credentials",
-                c.id, c.identity
-            ));
-        }
+        let mut ended = Vec::new();
+        live.retain(|l| {
+            let keep = l.alive(now)
+                && l.verifier.salt == verifier.salt
+                && l.verifier.iterations == verifier.iterations;
+            if !keep {
+                ended.push(l.id().to_owned());
+            }
+            keep
+        });
         if now < c.expires_at {
             live.push(Live {
                 verifier,
@@ -213,7 +224,25 @@ impl Issued {
         if live.is_empty() {
             by_name.remove(&c.identity);
         }
-        Ok(())
+        Ok(ended)
+    }
+
+    /// The provider account `name` is bound to, once issued a credential.
+    pub fn subject_of(&self, name: &str) -> Option<(String, String)> {
+        self.subjects
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Free `name` for another provider account (an admin's logout of the
+    /// person, when someone left and the name is to be someone else's).
+    pub fn unbind(&self, name: &str) {
+        self.subjects
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
     }
 
     /// End `identity`'s credential `id`, or all of them; the ids ended.
@@ -358,15 +387,26 @@ mod tests {
     }
 
     #[test]
-    fn a_credential_with_another_salt_than_its_names_others_is_refused() {
+    fn a_credential_with_another_salt_ends_the_names_older_ones() {
         let issued = Issued::default();
         let now = SystemTime::now();
         let later = now + Duration::from_secs(60);
         let a = NewCredential::generate(&holder("ann"), now, later, None);
         let b = NewCredential::generate(&holder("ann"), now, later, None);
-        issued.insert(&a.credential, now).unwrap();
-        assert!(issued.insert(&b.credential, now).is_err());
+        assert!(issued.insert(&a.credential, now).unwrap().is_empty());
         assert!(issued.insert(&a.credential, now).is_err(), "twice");
+        // Another salt: the older one can no longer be proven, so it ends.
+        assert_eq!(
+            issued.insert(&b.credential, now).unwrap(),
+            std::slice::from_ref(&a.credential.id)
+        );
+        let keys = issued.keys_for("ann", now).unwrap();
+        assert!(keys.match_password(&a.secret).is_none());
+        assert!(keys.match_password(&b.secret).is_some());
+        assert_eq!(
+            issued.subject_of("ann"),
+            Some(("https://idp.example".to_owned(), "ann".to_owned()))
+        );
     }
 
     #[test]

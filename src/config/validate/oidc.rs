@@ -90,6 +90,7 @@ impl Validator<'_> {
             clock_skew,
             max_credentials_per_person,
             ca_file: raw.ca_file.map(|f| self.resolve(&f)),
+            device_flow: raw.device_flow.unwrap_or(true),
         }))
     }
 }

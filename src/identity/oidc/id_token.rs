@@ -6,7 +6,8 @@
 //! provider announces and jitgate knows (never `none`, never an HMAC keyed
 //! with a public key), a key found by its id whose type and use fit the
 //! algorithm, then `iss`, `aud`/`azp`, `exp`/`iat` with the configured
-//! leeway, and `nonce`. Nothing of the token is echoed in an error.
+//! leeway, and `nonce`. An error names at most the algorithm or issuer the
+//! token claims (cut short), never the token.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -185,7 +186,9 @@ impl Unverified {
             .get("alg")
             .and_then(Value::as_str)
             .ok_or(TokenError::Malformed)?
-            .to_owned();
+            .chars()
+            .take(16)
+            .collect();
         let kid = header.get("kid").and_then(Value::as_str).map(str::to_owned);
         let claims = serde_json::from_slice(&decode(p)?).map_err(|_| TokenError::Malformed)?;
         Ok(Unverified {
@@ -289,6 +292,14 @@ const MAX_NAME_CHARS: usize = 128;
 /// Groups read from one token, at most.
 const MAX_GROUPS: usize = 256;
 
+/// Characters that change how a name looks without showing (zero-width
+/// spaces and joiners, direction marks and overrides, the BOM): a name with
+/// one could pass for another in the audit log and on an approver's screen.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// Check verified `claims` against `want`.
 pub(crate) fn check_claims(
     claims: &serde_json::Map<String, Value>,
@@ -337,12 +348,20 @@ pub(crate) fn check_claims(
         .ok_or_else(|| TokenError::MissingClaim(want.username_claim.into()))?;
     if name.is_empty()
         || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(|c| c.is_control() || c.is_whitespace())
+        || name
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || invisible(c))
     {
         return Err(TokenError::BadName(want.username_claim.into()));
     }
-    if want.username_claim == "email" && claims.get("email_verified") == Some(&Value::Bool(false)) {
-        return Err(TokenError::BadName("email (not verified)".into()));
+    // An email is a name only when the provider says it checked it: many
+    // let people type any address into their profile.
+    let verified = matches!(claims.get("email_verified"), Some(Value::Bool(true)))
+        || matches!(claims.get("email_verified"), Some(Value::String(s)) if s == "true");
+    if want.username_claim == "email" && !verified {
+        return Err(TokenError::BadName(
+            "email (not verified by the provider)".into(),
+        ));
     }
     let groups = match claims.get(want.groups_claim) {
         Some(Value::Array(list)) => list
@@ -386,7 +405,7 @@ mod tests {
     fn claims_are_checked_one_by_one() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let good = json!({"iss": "https://idp.example/", "aud": "jitgate", "exp": 1_000_100,
-            "iat": 999_990, "nonce": "n-1", "sub": "u1", "email": "ann@example.com",
+            "iat": 999_990, "nonce": "n-1", "sub": "u1", "email": "ann@example.com", "email_verified": true,
             "groups": ["dev", "oncall"]});
         let signed_on = check_claims(&claims(good.clone()), &want(now)).unwrap();
         assert_eq!(signed_on.name, "ann@example.com");
@@ -413,10 +432,20 @@ mod tests {
             with("email", json!("a b")),
             TokenError::BadName("email".into())
         );
-        assert!(matches!(
-            with("email_verified", json!(false)),
-            TokenError::BadName(_)
-        ));
+        for (claim, value) in [
+            ("email_verified", json!(false)),
+            ("email_verified", json!("no")),
+            ("email", json!("ann\u{200B}@example.com")),
+            ("email", json!("\u{202E}moc.elpmaxe@nna")),
+        ] {
+            assert!(matches!(with(claim, value), TokenError::BadName(_)));
+        }
+        let mut unverified = claims(good.clone());
+        unverified.remove("email_verified");
+        assert!(
+            check_claims(&unverified, &want(now)).is_err(),
+            "no email_verified at all"
+        );
         // Within the leeway.
         let mut c = claims(good.clone());
         c.insert("exp".into(), json!(999_980));

@@ -59,7 +59,7 @@ pub(crate) enum SignOnError {
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(
-        "the identity provider does not offer the device flow; use `jitgate login` in a browser"
+        "this jitgate does not offer the device flow (oidc.device_flow, or the provider has none); use `jitgate login` in a browser"
     )]
     NoDeviceFlow,
     #[error("too many sign-ons are in progress; try again in a moment")]
@@ -256,6 +256,9 @@ impl Provider {
 
     /// Start a device sign-on.
     pub(crate) async fn start_device(&self) -> Result<DeviceStart, SignOnError> {
+        if !self.config.device_flow {
+            return Err(SignOnError::NoDeviceFlow);
+        }
         let d = self.discovery().await?;
         let endpoint = d
             .device_authorization_endpoint
@@ -285,7 +288,8 @@ impl Provider {
             expires_in: answer
                 .get("expires_in")
                 .and_then(Value::as_u64)
-                .unwrap_or(600),
+                .unwrap_or(600)
+                .clamp(1, 3600),
             interval: answer
                 .get("interval")
                 .and_then(Value::as_u64)
@@ -541,18 +545,21 @@ pub fn code_challenge(verifier: &str) -> String {
     B64URL.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-/// Is `uri` a loopback redirect a native app may use (RFC 8252 7.3)?
+/// Is `uri` a loopback redirect a native app may use (RFC 8252 7.3): http
+/// to a loopback IP literal (not `localhost`, which a name service could
+/// send elsewhere, 8.3) with a port, and no user part or fragment?
 pub(crate) fn loopback_redirect(uri: &str) -> bool {
     match Url::parse(uri) {
         Ok(u) => {
             u.scheme() == "http"
                 && u.port().is_some()
                 && u.fragment().is_none()
+                && u.username().is_empty()
+                && u.password().is_none()
                 && match u.host() {
                     Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
                     Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                    Some(url::Host::Domain(d)) => d == "localhost",
-                    None => false,
+                    _ => false,
                 }
         }
         Err(_) => false,
@@ -567,8 +574,10 @@ mod tests {
     fn only_loopback_http_redirects_with_a_port_are_taken() {
         assert!(loopback_redirect("http://127.0.0.1:53121/callback"));
         assert!(loopback_redirect("http://[::1]:53121/callback"));
-        assert!(loopback_redirect("http://localhost:8000/"));
         for bad in [
+            "http://localhost:8000/",
+            "http://me@127.0.0.1:5/callback",
+            "http://127.0.0.1:5@evil.example/callback",
             "https://127.0.0.1:5/callback",
             "http://127.0.0.1/callback",
             "http://evil.example:80/",
