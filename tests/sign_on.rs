@@ -526,11 +526,11 @@ async fn a_code_redeemed_with_another_nonce_is_refused_and_audited() {
 
 /// Sign on through the API as the CLI does (a made-up loopback redirect the
 /// browser is not sent to): the status and body of `/v1/login/code`.
-async fn sign_on(w: &World, login: &str) -> (u16, Value) {
+async fn sign_on(jg: &Jitgate, login: &str) -> (u16, Value) {
     let verifier = "w".repeat(43);
     let redirect = "http://127.0.0.1:9/callback";
-    let (status, started) =
-        w.jg.api(
+    let (status, started) = jg
+        .api(
             reqwest::Method::POST,
             "/v1/login/start",
             None,
@@ -551,7 +551,7 @@ async fn sign_on(w: &World, login: &str) -> (u16, Value) {
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| panic!("no code in {back}"));
-    w.jg.api(
+    jg.api(
         reqwest::Method::POST,
         "/v1/login/code",
         None,
@@ -581,11 +581,11 @@ async fn tampered_unsigned_foreign_and_expired_id_tokens_are_refused_each_for_it
         .provider
         .id_token_for("jitgate", OIDC_CLIENT_SECRET, "ann")
         .await;
-    let (status, body) = sign_on(&w, "ann").await;
+    let (status, body) = sign_on(&w.jg, "ann").await;
     let keys_fetched = Instant::now();
     assert_eq!(status, 200, "an untampered sign-on works: {body}");
     assert_eq!(mitm.count("/jwks"), 1, "the keys are fetched once");
-    let (status, _) = sign_on(&w, "ann").await;
+    let (status, _) = sign_on(&w.jg, "ann").await;
     assert_eq!(status, 200);
     assert_eq!(
         mitm.count("/jwks"),
@@ -598,7 +598,7 @@ async fn tampered_unsigned_foreign_and_expired_id_tokens_are_refused_each_for_it
         let (w, mitm) = (&w, mitm);
         async move {
             mitm.set(how.clone());
-            let (status, body) = sign_on(w, "ann").await;
+            let (status, body) = sign_on(&w.jg, "ann").await;
             assert_eq!(status, 401, "{how:?}: {body}");
             let detail = body["detail"].as_str().unwrap();
             assert!(detail.contains(said), "{how:?}: {detail}");
@@ -854,10 +854,10 @@ async fn a_credential_issued_on_one_proxy_works_on_another_and_a_logout_on_eithe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_stays_with_the_provider_account_it_was_first_issued_to() {
     let w = world("12h").await;
-    let (status, body) = sign_on(&w, "ann").await;
+    let (status, body) = sign_on(&w.jg, "ann").await;
     assert_eq!(status, 200, "{body}");
     // Another account whose email claim says ann's address gets nothing.
-    let (status, body) = sign_on(&w, "mallory").await;
+    let (status, body) = sign_on(&w.jg, "mallory").await;
     assert_eq!(status, 409, "{body}");
     assert!(
         body["detail"].as_str().unwrap().contains("another account"),
@@ -875,7 +875,7 @@ async fn a_name_stays_with_the_provider_account_it_was_first_issued_to() {
     freed.assert_ok(&w.jg);
     w.jg.wait_for_audit("identity_unbound", |r| r["event"] == "identity_unbound")
         .await;
-    let (status, body) = sign_on(&w, "mallory").await;
+    let (status, body) = sign_on(&w.jg, "mallory").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["groups"], serde_json::json!(["admin"]));
 
@@ -895,4 +895,58 @@ async fn a_name_stays_with_the_provider_account_it_was_first_issued_to() {
         "{}",
         refused.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_login_with_a_credential_keeps_its_fast_path_only_while_the_credential_lives() {
+    use mysql_async::prelude::Queryable;
+    let db = MariaDb::start();
+    let provider = OidcProvider::start(
+        vec![jitgate_client("jitgate", "RS256")],
+        &[Account {
+            login: "ann",
+            email: ANN,
+            groups: &["developer"],
+        }],
+    )
+    .await;
+    let mut config = JitgateOptions {
+        policies: provider.jitgate_table("jitgate", "12h", "30s"),
+        ..JitgateOptions::default()
+    }
+    .config(&db);
+    config
+        .env
+        .push(("KIT_OIDC_SECRET".to_owned(), OIDC_CLIENT_SECRET.to_owned()));
+    let jg = Jitgate::launch(config).await;
+    // Two credentials (two machines): both are the same name's passwords.
+    let (_, first) = sign_on(&jg, "ann").await;
+    let (_, second) = sign_on(&jg, "ann").await;
+    let (first, second) = (
+        first["secret"].as_str().unwrap(),
+        second["secret"].as_str().unwrap(),
+    );
+    jg.grant(ANN, MYSQL_TARGET, "read", "30m").await;
+    for secret in [first, second, second] {
+        // The first login of each is full authentication, the next the
+        // fast path from the cache.
+        let mut conn = mysql_async::Conn::new(jg.async_opts_as(ANN, secret))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", jg.log()));
+        let who: Option<String> = conn.query_first("SELECT current_user()").await.unwrap();
+        assert!(who.unwrap().starts_with("jg_read@"));
+        conn.disconnect().await.unwrap();
+    }
+    // Logged out, the second no longer logs in, not even by the fast path
+    // its last login left in the cache; the first still does.
+    let (status, body) = jg
+        .api(reqwest::Method::POST, "/v1/logout", Some(second), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let refused = mysql_async::Conn::new(jg.async_opts_as(ANN, second)).await;
+    assert!(refused.is_err(), "a logged-out credential logged in");
+    let mut conn = mysql_async::Conn::new(jg.async_opts_as(ANN, first))
+        .await
+        .unwrap();
+    conn.query_drop("SELECT 1").await.unwrap();
 }

@@ -864,3 +864,100 @@ fn a_store_that_cannot_work_is_refused_naming_its_key() {
         "{said}"
     );
 }
+
+#[test]
+fn the_oidc_table_is_read_as_given_with_defaults_for_what_it_leaves_out() {
+    let path = Path::new("/etc/jitgate/jitgate.toml");
+    let text = config_with(
+        "",
+        "[oidc]\nissuer = \"https://login.example.com/realms/acme\"\nclient_id = \"jitgate\"\n\
+         client_secret_file = \"oidc-secret\"\nusername_claim = \"preferred_username\"\n\
+         groups_claim = \"roles\"\nscopes = [\"openid\", \"groups\"]\ncredential_ttl = \"1h\"\n\
+         clock_skew = \"5s\"\nmax_credentials_per_person = 3\nca_file = \"idp-ca.pem\"\n\
+         device_flow = false\n",
+    );
+    let o = Config::from_toml(&text, path).unwrap().oidc.unwrap();
+    assert_eq!(o.issuer, "https://login.example.com/realms/acme");
+    assert_eq!(
+        o.client_secret,
+        SecretSource::File("/etc/jitgate/oidc-secret".into())
+    );
+    assert_eq!(
+        (o.username_claim.as_str(), o.groups_claim.as_str()),
+        ("preferred_username", "roles")
+    );
+    assert_eq!(o.scopes, ["openid", "groups"]);
+    assert_eq!(
+        (o.credential_ttl, o.clock_skew),
+        (Duration::from_secs(3600), Duration::from_secs(5))
+    );
+    assert_eq!(o.max_credentials_per_person, 3);
+    assert_eq!(
+        o.ca_file.as_deref(),
+        Some(Path::new("/etc/jitgate/idp-ca.pem"))
+    );
+    assert!(!o.device_flow);
+
+    let least = config_with(
+        "",
+        "[oidc]\nissuer = \"http://127.0.0.1:9000\"\nclient_id = \"j\"\n",
+    );
+    let o = Config::from_toml(&least, path).unwrap().oidc.unwrap();
+    assert_eq!(o.client_secret, SecretSource::None);
+    assert_eq!(
+        (o.username_claim.as_str(), o.groups_claim.as_str()),
+        ("email", "groups")
+    );
+    assert_eq!(o.credential_ttl, Duration::from_secs(12 * 3600));
+    assert!(o.device_flow);
+    assert!(
+        Config::from_toml(&config_with("", ""), path)
+            .unwrap()
+            .oidc
+            .is_none()
+    );
+}
+
+#[test]
+fn an_oidc_table_that_cannot_work_is_refused_naming_its_key() {
+    let oidc = |rest: &str| format!("[oidc]\nclient_id = \"j\"\n{rest}\n");
+    for (rest, key, why) in [
+        (
+            "issuer = \"http://login.example.com\"",
+            "oidc.issuer",
+            "https",
+        ),
+        ("issuer = \"not a url\"", "oidc.issuer", "not a URL"),
+        (
+            "issuer = \"https://i\"\nscopes = [\"email\"]",
+            "oidc.scopes",
+            "openid",
+        ),
+        (
+            "issuer = \"https://i\"\ncredential_ttl = \"1s\"",
+            "oidc.credential_ttl",
+            "10s and 30d",
+        ),
+        (
+            "issuer = \"https://i\"\nclock_skew = \"1h\"",
+            "oidc.clock_skew",
+            "5m",
+        ),
+        (
+            "issuer = \"https://i\"\nmax_credentials_per_person = 0",
+            "oidc.max_credentials_per_person",
+            "between 1 and 100",
+        ),
+        (
+            "issuer = \"https://i\"\nclient_secret_env = \"A\"\nclient_secret_file = \"b\"",
+            "oidc",
+            "at most one",
+        ),
+    ] {
+        let e = refusal("", &oidc(rest));
+        assert!(
+            e.contains(&format!("`{key}`")) && e.contains(why),
+            "{rest}: {e}"
+        );
+    }
+}
