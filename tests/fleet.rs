@@ -102,33 +102,6 @@ async fn approved_grant(on: &Jitgate, by: &Jitgate) -> String {
     body["grant"].as_str().unwrap().to_owned()
 }
 
-/// Backends of `user` on the target, as the target itself counts them.
-async fn backends_of(pg: &PgServer, user: &str) -> i64 {
-    let su = pg.superuser_client("postgres").await;
-    su.query_one(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
-        &[&user],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
-
-async fn wait_for_backends(pg: &PgServer, user: &str, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = backends_of(pg, user).await;
-        if now == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{user} still has {now} backends, expected {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_on_a_approve_on_b_connect_on_c_and_a_revoke_on_b_ends_sessions_everywhere() {
     let fleet = Fleet::start(&["a", "b", "c"], "15s").await;
@@ -157,7 +130,10 @@ async fn request_on_a_approve_on_b_connect_on_c_and_a_revoke_on_b_ends_sessions_
         .pg
         .wait_for_active_query("jg_read", "pg_sleep(60)")
         .await;
-    wait_for_backends(&fleet.pg, "jg_read", 2).await;
+    fleet
+        .pg
+        .wait_for_backend_count(By::User("jg_read"), 2)
+        .await;
 
     // b, which holds no session, lists both, each with its proxy.
     let sessions = eventually_sessions(b, 2).await;
@@ -185,7 +161,10 @@ async fn request_on_a_approve_on_b_connect_on_c_and_a_revoke_on_b_ends_sessions_
         "{stderr}"
     );
     closed(&on_a, a).await;
-    wait_for_backends(&fleet.pg, "jg_read", 0).await;
+    fleet
+        .pg
+        .wait_for_backend_count(By::User("jg_read"), 0)
+        .await;
     // Each proxy's own audit log says why its session ended.
     for jg in [a, c] {
         jg.wait_for_audit("session_end grant_revoked", |r| {
@@ -366,7 +345,10 @@ async fn a_kill_sent_to_c_ends_the_session_that_a_holds() {
     assert_eq!(killed, json!({"killed": id, "proxy": "a"}));
     let stderr = cut_off(psql, a).await;
     assert!(stderr.contains("administrator ended"), "{stderr}");
-    wait_for_backends(&fleet.pg, "jg_read", 0).await;
+    fleet
+        .pg
+        .wait_for_backend_count(By::User("jg_read"), 0)
+        .await;
     // The kill is audited where it was asked, the end where it happened.
     c.wait_for_audit("session_kill_requested", |r| {
         r["event"] == "session_kill_requested" && r["session"] == id.as_str()
@@ -463,7 +445,10 @@ async fn without_its_store_a_proxy_keeps_sessions_until_fail_closed_after_then_e
     );
     assert!(stderr.contains("lost contact with its store"), "{stderr}");
     closed(&client, a).await;
-    wait_for_backends(&fleet.pg, "jg_read", 0).await;
+    fleet
+        .pg
+        .wait_for_backend_count(By::User("jg_read"), 0)
+        .await;
     let (status, health) = a.api(reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!(status, 503, "{health}");
     assert_eq!(health["store"]["reachable"], false, "{health}");
@@ -651,7 +636,7 @@ async fn a_revoke_made_while_a_proxy_was_cut_off_reaches_it_when_it_reconnects()
     // a cannot know yet: well within fail_closed_after, its session runs on.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        backends_of(pg, "jg_read").await,
+        pg.count_backends(By::User("jg_read")).await,
         1,
         "a heard of the revoke through a cut link?"
     );
@@ -665,7 +650,7 @@ async fn a_revoke_made_while_a_proxy_was_cut_off_reaches_it_when_it_reconnects()
         "{:?}",
         mended.elapsed()
     );
-    wait_for_backends(pg, "jg_read", 0).await;
+    pg.wait_for_backend_count(By::User("jg_read"), 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

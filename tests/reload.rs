@@ -5,37 +5,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 
 const DAVE_SECRET: &str = "dave-secret";
-
-async fn backends_of(pg: &PgServer, app: &str) -> i64 {
-    let su = pg.superuser_client("postgres").await;
-    su.query_one(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-        &[&app],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
-
-async fn wait_for_backends(pg: &PgServer, app: &str, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = backends_of(pg, app).await;
-        if now == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{app} has {now} backends, not {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// psql as `user` on `dbname`, sleeping; its backends carry `app` as
 /// their application name, so the server tells the sessions apart.
@@ -124,8 +98,8 @@ async fn a_reload_adds_and_removes_identities_and_targets_without_touching_sessi
     jg.grant("bob", PG_TARGET, "read", "30m").await;
     let alices = sleeping(&jg, "alice", ALICE_SECRET, PG_TARGET, "alices", 60);
     let bobs = sleeping(&jg, "bob", BOB_SECRET, PG_TARGET, "bobs", 4);
-    wait_for_backends(&pg, "alices", 1).await;
-    wait_for_backends(&pg, "bobs", 1).await;
+    pg.wait_for_backend_count(By::App("alices"), 1).await;
+    pg.wait_for_backend_count(By::App("bobs"), 1).await;
 
     // alice leaves, dave joins, a second target appears.
     let dave = jitgate::identity::ScramVerifier::generate(DAVE_SECRET);
@@ -158,7 +132,7 @@ async fn a_reload_adds_and_removes_identities_and_targets_without_touching_sessi
     let (ok, told) = ended(alices).await;
     assert!(!ok);
     assert!(told.contains("the identity alice was removed"), "{told}");
-    wait_for_backends(&pg, "alices", 0).await;
+    pg.wait_for_backend_count(By::App("alices"), 0).await;
     // bob's query ran to its end, untouched.
     let (ok, said) = ended(bobs).await;
     assert!(ok, "bob's session was touched: {said}");
@@ -167,7 +141,7 @@ async fn a_reload_adds_and_removes_identities_and_targets_without_touching_sessi
 
     jg.grant("dave", "demo-pg2", "read", "30m").await;
     let daves = sleeping(&jg, "dave", DAVE_SECRET, "demo-pg2", "daves", 60);
-    wait_for_backends(&pg, "daves", 1).await;
+    pg.wait_for_backend_count(By::App("daves"), 1).await;
 
     // A config that does not load changes nothing.
     rewrite(&jg, |text| format!("{text}\n[limits\n"));
@@ -180,7 +154,7 @@ async fn a_reload_adds_and_removes_identities_and_targets_without_touching_sessi
     );
     assert!(broken.stderr.contains("jitgate.toml"), "{}", broken.stderr);
     assert!(broken.stderr.contains("unchanged"), "{}", broken.stderr);
-    assert_eq!(backends_of(&pg, "daves").await, 1);
+    assert_eq!(pg.count_backends(By::App("daves")).await, 1);
     assert_eq!(
         metric(&jg, "jitgate_config_reloads_total{result=\"failed\"}").await,
         "jitgate_config_reloads_total{result=\"failed\"} 1"

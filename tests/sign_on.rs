@@ -175,32 +175,6 @@ fn secret_of(home: &Path, jg: &Jitgate) -> String {
         .to_owned()
 }
 
-async fn backends_of(pg: &PgServer, user: &str) -> i64 {
-    let su = pg.superuser_client("postgres").await;
-    su.query_one(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
-        &[&user],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
-
-async fn wait_for_backends(pg: &PgServer, user: &str, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = backends_of(pg, user).await;
-        if now == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{user} has {now} backends, not {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// psql as `user` with `password`, running a query that sleeps.
 fn sleeping_psql(jg: &Jitgate, user: &str, password: &str) -> tokio::process::Child {
     jg.spawn_psql(
@@ -388,7 +362,7 @@ async fn logging_out_ends_the_sessions_opened_with_the_credential_and_an_admin_e
 
     let first = sleeping_psql(&w.jg, ANN, &one);
     let second = sleeping_psql(&w.jg, ANN, &two);
-    wait_for_backends(&w.pg, "jg_read", 2).await;
+    w.pg.wait_for_backend_count(By::User("jg_read"), 2).await;
 
     // The laptop logs out: its session ends, the desktop's runs on.
     let out = run(&w.jg, laptop.path(), &["logout"]).await;
@@ -396,7 +370,7 @@ async fn logging_out_ends_the_sessions_opened_with_the_credential_and_an_admin_e
     assert!(out.stdout.contains("logged out"), "{}", out.stdout);
     let told = cut_off(first, &w.jg).await;
     assert!(told.contains("logged out"), "{told}");
-    wait_for_backends(&w.pg, "jg_read", 1).await;
+    w.pg.wait_for_backend_count(By::User("jg_read"), 1).await;
     assert!(
         !laptop.path().join("jitgate/credentials.json").exists()
             || stored(laptop.path())["servers"]
@@ -424,7 +398,7 @@ async fn logging_out_ends_the_sessions_opened_with_the_credential_and_an_admin_e
     );
     let told = cut_off(second, &w.jg).await;
     assert!(told.contains("logged out"), "{told}");
-    wait_for_backends(&w.pg, "jg_read", 0).await;
+    w.pg.wait_for_backend_count(By::User("jg_read"), 0).await;
     let whoami = run(&w.jg, desktop.path(), &["whoami"]).await;
     assert!(!whoami.status.success());
     let audit = w.jg.audit_lines();
@@ -453,14 +427,14 @@ async fn a_credential_ends_at_its_ttl_and_so_do_its_sessions() {
     let secret = secret_of(home.path(), &w.jg);
     w.jg.grant(ANN, PG_TARGET, "read", "30m").await;
     let psql = sleeping_psql(&w.jg, ANN, &secret);
-    wait_for_backends(&w.pg, "jg_read", 1).await;
+    w.pg.wait_for_backend_count(By::User("jg_read"), 1).await;
     let out = tokio::time::timeout(Duration::from_secs(25), psql.wait_with_output())
         .await
         .expect("the session ended with its credential")
         .unwrap();
     let told = String::from_utf8_lossy(&out.stderr);
     assert!(told.contains("expired"), "{told}");
-    wait_for_backends(&w.pg, "jg_read", 0).await;
+    w.pg.wait_for_backend_count(By::User("jg_read"), 0).await;
     let late =
         w.jg.psql_as(&Login::new(ANN, &secret), &["-c", "SELECT 1"], None)
             .await;
@@ -495,12 +469,7 @@ async fn a_code_redeemed_with_another_nonce_is_refused_and_audited() {
     let back = browser
         .sign_in(started["authorization_url"].as_str().unwrap(), "ann")
         .await;
-    let code = reqwest::Url::parse(&back)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| panic!("no code in {back}"));
+    let code = code_in(&back);
     let (status, body) =
         w.jg.api(
             reqwest::Method::POST,
@@ -545,12 +514,7 @@ async fn sign_on(jg: &Jitgate, login: &str) -> (u16, Value) {
     let back = Browser::default()
         .sign_in(started["authorization_url"].as_str().unwrap(), login)
         .await;
-    let code = reqwest::Url::parse(&back)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| panic!("no code in {back}"));
+    let code = code_in(&back);
     jg.api(
         reqwest::Method::POST,
         "/v1/login/code",
@@ -830,7 +794,7 @@ async fn a_credential_issued_on_one_proxy_works_on_another_and_a_logout_on_eithe
 
     // Issued on A, it logs in on B: B has it from the store.
     let on_b = sleeping_psql(&b, ANN, &secret);
-    wait_for_backends(&w.pg, "jg_read", 1).await;
+    w.pg.wait_for_backend_count(By::User("jg_read"), 1).await;
     let (status, me) = b
         .api(reqwest::Method::GET, "/v1/whoami", Some(&secret), None)
         .await;
@@ -844,7 +808,7 @@ async fn a_credential_issued_on_one_proxy_works_on_another_and_a_logout_on_eithe
     assert_eq!(status, 200, "{body}");
     let told = cut_off(on_b, &b).await;
     assert!(told.contains("logged out"), "{told}");
-    wait_for_backends(&w.pg, "jg_read", 0).await;
+    w.pg.wait_for_backend_count(By::User("jg_read"), 0).await;
     let (status, _) = b
         .api(reqwest::Method::GET, "/v1/whoami", Some(&secret), None)
         .await;

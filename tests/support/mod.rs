@@ -60,13 +60,13 @@ pub use jitgate::{
 pub use mariadb::MariaDb;
 pub use oidc::{
     Account, Browser, Interposer, OIDC_CLIENT_SECRET, OidcProvider, ProviderOptions, Tamper,
-    jitgate_client,
+    code_in, jitgate_client,
 };
 pub use percentiles::{cores_and_cpu, lag_row, ms};
 pub use pg_client::{Login, assert_sqlstate, describe_error, sqlstate};
 pub use pgbouncer::{Pgbouncer, PgbouncerSettings, pooled_clients};
 pub use postgres::{
-    Backend, PgServer, PgSettings, wait_for_reaper_termination, watch_backends_gone,
+    Backend, By, PgServer, PgSettings, wait_for_reaper_termination, watch_backends_gone,
 };
 pub use process::{free_port, recording_wrapper};
 pub use raw_mysql::{mysql_packet, read_mysql_packet};

@@ -199,12 +199,7 @@ impl OidcProvider {
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
         let back = Browser::default().sign_in(url.as_str(), login).await;
-        let code = reqwest::Url::parse(&back)
-            .unwrap()
-            .query_pairs()
-            .find(|(k, _)| k == "code")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_else(|| panic!("no code in {back}"));
+        let code = code_in(&back);
         let answer: Value = reqwest::Client::new()
             .post(format!("{}/token", self.issuer))
             .basic_auth(client_id, Some(secret))
@@ -327,6 +322,16 @@ impl Browser {
     pub async fn approve_device(&self, verification_uri_complete: &str, login: &str) {
         self.sign_in(verification_uri_complete, login).await;
     }
+}
+
+/// The authorization code a provider's redirect to `url` carries.
+pub fn code_in(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code in {url}"))
 }
 
 fn origin_of(url: &str) -> String {

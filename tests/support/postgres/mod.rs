@@ -18,7 +18,7 @@ use super::scratch::{owned_tempdir, server_root};
 use super::tls::AnyCertTls;
 use super::wait::within;
 pub(super) use binaries::{hand_to_postgres, pg_command};
-pub use witness::{Backend, wait_for_reaper_termination, watch_backends_gone};
+pub use witness::{Backend, By, wait_for_reaper_termination, watch_backends_gone};
 
 /// The name prefix of a server's directory (see [`super::scratch`]).
 pub const DIR_PREFIX: &str = "jitgate-test-pg-";

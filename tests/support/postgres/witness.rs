@@ -8,6 +8,14 @@ use std::time::{Duration, Instant, SystemTime};
 use super::super::wait::eventually;
 use super::PgServer;
 
+/// Which backends to count: a login's, or a client's by the application
+/// name it sent (to tell two sessions of one login apart).
+#[derive(Debug, Clone, Copy)]
+pub enum By<'a> {
+    User(&'a str),
+    App(&'a str),
+}
+
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub pid: i32,
@@ -51,6 +59,35 @@ impl PgServer {
             query: r.get(2),
         })
         .collect()
+    }
+
+    /// How many backends `by` picks, as the server counts them.
+    pub async fn count_backends(&self, by: By<'_>) -> usize {
+        let su = self.superuser_client("postgres").await;
+        let (column, value) = match by {
+            By::User(user) => ("usename", user),
+            By::App(app) => ("application_name", app),
+        };
+        let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE {column} = $1");
+        let n: i64 = su
+            .query_one(&sql, &[&value])
+            .await
+            .expect("query pg_stat_activity")
+            .get(0);
+        n as usize
+    }
+
+    /// Wait (up to 10 s) until `by` picks exactly `n` backends.
+    pub async fn wait_for_backend_count(&self, by: By<'_>, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.count_backends(by).await;
+            if now == n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{by:?}: {now} backends, not {n}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Wait until a backend of `user` is running a query containing `needle`.
