@@ -914,3 +914,41 @@ async fn a_mariadb_login_with_a_credential_keeps_its_fast_path_only_while_the_cr
         .unwrap();
     conn.query_drop("SELECT 1").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_cannot_be_reached_is_not_asked_again_for_every_sign_on() {
+    let mut w = world_with(
+        "12h",
+        "30s",
+        ProviderOptions {
+            interposed: true,
+            id_token_ttl: None,
+        },
+    )
+    .await;
+    // Down before jitgate ever read its discovery document.
+    w.provider.stop();
+    let mitm = w.provider.interposer.as_ref().unwrap();
+    let start = json!({"redirect_uri": "http://127.0.0.1:9/callback",
+        "state": "state-of-this-sign-on-03", "nonce": "nonce-of-this-sign-on-0003",
+        "code_challenge": jitgate::identity::oidc_code_challenge(&"x".repeat(43))});
+    for _ in 0..3 {
+        let (status, body) =
+            w.jg.api(
+                reqwest::Method::POST,
+                "/v1/login/start",
+                None,
+                Some(start.clone()),
+            )
+            .await;
+        assert_eq!(status, 502, "{body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("cannot be reached"),
+            "{body}"
+        );
+    }
+    assert_eq!(mitm.count("/.well-known/openid-configuration"), 1);
+}

@@ -450,7 +450,13 @@ impl Interposer {
                         out = out.header(name, value);
                     }
                 }
-                let answer = out.send().await.expect("forward to the provider");
+                let Ok(answer) = out.send().await else {
+                    // The provider is down: say so as a gateway would.
+                    return Response::builder()
+                        .status(502)
+                        .body(Body::from("the provider is down"))
+                        .unwrap();
+                };
                 let status = answer.status();
                 let headers = answer.headers().clone();
                 let mut bytes = answer.bytes().await.unwrap_or_default().to_vec();

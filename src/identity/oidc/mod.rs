@@ -42,6 +42,9 @@ const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// The discovery document is fetched again after this long (the old one
 /// stays in use while the provider cannot be reached).
 const DISCOVERY_MAX_AGE: Duration = Duration::from_secs(3600);
+/// With no document yet, a fetch that failed is not tried again for this
+/// long: sign-ons fail at once instead of each waiting out a timeout.
+const DISCOVERY_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Why a sign-on did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +158,8 @@ pub(crate) struct Provider {
     config: OidcConfig,
     http: reqwest::Client,
     discovery: Mutex<Option<(Discovery, Instant)>>,
+    /// When the last fetch of the discovery document failed.
+    discovery_failed: std::sync::Mutex<Option<Instant>>,
     keys: Mutex<KeySet>,
     calls: Semaphore,
 }
@@ -207,6 +212,7 @@ impl Provider {
             config: config.clone(),
             http,
             discovery: Mutex::new(None),
+            discovery_failed: std::sync::Mutex::new(None),
             keys: Mutex::new(KeySet::default()),
             calls: Semaphore::new(MAX_PROVIDER_CALLS),
         })
@@ -378,21 +384,36 @@ impl Provider {
     /// The discovery document, fetched when first needed and again after
     /// [`DISCOVERY_MAX_AGE`] (the old one serves while the provider is away).
     async fn discovery(&self) -> Result<Discovery, SignOnError> {
+        let failed_recently = || {
+            self.discovery_failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some_and(|at| at.elapsed() < DISCOVERY_RETRY_AFTER)
+        };
         let mut cached = self.discovery.lock().await;
         if let Some((d, at)) = cached.as_ref()
-            && at.elapsed() < DISCOVERY_MAX_AGE
+            && (at.elapsed() < DISCOVERY_MAX_AGE || failed_recently())
         {
             return Ok(d.clone());
+        }
+        if cached.is_none() && failed_recently() {
+            return Err(SignOnError::Unreachable);
         }
         match self.fetch_discovery().await {
             Ok(d) => {
                 *cached = Some((d.clone(), Instant::now()));
                 Ok(d)
             }
-            Err(e) => match cached.as_ref() {
-                Some((d, _)) => Ok(d.clone()),
-                None => Err(e),
-            },
+            Err(e) => {
+                *self
+                    .discovery_failed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                match cached.as_ref() {
+                    Some((d, _)) => Ok(d.clone()),
+                    None => Err(e),
+                }
+            }
         }
     }
 
