@@ -8,7 +8,7 @@
 //! groups, targets and their levels, policies, request limits, webhooks and
 //! the identity provider at once; sessions it still allows run on
 //! untouched, and those whose config identity, target or level it removed
-//! end, told why. Listeners, TLS, the audit log, limits, the data directory
+//! (or whose level it made read-only) end, told why. Listeners, TLS, the audit log, limits, the data directory
 //! and the store are read at start only: a change to them is reported as
 //! needing a restart and otherwise left alone.
 
@@ -29,7 +29,7 @@ pub enum ReloadError {
     #[error("{0}; the config in force is unchanged")]
     Invalid(#[from] ConfigError),
     #[error(
-        "identity {0} is in the new config, but a person of that name is signed on through the identity provider; a name cannot be both: log them out first (`jitgate logout --user {0}`) or name the identity otherwise. The config in force is unchanged"
+        "identity {0} is in the new config, but the name belongs to a person who signed on through the identity provider; a name cannot be both: free it first (`jitgate logout --user {0} --free-name`) or name the identity otherwise. The config in force is unchanged"
     )]
     NameTaken(String),
     #[error("{0}; the config in force is unchanged")]
@@ -163,7 +163,7 @@ impl Reloader {
             .identities
             .iter()
             .map(|i| i.name.as_str())
-            .find(|n| shared.identities.has_credentials(n))
+            .find(|n| shared.identities.has_credentials(n) || shared.identities.is_bound(n))
         {
             return Err(ReloadError::NameTaken(name.to_owned()));
         }
@@ -193,6 +193,14 @@ impl Reloader {
                 ..AuditEvent::new("config_reloaded")
             })
             .map_err(|_| ReloadError::AuditDown)?;
+        // What is read at start only stays as it was until a restart.
+        let mut new = new;
+        new.data_dir = old.data_dir.clone();
+        new.listen = old.listen.clone();
+        new.tls = old.tls.clone();
+        new.audit = old.audit.clone();
+        new.limits = old.limits.clone();
+        new.store = old.store.clone();
         let new = Arc::new(new);
         shared.access.set_config(new.clone());
         shared.identities.replace_config(&new.identities);
@@ -201,7 +209,10 @@ impl Reloader {
         }
         let _ = shared.webhooks.send(new.webhooks.clone());
         METRICS.add_known_targets(new.targets.iter().map(|t| t.name.as_str()));
-        let sessions_ended = shared.sessions.end_removed(&new);
+        let issuer = |c: &Config| c.oidc.as_ref().map(|o| o.issuer.clone());
+        let provider_switched = issuer(&old) != issuer(&new);
+        shared.identities.set_issuer(issuer(&new));
+        let sessions_ended = shared.sessions.end_removed(&old, &new, provider_switched);
         // A read level's account may have changed: check them all again.
         shared.read_accounts.forget();
         let checks = shared.clone();

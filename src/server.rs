@@ -155,9 +155,13 @@ impl Shared {
 
 /// `SIGHUP` reloads the config (as `jitgate reload` does), one at a time;
 /// the outcome is logged, audited and counted by the reloader.
-fn reload_on_sighup(reloader: Arc<Reloader>) -> Result<(), ServeError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
+/// `hangups` is listened to from the very start, so a SIGHUP that comes
+/// while the store is still being read waits for the reloader instead of
+/// ending the process.
+fn reload_on_sighup(
+    reloader: Arc<Reloader>,
+    mut hangups: tokio::signal::unix::Signal,
+) -> Result<(), ServeError> {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             let _ = reloader.reload("SIGHUP").await;
@@ -224,6 +228,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             .max_classified_statement_bytes
             .min(config.limits.max_message_bytes),
     );
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(ServeError::Signals)?;
     let tls = crate::tls::acceptor(&config.tls)?;
     let shared = Shared::new(config)?;
     let config = shared.config.clone();
@@ -232,7 +238,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         shared.access.subscribe_from_start(),
     );
     let reloader = Arc::new(Reloader::new(shared.clone()));
-    reload_on_sighup(reloader.clone())?;
+    reload_on_sighup(reloader.clone(), hangups)?;
     for target in config
         .targets
         .iter()

@@ -240,18 +240,37 @@ impl Sessions {
         self.by_id.is_empty()
     }
 
-    /// End the sessions `config` no longer allows: a config identity it
-    /// no longer has, a target or a level it no longer has. The number ended.
-    pub(crate) fn end_removed(&self, config: &crate::config::Config) -> usize {
+    /// End the sessions the reload from `old` to `new` no longer allows
+    /// (see [`removed_under`]), and, with `credentials_too`, every session
+    /// opened with an issued credential (the identity provider changed).
+    /// The number ended.
+    pub(crate) fn end_removed(
+        &self,
+        old: &crate::config::Config,
+        new: &crate::config::Config,
+        credentials_too: bool,
+    ) -> usize {
         let mut ended = 0;
         for s in self.by_id.iter() {
-            if let Some(what) = removed_under(
-                config,
-                &s.identity,
-                s.credential.is_some(),
-                &s.target,
-                &s.level,
-            ) {
+            if credentials_too && s.credential.is_some() {
+                s.end_removed(
+                    "the identity provider changed in jitgate's config; sign in again with `jitgate login`"
+                        .to_owned(),
+                );
+                ended += 1;
+                continue;
+            }
+            let was = old
+                .target(&s.target)
+                .and_then(|t| Some((t, t.levels.get(&s.level)?)));
+            let shape = SessionShape {
+                identity: &s.identity,
+                issued: s.credential.is_some(),
+                target: &s.target,
+                level: &s.level,
+                was,
+            };
+            if let Some(what) = removed_under(new, &shape) {
                 s.end_removed(what);
                 ended += 1;
             }
@@ -308,16 +327,36 @@ impl crate::access::follow::LocalSessions for Sessions {
     }
 }
 
-/// What `config` took away from a session of `identity` (a config
-/// identity unless `issued`) on `target` at `level`, in words for its
-/// client; `None` when it still allows the session.
+/// What a reload looks at in a session.
+pub(crate) struct SessionShape<'a> {
+    pub(crate) identity: &'a str,
+    /// Logged in with an issued credential (else a config identity).
+    pub(crate) issued: bool,
+    pub(crate) target: &'a str,
+    pub(crate) level: &'a str,
+    /// The target and level it logged in under, as the config then said.
+    pub(crate) was: Option<(
+        &'a crate::config::TargetConfig,
+        &'a crate::config::LevelConfig,
+    )>,
+}
+
+/// What `config` took away from a session, in words for its client;
+/// `None` when it still allows the session: its config identity, its
+/// target or its level is gone, its level became read-only, or what the
+/// session runs on changed (the target's address, database or TLS, the
+/// level's account): a session carries on only under the config in force.
 pub(crate) fn removed_under(
     config: &crate::config::Config,
-    identity: &str,
-    issued: bool,
-    target: &str,
-    level: &str,
+    session: &SessionShape<'_>,
 ) -> Option<String> {
+    let SessionShape {
+        identity,
+        issued,
+        target,
+        level,
+        was,
+    } = *session;
     if !issued && config.identity(identity).is_none() {
         return Some(format!(
             "the identity {identity} was removed from jitgate's config"
@@ -327,11 +366,41 @@ pub(crate) fn removed_under(
         None => Some(format!(
             "the target {target} was removed from jitgate's config"
         )),
-        Some(t) if !t.levels.contains_key(level) => Some(format!(
-            "the level {level} of {target} was removed from jitgate's config"
-        )),
-        Some(_) => None,
+        Some(t) => match (t.levels.get(level), was) {
+            (None, _) => Some(format!(
+                "the level {level} of {target} was removed from jitgate's config"
+            )),
+            (Some(l), Some((_, was_level))) if l.read_only && !was_level.read_only => {
+                Some(format!(
+                    "the level {level} of {target} is read-only in jitgate's config now; connect again to go on reading"
+                ))
+            }
+            (Some(l), Some((was_target, was_level)))
+                if runs_on(t, l) != runs_on(was_target, was_level) =>
+            {
+                Some(format!(
+                    "the level {level} of {target} changed in jitgate's config; connect again"
+                ))
+            }
+            (Some(_), _) => None,
+        },
     }
+}
+
+/// What a session's upstream connection is made of, for comparing two configs.
+fn runs_on(t: &crate::config::TargetConfig, l: &crate::config::LevelConfig) -> String {
+    format!(
+        "{:?} {} {} {:?} {:?} | {} {:?} {} {}",
+        t.protocol,
+        t.address,
+        t.database,
+        t.tls,
+        t.tls_server_name,
+        l.user,
+        l.password,
+        l.read_only,
+        l.allow_privileged_read_account
+    )
 }
 
 pub struct SessionGuard {

@@ -221,3 +221,41 @@ async fn a_reload_adds_and_removes_identities_and_targets_without_touching_sessi
         .await
         .assert_ok(&jg);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_level_made_read_only_by_a_reload_ends_the_sessions_that_could_write() {
+    let pg = PgServer::start().await;
+    let jg = Jitgate::start(&pg, JitgateOptions::default()).await;
+    jg.grant("alice", PG_TARGET, "write", "30m").await;
+    jg.grant("bob", PG_TARGET, "read", "30m").await;
+    let writer = sleeping(
+        &jg,
+        "alice",
+        ALICE_SECRET,
+        &format!("{PG_TARGET}@write"),
+        "writer",
+        60,
+    );
+    let reader = sleeping(&jg, "bob", BOB_SECRET, PG_TARGET, "reader", 4);
+    pg.wait_for_backend_count(By::App("writer"), 1).await;
+    pg.wait_for_backend_count(By::App("reader"), 1).await;
+    rewrite(&jg, |text| {
+        text.replace(
+            "[targets.levels.write]\n",
+            "[targets.levels.write]\nread_only = true\nallow_privileged_read_account = true\n",
+        )
+    });
+    let out = jg.cli(ADMIN_SECRET, &["reload"]).await;
+    out.assert_ok(&jg);
+    assert!(
+        out.stdout.contains("targets changed: ~demo-pg"),
+        "{}",
+        out.stdout
+    );
+    let (ok, told) = ended(writer).await;
+    assert!(!ok);
+    assert!(told.contains("read-only in jitgate's config now"), "{told}");
+    pg.wait_for_backend_count(By::App("writer"), 0).await;
+    let (ok, said) = ended(reader).await;
+    assert!(ok, "the read session was touched: {said}");
+}

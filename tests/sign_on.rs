@@ -835,7 +835,9 @@ async fn a_name_stays_with_the_provider_account_it_was_first_issued_to() {
         1
     );
     // An admin frees the name (ann left; the address is someone else's now).
-    let freed = w.jg.cli(ADMIN_SECRET, &["logout", "--user", ANN]).await;
+    let freed =
+        w.jg.cli(ADMIN_SECRET, &["logout", "--user", ANN, "--free-name"])
+            .await;
     freed.assert_ok(&w.jg);
     w.jg.wait_for_audit("identity_unbound", |r| r["event"] == "identity_unbound")
         .await;
@@ -951,4 +953,33 @@ async fn a_provider_that_cannot_be_reached_is_not_asked_again_for_every_sign_on(
         );
     }
     assert_eq!(mitm.count("/.well-known/openid-configuration"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_another_provider_ends_the_old_ones_credentials_and_their_sessions() {
+    let w = world("12h").await;
+    let (status, body) = sign_on(&w.jg, "ann").await;
+    assert_eq!(status, 200, "{body}");
+    let secret = body["secret"].as_str().unwrap().to_owned();
+    w.jg.grant(ANN, PG_TARGET, "read", "30m").await;
+    let psql = sleeping_psql(&w.jg, ANN, &secret);
+    w.pg.wait_for_backend_count(By::User("jg_read"), 1).await;
+    let path = w.jg.config_path().to_owned();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(&w.provider.issuer, "https://login.other.example"),
+    )
+    .unwrap();
+    w.jg.cli(ADMIN_SECRET, &["reload"]).await.assert_ok(&w.jg);
+    let told = cut_off(psql, &w.jg).await;
+    assert!(told.contains("identity provider changed"), "{told}");
+    let (status, _) =
+        w.jg.api(reqwest::Method::GET, "/v1/whoami", Some(&secret), None)
+            .await;
+    assert_eq!(status, 401, "a credential of the old provider still works");
+    let again =
+        w.jg.psql_as(&Login::new(ANN, &secret), &["-c", "SELECT 1"], None)
+            .await;
+    assert!(!again.status.success());
 }

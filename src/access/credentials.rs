@@ -49,14 +49,22 @@ impl AccessModel {
         let mut book = self.book_current()?;
         // A name is the provider account it was first issued to: a claim
         // that changed (an email edited at the provider) names nobody else.
-        if let Some((issuer, subject)) = self.issued.subject_of(holder.identity)
-            && (issuer != holder.issuer || subject != holder.subject)
-        {
-            return Err(AccessError::NameBound {
-                name: holder.identity.to_owned(),
-            });
-        }
         let now = clock::now();
+        match self.issued.subject_of(holder.identity) {
+            Some((issuer, subject)) if issuer == holder.issuer && subject != holder.subject => {
+                return Err(AccessError::NameBound {
+                    name: holder.identity.to_owned(),
+                });
+            }
+            // Never signed on: grants or requests under the name are a
+            // config identity's, which a sign-on must not inherit.
+            None if self.holds_access(&book, holder.identity, now) => {
+                return Err(AccessError::NameBound {
+                    name: holder.identity.to_owned(),
+                });
+            }
+            _ => {}
+        }
         let expires_at = now.checked_add(ttl).ok_or(AccessError::DurationTooLong)?;
         let live = self.issued.list(holder.identity, now);
         let over = (live.len() + 1).saturating_sub(max_live.max(1));
@@ -122,6 +130,13 @@ impl AccessModel {
             .filter(|c| logout.id.is_none_or(|id| c.id == id))
             .collect();
         let unbinding = logout.unbind && self.issued.subject_of(logout.identity).is_some();
+        // Freeing a name that still holds access would hand it to whoever
+        // signs on with the name next.
+        if unbinding && self.holds_access(&book, logout.identity, clock::now()) {
+            return Err(AccessError::NameHoldsAccess {
+                name: logout.identity.to_owned(),
+            });
+        }
         if ending.is_empty() && !unbinding {
             return Ok(ending);
         }
@@ -152,6 +167,18 @@ impl AccessModel {
         self.commit(&mut book, &entry, &records)?;
         self.apply_own(&mut book, entry);
         Ok(ending)
+    }
+
+    /// Does `identity` hold an active grant or a pending request?
+    fn holds_access(&self, book: &Book, identity: &str, now: std::time::SystemTime) -> bool {
+        self.grants
+            .active(now)
+            .iter()
+            .any(|g| g.identity == identity)
+            || book
+                .requests
+                .values()
+                .any(|r| r.requested_by == identity && r.state == super::RequestState::Pending)
     }
 
     /// Apply a change this proxy has just stored.

@@ -218,11 +218,17 @@ pub(crate) enum AccessError {
         pending: usize,
         max: usize,
     },
-    /// A sign-on whose name was first issued to another provider account.
+    /// A sign-on whose name was first issued to another provider account,
+    /// or that a config identity's grants or requests still use.
     #[error(
-        "the name {name} belongs to another account at the identity provider, so this sign-on gets no credential; if the name is now someone else's, an admin frees it with `jitgate logout --user {name}`"
+        "the name {name} belongs to another account at the identity provider, or to grants and requests made before, so this sign-on gets no credential; if the name is now someone else's, an admin revokes what it holds and frees it with `jitgate logout --user {name} --free-name`"
     )]
     NameBound { name: String },
+    /// Freeing a name that still holds grants or pending requests.
+    #[error(
+        "{name} still holds active grants or pending requests; revoke or deny them first (`jitgate grants`, `jitgate requests`), then free the name"
+    )]
+    NameHoldsAccess { name: String },
     /// The journal or the audit log cannot be written, so nothing changed.
     /// The message names no path; the cause is in the proxy's log.
     #[error(

@@ -222,6 +222,8 @@ impl AccessModel {
         fleet: Option<Arc<store::pg::Link>>,
     ) -> AccessModel {
         let (events, first) = broadcast::channel(EVENT_BACKLOG);
+        let issued = Arc::new(crate::identity::Issued::default());
+        issued.set_issuer(config.oidc.as_ref().map(|o| o.issuer.clone()));
         AccessModel {
             config: crate::config::Current::new(config),
             runtime: tokio::runtime::Handle::current(),
@@ -233,7 +235,7 @@ impl AccessModel {
             may_reopen: std::sync::atomic::AtomicBool::new(false),
             best_clock_rtt: std::sync::atomic::AtomicU64::new(u64::MAX),
             grants: GrantTable::default(),
-            issued: Arc::default(),
+            issued,
             audit,
             book: Mutex::new(Book {
                 requests: HashMap::new(),

@@ -101,6 +101,15 @@ struct LogoutBody {
     all: bool,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogoutIdentityBody {
+    /// Free the name for another account at the identity provider (it must
+    /// hold no active grant or pending request).
+    #[serde(default)]
+    free_name: bool,
+}
+
 #[derive(Serialize)]
 struct LoggedOut {
     identity: String,
@@ -288,15 +297,6 @@ async fn finish(
         "{flow} flow at {}; subject {}",
         config.issuer, person.subject
     );
-    let recorded = state.shared.audit.record(&AuditEvent {
-        identity: Some(&person.name),
-        client_addr: Some(&client_addr),
-        detail: Some(&detail),
-        ..AuditEvent::new("sign_in")
-    });
-    if let Err(e) = recorded {
-        return Err(ApiError::audit_unavailable(&e));
-    }
     let (ttl, max) = (config.credential_ttl, config.max_credentials_per_person);
     let issuer = config.issuer.clone();
     let holder_person = person.clone();
@@ -313,7 +313,24 @@ async fn finish(
                 max,
             )
         })
-        .await??;
+        .await?;
+    let new = match new {
+        Ok(new) => new,
+        Err(e) => {
+            if let crate::access::AccessError::NameBound { .. } = e {
+                failed("name_bound", &detail, Some(&person.name));
+            }
+            return Err(e.into());
+        }
+    };
+    // After the credential's own record: the sign-on it came from.
+    let _ = state.shared.audit.record(&AuditEvent {
+        identity: Some(&person.name),
+        client_addr: Some(&client_addr),
+        detail: Some(&detail),
+        credential: Some(&new.credential.id),
+        ..AuditEvent::new("sign_in")
+    });
     tracing::info!(identity = %person.name, credential = %new.credential.id, flow, "signed on through the identity provider");
     let answer = SignedOnAnswer {
         identity: person.name,
@@ -386,9 +403,11 @@ async fn logout_identity(
     State(state): State<Arc<AdminState>>,
     caller: Caller,
     name: Result<Path<String>, PathRejection>,
+    body: Result<OptionalJsonBody<LogoutIdentityBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     caller.require_admin("log other people out")?;
     let Path(name) = name?;
+    let OptionalJsonBody(body) = body?;
     let by = caller.name().to_owned();
     let who = name.clone();
     let ended = state
@@ -397,7 +416,7 @@ async fn logout_identity(
                 identity: &who,
                 id: None,
                 by: &by,
-                unbind: true,
+                unbind: body.free_name,
             })
         })
         .await??;

@@ -75,7 +75,8 @@ async fn whoami(State(state): State<Arc<AdminState>>, caller: Caller) -> Respons
 }
 
 async fn info(State(state): State<Arc<AdminState>>, _caller: Caller) -> Response {
-    let config = &state.shared.config;
+    // The targets in force (a reload may have added some).
+    let config = state.shared.access.config();
     let listeners: std::collections::BTreeMap<_, _> =
         state.shared.listeners.iter().copied().collect();
     Json(Info {

@@ -66,7 +66,12 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             port,
             api,
         } => super::login::login(api, device, no_browser, port).await,
-        Command::Logout { all, user, api } => super::login::logout(api, all, user).await,
+        Command::Logout {
+            all,
+            user,
+            free_name,
+            api,
+        } => super::login::logout(api, all, user, free_name).await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }

@@ -337,7 +337,12 @@ fn parse<T: serde::de::DeserializeOwned>(v: Value) -> anyhow::Result<T> {
 
 /// `jitgate logout`: end the stored credential (all of the caller's with
 /// `all`), or, with `user`, every credential of that person (admins).
-pub(crate) async fn logout(api: ApiArgs, all: bool, user: Option<String>) -> anyhow::Result<()> {
+pub(crate) async fn logout(
+    api: ApiArgs,
+    all: bool,
+    user: Option<String>,
+    free_name: bool,
+) -> anyhow::Result<()> {
     let server = Client::anonymous(&api.server)?.server();
     let stored = credentials::load(&server)?;
     let token = api
@@ -348,7 +353,9 @@ pub(crate) async fn logout(api: ApiArgs, all: bool, user: Option<String>) -> any
     let answer = match &user {
         Some(name) => {
             let path = format!("/v1/identities/{}/logout", super::commands::segment(name)?);
-            client.post(&path, None).await?
+            client
+                .post(&path, Some(json!({"free_name": free_name})))
+                .await?
         }
         None => match client.post("/v1/logout", Some(json!({"all": all}))).await {
             Ok(answer) => answer,

@@ -178,6 +178,10 @@ pub enum Command {
         /// (admins) End every credential and session of this person.
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
+        /// With --user: also free the name for another account at the
+        /// identity provider (it must hold no grant or pending request).
+        #[arg(long, requires = "user")]
+        free_name: bool,
         #[command(flatten)]
         api: ApiArgs,
     },

@@ -130,6 +130,8 @@ struct Live {
     verifier: ScramVerifier,
     identity: Arc<Identity>,
     issued_at: SystemTime,
+    /// The provider that vouched for it: only the configured one's count.
+    issuer: String,
 }
 
 impl Live {
@@ -157,6 +159,9 @@ pub struct Issued {
     /// The provider account (issuer, subject) each name was first issued
     /// to: a name is one person, whatever its claim says later.
     subjects: RwLock<HashMap<String, (String, String)>>,
+    /// The provider in force (`oidc.issuer`): a credential another one
+    /// vouched for proves nothing (none when no provider is configured).
+    issuer: RwLock<Option<String>>,
 }
 
 impl std::fmt::Debug for Issued {
@@ -178,6 +183,25 @@ impl Issued {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Put `issuer` in force (at start, and by a reload).
+    pub fn set_issuer(&self, issuer: Option<String>) {
+        *self
+            .issuer
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = issuer;
+    }
+
+    /// Live, and vouched for by the provider in force.
+    fn usable(&self, l: &Live, now: SystemTime) -> bool {
+        l.alive(now)
+            && self
+                .issuer
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_deref()
+                == Some(l.issuer.as_str())
+    }
+
     /// Take in a stored credential, and bind its name to its provider
     /// account if nothing bound it yet. One that has expired by `now` is
     /// not kept (it can prove nothing). The name's credentials it ends come
@@ -187,11 +211,20 @@ impl Issued {
     pub fn insert(&self, c: &IssuedCredential, now: SystemTime) -> Result<Vec<String>, String> {
         let verifier = ScramVerifier::parse(&c.verifier)
             .ok_or_else(|| format!("credential {} has no valid verifier", c.id))?;
-        self.subjects
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(c.identity.clone())
-            .or_insert_with(|| (c.issuer.clone(), c.subject.clone()));
+        {
+            // Bound to the first account; a credential from another
+            // provider (the config switched providers) binds anew.
+            let mut subjects = self
+                .subjects
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let bound = subjects
+                .entry(c.identity.clone())
+                .or_insert_with(|| (c.issuer.clone(), c.subject.clone()));
+            if bound.0 != c.issuer {
+                *bound = (c.issuer.clone(), c.subject.clone());
+            }
+        }
         let mut by_name = self.write();
         let live = by_name.entry(c.identity.clone()).or_default();
         if live.iter().any(|l| l.id() == c.id) {
@@ -219,6 +252,7 @@ impl Issued {
                     }),
                 }),
                 issued_at: c.issued_at,
+                issuer: c.issuer.clone(),
             });
         }
         if live.is_empty() {
@@ -271,7 +305,7 @@ impl Issued {
         let mut live = by_name
             .get(name)?
             .iter()
-            .filter(|l| l.alive(now))
+            .filter(|l| self.usable(l, now))
             .peekable();
         let mut keys = LoginKeys::empty(&live.peek()?.verifier);
         for l in live {
@@ -290,7 +324,7 @@ impl Issued {
         self.read()
             .values()
             .flatten()
-            .find(|l| l.id() == id && l.alive(now))
+            .find(|l| l.id() == id && self.usable(l, now))
             .map(|l| (l.verifier.clone(), l.identity.clone()))
     }
 
@@ -299,7 +333,7 @@ impl Issued {
         self.read()
             .get(name)?
             .iter()
-            .find(|l| l.alive(now))
+            .find(|l| self.usable(l, now))
             .map(|l| (l.verifier.salt.clone(), l.verifier.iterations))
     }
 
@@ -310,7 +344,7 @@ impl Issued {
             .get(name)
             .into_iter()
             .flatten()
-            .filter(|l| l.alive(now))
+            .filter(|l| self.usable(l, now))
             .map(|l| CredentialInfo {
                 id: l.id().to_owned(),
                 issued_at: l.issued_at,
@@ -326,7 +360,7 @@ impl Issued {
         self.read()
             .values()
             .flatten()
-            .filter(|l| l.alive(now))
+            .filter(|l| self.usable(l, now))
             .map(|l| l.identity.clone())
             .collect()
     }
@@ -335,7 +369,7 @@ impl Issued {
     pub fn is_live(&self, name: &str, id: &str, now: SystemTime) -> bool {
         self.read()
             .get(name)
-            .is_some_and(|live| live.iter().any(|l| l.id() == id && l.alive(now)))
+            .is_some_and(|live| live.iter().any(|l| l.id() == id && self.usable(l, now)))
     }
 }
 
@@ -356,6 +390,7 @@ mod tests {
     #[test]
     fn every_live_credential_of_a_name_logs_in_and_an_ended_one_does_not() {
         let issued = Issued::default();
+        issued.set_issuer(Some("https://idp.example".into()));
         let now = SystemTime::now();
         let later = now + Duration::from_secs(3600);
         let first = NewCredential::generate(&holder("ann"), now, later, None);
@@ -389,6 +424,7 @@ mod tests {
     #[test]
     fn a_credential_with_another_salt_ends_the_names_older_ones() {
         let issued = Issued::default();
+        issued.set_issuer(Some("https://idp.example".into()));
         let now = SystemTime::now();
         let later = now + Duration::from_secs(60);
         let a = NewCredential::generate(&holder("ann"), now, later, None);

@@ -278,6 +278,18 @@ impl Identities {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
     }
 
+    /// Put the identity provider in force (a reload): credentials another
+    /// provider vouched for prove nothing from now on.
+    pub fn set_issuer(&self, issuer: Option<String>) {
+        self.issued.set_issuer(issuer);
+    }
+
+    /// Has `name` ever been issued a credential that still binds it to a
+    /// provider account (until an admin frees it)?
+    pub fn is_bound(&self, name: &str) -> bool {
+        self.issued.subject_of(name).is_some()
+    }
+
     /// Is `name` one of the config's identities (which no sign-on may take)?
     pub fn in_config(&self, name: &str) -> bool {
         self.configured().by_name.contains_key(name)

@@ -461,13 +461,14 @@ impl Admitted {
             });
         }
         let config = gate.parts.access.config();
-        if let Some(what) = crate::session::removed_under(
-            &config,
-            &identity,
-            credential.is_some(),
-            &grant.target,
-            &grant.level,
-        ) {
+        let shape = crate::session::SessionShape {
+            identity: &identity,
+            issued: credential.is_some(),
+            target: &grant.target,
+            level: &grant.level,
+            was: Some((&lease.target, &lease.level)),
+        };
+        if let Some(what) = crate::session::removed_under(&config, &shape) {
             info.end_removed(what);
         }
         let started = gate.parts.audit.record(&AuditEvent {

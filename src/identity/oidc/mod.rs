@@ -404,6 +404,8 @@ impl Provider {
                 *cached = Some((d.clone(), Instant::now()));
                 Ok(d)
             }
+            // Too many sign-ons at once says nothing of the provider.
+            Err(SignOnError::Busy) => Err(SignOnError::Busy),
             Err(e) => {
                 *self
                     .discovery_failed
