@@ -758,6 +758,47 @@ async fn one_command_goes_from_asking_to_a_psql_prompt_and_connect_says_what_to_
         "{}",
         unverified.stderr
     );
+
+    // Stopped (SIGTERM), connect ends psql and removes the pass file.
+    let sleeping = cli(
+        &w.jg,
+        home.path(),
+        &[
+            "connect",
+            PG_TARGET,
+            "--",
+            "-X",
+            "-c",
+            "select pg_sleep(60)",
+        ],
+    )
+    .env("PATH", &path)
+    .spawn()
+    .unwrap();
+    w.pg.wait_for_backend_count(By::User("jg_read"), 1).await;
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &sleeping.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let out = tokio::time::timeout(Duration::from_secs(10), sleeping.wait_with_output())
+        .await
+        .expect("connect ended when stopped")
+        .unwrap();
+    assert!(!out.status.success());
+    // psql is gone: its session through jitgate ends (the server's backend
+    // finishes its sleep on its own; a client leaving cancels nothing).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.jg.sessions().await.is_empty() {
+        assert!(Instant::now() < deadline, "psql's session outlived connect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recorded = std::fs::read_to_string(&seen).unwrap();
+    let passfile = recorded
+        .lines()
+        .find_map(|l| l.strip_prefix("PGPASSFILE="))
+        .unwrap();
+    assert!(!Path::new(passfile).exists(), "{passfile} was left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,9 +102,13 @@ pub(crate) async fn connect(
 /// remove the secret's file; the client's exit status is jitgate's.
 async fn run_client(session: &Session<'_>, extra: &[String]) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
-    // Listening for them is what keeps them from ending jitgate.
+    // Listening for them is what keeps them from ending jitgate: Ctrl-C
+    // and Ctrl-\ are the client's. A terminal that goes away (SIGHUP) or
+    // a stop (SIGTERM) ends the client first, then jitgate, file removed.
     let _interrupts = signal(SignalKind::interrupt())?;
     let _quits = signal(SignalKind::quit())?;
+    let mut hangups = signal(SignalKind::hangup())?;
+    let mut terminations = signal(SignalKind::terminate())?;
     let dir = private_dir()?;
     let outcome = async {
         let mut command = if session.listener.mysql {
@@ -116,14 +120,18 @@ async fn run_client(session: &Session<'_>, extra: &[String]) -> anyhow::Result<E
         // The client needs none of jitgate's own settings, least the token.
         command.env_remove("JITGATE_TOKEN");
         let program = command.get_program().to_string_lossy().into_owned();
-        let status = tokio::process::Command::from(command)
-            .status()
-            .await
+        let mut child = tokio::process::Command::from(command)
+            .spawn()
             .with_context(|| {
                 format!(
                     "cannot start {program}; install it (Debian: postgresql-client or mariadb-client)"
                 )
             })?;
+        let status = tokio::select! {
+            status = child.wait() => status?,
+            _ = hangups.recv() => stop(&mut child).await,
+            _ = terminations.recv() => stop(&mut child).await,
+        };
         Ok(match status.code() {
             Some(0) => ExitCode::SUCCESS,
             Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -133,6 +141,16 @@ async fn run_client(session: &Session<'_>, extra: &[String]) -> anyhow::Result<E
     .await;
     let _ = std::fs::remove_dir_all(&dir);
     outcome
+}
+
+/// End the client (it gets SIGKILL: its own terminal may be gone) and
+/// wait for it.
+async fn stop(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let _ = child.start_kill();
+    child
+        .wait()
+        .await
+        .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(1))
 }
 
 fn psql_command(s: &Session<'_>, dir: &Path) -> anyhow::Result<std::process::Command> {

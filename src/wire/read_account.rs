@@ -87,7 +87,9 @@ type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Verdict)>>>;
 /// The verdicts of every read-only level, shared by the fronts and the start.
 #[derive(Default)]
 pub struct ReadAccounts {
-    by_level: DashMap<(String, String), Slot>,
+    /// By target, level, and the account and address checked: a verdict
+    /// on one account never answers for another (a reload may change it).
+    by_level: DashMap<(String, String, String, String), Slot>,
 }
 
 impl ReadAccounts {
@@ -142,7 +144,12 @@ impl ReadAccounts {
     ) -> (Verdict, bool) {
         let slot = self
             .by_level
-            .entry((target.name.clone(), level_name.to_owned()))
+            .entry((
+                target.name.clone(),
+                level_name.to_owned(),
+                level.user.clone(),
+                target.address.clone(),
+            ))
             .or_default()
             .clone();
         let mut last = slot.lock().await;
