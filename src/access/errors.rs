@@ -177,6 +177,11 @@ pub(crate) enum AccessError {
         policy: String,
         action: Action,
     },
+    /// The request's policy no longer allows its target, level or duration.
+    #[error(
+        "policy `{policy}` no longer allows what request {id} asks for (the config changed since); deny it, and the requester asks again within the policy"
+    )]
+    PolicyNarrowed { id: String, policy: String },
     /// The decider is in none of the policy's approver groups.
     #[error(
         "{who} may not {action} request {id}: policy `{policy}` needs a member of group {}",

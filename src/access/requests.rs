@@ -630,6 +630,17 @@ impl AccessModel {
                 approvers: policy.approvers.clone(),
             });
         }
+        // A reload may have narrowed the policy since the request was made:
+        // an approval grants only what the policy allows now.
+        if matches!(action, Action::Approve)
+            && (!policy.covers(&request.target, &request.level)
+                || Duration::from_secs(request.duration_secs) > policy.max_duration)
+        {
+            return Err(AccessError::PolicyNarrowed {
+                id: id.to_owned(),
+                policy: policy.name.clone(),
+            });
+        }
         self.pending(book, id, action)
     }
 

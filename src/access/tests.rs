@@ -1069,3 +1069,30 @@ async fn a_lease_carries_its_target_and_level_and_a_gone_level_is_refused_at_aut
         Ok(lease) => panic!("authorized with {:?}", lease.grant),
     }
 }
+
+#[tokio::test]
+async fn a_request_its_reloaded_policy_no_longer_allows_cannot_be_approved_only_denied() {
+    let w = World::new();
+    let model = w.open();
+    let r = model
+        .request(&alice(), ask("demo-pg", "read", "45m"))
+        .unwrap();
+    // A reload lowers dev-read's longest duration below what was asked.
+    let mut narrowed = (*w.config).clone();
+    let dev_read = narrowed
+        .policies
+        .iter_mut()
+        .find(|p| p.name == "dev-read")
+        .unwrap();
+    dev_read.max_duration = Duration::from_secs(30 * 60);
+    model.set_config(Arc::new(narrowed));
+    let err = model.approve(&bob(), &r.id, None).unwrap_err();
+    assert!(matches!(err, AccessError::PolicyNarrowed { .. }), "{err:?}");
+    assert!(err.to_string().contains("deny it"), "{err}");
+    assert!(model.authorize("alice", "demo-pg").is_err());
+    model.deny(&bob(), &r.id, None).unwrap();
+    assert_eq!(
+        model.get_request(&r.id).unwrap().state,
+        RequestState::Denied
+    );
+}

@@ -224,6 +224,7 @@ impl From<AccessError> for ApiError {
             AccessError::RequestNotFound { .. } => (StatusCode::NOT_FOUND, "not found"),
             AccessError::NotPending { .. } => (StatusCode::CONFLICT, "conflict"),
             AccessError::NameBound { .. } => (StatusCode::CONFLICT, "name taken"),
+            AccessError::PolicyNarrowed { .. } => (StatusCode::CONFLICT, "conflict"),
             AccessError::NameHoldsAccess { .. } => (StatusCode::CONFLICT, "name holds access"),
             AccessError::TooManyPending { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too many pending requests")
