@@ -1229,13 +1229,9 @@ async fn jitgate_connect_starts_mariadb_on_the_grant_without_the_secret_on_its_c
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.starts_with("jg_read@"), "{stdout}");
+    let run = Run::from(out);
+    run.assert_ok(&jg);
+    assert!(run.stdout.starts_with("jg_read@"), "{}", run.stdout);
     // What the client was started with: no secret among its arguments or
     // in its environment, and the option file gone once it exited.
     let recorded = std::fs::read_to_string(&seen).unwrap();

@@ -685,13 +685,14 @@ async fn one_command_goes_from_asking_to_a_psql_prompt_and_connect_says_what_to_
         .await
         .expect("request --connect finished")
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let asked = Run::from(out);
+    asked.assert_ok(&w.jg);
+    assert_eq!(
+        asked.stdout.lines().last(),
+        Some("jg_read"),
+        "{}",
+        asked.stdout
     );
-    assert_eq!(stdout.lines().last(), Some("jg_read"), "{stdout}");
     let recorded = std::fs::read_to_string(&seen).unwrap();
     assert!(
         !recorded.contains(&secret),
@@ -788,11 +789,12 @@ async fn one_command_goes_from_asking_to_a_psql_prompt_and_connect_says_what_to_
     assert!(!out.status.success());
     // psql is gone: its session through jitgate ends (the server's backend
     // finishes its sleep on its own; a client leaving cancels nothing).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !w.jg.sessions().await.is_empty() {
-        assert!(Instant::now() < deadline, "psql's session outlived connect");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        secs(10),
+        "psql's session through jitgate to end",
+        || async { w.jg.sessions().await.is_empty().then_some(()) },
+    )
+    .await;
     let recorded = std::fs::read_to_string(&seen).unwrap();
     let passfile = recorded
         .lines()

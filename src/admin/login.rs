@@ -189,11 +189,15 @@ async fn code(
             &body.nonce,
         )
         .await;
-    let answer = finish(&state, &provider, client, "authorization_code", signed_on).await;
-    if answer.is_ok() {
-        attempt.refund();
-    }
-    answer
+    finish(
+        &state,
+        &provider,
+        client,
+        attempt,
+        "authorization_code",
+        signed_on,
+    )
+    .await
 }
 
 /// Starting a device sign-on costs the address one attempt of its login
@@ -239,11 +243,7 @@ async fn device_token(
         Ok(DevicePoll::Done(signed_on)) => Ok(signed_on),
         Err(e) => Err(e),
     };
-    let answer = finish(&state, &provider, client, "device", signed_on).await;
-    if answer.is_ok() {
-        attempt.refund();
-    }
-    answer
+    finish(&state, &provider, client, attempt, "device", signed_on).await
 }
 
 /// Charge one sign-on to `client`'s login budget (refunded on success).
@@ -258,11 +258,13 @@ fn charge(
 }
 
 /// After the provider answered: audit a failure, or sign the person on
-/// and issue their credential.
+/// and issue their credential; the sign-on's `attempt` is given back to
+/// the address's login budget only when it succeeded.
 async fn finish(
     state: &AdminState,
     provider: &Provider,
     client: IpAddr,
+    attempt: crate::identity::LoginAttempt<'_>,
     flow: &'static str,
     signed_on: Result<SignedOn, SignOnError>,
 ) -> Result<Response, ApiError> {
@@ -331,6 +333,7 @@ async fn finish(
         credential: Some(&new.credential.id),
         ..AuditEvent::new("sign_in")
     });
+    attempt.refund();
     tracing::info!(identity = %person.name, credential = %new.credential.id, flow, "signed on through the identity provider");
     let answer = SignedOnAnswer {
         identity: person.name,

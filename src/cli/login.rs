@@ -218,7 +218,7 @@ async fn wait_for_redirect(
             eprintln!("(a sign-in came back that is not this one's; still waiting)");
             continue;
         }
-        let outcome = check_redirect(&params, state, issuer);
+        let outcome = check_redirect(&params, issuer);
         let page = match &outcome {
             Ok(_) => "Signed in to jitgate. You can close this tab and go back to your terminal.",
             Err(_) => "jitgate could not sign you in; your terminal says why.",
@@ -228,16 +228,12 @@ async fn wait_for_redirect(
     }
 }
 
+/// The code of a redirect whose state is this sign-on's: the provider's
+/// refusal, or a redirect from another provider, is an error.
 fn check_redirect(
     params: &std::collections::HashMap<String, String>,
-    state: &str,
     issuer: Option<&str>,
 ) -> anyhow::Result<String> {
-    if params.get("state").map(String::as_str) != Some(state) {
-        bail!(
-            "the sign-in came back with another state than this login sent, so it is not this login's; run `jitgate login` again"
-        );
-    }
     if let Some(error) = params.get("error") {
         let description = params
             .get("error_description")
