@@ -198,6 +198,7 @@ impl Reloader {
         new.data_dir = old.data_dir.clone();
         new.listen = old.listen.clone();
         new.tls = old.tls.clone();
+        new.admin = old.admin.clone();
         new.audit = old.audit.clone();
         new.limits = old.limits.clone();
         new.store = old.store.clone();
@@ -237,6 +238,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if differ(&old.tls, &new.tls) {
         changed.push("tls");
+    }
+    if differ(&old.admin, &new.admin) {
+        changed.push("admin");
     }
     if differ(&old.audit, &new.audit) {
         changed.push("audit");

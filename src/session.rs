@@ -190,6 +190,9 @@ pub struct Sessions {
     by_id: DashMap<String, Arc<SessionInfo>>,
     /// Grant id -> its sessions' gate, while it has registered sessions.
     gates: DashMap<String, Arc<GrantGate>>,
+    /// Counts sessions registered and ended, for whoever shows them live
+    /// (the approver page).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Sessions {
@@ -219,10 +222,16 @@ impl Sessions {
             told: AtomicBool::new(false),
         });
         self.by_id.insert(info.id.clone(), info.clone());
+        self.changes.send_modify(|n| *n += 1);
         SessionGuard {
             registry: self.clone(),
             info,
         }
+    }
+
+    /// Wakes when a session starts or ends.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Live sessions, oldest first.
@@ -411,6 +420,7 @@ pub struct SessionGuard {
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.registry.by_id.remove(&self.info.id);
+        self.registry.changes.send_modify(|n| *n += 1);
         // A session that ends without telling (its client went first) no
         // longer holds up the others.
         self.info.client_told();

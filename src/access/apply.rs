@@ -103,6 +103,7 @@ impl AccessModel {
                 }
             }
         }
+        self.changes.send_modify(|n| *n += 1);
         Ok(())
     }
 

@@ -116,6 +116,9 @@ pub struct AccessModel {
     /// while holding it, so the journal's order is the order of the changes.
     book: Mutex<Book>,
     events: broadcast::Sender<AccessEvent>,
+    /// Counts the changes applied (this proxy's and the fleet's), for
+    /// whoever shows requests and grants live (the approver page).
+    changes: tokio::sync::watch::Sender<u64>,
     /// Subscribed before the journal replay, so the first subscriber (the
     /// webhook notifier, started after `open`) also hears what the replay
     /// ended: grants and requests that expired while jitgate was down.
@@ -243,6 +246,7 @@ impl AccessModel {
                 applied: 0,
             }),
             events,
+            changes: tokio::sync::watch::Sender::new(0),
             first_subscriber: Mutex::new(Some(first)),
         }
     }
@@ -333,6 +337,12 @@ impl AccessModel {
         };
         let (target_cfg, level_cfg) = (Arc::new(target_cfg.clone()), Arc::new(level_cfg.clone()));
         Ok(watch.into_lease(target_cfg, level_cfg))
+    }
+
+    /// Wakes on every change to requests, grants or credentials, whoever
+    /// made it; it says only that something changed, not what.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Events for notifications. Lagging receivers lose old events, never block the model.

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use super::AdminState;
 use super::error::ApiError;
 use crate::access::ADMIN_GROUP;
-use crate::identity::{Identities, Identity, LoginLimiter};
+use crate::identity::{Identities, Identity, LoginLimiter, Proven};
 
 /// Group whose members see and act on everyone's grants and sessions.
 pub const APPROVER_GROUP: &str = "approver";
@@ -155,6 +155,15 @@ impl Authenticator {
     }
 
     pub async fn authenticate(&self, token: &str, client: IpAddr) -> Result<Caller, ApiError> {
+        let proven = self.prove(token, client).await?;
+        Ok(Caller {
+            identity: proven.identity,
+        })
+    }
+
+    /// Who `token` proves to be, and the stored key of the secret it is
+    /// (the approver page keeps that to check its sign-in again later).
+    pub async fn prove(&self, token: &str, client: IpAddr) -> Result<Proven, ApiError> {
         let key = self.known_tokens.key(token);
         // A token proven before counts while its secret is still the
         // name's: not logged out, expired or changed in the config.
@@ -163,9 +172,7 @@ impl Authenticator {
                 .keys_for(&name)
                 .match_stored_key(&stored_key)
         }) {
-            return Ok(Caller {
-                identity: proven.identity,
-            });
+            return Ok(proven);
         }
         let attempt = match self.logins.charge(None, client) {
             Ok(attempt) => attempt,
@@ -184,9 +191,7 @@ impl Authenticator {
                 attempt.refund();
                 self.known_tokens
                     .insert(key, &proven.identity.name, proven.stored_key);
-                Ok(Caller {
-                    identity: proven.identity,
-                })
+                Ok(proven)
             }
             None => {
                 tracing::warn!(%client, "admin API: bearer token matches no identity");

@@ -41,6 +41,12 @@ impl ApiError {
         }
     }
 
+    /// The status, the short phrase and the detail, for the approver page,
+    /// which shows the API's own answer as HTML.
+    pub(super) fn parts(&self) -> (StatusCode, &'static str, &str) {
+        (self.status, self.error, &self.detail)
+    }
+
     pub fn bad_request(error: &'static str, detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, error, detail)
     }

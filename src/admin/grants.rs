@@ -72,21 +72,24 @@ async fn create(
 }
 
 async fn list(State(state): State<Arc<AdminState>>, caller: Caller) -> Response {
+    let active = visible(&state, &caller).await;
+    let grants = active.iter().map(|g| &**g).collect();
+    Json(GrantList { grants }).into_response()
+}
+
+/// The active grants `caller` sees, oldest first.
+pub(super) async fn visible(state: &AdminState, caller: &Caller) -> Vec<Arc<Grant>> {
     // Best effort: the grants this proxy knows if the store cannot be asked.
     let _ = state.access(|a| a.catch_up_for_reading()).await;
     let access = &state.shared.access;
-    let active = access.grants.active(crate::access::clock::now());
-    let grants = active
-        .iter()
-        .filter(|g| may_see(&caller, access, g))
-        .map(|g| &**g)
-        .collect();
-    Json(GrantList { grants }).into_response()
+    let mut active = access.grants.active(crate::access::clock::now());
+    active.retain(|g| may_see(caller, access, g));
+    active
 }
 
 /// Whose grants a caller sees: their own, everyone's for admins and
 /// approvers, and those they may revoke.
-fn may_see(caller: &Caller, access: &AccessModel, grant: &Grant) -> bool {
+pub(super) fn may_see(caller: &Caller, access: &AccessModel, grant: &Grant) -> bool {
     caller.may_act_for(&grant.identity) || access.may_revoke(&caller.identity, grant)
 }
 
@@ -96,6 +99,17 @@ async fn revoke(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
+    let grant = revoke_as(&state, &caller, id).await?;
+    Ok(Json(&*grant).into_response())
+}
+
+/// The active grant `id` if `caller` sees it; else the `404` a grant that
+/// never was gets.
+pub(super) async fn active_seen_by(
+    state: &AdminState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Arc<Grant>, ApiError> {
     let not_found = || {
         ApiError::not_found(
             "grant not found",
@@ -107,18 +121,25 @@ async fn revoke(
     // With a fleet's store, a grant made on another proxy a moment ago is
     // known here once this proxy has caught up.
     state.access(|a| a.catch_up_now()).await??;
-    let grant = state
-        .shared
-        .access
-        .grants
-        .get(&id)
-        .filter(|g| g.expires_at > crate::access::clock::now())
-        .ok_or_else(not_found)?;
     let access = &state.shared.access;
-    // A grant the caller may not see is not found, like one that never was.
-    if !may_see(&caller, access, &grant) {
-        return Err(not_found());
-    }
+    access
+        .grants
+        .get(id)
+        .filter(|g| g.expires_at > crate::access::clock::now())
+        // A grant the caller may not see is not found, like one that never was.
+        .filter(|g| may_see(caller, access, g))
+        .ok_or_else(not_found)
+}
+
+/// Revoke the grant `id` as `caller`, if they may (the API's and the
+/// approver page's one way to do it).
+pub(super) async fn revoke_as(
+    state: &AdminState,
+    caller: &Caller,
+    id: String,
+) -> Result<Arc<Grant>, ApiError> {
+    let grant = active_seen_by(state, caller, &id).await?;
+    let access = &state.shared.access;
     if !access.may_revoke(&caller.identity, &grant) {
         return Err(ApiError::forbidden(format!(
             "{} may not revoke a grant of {}; only the grantee, an approver of its policy or an admin may",
@@ -129,5 +150,5 @@ async fn revoke(
     let by = caller.name().to_owned();
     let grant = state.access(move |a| a.revoke(&id, &by)).await??;
     tracing::info!(grant = %grant.id, identity = %grant.identity, by = %caller.name(), "admin API: grant revoked");
-    Ok(Json(&*grant).into_response())
+    Ok(grant)
 }

@@ -117,7 +117,7 @@ struct LoggedOut {
 }
 
 /// The provider, or `404` when none is configured.
-fn provider(state: &AdminState) -> Result<Arc<Provider>, ApiError> {
+pub(super) fn provider(state: &AdminState) -> Result<Arc<Provider>, ApiError> {
     state.shared.provider.get().ok_or_else(|| {
         ApiError::not_found(
             "no identity provider",
@@ -247,7 +247,7 @@ async fn device_token(
 }
 
 /// Charge one sign-on to `client`'s login budget (refunded on success).
-fn charge(
+pub(super) fn charge(
     state: &AdminState,
     client: IpAddr,
 ) -> Result<crate::identity::LoginAttempt<'_>, ApiError> {
@@ -257,9 +257,8 @@ fn charge(
     })
 }
 
-/// After the provider answered: audit a failure, or sign the person on
-/// and issue their credential; the sign-on's `attempt` is given back to
-/// the address's login budget only when it succeeded.
+/// After the provider answered: the person and their new credential,
+/// as the API answers them (once, not to be cached).
 async fn finish(
     state: &AdminState,
     provider: &Provider,
@@ -268,6 +267,32 @@ async fn finish(
     flow: &'static str,
     signed_on: Result<SignedOn, SignOnError>,
 ) -> Result<Response, ApiError> {
+    let (person, new) = sign_on(state, provider, client, attempt, flow, signed_on).await?;
+    let answer = SignedOnAnswer {
+        identity: person.name,
+        groups: person.groups,
+        credential: CredentialInfo {
+            id: new.credential.id.clone(),
+            issued_at: new.credential.issued_at,
+            expires_at: new.credential.expires_at,
+        },
+        secret: new.secret,
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
+}
+
+/// After the provider answered: audit a failure, or sign the person on
+/// and issue their credential; the sign-on's `attempt` is given back to
+/// the address's login budget only when it succeeded. The CLI's and the
+/// approver page's one way to sign someone on.
+pub(super) async fn sign_on(
+    state: &AdminState,
+    provider: &Provider,
+    client: IpAddr,
+    attempt: crate::identity::LoginAttempt<'_>,
+    flow: &'static str,
+    signed_on: Result<SignedOn, SignOnError>,
+) -> Result<(SignedOn, crate::identity::issued::NewCredential), ApiError> {
     let client_addr = client.to_string();
     let failed = |reason: &str, detail: &str, identity: Option<&str>| {
         let _ = state.shared.audit.record(&AuditEvent {
@@ -335,21 +360,11 @@ async fn finish(
     });
     attempt.refund();
     tracing::info!(identity = %person.name, credential = %new.credential.id, flow, "signed on through the identity provider");
-    let answer = SignedOnAnswer {
-        identity: person.name,
-        groups: person.groups,
-        credential: CredentialInfo {
-            id: new.credential.id.clone(),
-            issued_at: new.credential.issued_at,
-            expires_at: new.credential.expires_at,
-        },
-        secret: new.secret,
-    };
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
+    Ok((person, new))
 }
 
 /// A sign-on failure as the API answers it.
-fn sign_on_refusal(e: SignOnError) -> ApiError {
+pub(super) fn sign_on_refusal(e: SignOnError) -> ApiError {
     let status = match e {
         SignOnError::Unreachable => StatusCode::BAD_GATEWAY,
         SignOnError::Busy => StatusCode::SERVICE_UNAVAILABLE,

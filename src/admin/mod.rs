@@ -1,4 +1,5 @@
-//! The admin HTTP API: requests and approvals, grants, sessions, health.
+//! The admin HTTP API: requests and approvals, grants, sessions, health;
+//! and the approver page, a browser's way to the same (`page/`).
 //!
 //! JSON over HTTP with a bearer token per identity (see `auth.rs`). Each
 //! resource keeps its routes in its own file and adds them here with one
@@ -13,6 +14,7 @@ mod grants;
 mod json;
 mod login;
 mod openapi;
+mod page;
 mod reload;
 mod requests;
 mod sessions;
@@ -61,12 +63,18 @@ pub struct ApiParts {
 struct AdminState {
     shared: Arc<ApiParts>,
     auth: Authenticator,
+    /// The approver page's sign-ins and live streams.
+    page: page::PageState,
 }
 
 impl AdminState {
     fn new(shared: Arc<ApiParts>) -> AdminState {
         let auth = Authenticator::new(shared.identities.clone(), shared.logins.clone());
-        AdminState { shared, auth }
+        AdminState {
+            shared,
+            auth,
+            page: page::PageState::default(),
+        }
     }
 
     /// Ask the access model, off the runtime's workers: a change waits for
@@ -95,6 +103,7 @@ pub fn router(state: Arc<ApiParts>) -> Router {
         .merge(login::routes())
         .merge(reload::routes())
         .merge(openapi::routes())
+        .merge(page::routes())
         .fallback(unknown_route)
         // Applies to the routes added above, so it stays after the merges.
         .method_not_allowed_fallback(method_not_allowed)

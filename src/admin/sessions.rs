@@ -42,9 +42,10 @@ struct SessionList {
 }
 
 #[derive(Serialize)]
-struct Killed<'a> {
+pub(super) struct Killed<'a> {
     killed: &'a str,
-    proxy: &'a str,
+    /// The proxy that holds (held) the session.
+    pub(super) proxy: String,
 }
 
 /// This proxy's sessions and, with a fleet's store, the other proxies'.
@@ -74,16 +75,23 @@ async fn fleet(state: &AdminState) -> (Vec<SessionRow>, Option<String>) {
 }
 
 async fn list(State(state): State<Arc<AdminState>>, caller: Caller) -> Response {
-    let (sessions, incomplete) = fleet(&state).await;
-    let sessions = sessions
-        .into_iter()
-        .filter(|s| caller.may_act_for(&s.identity))
-        .collect();
+    let (sessions, incomplete) = visible(&state, &caller).await;
     Json(SessionList {
         sessions,
         incomplete,
     })
     .into_response()
+}
+
+/// The live sessions `caller` sees, oldest first, and why the list may be
+/// incomplete.
+pub(super) async fn visible(
+    state: &AdminState,
+    caller: &Caller,
+) -> (Vec<SessionRow>, Option<String>) {
+    let (mut sessions, incomplete) = fleet(state).await;
+    sessions.retain(|s| caller.may_act_for(&s.identity));
+    (sessions, incomplete)
 }
 
 async fn kill(
@@ -92,6 +100,17 @@ async fn kill(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
+    let killed = kill_as(&state, &caller, &id).await?;
+    Ok(Json(killed).into_response())
+}
+
+/// Kill the session `id` as `caller`, if they may (the API's and the
+/// approver page's one way to do it).
+pub(super) async fn kill_as<'a>(
+    state: &AdminState,
+    caller: &Caller,
+    id: &'a str,
+) -> Result<Killed<'a>, ApiError> {
     let not_found = || {
         ApiError::not_found(
             "session not found",
@@ -109,7 +128,7 @@ async fn kill(
         .find(|s| s.id == id);
     let Some(session) = local else {
         // Held by another proxy of the fleet, maybe.
-        let (sessions, _) = fleet(&state).await;
+        let (sessions, _) = fleet(state).await;
         let session = sessions
             .into_iter()
             .find(|s| s.id == id && s.proxy != me)
@@ -121,11 +140,10 @@ async fn kill(
             .access(move |a| a.request_session_kill(&asked, &by))
             .await??;
         tracing::info!(session = %id, proxy = %session.proxy, identity = %session.identity, by = %caller.name(), "admin API: session kill requested from the proxy that holds it");
-        return Ok(Json(Killed {
-            killed: &id,
-            proxy: &session.proxy,
-        })
-        .into_response());
+        return Ok(Killed {
+            killed: id,
+            proxy: session.proxy,
+        });
     };
     // A session the caller may not see (it is not in their list) is not
     // found, like one that never was.
@@ -147,11 +165,10 @@ async fn kill(
             ..AuditEvent::new("session_kill_requested")
         })
         .map_err(|e| ApiError::audit_unavailable(&e))?;
-    state.shared.sessions.kill(&id).ok_or_else(not_found)?;
+    state.shared.sessions.kill(id).ok_or_else(not_found)?;
     tracing::info!(session = %id, identity = %session.identity, by = %caller.name(), "admin API: session kill requested");
-    Ok(Json(Killed {
-        killed: &id,
-        proxy: &me,
+    Ok(Killed {
+        killed: id,
+        proxy: me,
     })
-    .into_response())
 }

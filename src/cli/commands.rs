@@ -451,22 +451,39 @@ async fn connection_command(client: &Client, request: &Request) -> anyhow::Resul
     let Some(l) = listener_for(client, &request.target).await? else {
         return Ok(None);
     };
-    if l.mysql {
-        return Ok(Some(format!(
-            "mariadb -h {} -P {} -u {} -p --ssl {}",
-            shell_word(&l.host),
-            l.port,
-            shell_word(&request.requested_by),
-            shell_word(&request.target),
-        )));
-    }
-    Ok(Some(format!(
-        "psql \"host={} port={} user={} dbname={} sslmode=require\"",
-        conninfo_value(&l.host),
+    Ok(Some(client_command(
+        l.mysql,
+        &l.host,
         l.port,
-        conninfo_value(&request.requested_by),
-        conninfo_value(&request.target),
+        &request.requested_by,
+        &request.target,
     )))
+}
+
+/// The psql or mariadb command line that reaches `target` through the
+/// listener at `host:port` as `user`, never with a password (the CLI's
+/// answer to an approval, and the approver page's).
+pub(crate) fn client_command(
+    mysql: bool,
+    host: &str,
+    port: u16,
+    user: &str,
+    target: &str,
+) -> String {
+    if mysql {
+        return format!(
+            "mariadb -h {} -P {port} -u {} -p --ssl {}",
+            shell_word(host),
+            shell_word(user),
+            shell_word(target),
+        );
+    }
+    format!(
+        "psql \"host={} port={port} user={} dbname={} sslmode=require\"",
+        conninfo_value(host),
+        conninfo_value(user),
+        conninfo_value(target),
+    )
 }
 
 /// A word for a POSIX shell: as it is when it holds nothing the shell

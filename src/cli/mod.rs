@@ -11,6 +11,7 @@
 
 mod client;
 mod commands;
+pub(crate) use commands::client_command;
 mod connect;
 mod credentials;
 mod login;

@@ -68,6 +68,8 @@ pub struct Config {
     pub(crate) data_dir: PathBuf,
     pub(crate) listen: Listen,
     pub(crate) tls: TlsConfig,
+    /// The admin listener's address as people reach it, and its TLS.
+    pub(crate) admin: AdminConfig,
     pub(crate) audit: AuditConfig,
     pub limits: Limits,
     pub identities: Vec<IdentityConfig>,
@@ -215,6 +217,35 @@ pub struct Listen {
     /// first MySQL target's own (see `wire/mysql/announce.rs`).
     pub(crate) mysql_server_version: Option<String>,
     pub(crate) admin: Option<SocketAddr>,
+}
+
+/// `[admin]`: how people and webhooks reach the admin listener (the API
+/// and the approver page).
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    /// `http(s)://host[:port]` as browsers and chat reach it, no trailing
+    /// slash: the page's sign-on redirect and webhook links start with it.
+    /// Without it, `http(s)://<listen.admin>` when that is one address.
+    pub(crate) url: Option<String>,
+    /// Serve the admin listener over TLS with this certificate and key.
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl Config {
+    /// Where people reach the admin listener: `admin.url`, or the listener's
+    /// own address when it is a single one (not 0.0.0.0 or ::).
+    pub(crate) fn admin_url(&self) -> Option<String> {
+        if let Some(url) = &self.admin.url {
+            return Some(url.clone());
+        }
+        let addr = self.listen.admin.filter(|a| !a.ip().is_unspecified())?;
+        let scheme = if self.admin.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Some(format!("{scheme}://{addr}"))
+    }
 }
 
 #[derive(Debug, Clone)]

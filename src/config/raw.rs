@@ -17,6 +17,8 @@ pub(super) struct RawConfig {
     pub(super) listen: RawListen,
     pub(super) tls: RawTls,
     #[serde(default)]
+    pub(super) admin: RawAdmin,
+    #[serde(default)]
     pub(super) audit: RawAudit,
     #[serde(default)]
     pub(super) limits: RawLimits,
@@ -96,6 +98,14 @@ pub(super) struct RawListen {
     pub(super) mysql: Option<String>,
     pub(super) mysql_server_version: Option<String>,
     pub(super) admin: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) url: Option<String>,
+    pub(super) tls_cert: Option<String>,
+    pub(super) tls_key: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -37,6 +37,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
     let data_dir = v.resolve(&raw.data_dir);
     let listen = v.listen(raw.listen)?;
     let tls = v.tls(raw.tls);
+    let admin = v.admin(raw.admin)?;
     let store = v.store(raw.store)?;
     let audit = v.audit(raw.audit, &data_dir, &store)?;
     let limits = v.limits(raw.limits)?;
@@ -51,6 +52,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         data_dir,
         listen,
         tls,
+        admin,
         audit,
         limits,
         identities,

@@ -1,0 +1,151 @@
+//! What the approver page's forms do: request, approve, deny, cancel,
+//! revoke, kill.
+//!
+//! Each goes through the same calls as the API's endpoint for it (the
+//! access model's rules, `grants::revoke_as`, `sessions::kill_as`), which
+//! write the audit records naming the person; a refusal is the API's own
+//! answer shown as a page. Every form arrives as an [`Action`]: signed in,
+//! from this origin, with the sign-in's CSRF token.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::signin::{Action, NoFields};
+use super::views::{self, RequestForm};
+use crate::access::NewRequest;
+use crate::admin::error::ApiError;
+use crate::admin::{AdminState, grants, json, sessions};
+
+/// After a change: the page that shows its result.
+fn see(path: String) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, path)]).into_response()
+}
+
+/// `POST /requests`: ask for access; a refusal keeps what was typed.
+pub(super) async fn create_request(
+    State(state): State<Arc<AdminState>>,
+    action: Action<RequestForm>,
+) -> Response {
+    let Action { viewer, form } = action;
+    let asked = async {
+        let duration = json::duration(&form.duration)?;
+        let new = NewRequest {
+            target: form.target.clone(),
+            level: form.level.clone(),
+            duration,
+            reason: form.reason.trim().to_owned(),
+        };
+        let identity = viewer.caller.identity.clone();
+        Ok::<_, ApiError>(state.access(move |a| a.request(&identity, new)).await??)
+    }
+    .await;
+    match asked {
+        Ok(request) => {
+            tracing::info!(request = %request.id, identity = %request.requested_by, target = %request.target,
+                level = %request.level, state = request.state.as_str(), "approver page: access requested");
+            see(format!("/requests/{}", request.id))
+        }
+        Err(e) => {
+            let (status, _, detail) = e.parts();
+            views::request_form(&state, &viewer, &form, Some(detail), status)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct Decision {
+    #[serde(default)]
+    comment: String,
+}
+
+fn comment(d: Decision) -> Option<String> {
+    let c = d.comment.trim();
+    (!c.is_empty()).then(|| c.to_owned())
+}
+
+/// `POST /requests/{id}/approve`.
+pub(super) async fn approve(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    action: Action<Decision>,
+) -> Response {
+    let identity = action.viewer.caller.identity.clone();
+    let comment = comment(action.form);
+    let asked = id.clone();
+    match state
+        .access(move |a| a.approve(&identity, &asked, comment))
+        .await
+    {
+        Ok(Ok(request)) => {
+            tracing::info!(request = %request.id, by = %action.viewer.caller.name(), state = request.state.as_str(), "approver page: request approved");
+            see(format!("/requests/{id}"))
+        }
+        Ok(Err(e)) => views::failure(e.into()),
+        Err(e) => views::failure(e),
+    }
+}
+
+/// `POST /requests/{id}/deny`.
+pub(super) async fn deny(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    action: Action<Decision>,
+) -> Response {
+    let identity = action.viewer.caller.identity.clone();
+    let comment = comment(action.form);
+    let asked = id.clone();
+    match state
+        .access(move |a| a.deny(&identity, &asked, comment))
+        .await
+    {
+        Ok(Ok(request)) => {
+            tracing::info!(request = %request.id, by = %action.viewer.caller.name(), "approver page: request denied");
+            see(format!("/requests/{id}"))
+        }
+        Ok(Err(e)) => views::failure(e.into()),
+        Err(e) => views::failure(e),
+    }
+}
+
+/// `POST /requests/{id}/cancel`: the requester takes it back.
+pub(super) async fn cancel(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    action: Action<NoFields>,
+) -> Response {
+    let identity = action.viewer.caller.identity.clone();
+    let asked = id.clone();
+    match state.access(move |a| a.cancel(&identity, &asked)).await {
+        Ok(Ok(_)) => see(format!("/requests/{id}")),
+        Ok(Err(e)) => views::failure(e.into()),
+        Err(e) => views::failure(e),
+    }
+}
+
+/// `POST /grants/{id}/revoke` (the confirmation's button).
+pub(super) async fn revoke(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    action: Action<NoFields>,
+) -> Response {
+    match grants::revoke_as(&state, &action.viewer.caller, id.clone()).await {
+        Ok(_) => see(format!("/grants/{id}")),
+        Err(e) => views::failure(e),
+    }
+}
+
+/// `POST /sessions/{id}/kill`: back to the overview, where it disappears.
+pub(super) async fn kill(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    action: Action<NoFields>,
+) -> Response {
+    match sessions::kill_as(&state, &action.viewer.caller, &id).await {
+        Ok(_) => see("/#sessions".to_owned()),
+        Err(e) => views::failure(e),
+    }
+}
