@@ -234,6 +234,11 @@ impl Sessions {
         self.changes.subscribe()
     }
 
+    /// How many starts and ends [`Self::changes`] has counted so far.
+    pub(crate) fn change_count(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
     /// Live sessions, oldest first.
     pub fn list(&self) -> Vec<Arc<SessionInfo>> {
         let mut v: Vec<_> = self.by_id.iter().map(|e| e.value().clone()).collect();

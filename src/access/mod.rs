@@ -345,6 +345,11 @@ impl AccessModel {
         self.changes.subscribe()
     }
 
+    /// How many changes [`Self::changes`] has counted so far.
+    pub(crate) fn change_count(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
     /// Events for notifications. Lagging receivers lose old events, never block the model.
     /// New events from now on (the tests' view; the notifier uses
     /// [`AccessModel::subscribe_from_start`]).
@@ -506,6 +511,9 @@ impl AccessModel {
             }
             book.applied = seq;
         }
+        // The caller changes the book next, under the same lock, before
+        // anyone woken here can read it.
+        self.changes.send_modify(|n| *n += 1);
         Ok(())
     }
 

@@ -225,10 +225,8 @@ pub struct Listen {
 pub struct AdminConfig {
     /// `http(s)://host[:port]` as browsers and chat reach it, no trailing
     /// slash: the page's sign-on redirect and webhook links start with it.
-    /// Without it, `http(s)://<listen.admin>` when that is one address.
+    /// Without it, `http://<listen.admin>` when that is one address.
     pub(crate) url: Option<String>,
-    /// Serve the admin listener over TLS with this certificate and key.
-    pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Config {
@@ -239,12 +237,16 @@ impl Config {
             return Some(url.clone());
         }
         let addr = self.listen.admin.filter(|a| !a.ip().is_unspecified())?;
-        let scheme = if self.admin.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        Some(format!("{scheme}://{addr}"))
+        Some(format!("http://{addr}"))
+    }
+
+    /// People reach the admin listener over HTTPS (a TLS proxy in front of
+    /// it): the page's cookies are then `Secure`.
+    pub(crate) fn admin_over_https(&self) -> bool {
+        self.admin
+            .url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
     }
 }
 

@@ -16,7 +16,8 @@
 //! waits), `postgres` and `mariadb` (the servers, their templates and their
 //! own view), `pgbouncer` (a pooler in front of PostgreSQL, for the
 //! benches), `jitgate` (the proxy process, its config, its audit log),
-//! `admin` (the admin API and CLI), `pg_client` (psql, pgbench,
+//! `admin` (the admin API and CLI), `chromium` (a real browser for the
+//! approver page), `pg_client` (psql, pgbench,
 //! tokio-postgres), `mysql_client` (the mariadb CLI, mysql_async), `run`
 //! (what a client program did), `store` (a fleet's PostgreSQL store),
 //! `cut` (a TCP link a test can cut), `percentiles` (the benches' tables),
@@ -30,6 +31,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod admin;
+mod chromium;
 mod cut;
 mod jitgate;
 mod mariadb;
@@ -52,6 +54,7 @@ pub mod oracle;
 pub mod tmpfs;
 
 pub use admin::{AdminApi, expires_at, id_of, id_string, time_of};
+pub use chromium::{Chromium, screenshot_path};
 pub use cut::Link;
 pub use jitgate::{
     ADMIN_SECRET, ALICE_SECRET, BOB_SECRET, CAROL_SECRET, Jitgate, JitgateConfig, JitgateOptions,

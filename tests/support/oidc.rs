@@ -85,7 +85,8 @@ pub fn jitgate_client(client_id: &str, alg: &str) -> Value {
     json!({
         "client_id": client_id,
         "client_secret": OIDC_CLIENT_SECRET,
-        "redirect_uris": ["http://127.0.0.1/callback"],
+        // The CLI's loopback port, and the approver page's own return.
+        "redirect_uris": ["http://127.0.0.1/callback", "http://127.0.0.1/signin/callback"],
         "application_type": "native",
         "grant_types": ["authorization_code", "urn:ietf:params:oauth:grant-type:device_code"],
         "response_types": ["code"],

@@ -20,10 +20,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
+use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::signin::Viewer;
@@ -32,8 +33,10 @@ use crate::admin::AdminState;
 use crate::admin::auth::ClientIp;
 use crate::admin::error::ApiError;
 
-/// Open streams from one client address.
-const MAX_PER_ADDRESS: usize = 8;
+/// Open streams from one client address. A page left behind may hold its
+/// stream until the next keep-alive finds it gone, so this allows for a few
+/// people behind one address clicking around quickly.
+const MAX_PER_ADDRESS: usize = 32;
 /// Changes closer together than this are one event.
 const SETTLE: Duration = Duration::from_millis(250);
 /// While sessions run, their statement counts are redrawn this often.
@@ -77,6 +80,21 @@ impl Drop for Slot {
     }
 }
 
+/// The change counts now, as a page notes them (`<access>.<sessions>`).
+pub(super) fn seen(state: &AdminState) -> String {
+    format!(
+        "{}.{}",
+        state.shared.access.change_count(),
+        state.shared.sessions.change_count()
+    )
+}
+
+#[derive(Deserialize)]
+pub(super) struct Since {
+    /// What the page saw when it was made; a change since is sent at once.
+    seen: Option<String>,
+}
+
 /// What the stream waits on between events.
 struct Watching {
     state: Arc<AdminState>,
@@ -84,6 +102,8 @@ struct Watching {
     access: watch::Receiver<u64>,
     sessions: watch::Receiver<u64>,
     ended: bool,
+    /// Something changed between the page's making and this stream.
+    news: bool,
     _slot: Slot,
 }
 
@@ -91,8 +111,10 @@ pub(super) async fn stream(
     State(state): State<Arc<AdminState>>,
     ClientIp(client): ClientIp,
     viewer: Viewer,
+    Query(since): Query<Since>,
 ) -> Response {
     let Some(slot) = Streams::open(&state, client) else {
+        tracing::warn!(%client, "approver page: live updates refused, too many open pages from this address");
         return views::failure(
             ApiError::new(
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -106,12 +128,15 @@ pub(super) async fn stream(
     let mut sessions = state.shared.sessions.changes();
     access.mark_unchanged();
     sessions.mark_unchanged();
+    let news = since.seen.is_some_and(|s| s != seen(&state));
+    tracing::debug!(identity = %viewer.caller.name(), news, "approver page: live updates opened");
     let watching = Watching {
         state: state.clone(),
         viewer,
         access,
         sessions,
         ended: false,
+        news,
         _slot: slot,
     };
     let events = futures_util::stream::unfold(watching, |mut w| async move {
@@ -133,10 +158,14 @@ async fn next_event(w: &mut Watching) -> Event {
         }
         tokio::time::sleep(SESSIONS_REFRESH).await;
     };
-    let open = tokio::select! {
-        c = w.access.changed() => c.is_ok(),
-        c = w.sessions.changed() => c.is_ok(),
-        _ = refresh => true,
+    let open = if std::mem::take(&mut w.news) {
+        true
+    } else {
+        tokio::select! {
+            c = w.access.changed() => c.is_ok(),
+            c = w.sessions.changed() => c.is_ok(),
+            _ = refresh => true,
+        }
     };
     if open {
         tokio::time::sleep(SETTLE).await;
@@ -147,5 +176,6 @@ async fn next_event(w: &mut Watching) -> Event {
         w.ended = true;
         return Event::default().event("signedout").data("-");
     }
+    tracing::debug!(identity = %w.viewer.caller.name(), "approver page: telling a page that something changed");
     Event::default().event("changed").data("-")
 }

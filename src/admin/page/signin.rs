@@ -11,7 +11,7 @@
 //! credential ends the page's sign-in too, on the next click.
 //!
 //! The browser holds a random 256-bit cookie (`HttpOnly`, `SameSite=Strict`,
-//! `Secure` and `__Host-` on TLS) that names the sign-in; the server keeps
+//! `Secure` and `__Host-` when `admin.url` is https) that names the sign-in; the server keeps
 //! only its keyed hash. Each sign-in has its own CSRF token, which every form
 //! carries and every state-changing request must send back (compared in
 //! constant time), and state-changing requests from another origin are
@@ -197,6 +197,9 @@ impl SignIns {
 pub(super) struct Viewer {
     pub(super) caller: Caller,
     pub(super) csrf: String,
+    /// The change counts before the page read anything (`events.rs`):
+    /// a change after them is news to this page.
+    pub(super) seen: String,
     /// The sign-in's cookie value (signing out forgets it).
     cookie: String,
 }
@@ -209,6 +212,7 @@ impl FromRequestParts<Arc<AdminState>> for Viewer {
         state: &Arc<AdminState>,
     ) -> Result<Viewer, Response> {
         let cookie = cookie(&parts.headers, cookie_name(state));
+        let seen = super::events::seen(state);
         let viewer = cookie.and_then(|cookie| {
             let sign_in = state.page.sign_ins.get(&cookie)?;
             // Still a live secret of the name (not changed, logged out or expired)?
@@ -222,6 +226,7 @@ impl FromRequestParts<Arc<AdminState>> for Viewer {
                     identity: proven.identity,
                 },
                 csrf: sign_in.csrf,
+                seen,
                 cookie,
             })
         });
@@ -372,8 +377,9 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
+/// Browsers reach the page over HTTPS (`admin.url`).
 fn tls(state: &AdminState) -> bool {
-    state.shared.config.admin.tls.is_some()
+    state.shared.config.admin_over_https()
 }
 
 fn cookie_name(state: &AdminState) -> &'static str {

@@ -36,7 +36,7 @@ fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
                 link rel="stylesheet" href=(super::CSS_PATH);
                 script src=(super::JS_PATH) defer {}
             }
-            body data-events=[viewer.map(|_| "/events")] {
+            body data-events=[viewer.map(|v| format!("/events?seen={}", v.seen))] {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
                     a.brand href="/" { "jitgate" }

@@ -35,26 +35,14 @@ impl Validator<'_> {
     }
 
     /// `[admin]`: a URL of scheme and authority only (links and the
-    /// sign-on redirect add their paths), https when the listener serves
-    /// TLS, and a certificate with its key or neither.
+    /// sign-on redirect add their paths).
     pub(super) fn admin(&self, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
-        let tls = match (raw.tls_cert, raw.tls_key) {
-            (Some(cert), Some(key)) => Some((self.resolve(&cert), self.resolve(&key))),
-            (None, None) => None,
-            _ => {
-                return Err(self.invalid(
-                    "admin.tls_cert",
-                    "admin.tls_cert and admin.tls_key go together: give both to serve the admin listener over TLS, or neither",
-                ));
-            }
-        };
         let url = raw
             .url
             .map(|url| {
                 let bad = |why: &str| self.invalid("admin.url", why.to_owned());
-                let parsed = url::Url::parse(&url).map_err(|_| {
-                    bad("must be a URL like \"https://jitgate.example.com:8080\"")
-                })?;
+                let parsed = url::Url::parse(&url)
+                    .map_err(|_| bad("must be a URL like \"https://jitgate.example.com\""))?;
                 if !matches!(parsed.scheme(), "http" | "https")
                     || parsed.host_str().is_none()
                     || !parsed.username().is_empty()
@@ -64,18 +52,13 @@ impl Validator<'_> {
                     || parsed.fragment().is_some()
                 {
                     return Err(bad(
-                        "must be http:// or https:// with a host and port only, no path, query or user, like \"https://jitgate.example.com:8080\"",
-                    ));
-                }
-                if tls.is_some() && parsed.scheme() != "https" {
-                    return Err(bad(
-                        "must start with https:// since the admin listener serves TLS (admin.tls_cert)",
+                        "must be http:// or https:// with a host and port only, no path, query or user, like \"https://jitgate.example.com\"",
                     ));
                 }
                 Ok(url.trim_end_matches('/').to_owned())
             })
             .transpose()?;
-        Ok(AdminConfig { url, tls })
+        Ok(AdminConfig { url })
     }
 
     pub(super) fn tls(&self, raw: RawTls) -> TlsConfig {

@@ -71,15 +71,24 @@ document.addEventListener("focusout", () => {
   }, 0);
 });
 
+// A browser allows a handful of connections to one server: a page being
+// left closes its stream at once (it may otherwise linger in the
+// back/forward cache and starve the next page's requests), and opens it
+// again if the person comes back to it.
+let events = null;
+
 function listen() {
   const url = document.body.dataset.events;
-  if (!url || !window.EventSource) return;
-  const events = new EventSource(url);
+  if (!url || !window.EventSource || events) return;
+  events = new EventSource(url);
   events.addEventListener("changed", refresh);
   events.addEventListener("signedout", () => { events.close(); location.reload(); });
   // After a lost connection EventSource reconnects by itself; catch up then.
   events.addEventListener("open", () => { if (latest !== null) refresh(); else latest = document; });
 }
+
+window.addEventListener("pagehide", () => { if (events) { events.close(); events = null; } });
+window.addEventListener("pageshow", (e) => { if (e.persisted) { latest = document; listen(); refresh(); } });
 
 // The request form: only the levels of the chosen target, and its limit.
 function picker() {
