@@ -385,3 +385,108 @@ async fn the_page_fits_a_phone_and_every_field_has_a_label() {
     }
     shot(&phone, "page-phone.png").await;
 }
+
+#[tokio::test]
+async fn signing_in_through_the_identity_provider_in_the_browser() {
+    let pg = PgServer::start().await;
+    let provider = OidcProvider::start(
+        vec![jitgate_client("jitgate", "ES256")],
+        &[Account {
+            login: "lee",
+            email: "lee@example.com",
+            groups: &["approver"],
+        }],
+    )
+    .await;
+    let table = provider.jitgate_table("jitgate", "1h", "30s");
+    let mut config = JitgateOptions {
+        policies: format!("{table}\n{POLICY}"),
+        ..JitgateOptions::default()
+    }
+    .config(&pg);
+    config
+        .env
+        .push(("KIT_OIDC_SECRET".to_owned(), OIDC_CLIENT_SECRET.to_owned()));
+    let jg = Jitgate::launch(config).await;
+
+    let browser = Chromium::start().await;
+    browser
+        .goto(&format!("{}/requests/new", jg.admin_url()))
+        .await;
+    shot(&browser, "page-sign-in.png").await;
+    browser.click("a[href^='/signin/provider']").await;
+    // The provider's own login and consent pages, as a person fills them.
+    let home = jg.admin_url();
+    for _ in 0..100 {
+        let url = browser.client.current_url().await.unwrap().to_string();
+        if !url.starts_with(&home) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..8 {
+        let url = browser.client.current_url().await.unwrap().to_string();
+        if url.starts_with(&home) {
+            // Back: the page that carries the new cookie to where it began.
+            for _ in 0..50 {
+                if browser.has(".who").await {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            break;
+        }
+        if browser.has("input[name=login]").await {
+            browser.fill("input[name=login]", "lee").await;
+            browser.fill("input[name=password]", "any").await;
+        }
+        if browser.has("form").await {
+            browser
+                .js("document.querySelector('form').submit(); return true;")
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    if !browser.has(".who").await {
+        panic!(
+            "not back on the page: {} says {}\n--- jitgate log\n{}",
+            browser.client.current_url().await.unwrap(),
+            browser.text().await,
+            jg.log()
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    assert_eq!(
+        browser.path().await,
+        "/requests/new",
+        "back where the person started"
+    );
+    let who = browser.text_of(".who").await;
+    assert!(who.contains("lee@example.com"), "{who}");
+    let signed_in = jg
+        .wait_for_audit("the page's sign-on", |v| {
+            v["event"] == "sign_in"
+                && v["identity"] == "lee@example.com"
+                && v["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("approver page"))
+        })
+        .await;
+    let credential = signed_in["credential"].as_str().unwrap().to_owned();
+    assert!(
+        !jg.audit_text().contains("jgc_"),
+        "no credential secret in the audit log"
+    );
+
+    // Signing out ends the credential the page held.
+    browser.click("form[action='/signout'] button").await;
+    browser.wait_for("a[href^='/signin/provider']").await;
+    jg.wait_for_audit("the credential's end", |v| {
+        v["event"] == "credential_revoked" && v["credential"] == credential.as_str()
+    })
+    .await;
+}

@@ -119,12 +119,22 @@ impl Chromium {
             .is_empty()
     }
 
+    /// The text `css` shows, read in the page (a live update may replace
+    /// the element between finding and reading it).
     pub async fn text_of(&self, css: &str) -> String {
-        self.wait_for(css)
+        self.wait_for(css).await;
+        let text = self
+            .client
+            .execute(
+                "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+                vec![Value::String(css.to_owned())],
+            )
             .await
-            .text()
-            .await
-            .expect("an element's text")
+            .expect("read an element's text");
+        match text {
+            Value::String(text) => text,
+            _ => Box::pin(self.text_of(css)).await,
+        }
     }
 
     /// The text of the whole page.
