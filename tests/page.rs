@@ -398,16 +398,7 @@ async fn signing_in_through_the_identity_provider_in_the_browser() {
         }],
     )
     .await;
-    let table = provider.jitgate_table("jitgate", "1h", "30s");
-    let mut config = JitgateOptions {
-        policies: format!("{table}\n{POLICY}"),
-        ..JitgateOptions::default()
-    }
-    .config(&pg);
-    config
-        .env
-        .push(("KIT_OIDC_SECRET".to_owned(), OIDC_CLIENT_SECRET.to_owned()));
-    let jg = Jitgate::launch(config).await;
+    let jg = Jitgate::launch(provider.jitgate_config(&pg, "jitgate", "1h", "30s", POLICY)).await;
 
     let browser = Chromium::start().await;
     browser

@@ -69,15 +69,7 @@ async fn world_with(credential_ttl: &str, clock_skew: &str, options: ProviderOpt
         options,
     )
     .await;
-    let table = provider.jitgate_table("jitgate", credential_ttl, clock_skew);
-    let mut config = JitgateOptions {
-        policies: format!("{table}\n{POLICY}"),
-        ..JitgateOptions::default()
-    }
-    .config(&pg);
-    config
-        .env
-        .push(("KIT_OIDC_SECRET".to_owned(), OIDC_CLIENT_SECRET.to_owned()));
+    let config = provider.jitgate_config(&pg, "jitgate", credential_ttl, clock_skew, POLICY);
     let jg = Jitgate::launch(config).await;
     World { pg, provider, jg }
 }
@@ -809,15 +801,9 @@ async fn a_credential_issued_on_one_proxy_works_on_another_and_a_logout_on_eithe
     let store = StoreServer::start().await;
     let w = world("12h").await;
     let proxy = |name: &'static str| {
-        let table = w.provider.jitgate_table("jitgate", "12h", "30s");
-        let mut config = JitgateOptions {
-            policies: format!("{table}\n{POLICY}"),
-            ..JitgateOptions::default()
-        }
-        .config(&w.pg);
-        config
-            .env
-            .push(("KIT_OIDC_SECRET".to_owned(), OIDC_CLIENT_SECRET.to_owned()));
+        let mut config = w
+            .provider
+            .jitgate_config(&w.pg, "jitgate", "12h", "30s", POLICY);
         store.configure(&mut config, name, "15s");
         Jitgate::launch(config)
     };
@@ -919,15 +905,7 @@ async fn a_mariadb_login_with_a_credential_keeps_its_fast_path_only_while_the_cr
         }],
     )
     .await;
-    let mut config = JitgateOptions {
-        policies: provider.jitgate_table("jitgate", "12h", "30s"),
-        ..JitgateOptions::default()
-    }
-    .config(&db);
-    config
-        .env
-        .push(("KIT_OIDC_SECRET".to_owned(), OIDC_CLIENT_SECRET.to_owned()));
-    let jg = Jitgate::launch(config).await;
+    let jg = Jitgate::launch(provider.jitgate_config(&db, "jitgate", "12h", "30s", "")).await;
     // Two credentials (two machines): both are the same name's passwords.
     let (_, first) = sign_on(&jg, "ann").await;
     let (_, second) = sign_on(&jg, "ann").await;

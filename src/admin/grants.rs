@@ -89,7 +89,7 @@ pub(super) async fn visible(state: &AdminState, caller: &Caller) -> Vec<Arc<Gran
 
 /// Whose grants a caller sees: their own, everyone's for admins and
 /// approvers, and those they may revoke.
-pub(super) fn may_see(caller: &Caller, access: &AccessModel, grant: &Grant) -> bool {
+fn may_see(caller: &Caller, access: &AccessModel, grant: &Grant) -> bool {
     caller.may_act_for(&grant.identity) || access.may_revoke(&caller.identity, grant)
 }
 

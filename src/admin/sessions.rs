@@ -44,8 +44,7 @@ struct SessionList {
 #[derive(Serialize)]
 pub(super) struct Killed<'a> {
     killed: &'a str,
-    /// The proxy that holds (held) the session.
-    pub(super) proxy: String,
+    proxy: String,
 }
 
 /// This proxy's sessions and, with a fleet's store, the other proxies'.

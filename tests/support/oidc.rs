@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+use super::jitgate::{JitgateConfig, JitgateOptions, Upstream};
 use super::process::free_port;
 use super::wait::within;
 
@@ -178,6 +179,30 @@ impl OidcProvider {
              credential_ttl = \"{ttl}\"\nclock_skew = \"{clock_skew}\"\n\n",
             self.issuer
         )
+    }
+
+    /// The config of the kit's usual jitgate in front of `upstream`, signing
+    /// people on here as client `client_id` (its secret in the environment,
+    /// never in the file; see [`Self::jitgate_table`]), with `policies`
+    /// after the `[oidc]` table.
+    pub fn jitgate_config(
+        &self,
+        upstream: &impl Upstream,
+        client_id: &str,
+        ttl: &str,
+        clock_skew: &str,
+        policies: &str,
+    ) -> JitgateConfig {
+        let table = self.jitgate_table(client_id, ttl, clock_skew);
+        let mut config = JitgateOptions {
+            policies: format!("{table}\n{policies}"),
+            ..JitgateOptions::default()
+        }
+        .config(upstream);
+        config
+            .env
+            .push(("KIT_OIDC_SECRET".to_owned(), OIDC_CLIENT_SECRET.to_owned()));
+        config
     }
 
     /// An ID token the provider issues for `client_id` (with `secret`) to

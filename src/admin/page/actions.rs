@@ -14,11 +14,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::signin::{Action, NoFields};
+use super::signin::{Action, NoFields, Viewer};
 use super::views::{self, RequestForm};
-use crate::access::NewRequest;
+use crate::access::{AccessError, AccessModel, NewRequest, Request};
 use crate::admin::error::ApiError;
 use crate::admin::{AdminState, grants, json, sessions};
+use crate::identity::Identity;
 
 /// After a change: the page that shows its result.
 fn see(path: String) -> Response {
@@ -73,20 +74,11 @@ pub(super) async fn approve(
     Path(id): Path<String>,
     action: Action<Decision>,
 ) -> Response {
-    let identity = action.viewer.caller.identity.clone();
     let comment = comment(action.form);
-    let asked = id.clone();
-    match state
-        .access(move |a| a.approve(&identity, &asked, comment))
-        .await
-    {
-        Ok(Ok(request)) => {
-            tracing::info!(request = %request.id, by = %action.viewer.caller.name(), state = request.state.as_str(), "approver page: request approved");
-            see(format!("/requests/{id}"))
-        }
-        Ok(Err(e)) => views::failure(e.into()),
-        Err(e) => views::failure(e),
-    }
+    change_request(&state, id, &action.viewer, "approved", move |a, who, id| {
+        a.approve(who, id, comment)
+    })
+    .await
 }
 
 /// `POST /requests/{id}/deny`.
@@ -95,20 +87,11 @@ pub(super) async fn deny(
     Path(id): Path<String>,
     action: Action<Decision>,
 ) -> Response {
-    let identity = action.viewer.caller.identity.clone();
     let comment = comment(action.form);
-    let asked = id.clone();
-    match state
-        .access(move |a| a.deny(&identity, &asked, comment))
-        .await
-    {
-        Ok(Ok(request)) => {
-            tracing::info!(request = %request.id, by = %action.viewer.caller.name(), "approver page: request denied");
-            see(format!("/requests/{id}"))
-        }
-        Ok(Err(e)) => views::failure(e.into()),
-        Err(e) => views::failure(e),
-    }
+    change_request(&state, id, &action.viewer, "denied", move |a, who, id| {
+        a.deny(who, id, comment)
+    })
+    .await
 }
 
 /// `POST /requests/{id}/cancel`: the requester takes it back.
@@ -117,10 +100,30 @@ pub(super) async fn cancel(
     Path(id): Path<String>,
     action: Action<NoFields>,
 ) -> Response {
-    let identity = action.viewer.caller.identity.clone();
+    change_request(&state, id, &action.viewer, "cancelled", |a, who, id| {
+        a.cancel(who, id)
+    })
+    .await
+}
+
+/// Make `change` to request `id` as the viewer, through the access model;
+/// then the request's page, or the model's refusal.
+async fn change_request(
+    state: &AdminState,
+    id: String,
+    viewer: &Viewer,
+    done: &'static str,
+    change: impl FnOnce(&Arc<AccessModel>, &Identity, &str) -> Result<Request, AccessError>
+    + Send
+    + 'static,
+) -> Response {
+    let identity = viewer.caller.identity.clone();
     let asked = id.clone();
-    match state.access(move |a| a.cancel(&identity, &asked)).await {
-        Ok(Ok(_)) => see(format!("/requests/{id}")),
+    match state.access(move |a| change(a, &identity, &asked)).await {
+        Ok(Ok(request)) => {
+            tracing::info!(request = %request.id, by = %viewer.caller.name(), state = request.state.as_str(), done, "approver page: request changed");
+            see(format!("/requests/{id}"))
+        }
         Ok(Err(e)) => views::failure(e.into()),
         Err(e) => views::failure(e),
     }

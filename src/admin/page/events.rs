@@ -51,7 +51,7 @@ pub(crate) struct Streams {
 
 /// One open stream; closing it frees its place.
 struct Slot {
-    streams: Arc<AdminState>,
+    state: Arc<AdminState>,
     client: IpAddr,
 }
 
@@ -66,7 +66,7 @@ impl Streams {
         }
         *here += 1;
         Some(Slot {
-            streams: state.clone(),
+            state: state.clone(),
             client,
         })
     }
@@ -74,7 +74,7 @@ impl Streams {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let by_address = &self.streams.page.streams.by_address;
+        let by_address = &self.state.page.streams.by_address;
         by_address.alter(&self.client, |_, n| n.saturating_sub(1));
         by_address.remove_if(&self.client, |_, n| *n == 0);
     }

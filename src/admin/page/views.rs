@@ -650,9 +650,13 @@ pub(super) async fn grant(
     Query(q): Query<PageQuery>,
 ) -> Response {
     let page = q.page.unwrap_or(1).clamp(1, statements::MAX_PAGE);
-    let active = grants::active_seen_by(&state, &viewer.caller, &id)
-        .await
-        .ok();
+    // Not active (ended, or not the viewer's to see) is not a failure here;
+    // a store that cannot be asked is.
+    let active = match grants::active_seen_by(&state, &viewer.caller, &id).await {
+        Ok(g) => Some(g),
+        Err(e) if e.parts().0 == StatusCode::NOT_FOUND => None,
+        Err(e) => return failure(e),
+    };
     // An ended grant: its request tells whose it was, if the viewer may see that.
     let ended_request = if active.is_none() {
         let identity = viewer.caller.identity.clone();
