@@ -2,7 +2,8 @@
 //!
 //! The access model announces each [`AccessEvent`] on a broadcast channel and
 //! never waits for anyone to read it. [`spawn`] reads that channel and POSTs
-//! each event as JSON (its fields plus a Slack-compatible `text`) to every
+//! each event as JSON (its fields, a link to the approver page's view of it
+//! when `admin.url` is known, and a Slack-compatible `text`) to every
 //! configured URL. Each URL has its own delivery task and its own bounded
 //! queue, so a webhook that is slow or down delays only its own deliveries:
 //! never another webhook, never an approval, never the proxy. A delivery is

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const READ: &str = "read";
 const ALICE: &str = ALICE_SECRET;
@@ -799,76 +798,6 @@ async fn kill9_during_activity_loses_no_acknowledged_request() {
 
 // ---- notifications ----------------------------------------------------------------------
 
-/// One HTTP request received by [`webhook_receiver`].
-#[derive(Debug, Clone)]
-struct Delivery {
-    /// The request line and headers, lower-cased.
-    head: String,
-    body: Value,
-}
-
-/// A tiny HTTP server that answers every POST with 200 and keeps what it got.
-async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Delivery>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the webhook receiver");
-    let url = format!(
-        "http://{}/hooks/jitgate",
-        listener.local_addr().expect("local addr")
-    );
-    let received: Arc<Mutex<Vec<Delivery>>> = Arc::default();
-    let keep = received.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let keep = keep.clone();
-            tokio::spawn(async move {
-                if let Ok(Some(delivery)) =
-                    tokio::time::timeout(secs(10), receive_one(socket)).await
-                {
-                    keep.lock().unwrap().push(delivery);
-                }
-            });
-        }
-    });
-    (url, received)
-}
-
-/// Read one request (headers, then `content-length` bytes), answer 200 and close.
-async fn receive_one(mut socket: tokio::net::TcpStream) -> Option<Delivery> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let body_start = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        let n = socket.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..body_start]).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))?
-        .trim()
-        .parse()
-        .ok()?;
-    while buf.len() < body_start + length {
-        let n = socket.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    socket
-        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let body = serde_json::from_slice(&buf[body_start..body_start + length]).ok()?;
-    Some(Delivery { head, body })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_receives_events_and_a_dead_one_does_not_block() {
     let (url, received) = webhook_receiver().await;
@@ -945,6 +874,13 @@ async fn webhook_receives_events_and_a_dead_one_does_not_block() {
         "{}",
         event("request_created")
     );
+    // Each links to the request's page, in `url` and at the end of `text`.
+    let page = format!("{}/requests/{request_id}", jg.admin_url());
+    for name in wanted {
+        let e = event(name);
+        assert_eq!(e["url"], page.as_str(), "{e}");
+        assert!(e["text"].as_str().unwrap().ends_with(&page), "{e}");
+    }
     jg.assert_alive().await;
 }
 

@@ -307,6 +307,50 @@ async fn a_request_made_on_the_page_is_approved_live_and_revoking_ends_psql() {
 }
 
 #[tokio::test]
+async fn a_webhook_link_followed_from_chat_opens_the_request_ready_to_decide() {
+    let (hook, received) = webhook_receiver().await;
+    let pg = PgServer::start().await;
+    let jg = Jitgate::start(
+        &pg,
+        JitgateOptions {
+            policies: POLICY.to_owned(),
+            webhooks: vec![hook],
+            ..JitgateOptions::default()
+        },
+    )
+    .await;
+    let bob = Chromium::start().await;
+    sign_in_with_secret(&bob, &jg, BOB_SECRET).await;
+    let request_id = id_of(&jg.request_ok(ALICE_SECRET, "read", "30m").await);
+    let link = eventually(Duration::from_secs(10), "the webhook's message", || async {
+        let got = received.lock().unwrap().clone();
+        got.iter()
+            .find(|d| d.body["event"] == "request_created")
+            .map(|d| d.body["url"].as_str().unwrap_or_default().to_owned())
+    })
+    .await;
+    assert_eq!(link, format!("{}/requests/{request_id}", jg.admin_url()));
+
+    // The chat is another site: following its link, the browser leaves the
+    // SameSite=Strict cookie behind, and the page brings it back itself.
+    bob.goto(&format!(
+        "data:text/html,<a id=link href='{link}'>{request_id}</a>"
+    ))
+    .await;
+    bob.click("#link").await;
+    let decide = format!("article[id='{request_id}'] form.decide");
+    bob.wait_for(&decide).await;
+    assert_eq!(bob.path().await, format!("/requests/{request_id}"));
+    bob.click(&format!("{decide} button.primary")).await;
+    bob.wait_for_text("the approval", Duration::from_secs(10), |t| {
+        t.to_lowercase().contains("approved")
+    })
+    .await;
+    let seen = jg.request_by_id(BOB_SECRET, &request_id).await;
+    assert_eq!(seen["state"], "approved", "{seen}");
+}
+
+#[tokio::test]
 async fn signing_in_needs_the_secret_and_signing_out_ends_the_page() {
     let (_pg, jg) = world().await;
     let browser = Chromium::start().await;

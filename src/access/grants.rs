@@ -251,6 +251,7 @@ impl AccessModel {
             request: None,
             grant: Some(grant.clone()),
             by: Some(by.to_owned()),
+            url: None,
             text: format!(
                 "{by} revokes {}'s {} on {} ({})",
                 grant.identity, grant.level, grant.target, grant.id
@@ -357,6 +358,7 @@ impl AccessModel {
             request: None,
             grant: Some(grant.clone()),
             by: Some(grant.granted_by.clone()),
+            url: None,
             text: format!(
                 "{} has {} on {} until {} ({}), granted by {}{approvers}",
                 grant.identity,
@@ -375,6 +377,7 @@ impl AccessModel {
             request: None,
             grant: Some(grant.clone()),
             by: None,
+            url: None,
             text: format!(
                 "{}'s {} on {} has expired ({})",
                 grant.identity, grant.level, grant.target, grant.id

@@ -70,7 +70,11 @@ pub struct AccessEvent {
     /// Who caused it, when a person did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
-    /// One human sentence (Slack-compatible `text`).
+    /// The approver page's view of it (the request's page, or a direct
+    /// grant's), when jitgate knows where people reach it (`admin.url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// One human sentence (Slack-compatible `text`), ending with `url`.
     pub text: String,
 }
 
@@ -517,8 +521,24 @@ impl AccessModel {
         Ok(())
     }
 
-    /// Tell subscribers. Nobody listening is fine.
-    fn announce(&self, event: AccessEvent) {
+    /// Tell subscribers, with a link to the page that shows what happened.
+    /// Nobody listening is fine.
+    fn announce(&self, mut event: AccessEvent) {
+        if let Some(base) = self.config().admin_url() {
+            let page = match (&event.request, &event.grant) {
+                (Some(r), _) => Some(format!("/requests/{}", r.id)),
+                (None, Some(g)) => Some(match &g.request {
+                    Some(request) => format!("/requests/{request}"),
+                    None => format!("/grants/{}", g.id),
+                }),
+                (None, None) => None,
+            };
+            if let Some(page) = page {
+                let url = format!("{base}{page}");
+                event.text = format!("{} {url}", event.text);
+                event.url = Some(url);
+            }
+        }
         if let Some(state) = event.event.strip_prefix("request_") {
             let complete = event
                 .request

@@ -310,6 +310,7 @@ impl AccessModel {
             request: Some(request.clone()),
             grant: None,
             by: Some(request.requested_by.clone()),
+            url: None,
             text: format!(
                 "{} requests {} on {} for {}: {} ({})",
                 request.requested_by,
@@ -326,6 +327,7 @@ impl AccessModel {
                 request: Some(request.clone()),
                 grant: None,
                 by: None,
+                url: None,
                 text: format!(
                     "policy `{}` auto-approves {}'s request for {} on {} ({})",
                     policy.name, request.requested_by, request.level, request.target, request.id
@@ -410,6 +412,7 @@ impl AccessModel {
             request: Some(request.clone()),
             grant: None,
             by: Some(approver.name.clone()),
+            url: None,
             text: format!(
                 "{} approves {}'s request for {} on {} ({}), {progress}{}",
                 approver.name,
@@ -474,6 +477,7 @@ impl AccessModel {
             request: Some(request.clone()),
             grant: None,
             by: Some(approver.name.clone()),
+            url: None,
             text: format!(
                 "{} denies {}'s request for {} on {} ({}){}",
                 approver.name,
@@ -525,6 +529,7 @@ impl AccessModel {
             request: Some(request.clone()),
             grant: None,
             by: Some(requester.name.clone()),
+            url: None,
             text: format!(
                 "{} cancels their request for {} on {} ({})",
                 request.requested_by, request.level, request.target, request.id
@@ -736,6 +741,7 @@ impl AccessModel {
         book.requests.insert(request.id.clone(), request.clone());
         self.announce(AccessEvent {
             event: "request_expired",
+            url: None,
             text: format!(
                 "{}'s request for {} on {} ({}) expired: {detail}",
                 request.requested_by, request.level, request.target, request.id

@@ -21,7 +21,7 @@
 //! tokio-postgres), `mysql_client` (the mariadb CLI, mysql_async), `run`
 //! (what a client program did), `store` (a fleet's PostgreSQL store),
 //! `cut` (a TCP link a test can cut), `percentiles` (the benches' tables),
-//! `tls` (any-certificate TLS), `raw_pg` and
+//! `tls` (any-certificate TLS), `webhook` (a receiver for notifications), `raw_pg` and
 //! `raw_mysql` (protocol bytes by hand), and the helpers of two kinds of
 //! test (`oracle`, `tmpfs`).
 
@@ -49,6 +49,7 @@ mod scratch;
 mod store;
 mod tls;
 mod wait;
+mod webhook;
 
 pub mod oracle;
 pub mod tmpfs;
@@ -81,3 +82,4 @@ pub use run::Run;
 pub use store::StoreServer;
 pub use tls::{AnyCertTls, tls_client_config};
 pub use wait::{eventually, later_by, secs, within};
+pub use webhook::{Delivery, webhook_receiver};
