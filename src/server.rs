@@ -284,10 +284,16 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         tasks.spawn(async move { (name, served.await) });
     }
     if let Some(addr) = config.listen.admin {
+        let tls = config
+            .admin
+            .tls
+            .as_ref()
+            .map(crate::tls::admin_acceptor)
+            .transpose()?;
         let listener = bind(addr, "admin").await?;
         let api = Arc::new(shared.api(reloader.clone()));
-        tracing::info!(%addr, "admin API ready");
-        tasks.spawn(async move { ("admin", crate::admin::serve(listener, api).await) });
+        tracing::info!(%addr, tls = tls.is_some(), "admin API ready");
+        tasks.spawn(async move { ("admin", crate::admin::serve(listener, api, tls).await) });
     }
     eprintln!(
         "jitgate is running (config {}, audit log {}, {} session thread{})",

@@ -83,15 +83,24 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     if cfg.self_signed_if_missing && !cfg.cert.exists() && !cfg.key.exists() {
         generate_self_signed(&cfg.cert, &cfg.key)?;
     }
-    let certs = load_certs(&cfg.cert)?;
-    let key_pem = read(&cfg.key)?;
+    acceptor_for(&cfg.cert, &cfg.key)
+}
+
+/// The acceptor for the admin listener (`[admin] tls_cert`, `tls_key`).
+pub(crate) fn admin_acceptor(cfg: &crate::config::AdminTls) -> Result<TlsAcceptor, TlsError> {
+    acceptor_for(&cfg.cert, &cfg.key)
+}
+
+fn acceptor_for(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    let certs = load_certs(cert)?;
+    let key_pem = read(key)?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|source| TlsError::Read {
-            path: cfg.key.clone(),
+            path: key.to_owned(),
             source,
         })?
         .ok_or_else(|| TlsError::Empty {
-            path: cfg.key.clone(),
+            path: key.to_owned(),
             what: "private key",
         })?;
     let config = rustls::ServerConfig::builder_with_provider(provider())

@@ -525,3 +525,38 @@ async fn signing_in_through_the_identity_provider_in_the_browser() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_admin_listener_serves_the_page_over_its_own_tls_with_a_secure_cookie() {
+    let pg = PgServer::start().await;
+    let mut config = JitgateOptions {
+        policies: POLICY.to_owned(),
+        ..JitgateOptions::default()
+    }
+    .config(&pg);
+    config.admin_tls = true;
+    let jg = Jitgate::launch(config).await;
+    let https = jg.admin_url();
+    assert!(https.starts_with("https://"), "{https}");
+    // Plain HTTP on the same port gets no page.
+    let plain = https.replacen("https://", "http://", 1);
+    let answer = reqwest::Client::new()
+        .get(format!("{plain}/signin"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(
+        answer.as_ref().map_or(true, |a| !a.status().is_success()),
+        "plain HTTP was answered: {answer:?}"
+    );
+
+    let browser = Chromium::start().await;
+    sign_in_with_secret(&browser, &jg, ALICE_SECRET).await;
+    let cookies = browser.client.get_all_cookies().await.unwrap();
+    let cookie = cookies
+        .iter()
+        .find(|c| c.name() == "__Host-jitgate_page")
+        .expect("the sign-in cookie, with the __Host- prefix");
+    assert_eq!(cookie.secure(), Some(true));
+    assert_eq!(cookie.http_only(), Some(true));
+}

@@ -16,6 +16,8 @@
 //! - a request must be read, body included, and answered within
 //!   `limits.admin_request_timeout`, or it gets `408` (a body that trickles
 //!   in a byte at a time is never idle);
+//! - with `[admin] tls_cert`, each connection starts with a TLS handshake,
+//!   which must finish within `limits.admin_header_read_timeout`;
 //! - a request hyper cannot parse (a bad request line, a malformed header or
 //!   `Content-Length`, too many or too large headers) never reaches the
 //!   router: hyper answers it itself, with an empty body. [`Watched`] puts
@@ -38,13 +40,20 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
 use super::error::ApiError;
 use crate::config::Limits;
 
-/// Accept and serve connections until the listener fails for good.
-pub async fn serve(listener: TcpListener, router: Router, limits: &Limits) -> std::io::Result<()> {
+/// Accept and serve connections until the listener fails for good, over
+/// TLS when `tls` is given.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: &Limits,
+    tls: Option<TlsAcceptor>,
+) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.admin_max_connections));
     let timeouts = Timeouts {
         header_read: limits.admin_header_read_timeout,
@@ -62,13 +71,31 @@ pub async fn serve(listener: TcpListener, router: Router, limits: &Limits) -> st
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refuse_over_cap(&tcp);
+            // A TLS client could not read a plain answer: it is just closed.
+            if tls.is_none() {
+                refuse_over_cap(&tcp);
+            }
             tracing::warn!(%peer, "admin API: connection refused, limits.admin_max_connections reached");
             continue;
         };
         let router = router.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_one(tcp, peer, router, timeouts).await;
+            let _ = tcp.set_nodelay(true);
+            match tls {
+                None => serve_one(tcp, peer, router, timeouts).await,
+                Some(tls) => {
+                    match tokio::time::timeout(timeouts.header_read, tls.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve_one(stream, peer, router, timeouts).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "admin API: TLS handshake failed");
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "admin API: TLS handshake not done in time; closing");
+                        }
+                    }
+                }
+            }
             drop(slot);
         });
     }
@@ -93,9 +120,11 @@ struct Timeouts {
     request: Duration,
 }
 
-async fn serve_one(tcp: TcpStream, peer: SocketAddr, router: Router, timeouts: Timeouts) {
-    let _ = tcp.set_nodelay(true);
-    let watched = Watched::new(tcp);
+async fn serve_one<S>(stream: S, peer: SocketAddr, router: Router, timeouts: Timeouts)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let watched = Watched::new(stream);
     let last_active = watched.last_active.clone();
     let started = watched.started;
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -195,8 +224,8 @@ fn protocol_error(head: &[u8]) -> Option<Vec<u8>> {
 
 /// A socket that notes when bytes last moved either way, for the idle
 /// timeout, and swaps hyper's empty parse-error answers for JSON ones.
-struct Watched {
-    tcp: TcpStream,
+struct Watched<S> {
+    tcp: S,
     started: Instant,
     /// Milliseconds after `started`.
     last_active: Arc<AtomicU64>,
@@ -204,8 +233,8 @@ struct Watched {
     replacement: Option<(Vec<u8>, usize)>,
 }
 
-impl Watched {
-    fn new(tcp: TcpStream) -> Watched {
+impl<S> Watched<S> {
+    fn new(tcp: S) -> Watched<S> {
         Watched {
             tcp,
             started: Instant::now(),
@@ -214,6 +243,13 @@ impl Watched {
         }
     }
 
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Watched<S> {
     /// Write out what is left of a replacement answer.
     fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while let Some((bytes, sent)) = &mut self.replacement {
@@ -235,14 +271,9 @@ impl Watched {
         }
         Poll::Ready(Ok(()))
     }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_active.store(ms, Ordering::Relaxed);
-    }
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -257,7 +288,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

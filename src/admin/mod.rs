@@ -112,10 +112,15 @@ pub fn router(state: Arc<ApiParts>) -> Router {
 }
 
 /// Serve the API on `listener` until the listener fails, within the
-/// connection limits of `limits` (see `connections.rs`).
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiParts>) -> std::io::Result<()> {
+/// connection limits of `limits` (see `connections.rs`), over TLS when
+/// `tls` is given (`[admin] tls_cert`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiParts>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<()> {
     let limits = state.config.limits.clone();
-    connections::serve(listener, router(state), &limits).await
+    connections::serve(listener, router(state), &limits, tls).await
 }
 
 /// Prometheus scrape endpoint (OpenMetrics text). Unauthenticated, as

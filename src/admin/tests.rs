@@ -124,7 +124,7 @@ approvers = ["approver"]
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(super::serve(listener, shared.clone()));
+        tokio::spawn(super::serve(listener, shared.clone(), None));
         Api {
             base,
             http: reqwest::Client::new(),

@@ -225,8 +225,16 @@ pub struct Listen {
 pub struct AdminConfig {
     /// `http(s)://host[:port]` as browsers and chat reach it, no trailing
     /// slash: the page's sign-on redirect and webhook links start with it.
-    /// Without it, `http://<listen.admin>` when that is one address.
+    /// Without it, `http(s)://<listen.admin>` when that is one address.
     pub(crate) url: Option<String>,
+    /// The admin listener serves TLS with this certificate and key.
+    pub(crate) tls: Option<AdminTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminTls {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 impl Config {
@@ -237,16 +245,23 @@ impl Config {
             return Some(url.clone());
         }
         let addr = self.listen.admin.filter(|a| !a.ip().is_unspecified())?;
-        Some(format!("http://{addr}"))
+        let scheme = if self.admin.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Some(format!("{scheme}://{addr}"))
     }
 
-    /// People reach the admin listener over HTTPS (a TLS proxy in front of
-    /// it): the page's cookies are then `Secure`.
+    /// People reach the admin listener over HTTPS (its own TLS, or a TLS
+    /// proxy in front of it): the page's cookies are then `Secure`.
     pub(crate) fn admin_over_https(&self) -> bool {
-        self.admin
-            .url
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https://"))
+        self.admin.tls.is_some()
+            || self
+                .admin
+                .url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
     }
 }
 

@@ -104,6 +104,8 @@ pub(super) struct RawListen {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub(super) url: Option<String>,
+    pub(super) tls_cert: Option<String>,
+    pub(super) tls_key: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -47,6 +47,9 @@ impl Chromium {
             .expect("start chromedriver");
         let profile = tempfile::tempdir().expect("a profile directory");
         let caps = json!({
+            // A jitgate whose admin listener serves TLS shows its own
+            // self-signed certificate.
+            "acceptInsecureCerts": true,
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
                 "args": [

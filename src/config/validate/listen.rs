@@ -3,7 +3,7 @@
 
 use super::Validator;
 use crate::config::raw::{RawAdmin, RawListen, RawTls};
-use crate::config::{AdminConfig, ConfigError, Listen, TlsConfig};
+use crate::config::{AdminConfig, AdminTls, ConfigError, Listen, TlsConfig};
 
 impl Validator<'_> {
     pub(super) fn listen(&self, raw: RawListen) -> Result<Listen, ConfigError> {
@@ -35,8 +35,22 @@ impl Validator<'_> {
     }
 
     /// `[admin]`: a URL of scheme and authority only (links and the
-    /// sign-on redirect add their paths).
+    /// sign-on redirect add their paths), https when the listener serves
+    /// TLS; a certificate with its key, or neither.
     pub(super) fn admin(&self, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
+        let tls = match (raw.tls_cert, raw.tls_key) {
+            (Some(cert), Some(key)) => Some(AdminTls {
+                cert: self.resolve(&cert),
+                key: self.resolve(&key),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(self.invalid(
+                    "admin.tls_cert",
+                    "admin.tls_cert and admin.tls_key go together: give both to serve the admin listener over TLS, or neither",
+                ));
+            }
+        };
         let url = raw
             .url
             .map(|url| {
@@ -55,10 +69,15 @@ impl Validator<'_> {
                         "must be http:// or https:// with a host and port only, no path, query or user, like \"https://jitgate.example.com\"",
                     ));
                 }
+                if tls.is_some() && parsed.scheme() != "https" {
+                    return Err(bad(
+                        "must start with https:// since the admin listener serves TLS (admin.tls_cert)",
+                    ));
+                }
                 Ok(url.trim_end_matches('/').to_owned())
             })
             .transpose()?;
-        Ok(AdminConfig { url })
+        Ok(AdminConfig { url, tls })
     }
 
     pub(super) fn tls(&self, raw: RawTls) -> TlsConfig {

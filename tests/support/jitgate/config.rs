@@ -50,6 +50,9 @@ pub struct JitgateConfig {
     pub log_filter: Option<String>,
     /// How long the kit waits for an answer of the admin API.
     pub admin_timeout: Duration,
+    /// The admin listener serves TLS (`[admin] tls_cert`), with the proxy's
+    /// own self-signed certificate.
+    pub admin_tls: bool,
 }
 
 impl Default for JitgateConfig {
@@ -70,6 +73,7 @@ impl Default for JitgateConfig {
             exe: PathBuf::from(env!("CARGO_BIN_EXE_jitgate")),
             log_filter: Some("info,jitgate=debug".to_owned()),
             admin_timeout: Duration::from_secs(10),
+            admin_tls: false,
         }
     }
 }
@@ -101,10 +105,16 @@ impl JitgateConfig {
                 "[[identities]]\nname = \"{name}\"\ngroups = [\"{group}\"]\nsecret = \"{verifier}\"\n\n"
             ));
         }
+        let admin_table = if self.admin_tls {
+            "\n[admin]\ntls_cert = \"tls/cert.pem\"\ntls_key = \"tls/key.pem\"\n"
+        } else {
+            ""
+        };
         format!(
             "data_dir = \"data\"\n\
              \n[listen]\n{listen}admin = \"127.0.0.1:{admin}\"\n\
              \n[tls]\ncert = \"tls/cert.pem\"\nkey = \"tls/key.pem\"\nrequire = {require}\nself_signed_if_missing = true\n\
+             {admin_table}\
              \n[audit]\npath = \"{audit}\"\nfsync = \"{fsync}\"\n\
              \n[limits]\n{limits}\n\
              {identities}\

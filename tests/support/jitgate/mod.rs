@@ -68,6 +68,8 @@ impl Jitgate {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(config.admin_timeout)
+            // The proxy's own self-signed certificate, with `admin_tls`.
+            .danger_accept_invalid_certs(config.admin_tls)
             .build()
             .expect("http client");
         let mut jg = Jitgate {
@@ -257,7 +259,12 @@ impl Jitgate {
     }
 
     pub fn admin_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.admin)
+        let scheme = if self.config.admin_tls {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.ports.admin)
     }
 
     /// The HTTP client the kit talks to the admin API with.
