@@ -13,7 +13,8 @@
 //! so they are capped: `MAX_PER_ADDRESS` per client address and half of
 //! `limits.admin_max_connections` in all, so the API always has room. A
 //! page over the cap gets `429` and stays a page that reloads by hand.
-//! The stream ends when the sign-in does (`signedout`).
+//! The stream ends when the sign-in does (`signedout`), checked at each
+//! event and every `SIGN_IN_CHECK` while quiet.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -42,6 +43,8 @@ const SETTLE: Duration = Duration::from_millis(250);
 /// While sessions run, their statement counts are redrawn this often.
 const SESSIONS_REFRESH: Duration = Duration::from_secs(15);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A quiet stream checks this often that its sign-in still holds.
+const SIGN_IN_CHECK: Duration = Duration::from_secs(30);
 
 /// The streams open now, by client address.
 #[derive(Default)]
@@ -60,8 +63,11 @@ impl Streams {
         let cap = state.shared.config.limits.admin_max_connections / 2;
         let streams = &state.page.streams;
         let total: usize = streams.by_address.iter().map(|e| *e.value()).sum();
+        if total >= cap {
+            return None;
+        }
         let mut here = streams.by_address.entry(client).or_default();
-        if *here >= MAX_PER_ADDRESS || total >= cap {
+        if *here >= MAX_PER_ADDRESS {
             return None;
         }
         *here += 1;
@@ -151,6 +157,16 @@ pub(super) async fn stream(
         .into_response()
 }
 
+/// Returns once the stream's sign-in has ended (checked every `SIGN_IN_CHECK`).
+async fn signed_out(viewer: &Viewer, state: &AdminState) {
+    loop {
+        tokio::time::sleep(SIGN_IN_CHECK).await;
+        if !viewer.still_signed_in(state) {
+            return;
+        }
+    }
+}
+
 async fn next_event(w: &mut Watching) -> Event {
     let refresh = async {
         if w.state.shared.sessions.is_empty() {
@@ -165,6 +181,7 @@ async fn next_event(w: &mut Watching) -> Event {
             c = w.access.changed() => c.is_ok(),
             c = w.sessions.changed() => c.is_ok(),
             _ = refresh => true,
+            _ = signed_out(&w.viewer, &w.state) => false,
         }
     };
     if open {

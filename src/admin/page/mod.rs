@@ -28,11 +28,29 @@ use axum::routing::{get, post};
 use super::AdminState;
 
 /// What the page keeps between requests.
-#[derive(Default)]
 pub(crate) struct PageState {
     sign_ins: signin::SignIns,
     streams: events::Streams,
+    /// Pages reading the audit log at once (`statements.rs`); more are
+    /// asked to try again.
+    readers: tokio::sync::Semaphore,
 }
+
+impl Default for PageState {
+    fn default() -> PageState {
+        PageState {
+            sign_ins: signin::SignIns::default(),
+            streams: events::Streams::default(),
+            readers: tokio::sync::Semaphore::new(READERS),
+        }
+    }
+}
+
+/// Audit log readers at once (each on the blocking pool).
+const READERS: usize = 2;
+
+/// Sent by `page.js` when it fetches a page to redraw its live sections.
+const LIVE_HEADER: &str = "x-jitgate-live";
 
 /// The assets, named with jitgate's version so a browser may keep them a
 /// day and an upgrade still never pairs an old script with a new page.

@@ -46,8 +46,11 @@ use crate::identity::oidc::Authorize;
 
 /// How long a sign-in lasts at most (a provider's credential may end it sooner).
 const SIGN_IN_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Sign-ins kept at once; past this the oldest is forgotten.
+/// Sign-ins kept at once; past this new ones are refused until some end.
 const MAX_SIGN_INS: usize = 4096;
+/// One person's sign-ins; a new one pushes out their oldest (never anyone
+/// else's), so nobody can sign others out by signing in over and over.
+const MAX_SIGN_INS_PER_PERSON: usize = 16;
 /// How long a provider sign-on may take between leaving and coming back.
 const PENDING_TTL: Duration = Duration::from_secs(600);
 /// Provider sign-ons in progress at once, and from one client address.
@@ -57,8 +60,10 @@ const MAX_PENDING_PER_ADDRESS: usize = 16;
 /// The cookie that names a sign-in (`__Host-` where it can be: TLS).
 const COOKIE: &str = "jitgate_page";
 const COOKIE_TLS: &str = "__Host-jitgate_page";
-/// The cookie that ties a provider sign-on's return to the browser that left.
+/// The cookie that ties a provider sign-on's return to the browser that
+/// left (`__Host-` on TLS too, so a sibling host cannot plant its own).
 const FLOW_COOKIE: &str = "jitgate_signin";
+const FLOW_COOKIE_TLS: &str = "__Host-jitgate_signin";
 
 /// Who signed in to the page, by keyed hash of their cookie.
 pub(crate) struct SignIns {
@@ -110,15 +115,25 @@ impl SignIns {
         crate::identity::hmac(&self.hash_key, cookie.as_bytes())
     }
 
-    /// Remember a new sign-in; the cookie value that names it.
-    fn insert(&self, name: &str, stored_key: [u8; 32], credential: Option<String>) -> String {
+    /// Remember a new sign-in: the cookie value that names it, and the
+    /// person's oldest sign-in it pushed out, if they had too many. `None`
+    /// when the page holds as many sign-ins as it keeps.
+    fn insert(
+        &self,
+        name: &str,
+        stored_key: [u8; 32],
+        credential: Option<String>,
+    ) -> Option<(String, Option<SignIn>)> {
         let cookie = random_token();
         let mut map = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, s| s.since.elapsed() < SIGN_IN_TTL);
-        if map.len() >= MAX_SIGN_INS
-            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.since).map(|(k, _)| *k)
-        {
-            map.remove(&oldest);
+        let theirs = map.iter().filter(|(_, s)| s.name == name);
+        let mut pushed_out = None;
+        if theirs.clone().count() >= MAX_SIGN_INS_PER_PERSON {
+            let oldest = theirs.min_by_key(|(_, s)| s.since).map(|(k, _)| *k);
+            pushed_out = oldest.and_then(|k| map.remove(&k));
+        } else if map.len() >= MAX_SIGN_INS {
+            return None;
         }
         map.insert(
             self.key(&cookie),
@@ -130,7 +145,7 @@ impl SignIns {
                 since: Instant::now(),
             },
         );
-        cookie
+        Some((cookie, pushed_out))
     }
 
     fn get(&self, cookie: &str) -> Option<SignIn> {
@@ -153,20 +168,36 @@ impl SignIns {
     }
 
     /// Note a provider sign-on leaving: its state, and the flow cookie
-    /// value that must come back with it. `None` when too many are pending
-    /// (from `client`, or at all).
+    /// value that must come back with it. Refused when too many are pending
+    /// from `client` (an IPv6 /64 counts as one), or at all.
     fn start(
         &self,
         client: IpAddr,
         nonce: &str,
         verifier: &str,
         next: String,
-    ) -> Option<(String, String)> {
+    ) -> Result<(String, String), ApiError> {
+        let client = crate::identity::client_of(client);
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending.retain(|_, p| p.since.elapsed() < PENDING_TTL);
         let from_client = pending.values().filter(|p| p.client == client).count();
-        if pending.len() >= MAX_PENDING || from_client >= MAX_PENDING_PER_ADDRESS {
-            return None;
+        let busy = |detail: &str| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many sign-ons",
+                detail.to_owned(),
+            )
+            .retry_after(60)
+        };
+        if from_client >= MAX_PENDING_PER_ADDRESS {
+            return Err(busy(
+                "too many sign-ons are in progress from this address; finish one, or wait ten minutes",
+            ));
+        }
+        if pending.len() >= MAX_PENDING {
+            return Err(busy(
+                "too many sign-ons are in progress on this jitgate; try again in a minute, or sign in with your jitgate secret",
+            ));
         }
         let (state, binding) = (random_token(), random_token());
         pending.insert(
@@ -180,7 +211,7 @@ impl SignIns {
                 since: Instant::now(),
             },
         );
-        Some((state, binding))
+        Ok((state, binding))
     }
 
     /// The pending sign-on `state` names, once, if the flow cookie matches.
@@ -388,18 +419,40 @@ fn cookie_name(state: &AdminState) -> &'static str {
 
 /// `Set-Cookie` for a sign-in (or, with `None`, its removal).
 fn session_cookie(state: &AdminState, value: Option<&str>) -> String {
-    let secure = if tls(state) { "; Secure" } else { "" };
-    match value {
-        Some(v) => format!(
-            "{}={v}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-            cookie_name(state),
-            SIGN_IN_TTL.as_secs()
-        ),
-        None => format!(
-            "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}",
-            cookie_name(state)
-        ),
+    let max_age = value.map_or(0, |_| SIGN_IN_TTL.as_secs());
+    set_cookie(state, cookie_name(state), value, "/", "Strict", max_age)
+}
+
+fn flow_cookie_name(state: &AdminState) -> &'static str {
+    if tls(state) {
+        FLOW_COOKIE_TLS
+    } else {
+        FLOW_COOKIE
     }
+}
+
+/// `Set-Cookie` for a provider sign-on under way (or its removal). Lax, not
+/// Strict: it must come back on the provider's redirect.
+fn flow_cookie(state: &AdminState, value: Option<&str>) -> String {
+    // `__Host-` cookies must have Path=/.
+    let path = if tls(state) { "/" } else { "/signin/callback" };
+    let max_age = value.map_or(0, |_| PENDING_TTL.as_secs());
+    set_cookie(state, flow_cookie_name(state), value, path, "Lax", max_age)
+}
+
+fn set_cookie(
+    state: &AdminState,
+    name: &str,
+    value: Option<&str>,
+    path: &str,
+    same_site: &str,
+    max_age: u64,
+) -> String {
+    let secure = if tls(state) { "; Secure" } else { "" };
+    let value = value.unwrap_or_default();
+    format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}"
+    )
 }
 
 /// Where to go after signing in: a path of this page, nothing else.
@@ -464,7 +517,13 @@ pub(super) async fn with_secret(
     };
     let name = proven.identity.name.clone();
     let credential = proven.identity.credential.as_ref().map(|c| c.id.clone());
-    let cookie = state.page.sign_ins.insert(&name, proven.stored_key, None);
+    let cookie = match remember(&state, &name, proven.stored_key, None).await {
+        Ok(cookie) => cookie,
+        Err(e) => {
+            let (status, _, detail) = e.parts();
+            return views::sign_in(&state, &next, Some(detail), status);
+        }
+    };
     let client_addr = client.to_string();
     let _ = state.shared.audit.record(&AuditEvent {
         identity: Some(&name),
@@ -501,25 +560,24 @@ fn callback_url(state: &AdminState) -> Result<String, ApiError> {
 pub(super) async fn start_provider(
     State(state): State<Arc<AdminState>>,
     ClientIp(client): ClientIp,
+    headers: HeaderMap,
     Query(next): Query<Next>,
 ) -> Response {
     let next = local_path(next.next.as_deref());
+    // Started by a person following the link, not by an image or a script
+    // of another page spending this address's sign-ons in progress.
+    let fetched = headers.get("sec-fetch-mode");
+    if fetched.is_some_and(|m| m.as_bytes() != b"navigate") {
+        return views::failure(ApiError::bad_request(
+            "not a navigation",
+            "a sign-on starts when you follow the sign-in link; open /signin",
+        ));
+    }
     let started = async {
         let provider = login::provider(&state)?;
         let redirect_uri = callback_url(&state)?;
         let (nonce, verifier) = (random_token(), random_token());
-        let (flow_state, binding) = state
-            .page
-            .sign_ins
-            .start(client, &nonce, &verifier, next)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many sign-ons",
-                    "too many sign-ons are in progress from this address; finish one, or wait ten minutes",
-                )
-                .retry_after(60)
-            })?;
+        let (flow_state, binding) = state.page.sign_ins.start(client, &nonce, &verifier, next)?;
         let url = provider
             .authorization_url(&Authorize {
                 redirect_uri: &redirect_uri,
@@ -534,12 +592,7 @@ pub(super) async fn start_provider(
     .await;
     match started {
         Ok((url, binding)) => {
-            let secure = if tls(&state) { "; Secure" } else { "" };
-            // Lax, not Strict: it must come back on the provider's redirect.
-            let flow = format!(
-                "{FLOW_COOKIE}={binding}; Path=/signin/callback; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-                PENDING_TTL.as_secs()
-            );
+            let flow = flow_cookie(&state, Some(&binding));
             (
                 StatusCode::SEE_OTHER,
                 [(header::SET_COOKIE, flow), (header::LOCATION, url)],
@@ -570,8 +623,7 @@ pub(super) async fn callback(
 ) -> Response {
     match signed_on(&state, client, &headers, back).await {
         Ok((cookie, next)) => {
-            let clear_flow =
-                format!("{FLOW_COOKIE}=; Path=/signin/callback; HttpOnly; SameSite=Lax; Max-Age=0");
+            let clear_flow = flow_cookie(&state, None);
             let mut page = views::reload_here(&next);
             let h = page.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&session_cookie(&state, Some(&cookie))) {
@@ -600,7 +652,10 @@ async fn signed_on(
     let pending = back
         .state
         .as_deref()
-        .and_then(|s| state.page.sign_ins.finish(s, cookie(headers, FLOW_COOKIE).as_deref()))
+        .and_then(|s| {
+            let binding = cookie(headers, flow_cookie_name(state));
+            state.page.sign_ins.finish(s, binding.as_deref())
+        })
         .ok_or_else(|| {
             refused("this sign-on was not started by this browser, or took longer than ten minutes; start again".into())
         })?;
@@ -645,12 +700,60 @@ async fn signed_on(
         .ok_or_else(|| {
             ApiError::internal("the new credential could not be checked; sign in again")
         })?;
-    let cookie = state.page.sign_ins.insert(
-        &person.name,
-        proven.stored_key,
-        Some(new.credential.id.clone()),
-    );
+    let credential = new.credential.id.clone();
+    let cookie = remember(state, &person.name, proven.stored_key, Some(credential)).await?;
     Ok((cookie, pending.next))
+}
+
+/// Keep a new sign-in; the cookie value that names it. A sign-in it pushes
+/// out, and a provider credential it could not keep, are ended.
+async fn remember(
+    state: &AdminState,
+    name: &str,
+    stored_key: [u8; 32],
+    credential: Option<String>,
+) -> Result<String, ApiError> {
+    match state
+        .page
+        .sign_ins
+        .insert(name, stored_key, credential.clone())
+    {
+        Some((cookie, pushed_out)) => {
+            if let Some(id) = pushed_out.and_then(|s| s.credential) {
+                end_credential(state, name, id).await;
+            }
+            Ok(cookie)
+        }
+        None => {
+            if let Some(id) = credential {
+                end_credential(state, name, id).await;
+            }
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many sign-ins",
+                "this jitgate's page holds as many sign-ins as it keeps; try again later, or use the jitgate CLI",
+            )
+            .retry_after(60))
+        }
+    }
+}
+
+/// End the credential a page sign-in held (its sign-out, or its eviction).
+async fn end_credential(state: &AdminState, name: &str, id: String) {
+    let who = name.to_owned();
+    let ended = state
+        .access(move |a| {
+            a.logout(&Logout {
+                identity: &who,
+                id: Some(&id),
+                by: &who,
+                unbind: false,
+            })
+        })
+        .await;
+    if !matches!(ended, Ok(Ok(_))) {
+        tracing::warn!(identity = %name, "approver page: a sign-in's credential could not be ended; it runs out on its own");
+    }
 }
 
 #[derive(Deserialize)]
@@ -667,20 +770,7 @@ pub(super) async fn sign_out(
     if let Some(sign_in) = state.page.sign_ins.remove(&viewer.cookie)
         && let Some(id) = sign_in.credential
     {
-        let who = name.clone();
-        let ended = state
-            .access(move |a| {
-                a.logout(&Logout {
-                    identity: &who,
-                    id: Some(&id),
-                    by: &who,
-                    unbind: false,
-                })
-            })
-            .await;
-        if !matches!(ended, Ok(Ok(_))) {
-            tracing::warn!(identity = %name, "approver page: the sign-in's credential could not be ended; it runs out on its own");
-        }
+        end_credential(&state, &name, id).await;
     }
     let client_addr = client.to_string();
     let _ = state.shared.audit.record(&AuditEvent {
@@ -697,4 +787,78 @@ pub(super) async fn sign_out(
         ],
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_in_again_and_again_pushes_out_only_ones_own_sign_ins() {
+        let sign_ins = SignIns::default();
+        let (bob, _) = sign_ins.insert("bob", [2; 32], None).unwrap();
+        let (first, _) = sign_ins
+            .insert("alice", [1; 32], Some("c_first".into()))
+            .unwrap();
+        for _ in 1..MAX_SIGN_INS_PER_PERSON {
+            let (_, pushed_out) = sign_ins.insert("alice", [1; 32], None).unwrap();
+            assert!(pushed_out.is_none());
+        }
+        let (_, pushed_out) = sign_ins.insert("alice", [1; 32], None).unwrap();
+        assert_eq!(
+            pushed_out.and_then(|s| s.credential).as_deref(),
+            Some("c_first"),
+            "alice's oldest goes, with its credential to end"
+        );
+        assert!(sign_ins.get(&first).is_none());
+        for _ in 0..10 * MAX_SIGN_INS_PER_PERSON {
+            sign_ins.insert("alice", [1; 32], None).unwrap();
+        }
+        assert_eq!(sign_ins.get(&bob).map(|s| s.name), Some("bob".to_owned()));
+    }
+
+    #[test]
+    fn a_full_page_refuses_new_sign_ins_rather_than_dropping_others() {
+        let sign_ins = SignIns::default();
+        let names: Vec<String> = (0..MAX_SIGN_INS).map(|i| format!("p{i}")).collect();
+        let cookies: Vec<String> = names
+            .iter()
+            .map(|n| sign_ins.insert(n, [0; 32], None).unwrap().0)
+            .collect();
+        assert!(sign_ins.insert("late", [0; 32], None).is_none());
+        assert!(cookies.iter().all(|c| sign_ins.get(c).is_some()));
+    }
+
+    #[test]
+    fn sign_ons_in_progress_are_capped_per_address_and_ipv6_prefix() {
+        let sign_ins = SignIns::default();
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        for i in 0..MAX_PENDING_PER_ADDRESS {
+            sign_ins.start(v6(i as u16), "n", "v", "/".into()).unwrap();
+        }
+        let refused = sign_ins.start(v6(999), "n", "v", "/".into()).unwrap_err();
+        assert!(refused.parts().2.contains("from this address"));
+        assert!(
+            sign_ins
+                .start(IpAddr::from([10, 0, 0, 1]), "n", "v", "/".into())
+                .is_ok(),
+            "another address still starts"
+        );
+    }
+
+    #[test]
+    fn only_local_paths_are_followed_after_signing_in() {
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil",
+            "",
+            "x",
+            "/a\nb",
+        ] {
+            assert_eq!(local_path(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(local_path(Some("/requests/r_1?x=1")), "/requests/r_1?x=1");
+        assert_eq!(local_path(None), "/");
+    }
 }

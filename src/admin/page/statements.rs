@@ -6,7 +6,10 @@
 //! number (outcome, rows, duration). Lines are in time order, so a grant
 //! whose start is known is found by a binary search on the lines' `time`
 //! rather than a read of the whole file, and only the lines that name the
-//! grant are parsed. Only the newest `page × PER_PAGE` rows are held at once.
+//! grant are parsed. Only the newest `page × PER_PAGE` rows are held at once,
+//! each statement cut to `SHOWN_CHARS`, each line to `MAX_LINE_BYTES`, and
+//! one page reads at most the newest `MAX_SCAN_BYTES` of the log; the page
+//! runs at most `READERS` of these at once (`views.rs`).
 //!
 //! Each proxy writes its own log: a fleet's page lists what this proxy saw.
 
@@ -21,8 +24,15 @@ use serde::Deserialize;
 
 /// Statements on one page.
 pub(super) const PER_PAGE: usize = 50;
-/// The deepest page offered (10 000 statements back).
-pub(super) const MAX_PAGE: usize = 200;
+/// The deepest page offered (2 000 statements back).
+pub(super) const MAX_PAGE: usize = 40;
+/// A statement is shown up to this many characters.
+const SHOWN_CHARS: usize = 4096;
+/// Lines are held up to this many bytes; a longer one (a huge statement)
+/// is listed from its head, without its text.
+const MAX_LINE_BYTES: usize = 1024 * 1024;
+/// At most the newest this many bytes of the log are read for one page.
+const MAX_SCAN_BYTES: u64 = 256 * 1024 * 1024;
 /// Lines of the log may be written this long after the grant's start and
 /// still have a time before it (clock steps, a queued record).
 const START_MARGIN: Duration = Duration::from_secs(60);
@@ -44,6 +54,7 @@ pub(super) struct StatementRow {
     pub(super) duration_ms: Option<f64>,
 }
 
+#[derive(Default)]
 pub(super) struct StatementPage {
     /// Newest first.
     pub(super) rows: Vec<StatementRow>,
@@ -51,6 +62,9 @@ pub(super) struct StatementPage {
     pub(super) total: usize,
     /// Older statements than this page's exist.
     pub(super) more: bool,
+    /// The grant's lines start before the newest `MAX_SCAN_BYTES` of the
+    /// log, which is all that was read.
+    pub(super) cut_short: bool,
 }
 
 /// The members of a line this reads.
@@ -59,6 +73,7 @@ struct Line {
     time: String,
     event: String,
     session: Option<String>,
+    grant: Option<String>,
     seq: Option<u64>,
     statement: Option<String>,
     kind: Option<String>,
@@ -79,32 +94,36 @@ pub(super) fn for_grant(
 ) -> io::Result<StatementPage> {
     let page = page.clamp(1, MAX_PAGE);
     let file = File::open(path)?;
-    let start = match since.and_then(|t| t.checked_sub(START_MARGIN)) {
+    let len = file.metadata()?.len();
+    let from_start = match since.and_then(|t| t.checked_sub(START_MARGIN)) {
         Some(t) => offset_before(&file, t)?,
         None => 0,
     };
+    // The newest MAX_SCAN_BYTES at most: what a page shows first.
+    let start = from_start.max(len.saturating_sub(MAX_SCAN_BYTES));
     let mut reader = BufReader::with_capacity(256 * 1024, file);
     reader.seek(SeekFrom::Start(start))?;
     let mut line = Vec::new();
     if start > 0 {
         // Mid-line: the first full line starts after the next newline.
-        reader.read_until(b'\n', &mut line)?;
+        read_line_capped(&mut reader, &mut line)?;
     }
     let needle = format!("\"grant\":\"{grant}\"");
     let finder = memchr::memmem::Finder::new(needle.as_bytes());
     let keep = page * PER_PAGE;
     let mut recent: VecDeque<StatementRow> = VecDeque::with_capacity(keep + 1);
     let mut total = 0;
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
-            // The end, or a line still being written.
-            break;
-        }
+    // To the end, or to a last line still being written.
+    while let Some(whole) = read_line_capped(&mut reader, &mut line)? {
         if finder.find(&line).is_none() {
             continue;
         }
-        let Ok(l) = serde_json::from_slice::<Line>(&line) else {
+        let parsed = if whole {
+            serde_json::from_slice::<Line>(&line).ok()
+        } else {
+            Line::from_head(&line)
+        };
+        let Some(l) = parsed.filter(|l| l.grant.as_deref() == Some(grant)) else {
             continue;
         };
         match l.event.as_str() {
@@ -115,7 +134,7 @@ pub(super) fn for_grant(
                     time: l.time,
                     session: l.session,
                     seq: l.seq,
-                    statement: l.statement.unwrap_or_default(),
+                    statement: shown(l.statement, whole),
                     kind: l.kind.unwrap_or_default(),
                     reason: l.reason.or(l.detail),
                     outcome: None,
@@ -152,7 +171,88 @@ pub(super) fn for_grant(
         rows,
         total,
         more: total > page * PER_PAGE,
+        cut_short: start > from_start,
     })
+}
+
+/// The statement as the page shows it: at most `SHOWN_CHARS` characters.
+fn shown(statement: Option<String>, whole: bool) -> String {
+    let Some(mut text) = statement.filter(|_| whole) else {
+        return "(longer than the page shows; see the audit log)".to_owned();
+    };
+    if let Some((cut, _)) = text.char_indices().nth(SHOWN_CHARS) {
+        let full = text.len();
+        text.truncate(cut);
+        text.push_str(&format!(" … ({full} bytes in all; see the audit log)"));
+    }
+    text
+}
+
+/// Read the next line into `line`, keeping at most `MAX_LINE_BYTES` of it
+/// (the rest is read past, never held). `Some(true)`: a whole line;
+/// `Some(false)`: a line cut short; `None`: the end, or a last line still
+/// being written.
+fn read_line_capped(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<Option<bool>> {
+    line.clear();
+    let mut whole = true;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let (chunk, ended) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let room = MAX_LINE_BYTES.saturating_sub(line.len());
+        if chunk.len() > room {
+            whole = false;
+        }
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = chunk.len();
+        reader.consume(used);
+        if ended {
+            return Ok(Some(whole));
+        }
+    }
+}
+
+impl Line {
+    /// What the head of a line too long to hold says: the members before
+    /// the statement (time, event, session, grant, seq).
+    fn from_head(head: &[u8]) -> Option<Line> {
+        let text = std::str::from_utf8(head).ok().or_else(|| {
+            // Cut inside a character: the valid part is enough.
+            let valid = std::str::from_utf8(head).err()?.valid_up_to();
+            std::str::from_utf8(&head[..valid]).ok()
+        })?;
+        let string = |key: &str| {
+            let at = text.find(&format!("\"{key}\":\""))? + key.len() + 4;
+            let end = text[at..].find('"')? + at;
+            Some(text[at..end].to_owned())
+        };
+        let seq = text.find("\"seq\":").and_then(|at| {
+            let digits: String = text[at + 6..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        });
+        Some(Line {
+            time: string("time")?,
+            event: string("event")?,
+            session: string("session"),
+            grant: string("grant"),
+            seq,
+            statement: None,
+            kind: None,
+            reason: None,
+            detail: None,
+            outcome: None,
+            rows: None,
+            duration_ms: None,
+        })
+    }
 }
 
 /// An offset in the log at or before the first line written at or after
@@ -222,6 +322,14 @@ mod tests {
             })
             .unwrap();
         }
+        // One too long to show whole, one too long to hold, and one whose
+        // text names the grant as if it were a member.
+        let long = format!("SELECT '{}'", "é".repeat(SHOWN_CHARS));
+        log.record(&statement("g_a", 121, &long)).unwrap();
+        let huge = format!("SELECT '{}'", "x".repeat(MAX_LINE_BYTES));
+        log.record(&statement("g_a", 122, &huge)).unwrap();
+        log.record(&statement("g_b", 1, r#"SELECT '"grant":"g_a"'"#))
+            .unwrap();
         log.record(&AuditEvent {
             session: Some("s_1"),
             grant: Some("g_a"),
@@ -234,18 +342,32 @@ mod tests {
         drop(log);
 
         let first = for_grant(&path, "g_a", 1, None).unwrap();
-        assert_eq!(first.total, 121);
+        assert_eq!(first.total, 123);
         assert!(first.more);
+        assert!(!first.cut_short);
         assert_eq!(first.rows.len(), PER_PAGE);
         assert!(first.rows[0].refused);
         assert_eq!(first.rows[0].statement, "DELETE FROM t");
-        assert_eq!(first.rows[1].statement, "SELECT 120");
-        assert_eq!(first.rows[1].rows, Some(1));
-        assert_eq!(first.rows[1].outcome.as_deref(), Some("SELECT 1"));
+        assert_eq!(first.rows[1].seq, Some(122));
+        assert!(
+            first.rows[1]
+                .statement
+                .contains("longer than the page shows")
+        );
+        let cut = &first.rows[2].statement;
+        assert!(cut.starts_with("SELECT 'éé"), "{cut}");
+        assert!(
+            cut.ends_with(" … (8201 bytes in all; see the audit log)"),
+            "{cut}"
+        );
+        assert_eq!(first.rows[3].statement, "SELECT 120");
+        assert_eq!(first.rows[3].rows, Some(1));
+        assert_eq!(first.rows[3].outcome.as_deref(), Some("SELECT 1"));
+        assert_eq!(for_grant(&path, "g_b", 1, None).unwrap().total, 1);
 
         let third = for_grant(&path, "g_a", 3, None).unwrap();
         assert!(!third.more);
-        assert_eq!(third.rows.len(), 21);
+        assert_eq!(third.rows.len(), 23);
         assert_eq!(third.rows.last().unwrap().statement, "SELECT 1");
 
         // The search starts late in the file for a late start, at its
@@ -258,7 +380,7 @@ mod tests {
         assert_eq!(offset_before(&file, earlier).unwrap(), 0);
         assert_eq!(
             for_grant(&path, "g_a", 1, Some(earlier)).unwrap().total,
-            121
+            123
         );
     }
 }

@@ -301,7 +301,7 @@ fn request_card(state: &AdminState, viewer: &Viewer, r: &Request, full: bool) ->
                 }
             }
             @if pending && approved_by_me {
-                p.muted { "You approved; waiting for " (r.approvals_required as usize - r.approvals.len()) " more." }
+                p.muted { "You approved; waiting for " ((r.approvals_required as usize).saturating_sub(r.approvals.len())) " more." }
             }
             @if pending && own {
                 p.muted { "Your request: someone else decides it." }
@@ -684,26 +684,18 @@ pub(super) async fn grant(
             ));
         }
     };
-    let path = state.shared.config.audit.path.clone();
-    let wanted = id.clone();
     let since = active
         .as_ref()
         .map(|g| g.created_at)
         .or(ended_request.as_ref().map(|r| r.created_at));
-    let read =
-        tokio::task::spawn_blocking(move || statements::for_grant(&path, &wanted, page, since))
-            .await
-            .map_err(|_| std::io::Error::other("the audit log reader stopped"))
-            .and_then(|r| r);
-    let statements = match read {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "approver page: cannot read the audit log");
-            return failure(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit log unreadable",
-                "the audit log could not be read just now; try again (the proxy's log says why)",
-            ));
+    // A live redraw replaces the grant and its sessions, never the
+    // statements: it need not read the log.
+    let statements = if headers.contains_key(super::LIVE_HEADER) {
+        StatementPage::default()
+    } else {
+        match read_statements(&state, &id, page, since).await {
+            Ok(s) => s,
+            Err(e) => return failure(e),
         }
     };
     let (sessions, incomplete) = sessions::visible(&state, &viewer.caller).await;
@@ -734,6 +726,9 @@ pub(super) async fn grant(
         section #statements aria-labelledby="st-h" {
             h2 #st-h { "Statements " span.count { (statements.total) } }
             p.muted { "From this proxy's audit log, newest first." }
+            @if statements.cut_short {
+                p.note { "Only the newest part of the audit log was read; older statements of this grant are in the log itself." }
+            }
             (statement_table(&statements))
             nav.pager aria-label="Statement pages" {
                 @if page > 1 {
@@ -746,6 +741,37 @@ pub(super) async fn grant(
         }
     };
     respond(StatusCode::OK, layout(&title, Some(&viewer), body))
+}
+
+/// A page of a grant's statements, read off the runtime, `READERS` at once.
+async fn read_statements(
+    state: &AdminState,
+    grant: &str,
+    page: usize,
+    since: Option<SystemTime>,
+) -> Result<StatementPage, ApiError> {
+    let Ok(_reading) = state.page.readers.try_acquire() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "other pages are reading the audit log just now; try again in a moment",
+        )
+        .retry_after(2));
+    };
+    let path = state.shared.config.audit.path.clone();
+    let wanted = grant.to_owned();
+    tokio::task::spawn_blocking(move || statements::for_grant(&path, &wanted, page, since))
+        .await
+        .map_err(|_| std::io::Error::other("the audit log reader stopped"))
+        .and_then(|r| r)
+        .map_err(|e| {
+            tracing::warn!(error = %e, "approver page: cannot read the audit log");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit log unreadable",
+                "the audit log could not be read just now; try again (the proxy's log says why)",
+            )
+        })
 }
 
 fn statement_table(page: &StatementPage) -> Markup {

@@ -42,7 +42,7 @@ async function refresh() {
   if (fetching) { again = true; return; }
   fetching = true;
   try {
-    const answer = await fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+    const answer = await fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html", "X-Jitgate-Live": "1" } });
     if (answer.redirected || answer.status === 401) { location.reload(); return; }
     if (answer.ok) {
       latest = new DOMParser().parseFromString(await answer.text(), "text/html");
