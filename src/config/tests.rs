@@ -961,3 +961,60 @@ fn an_oidc_table_that_cannot_work_is_refused_naming_its_key() {
         );
     }
 }
+
+#[test]
+fn the_admin_table_gives_the_page_its_address_and_tls() {
+    let path = Path::new("/etc/jitgate/jitgate.toml");
+    let load =
+        |listen: &str, tables: &str| Config::from_toml(&config_with(listen, tables), path).unwrap();
+    let plain = load("admin = \"127.0.0.1:8080\"", "");
+    assert_eq!(plain.admin_url().as_deref(), Some("http://127.0.0.1:8080"));
+    assert!(!plain.admin_over_https());
+    let everywhere = load("admin = \"0.0.0.0:8080\"", "");
+    assert_eq!(everywhere.admin_url(), None, "no one address to link to");
+    let tls = load(
+        "admin = \"127.0.0.1:8443\"",
+        "[admin]\ntls_cert = \"a.pem\"\ntls_key = \"a.key\"\n",
+    );
+    assert_eq!(tls.admin_url().as_deref(), Some("https://127.0.0.1:8443"));
+    assert!(tls.admin_over_https());
+    assert_eq!(
+        tls.admin.tls.as_ref().map(|t| t.cert.clone()),
+        Some(PathBuf::from("/etc/jitgate/a.pem"))
+    );
+    let named = load(
+        "admin = \"0.0.0.0:8080\"",
+        "[admin]\nurl = \"https://jitgate.example.com/\"\n",
+    );
+    assert_eq!(
+        named.admin_url().as_deref(),
+        Some("https://jitgate.example.com")
+    );
+    assert!(named.admin_over_https());
+}
+
+#[test]
+fn an_admin_table_that_cannot_work_is_refused_naming_its_key() {
+    for (table, key, why) in [
+        ("tls_cert = \"a.pem\"", "admin.tls_cert", "go together"),
+        ("url = \"ftp://x\"", "admin.url", "http:// or https://"),
+        ("url = \"https://x/jitgate\"", "admin.url", "no path"),
+        (
+            "url = \"https://u:p@x\"",
+            "admin.url",
+            "no path, query or user",
+        ),
+        ("url = \"not a url\"", "admin.url", "must be a URL"),
+        (
+            "url = \"http://x\"\ntls_cert = \"a\"\ntls_key = \"b\"",
+            "admin.url",
+            "https://",
+        ),
+    ] {
+        let e = refusal("", &format!("[admin]\n{table}\n"));
+        assert!(
+            e.contains(&format!("`{key}`")) && e.contains(why),
+            "{table}: {e}"
+        );
+    }
+}
