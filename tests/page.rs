@@ -428,6 +428,36 @@ async fn the_page_fits_a_phone_and_every_field_has_a_label() {
         );
     }
     shot(&phone, "page-phone.png").await;
+
+    // The keyboard alone reaches every part of the request form, in order,
+    // starting with the link that skips the navigation.
+    phone
+        .goto(&format!("{}/requests/new", jg.admin_url()))
+        .await;
+    phone.wait_for("#reason").await;
+    let mut reached = Vec::new();
+    for _ in 0..12 {
+        let focused = phone.client.active_element().await.unwrap();
+        focused
+            .send_keys(&char::from(fantoccini::key::Key::Tab).to_string())
+            .await
+            .unwrap();
+        let now = phone
+            .js("const e = document.activeElement; return e.id || e.className || e.tagName;")
+            .await;
+        reached.push(now.as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(reached[0], "skip", "{reached:?}");
+    let order: Vec<usize> = ["target", "level", "duration", "reason", "primary"]
+        .iter()
+        .map(|want| {
+            reached
+                .iter()
+                .position(|r| r == want)
+                .unwrap_or_else(|| panic!("Tab never reaches {want}: {reached:?}"))
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{reached:?}");
 }
 
 #[tokio::test]
