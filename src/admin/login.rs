@@ -189,15 +189,15 @@ async fn code(
             &body.nonce,
         )
         .await;
-    finish(
+    let signed_on = sign_on(
         &state,
         &provider,
         client,
         attempt,
         "authorization_code",
         signed_on,
-    )
-    .await
+    );
+    Ok(answer(signed_on.await?))
 }
 
 /// Starting a device sign-on costs the address one attempt of its login
@@ -243,7 +243,8 @@ async fn device_token(
         Ok(DevicePoll::Done(signed_on)) => Ok(signed_on),
         Err(e) => Err(e),
     };
-    finish(&state, &provider, client, attempt, "device", signed_on).await
+    let signed_on = sign_on(&state, &provider, client, attempt, "device", signed_on);
+    Ok(answer(signed_on.await?))
 }
 
 /// Charge one sign-on to `client`'s login budget (refunded on success).
@@ -257,17 +258,9 @@ pub(super) fn charge(
     })
 }
 
-/// After the provider answered: the person and their new credential,
-/// as the API answers them (once, not to be cached).
-async fn finish(
-    state: &AdminState,
-    provider: &Provider,
-    client: IpAddr,
-    attempt: crate::identity::LoginAttempt<'_>,
-    flow: &'static str,
-    signed_on: Result<SignedOn, SignOnError>,
-) -> Result<Response, ApiError> {
-    let (person, new) = sign_on(state, provider, client, attempt, flow, signed_on).await?;
+/// The person signed on and their new credential, as the API answers
+/// them (once, not to be cached).
+fn answer((person, new): (SignedOn, crate::identity::issued::NewCredential)) -> Response {
     let answer = SignedOnAnswer {
         identity: person.name,
         groups: person.groups,
@@ -278,7 +271,7 @@ async fn finish(
         },
         secret: new.secret,
     };
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
+    ([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response()
 }
 
 /// After the provider answered: audit a failure, or sign the person on
