@@ -245,13 +245,7 @@ impl FromRequestParts<Arc<AdminState>> for Viewer {
         let cookie = cookie(&parts.headers, cookie_name(state));
         let seen = super::events::seen(state);
         let viewer = cookie.and_then(|cookie| {
-            let sign_in = state.page.sign_ins.get(&cookie)?;
-            // Still a live secret of the name (not changed, logged out or expired)?
-            let proven = state
-                .shared
-                .identities
-                .keys_for(&sign_in.name)
-                .match_stored_key(&sign_in.stored_key)?;
+            let (sign_in, proven) = signed_in(state, &cookie)?;
             Some(Viewer {
                 caller: Caller {
                     identity: proven.identity,
@@ -271,15 +265,20 @@ impl FromRequestParts<Arc<AdminState>> for Viewer {
 impl Viewer {
     /// Is the sign-in behind this viewer still there and its secret live?
     pub(super) fn still_signed_in(&self, state: &AdminState) -> bool {
-        state.page.sign_ins.get(&self.cookie).is_some_and(|s| {
-            state
-                .shared
-                .identities
-                .keys_for(&s.name)
-                .match_stored_key(&s.stored_key)
-                .is_some()
-        })
+        signed_in(state, &self.cookie).is_some()
     }
+}
+
+/// The sign-in `cookie` names, while its secret is still a live one of the
+/// name (not changed in the config, logged out or expired).
+fn signed_in(state: &AdminState, cookie: &str) -> Option<(SignIn, crate::identity::Proven)> {
+    let sign_in = state.page.sign_ins.get(cookie)?;
+    let proven = state
+        .shared
+        .identities
+        .keys_for(&sign_in.name)
+        .match_stored_key(&sign_in.stored_key)?;
+    Some((sign_in, proven))
 }
 
 /// Not signed in: a page goes to the sign-in form (and comes back after);
